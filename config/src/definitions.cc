@@ -1,0 +1,131 @@
+// THE parameter table of the whole project. A layer that needs a new knob adds it here (and
+// its name to names.h), so that every source and every tool knows it.
+#include <algorithm>
+
+#include "wv/config/definition.h"
+#include "wv/config/names.h"
+
+namespace wv::config {
+namespace {
+
+constexpr std::string_view kProviderChoices[] = {"auto", "tcp", "shm", "ibverbs"};
+constexpr std::string_view kLogLevelChoices[] = {"error", "warn", "info", "debug"};
+constexpr std::string_view kTcpCrcChoices[] = {"off", "request", "require"};
+
+constexpr Definition kDefinitions[] = {
+    {.name = names::kProvider,
+     .type = Type::kChoice,
+     .default_value = "auto",
+     .description = "Which verbs provider to open; auto lets wv choose.",
+     .level = Level::kUser,
+     .choices = kProviderChoices},
+    {.name = names::kDevice,
+     .type = Type::kString,
+     .default_value = "",
+     .description = "Device to open (e.g. rxe0); empty means the provider's first device.",
+     .level = Level::kUser},
+    {.name = names::kLogLevel,
+     .type = Type::kChoice,
+     .default_value = "warn",
+     .description = "Least severe kind of message that is logged.",
+     .level = Level::kUser,
+     .choices = kLogLevelChoices},
+    {.name = names::kTcpCrc,
+     .type = Type::kChoice,
+     .default_value = "off",
+     .description = "Whether tcp connections negotiate MPA CRC32c: off accepts the peer's wish, "
+                    "request asks for it, require refuses peers without it.",
+     .level = Level::kTuner,
+     .choices = kTcpCrcChoices},
+    {.name = names::kTcpSegmentSize,
+     .type = Type::kSize,
+     .default_value = "64K",
+     .description = "Largest DDP segment payload on the tcp wire; the provider clamps it to "
+                    "the real frame limit.",
+     .level = Level::kTuner,
+     .min = 1024,
+     .max = 65536},
+    {.name = names::kTcpReadDepth,
+     .type = Type::kInteger,
+     .default_value = "16",
+     .description = "RDMA reads in flight per QP in each direction (the MPA v2 IRD/ORD offered).",
+     .level = Level::kTuner,
+     .min = 1,
+     .max = 1024},
+    {.name = names::kTcpPortBase,
+     .type = Type::kInteger,
+     .default_value = "0",
+     .description = "First TCP port that endpoints bind when none is given; 0 means ephemeral.",
+     .level = Level::kDeveloper,
+     .min = 0,
+     .max = 65535},
+    {.name = names::kConnectTimeoutMs,
+     .type = Type::kInteger,
+     .default_value = "10000",
+     .description = "Bound in milliseconds on address and route resolution, connect and accept.",
+     .level = Level::kUser,
+     .min = 1},
+    {.name = names::kRnrTimeoutMs,
+     .type = Type::kInteger,
+     .default_value = "2000",
+     .description = "Milliseconds a receiver waits for a receive to be posted before failing "
+                    "a send with receiver-not-ready.",
+     .level = Level::kTuner,
+     .min = 0},
+    {.name = names::kProgressSpinUs,
+     .type = Type::kInteger,
+     .default_value = "0",
+     .description = "Microseconds the provider's progress thread polls before sleeping in "
+                    "epoll.",
+     .level = Level::kTuner,
+     .min = 0,
+     .max = 1000000},
+};
+
+}  // namespace
+
+std::span<const Definition> definitions() {
+  return kDefinitions;
+}
+
+const Definition* find_definition(std::string_view name) {
+  auto it = std::find_if(std::begin(kDefinitions), std::end(kDefinitions),
+                         [name](const Definition& d) { return d.name == name; });
+  return it == std::end(kDefinitions) ? nullptr : &*it;
+}
+
+std::string environment_variable(std::string_view name) {
+  std::string variable = "WV_";
+  for (char c : name) variable += (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
+  return variable;
+}
+
+std::string_view to_string(Type type) {
+  switch (type) {
+    case Type::kBool:
+      return "bool";
+    case Type::kInteger:
+      return "integer";
+    case Type::kSize:
+      return "size";
+    case Type::kString:
+      return "string";
+    case Type::kChoice:
+      return "choice";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(Level level) {
+  switch (level) {
+    case Level::kUser:
+      return "user";
+    case Level::kTuner:
+      return "tuner";
+    case Level::kDeveloper:
+      return "developer";
+  }
+  return "unknown";
+}
+
+}  // namespace wv::config

@@ -1,0 +1,125 @@
+#include "soft_completion_queue.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+namespace wv::verbs::soft {
+
+SoftCompletionQueue::SoftCompletionQueue(uint32_t entries) : ring_(std::max<uint32_t>(entries, 1)) {}
+
+SoftCompletionQueue::~SoftCompletionQueue() {
+  if (notification_fd_ >= 0) ::close(notification_fd_);
+}
+
+int SoftCompletionQueue::poll(std::span<Completion> out) {
+  std::lock_guard lock(mutex_);
+  const size_t n = std::min(out.size(), count_);
+  for (size_t i = 0; i < n; ++i) {
+    out[i] = ring_[head_];
+    head_ = head_ + 1 == ring_.size() ? 0 : head_ + 1;
+  }
+  count_ -= n;
+  if (n == 0 && overrun_) return -1;
+  return static_cast<int>(n);
+}
+
+size_t SoftCompletionQueue::peek() const {
+  std::lock_guard lock(mutex_);
+  return count_;
+}
+
+void SoftCompletionQueue::fire_locked(Completer<void>& completer) {
+  if (!completer) return;
+  completer.complete(Status::ok());
+  completer = Completer<void>();
+  if (notification_fd_ >= 0) {
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t written = ::write(notification_fd_, &one, sizeof(one));
+  }
+}
+
+bool SoftCompletionQueue::push(const Completion& completion, bool solicited) {
+  std::lock_guard lock(mutex_);
+  if (count_ == ring_.size()) {
+    overrun_ = true;
+    fire_locked(next_);
+    fire_locked(solicited_);
+    fire_locked(batch_);
+    return false;
+  }
+  size_t tail = head_ + count_;
+  if (tail >= ring_.size()) tail -= ring_.size();
+  ring_[tail] = completion;
+  ++count_;
+  fire_locked(next_);
+  if (solicited || completion.status != CompletionStatus::kSuccess) fire_locked(solicited_);
+  if (batch_ && count_ >= batch_count_) fire_locked(batch_);
+  return true;
+}
+
+Operation<void> SoftCompletionQueue::notify(NotifyOn kind) {
+  auto [operation, completer] = Operation<void>::make();
+  std::lock_guard lock(mutex_);
+  Completer<void>& slot = kind == NotifyOn::kNextCompletion ? next_ : solicited_;
+  // Re-arming replaces an earlier request, as with ibv_req_notify_cq; the earlier one is told.
+  if (slot) slot.complete(Status(Errc::kCancelled, "notification re-armed"));
+  slot = completer;
+  return std::move(operation);
+}
+
+Operation<void> SoftCompletionQueue::batch_notify(size_t count) {
+  if (count == 0 || count > ring_.size()) {
+    return Operation<void>::done(Status(
+        Errc::kInvalidArgument, "batch_notify count " + std::to_string(count) +
+                                    " must be between 1 and the CQ size " +
+                                    std::to_string(ring_.size())));
+  }
+  auto [operation, completer] = Operation<void>::make();
+  std::lock_guard lock(mutex_);
+  if (count_ >= count) {
+    completer.complete(Status::ok());
+    return std::move(operation);
+  }
+  if (batch_) batch_.complete(Status(Errc::kCancelled, "batch notification re-armed"));
+  batch_ = completer;
+  batch_count_ = count;
+  return std::move(operation);
+}
+
+int SoftCompletionQueue::notification_fd() {
+  std::lock_guard lock(mutex_);
+  if (notification_fd_ < 0) notification_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  return notification_fd_;
+}
+
+Status SoftCompletionQueue::resize(uint32_t entries) {
+  std::lock_guard lock(mutex_);
+  if (entries == 0 || entries < count_) {
+    return Status(Errc::kInvalidArgument, "cannot resize CQ to " + std::to_string(entries) +
+                                              " entries: " + std::to_string(count_) +
+                                              " completions are queued");
+  }
+  std::vector<Completion> ring(entries);
+  for (size_t i = 0; i < count_; ++i) ring[i] = ring_[(head_ + i) % ring_.size()];
+  ring_.swap(ring);
+  head_ = 0;
+  return Status::ok();
+}
+
+uint32_t SoftCompletionQueue::capacity() const {
+  std::lock_guard lock(mutex_);
+  return static_cast<uint32_t>(ring_.size());
+}
+
+Status SoftCompletionQueue::status() const {
+  std::lock_guard lock(mutex_);
+  if (overrun_) {
+    return Status(Errc::kQueueFull, "completion queue overrun: more completions than its " +
+                                        std::to_string(ring_.size()) + " entries");
+  }
+  return Status::ok();
+}
+
+}  // namespace wv::verbs::soft

@@ -1,0 +1,530 @@
+#include "soft_queue_pair.h"
+
+#include <cstring>
+#include <string>
+
+#include "soft_completion_queue.h"
+#include "soft_device.h"
+#include "soft_memory.h"
+#include "soft_protection_domain.h"
+#include "soft_shared_receive_queue.h"
+
+namespace wv::verbs::soft {
+
+SoftConnectQueuePair::SoftConnectQueuePair(std::shared_ptr<SoftProtectionDomain> domain,
+                                           const QueuePairOptions& options, uint32_t number,
+                                           uint32_t max_inline)
+    : domain_(std::move(domain)),
+      send_cq_(std::static_pointer_cast<SoftCompletionQueue>(options.send_cq)),
+      receive_cq_(std::static_pointer_cast<SoftCompletionQueue>(options.receive_cq)),
+      srq_(std::static_pointer_cast<SoftSharedReceiveQueue>(options.srq)),
+      number_(number),
+      context_(options.context),
+      send_sge_(options.send_sge),
+      max_inline_(max_inline),
+      signal_all_(options.signal_all_sends),
+      send_queue_(options.send_depth),
+      receive_queue_(options.srq ? 1 : options.receive_depth, options.receive_sge) {}
+
+SoftConnectQueuePair::~SoftConnectQueuePair() {
+  std::shared_ptr<Wire> wire;
+  {
+    std::lock_guard lock(mutex_);
+    wire = std::move(wire_);
+  }
+  if (wire) wire->close();
+}
+
+SoftDevice& SoftConnectQueuePair::device() const { return *domain_->device(); }
+
+QpAttributes SoftConnectQueuePair::query() const {
+  std::lock_guard lock(mutex_);
+  QpAttributes attributes;
+  attributes.state = state_;
+  attributes.qp_number = number_;
+  attributes.peer_qp_number = peer_qp_number_;
+  attributes.send_depth = static_cast<uint32_t>(send_queue_.size());
+  attributes.receive_depth = srq_ ? 0 : receive_queue_.depth();
+  attributes.send_sge = send_sge_;
+  attributes.receive_sge = receive_queue_.max_sge();
+  attributes.max_inline = max_inline_;
+  attributes.inbound_read_depth = inbound_read_depth_;
+  attributes.outbound_read_depth = outbound_read_depth_;
+  return attributes;
+}
+
+Status SoftConnectQueuePair::modify(QpState state) {
+  std::unique_lock lock(mutex_);
+  const QpState from = state_;
+  const auto refuse = [&] {
+    return Status(Errc::kInvalidState, "QP " + std::to_string(number_) + ": transition " +
+                                           std::string(to_string(from)) + " -> " +
+                                           std::string(to_string(state)) +
+                                           " is not allowed (the endpoint connects QPs)");
+  };
+  switch (state) {
+    case QpState::kError:
+      fail_locked(CompletionStatus::kFlushed, "moved to error by the application", false);
+      return Status::ok();
+    case QpState::kReset:
+      if (from != QpState::kError && from != QpState::kInit) return refuse();
+      head_ = next_tx_ = tail_ = 0;
+      outstanding_reads_ = 0;
+      wire_.reset();
+      peer_qp_number_ = 0;
+      state_ = QpState::kReset;
+      return Status::ok();
+    case QpState::kInit:
+      if (from != QpState::kReset) return refuse();
+      state_ = QpState::kInit;
+      return Status::ok();
+    case QpState::kSendQueueDrained:
+      if (from != QpState::kReadyToSend) return refuse();
+      state_ = QpState::kSendQueueDrained;
+      return Status::ok();
+    case QpState::kReadyToSend:
+      if (from != QpState::kSendQueueDrained) return refuse();
+      state_ = QpState::kReadyToSend;
+      if (wire_) wire_->kick_locked();
+      return Status::ok();
+    case QpState::kReadyToReceive:
+      return refuse();
+  }
+  return refuse();
+}
+
+Status SoftConnectQueuePair::connect_locked(std::shared_ptr<Wire> wire, uint32_t peer_qp_number,
+                                            uint32_t inbound_read_depth,
+                                            uint32_t outbound_read_depth) {
+  if (state_ != QpState::kInit) {
+    return Status(Errc::kInvalidState, "QP " + std::to_string(number_) + " is in state " +
+                                           std::string(to_string(state_)) +
+                                           "; only a QP in init can be connected");
+  }
+  wire_ = std::move(wire);
+  peer_qp_number_ = peer_qp_number;
+  inbound_read_depth_ = inbound_read_depth;
+  outbound_read_depth_ = outbound_read_depth;
+  state_ = QpState::kReadyToSend;
+  wire_->kick_locked();
+  return Status::ok();
+}
+
+// ---- Receive side ----
+
+Status SoftConnectQueuePair::post_receive(uint64_t wr_id, std::span<const Sge> sges) {
+  if (srq_) {
+    return Status(Errc::kInvalidState, "QP " + std::to_string(number_) +
+                                           " uses a shared receive queue; post receives there");
+  }
+  std::lock_guard lock(mutex_);
+  if (state_ == QpState::kReset) {
+    return Status(Errc::kInvalidState, "QP " + std::to_string(number_) + " is in reset");
+  }
+  Status status = receive_queue_.post(wr_id, sges, domain_.get());
+  if (!status) return status;
+  if (state_ == QpState::kError) {
+    ReceiveWorkRequest request;
+    receive_queue_.take(request);
+    Completion completion;
+    completion.wr_id = wr_id;
+    completion.qp_context = context_;
+    completion.qp_number = number_;
+    completion.opcode = Opcode::kReceive;
+    completion.status = CompletionStatus::kFlushed;
+    receive_cq_->push(completion, false);
+  } else if (wire_) {
+    // A wire stalled for want of a receive (receiver not ready) resumes now.
+    wire_->kick_locked();
+  }
+  return Status::ok();
+}
+
+bool SoftConnectQueuePair::take_receive(ReceiveWorkRequest& out) {
+  if (srq_) return srq_->take(out);
+  std::lock_guard lock(mutex_);
+  return receive_queue_.take(out);
+}
+
+bool SoftConnectQueuePair::has_receive() const {
+  if (srq_) return srq_->query().posted > 0;
+  std::lock_guard lock(mutex_);
+  return receive_queue_.size() > 0;
+}
+
+void SoftConnectQueuePair::complete_receive(const ReceiveWorkRequest& request, Opcode opcode,
+                                            uint32_t length, CompletionStatus status,
+                                            CompletionFlags flags, uint32_t immediate,
+                                            uint32_t invalidated_key, bool solicited) {
+  Completion completion;
+  completion.wr_id = request.wr_id;
+  completion.qp_context = context_;
+  completion.qp_number = number_;
+  completion.source_qp_number = peer_qp_number_;
+  completion.opcode = opcode;
+  completion.length = length;
+  completion.status = status;
+  completion.flags = flags;
+  completion.immediate = immediate;
+  completion.invalidated_rkey = invalidated_key;
+  if (!receive_cq_->push(completion, solicited)) {
+    fail(CompletionStatus::kFatal, "receive completion queue overrun");
+  }
+}
+
+KeyCheck SoftConnectQueuePair::resolve(uint32_t key, uint64_t address, uint64_t length,
+                                       Access access, void** host) const {
+  return device().keys().resolve(key, address, length, access, domain_.get(), number_, host);
+}
+
+KeyCheck SoftConnectQueuePair::invalidate_remote(uint32_t key) {
+  return device().keys().invalidate(key, domain_.get(), number_);
+}
+
+// ---- Send side ----
+
+template <typename Fill>
+Status SoftConnectQueuePair::post(WorkKind kind, uint64_t wr_id, std::span<const Sge> sges,
+                                  SendFlags flags, Access local_access, Fill&& fill) {
+  std::lock_guard lock(mutex_);
+  if (state_ != QpState::kReadyToSend && state_ != QpState::kError) {
+    return Status(Errc::kInvalidState, "QP " + std::to_string(number_) + " is in state " +
+                                           std::string(to_string(state_)) +
+                                           "; the send queue needs ready-to-send");
+  }
+  if (tail_ - head_ == send_queue_.size()) {
+    return Status(Errc::kQueueFull,
+                  "send queue full (" + std::to_string(send_queue_.size()) + " requests)");
+  }
+  SendWorkRequest& request = slot(tail_);
+  request.wr_id = wr_id;
+  request.kind = kind;
+  request.signaled = signal_all_ || has(flags, SendFlags::kSignaled);
+  request.fence = has(flags, SendFlags::kFence);
+  request.solicited = has(flags, SendFlags::kSolicited);
+  request.transmitted_bytes = 0;
+  request.transmitted = false;
+  request.done = false;
+  request.status = CompletionStatus::kSuccess;
+  request.window = nullptr;
+  if (has(flags, SendFlags::kInline)) {
+    uint64_t total = 0;
+    for (const Sge& sge : sges) total += sge.length;
+    if (total > max_inline_) {
+      return Status(Errc::kInvalidArgument, "inline send of " + std::to_string(total) +
+                                                " bytes exceeds the QP's inline limit " +
+                                                std::to_string(max_inline_));
+    }
+    std::byte* to = request.inline_data.data();
+    for (const Sge& sge : sges) {
+      std::memcpy(to, sge.address, sge.length);
+      to += sge.length;
+    }
+    request.segments[0] = Segment{request.inline_data.data(), static_cast<uint32_t>(total)};
+    request.segment_count = total == 0 ? 0 : 1;
+    request.length = total;
+  } else {
+    Status status = validate_sges(sges, send_sge_, domain_.get(), local_access,
+                                  request.segments.data(), &request.length);
+    if (!status) return status;
+    request.segment_count = static_cast<uint32_t>(sges.size());
+  }
+  if (Status status = fill(request); !status) return status;
+  ++tail_;
+  if (state_ == QpState::kError) {
+    request.done = true;
+    request.transmitted = true;
+    request.status = CompletionStatus::kFlushed;
+    next_tx_ = tail_;
+    retire_locked();
+  } else if (wire_) {
+    wire_->kick_locked();
+  } else {
+    // Connected QPs always have a wire; no wire means no transport can carry the request.
+    fail_locked(CompletionStatus::kTransportError, "QP has no connection");
+  }
+  return Status::ok();
+}
+
+namespace {
+Status no_extra(SendWorkRequest&) { return Status::ok(); }
+}  // namespace
+
+Status SoftConnectQueuePair::send(uint64_t wr_id, std::span<const Sge> sges, SendFlags flags) {
+  return post(WorkKind::kSend, wr_id, sges, flags, Access::kNone, no_extra);
+}
+
+Status SoftConnectQueuePair::send_with_immediate(uint64_t wr_id, std::span<const Sge> sges,
+                                                 uint32_t immediate, SendFlags flags) {
+  return post(WorkKind::kSendWithImmediate, wr_id, sges, flags, Access::kNone,
+              [immediate](SendWorkRequest& request) {
+                request.immediate = immediate;
+                return Status::ok();
+              });
+}
+
+Status SoftConnectQueuePair::send_with_invalidate(uint64_t wr_id, std::span<const Sge> sges,
+                                                  uint32_t rkey, SendFlags flags) {
+  return post(WorkKind::kSendWithInvalidate, wr_id, sges, flags, Access::kNone,
+              [rkey](SendWorkRequest& request) {
+                request.immediate = rkey;
+                return Status::ok();
+              });
+}
+
+Status SoftConnectQueuePair::rdma_write(uint64_t wr_id, std::span<const Sge> sges,
+                                        RemoteAddress remote, SendFlags flags) {
+  return post(WorkKind::kWrite, wr_id, sges, flags, Access::kNone,
+              [remote](SendWorkRequest& request) {
+                request.remote = remote;
+                return Status::ok();
+              });
+}
+
+Status SoftConnectQueuePair::rdma_write_with_immediate(uint64_t wr_id, std::span<const Sge> sges,
+                                                       RemoteAddress remote, uint32_t immediate,
+                                                       SendFlags flags) {
+  return post(WorkKind::kWriteWithImmediate, wr_id, sges, flags, Access::kNone,
+              [remote, immediate](SendWorkRequest& request) {
+                request.remote = remote;
+                request.immediate = immediate;
+                return Status::ok();
+              });
+}
+
+Status SoftConnectQueuePair::rdma_read(uint64_t wr_id, std::span<const Sge> sges,
+                                       RemoteAddress remote, SendFlags flags) {
+  if (has(flags, SendFlags::kInline)) {
+    return Status(Errc::kInvalidArgument, "an RDMA read cannot be inline");
+  }
+  return post(WorkKind::kRead, wr_id, sges, flags, Access::kLocalWrite,
+              [remote](SendWorkRequest& request) {
+                request.remote = remote;
+                return Status::ok();
+              });
+}
+
+namespace {
+Status check_atomic(const Sge& result, RemoteAddress remote, SendFlags flags) {
+  if (result.length != 8) {
+    return Status(Errc::kInvalidArgument,
+                  "atomic result buffer must be 8 bytes, not " + std::to_string(result.length));
+  }
+  if (remote.address % 8 != 0) {
+    return Status(Errc::kInvalidArgument, "atomic target address must be 8-byte aligned");
+  }
+  if (has(flags, SendFlags::kInline)) {
+    return Status(Errc::kInvalidArgument, "an atomic operation cannot be inline");
+  }
+  return Status::ok();
+}
+}  // namespace
+
+Status SoftConnectQueuePair::compare_and_swap(uint64_t wr_id, const Sge& result,
+                                              RemoteAddress remote, uint64_t compare,
+                                              uint64_t swap, SendFlags flags) {
+  if (Status status = check_atomic(result, remote, flags); !status) return status;
+  return post(WorkKind::kCompareAndSwap, wr_id, std::span<const Sge>(&result, 1), flags,
+              Access::kLocalWrite, [remote, compare, swap](SendWorkRequest& request) {
+                request.remote = remote;
+                request.compare = compare;
+                request.operand = swap;
+                return Status::ok();
+              });
+}
+
+Status SoftConnectQueuePair::fetch_and_add(uint64_t wr_id, const Sge& result,
+                                           RemoteAddress remote, uint64_t add, SendFlags flags) {
+  if (Status status = check_atomic(result, remote, flags); !status) return status;
+  return post(WorkKind::kFetchAndAdd, wr_id, std::span<const Sge>(&result, 1), flags,
+              Access::kLocalWrite, [remote, add](SendWorkRequest& request) {
+                request.remote = remote;
+                request.operand = add;
+                return Status::ok();
+              });
+}
+
+Result<uint32_t> SoftConnectQueuePair::bind_memory_window(uint64_t wr_id, MemoryWindow& window,
+                                                          const MemoryRegion& region,
+                                                          void* address, uint64_t length,
+                                                          Access access, SendFlags flags) {
+  auto& soft_window = static_cast<SoftMemoryWindow&>(window);
+  if (soft_window.domain() != domain_.get() ||
+      detail::RegionAccess::domain(region) != domain_.get()) {
+    return Status(Errc::kPermissionDenied,
+                  "memory window and region must belong to the QP's protection domain");
+  }
+  if (!has(region.access(), Access::kBindMemoryWindow)) {
+    return Status(Errc::kPermissionDenied, "region was not registered with kBindMemoryWindow");
+  }
+  const auto* base = static_cast<const std::byte*>(region.address());
+  const auto* at = static_cast<const std::byte*>(address);
+  if (at < base || length > region.length() ||
+      static_cast<uint64_t>(at - base) > region.length() - length) {
+    return Status(Errc::kPermissionDenied, "window range lies outside the region");
+  }
+  if (window.type() == MemoryWindowType::kType2 && length == 0) {
+    return Status(Errc::kInvalidArgument,
+                  "a type 2 window is unbound by invalidating its key, not by a zero-length bind");
+  }
+  const uint32_t key = soft_window.reserve_key();
+  Status status = post(WorkKind::kBindWindow, wr_id, {}, flags, Access::kNone,
+                       [&](SendWorkRequest& request) {
+                         request.window = &window;
+                         request.window_key = key;
+                         request.window_access = access;
+                         request.window_address = reinterpret_cast<uint64_t>(address);
+                         request.length = length;
+                         return Status::ok();
+                       });
+  if (!status) {
+    device().keys().remove(key);
+    return status;
+  }
+  return key;
+}
+
+Status SoftConnectQueuePair::invalidate(uint64_t wr_id, uint32_t rkey, SendFlags flags) {
+  return post(WorkKind::kLocalInvalidate, wr_id, {}, flags, Access::kNone,
+              [rkey](SendWorkRequest& request) {
+                request.immediate = rkey;
+                return Status::ok();
+              });
+}
+
+// ---- Requester progress ----
+
+bool SoftConnectQueuePair::apply_local_locked(SendWorkRequest& request) {
+  if (request.kind == WorkKind::kBindWindow) {
+    static_cast<SoftMemoryWindow*>(request.window)
+        ->bind(request.window_address, request.length, request.window_access, number_,
+               request.window_key);
+    return true;
+  }
+  return invalidate_remote(request.immediate) == KeyCheck::kOk;
+}
+
+SendWorkRequest* SoftConnectQueuePair::next_to_transmit_locked() {
+  if (state_ != QpState::kReadyToSend) return nullptr;
+  while (next_tx_ < tail_) {
+    SendWorkRequest& request = slot(next_tx_);
+    if (request.fence && outstanding_reads_ > 0) return nullptr;
+    if (request.kind == WorkKind::kBindWindow || request.kind == WorkKind::kLocalInvalidate) {
+      const bool ok = apply_local_locked(request);
+      request.transmitted = true;
+      request.done = true;
+      ++next_tx_;
+      if (!ok) {
+        request.status = CompletionStatus::kLocalProtectionError;
+        fail_locked(CompletionStatus::kLocalProtectionError,
+                    "local invalidate of a key that is not a window of this QP");
+        return nullptr;
+      }
+      retire_locked();
+      continue;
+    }
+    if (request.is_read_like() && outstanding_reads_ >= outbound_read_depth_) return nullptr;
+    return &request;
+  }
+  return nullptr;
+}
+
+void SoftConnectQueuePair::transmitted_locked(SendWorkRequest& request) {
+  request.transmitted = true;
+  ++next_tx_;
+  if (request.is_read_like()) {
+    ++outstanding_reads_;
+  } else {
+    request.done = true;
+    retire_locked();
+  }
+}
+
+SendWorkRequest* SoftConnectQueuePair::oldest_pending_locked(bool atomic) {
+  for (uint64_t i = head_; i < next_tx_; ++i) {
+    SendWorkRequest& request = slot(i);
+    if (request.done || !request.is_read_like()) continue;
+    if ((request.kind != WorkKind::kRead) == atomic) return &request;
+  }
+  return nullptr;
+}
+
+void SoftConnectQueuePair::response_arrived_locked(SendWorkRequest& request,
+                                                   CompletionStatus status) {
+  request.done = true;
+  request.status = status;
+  --outstanding_reads_;
+  retire_locked();
+}
+
+void SoftConnectQueuePair::push_send_completion_locked(const SendWorkRequest& request) {
+  Completion completion;
+  completion.wr_id = request.wr_id;
+  completion.qp_context = context_;
+  completion.qp_number = number_;
+  completion.opcode = opcode_of(request.kind);
+  completion.status = request.status;
+  if (request.kind == WorkKind::kRead) {
+    completion.length = static_cast<uint32_t>(request.length);
+  } else if (request.kind == WorkKind::kCompareAndSwap || request.kind == WorkKind::kFetchAndAdd) {
+    completion.length = 8;
+  }
+  if (!send_cq_->push(completion, false) && state_ != QpState::kError) {
+    fail_locked(CompletionStatus::kFatal, "send completion queue overrun");
+  }
+}
+
+void SoftConnectQueuePair::retire_locked() {
+  while (head_ < next_tx_ && slot(head_).done) {
+    const SendWorkRequest& request = slot(head_);
+    if (request.signaled || request.status != CompletionStatus::kSuccess) {
+      push_send_completion_locked(request);
+    }
+    ++head_;
+  }
+}
+
+void SoftConnectQueuePair::fail_locked(CompletionStatus status, std::string_view reason,
+                                       bool raise_event) {
+  if (state_ == QpState::kError) return;
+  state_ = QpState::kError;
+  bool first = status != CompletionStatus::kFlushed;
+  for (uint64_t i = head_; i < tail_; ++i) {
+    SendWorkRequest& request = slot(i);
+    if (request.done) continue;
+    request.done = true;
+    request.status = first ? status : CompletionStatus::kFlushed;
+    first = false;
+  }
+  next_tx_ = tail_;
+  outstanding_reads_ = 0;
+  retire_locked();
+  if (!srq_) {
+    receive_queue_.drain([&](const ReceiveWorkRequest& request) {
+      Completion completion;
+      completion.wr_id = request.wr_id;
+      completion.qp_context = context_;
+      completion.qp_number = number_;
+      completion.opcode = Opcode::kReceive;
+      completion.status = CompletionStatus::kFlushed;
+      receive_cq_->push(completion, false);
+    });
+  }
+  if (wire_) wire_->close();
+  if (raise_event) {
+    DeviceEvent event;
+    event.type = EventType::kQpFatal;
+    event.port = 1;
+    event.context = context_;
+    event.qp_number = number_;
+    event.detail = std::string(reason);
+    device().raise_event(std::move(event));
+  }
+}
+
+void SoftConnectQueuePair::fail(CompletionStatus status, std::string_view reason) {
+  std::lock_guard lock(mutex_);
+  fail_locked(status, reason);
+}
+
+}  // namespace wv::verbs::soft

@@ -1,0 +1,136 @@
+// The software connected QP: verbs semantics (validation, state machine, ordering, fences,
+// read depth, completions, flushing) in one place, independent of the wire that carries it.
+//
+// A Wire (one per connection; tcp today, shm later) moves the bytes. The QP calls the wire
+// with its lock held when new work may be transmitted; the wire calls back into the QP to pick
+// the next request, to place incoming data and to report what finished.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string_view>
+#include <vector>
+
+#include "key_table.h"
+#include "receive_queue.h"
+#include "wv/verbs/queue_pair.h"
+#include "work_request.h"
+
+namespace wv::verbs::soft {
+
+class SoftCompletionQueue;
+class SoftDevice;
+class SoftProtectionDomain;
+class SoftSharedReceiveQueue;
+
+class Wire {
+ public:
+  virtual ~Wire() = default;
+  // New work is queued: transmit what may go now. Called with the QP lock held.
+  virtual void kick_locked() = 0;
+  // The QP is done with the connection (error, disconnect, destruction). Idempotent; must not
+  // call back into the QP.
+  virtual void close() = 0;
+};
+
+class SoftConnectQueuePair final : public ConnectQueuePair {
+ public:
+  SoftConnectQueuePair(std::shared_ptr<SoftProtectionDomain> domain,
+                       const QueuePairOptions& options, uint32_t number, uint32_t max_inline);
+  ~SoftConnectQueuePair() override;
+
+  uint32_t number() const override { return number_; }
+  void* context() const override { return context_; }
+  Status post_receive(uint64_t wr_id, std::span<const Sge> sges) override;
+  QpAttributes query() const override;
+  Status modify(QpState state) override;
+
+  Status send(uint64_t wr_id, std::span<const Sge> sges, SendFlags flags) override;
+  Status send_with_immediate(uint64_t wr_id, std::span<const Sge> sges, uint32_t immediate,
+                             SendFlags flags) override;
+  Status send_with_invalidate(uint64_t wr_id, std::span<const Sge> sges, uint32_t rkey,
+                              SendFlags flags) override;
+  Status rdma_write(uint64_t wr_id, std::span<const Sge> sges, RemoteAddress remote,
+                    SendFlags flags) override;
+  Status rdma_write_with_immediate(uint64_t wr_id, std::span<const Sge> sges,
+                                   RemoteAddress remote, uint32_t immediate,
+                                   SendFlags flags) override;
+  Status rdma_read(uint64_t wr_id, std::span<const Sge> sges, RemoteAddress remote,
+                   SendFlags flags) override;
+  Status compare_and_swap(uint64_t wr_id, const Sge& result, RemoteAddress remote,
+                          uint64_t compare, uint64_t swap, SendFlags flags) override;
+  Status fetch_and_add(uint64_t wr_id, const Sge& result, RemoteAddress remote, uint64_t add,
+                       SendFlags flags) override;
+  Result<uint32_t> bind_memory_window(uint64_t wr_id, MemoryWindow& window,
+                                      const MemoryRegion& region, void* address, uint64_t length,
+                                      Access access, SendFlags flags) override;
+  Status invalidate(uint64_t wr_id, uint32_t rkey, SendFlags flags) override;
+
+  // ---- The wire's side ----
+  std::mutex& mutex() { return mutex_; }
+  SoftDevice& device() const;
+  QpState state_locked() const { return state_; }
+  uint32_t inbound_read_depth() const { return inbound_read_depth_; }
+  // The connection is up: the QP moves to kReadyToSend with the negotiated read depths.
+  Status connect_locked(std::shared_ptr<Wire> wire, uint32_t peer_qp_number,
+                        uint32_t inbound_read_depth, uint32_t outbound_read_depth);
+
+  // Requester: the next request to transmit, honouring fences and the outbound read depth.
+  SendWorkRequest* next_to_transmit_locked();
+  // All of `request` went out; sends and writes are complete now, reads wait for data.
+  void transmitted_locked(SendWorkRequest& request);
+  // The oldest transmitted read (or atomic) still waiting for its response.
+  SendWorkRequest* oldest_pending_locked(bool atomic);
+  void response_arrived_locked(SendWorkRequest& request, CompletionStatus status);
+
+  // Responder (progress thread).
+  bool take_receive(ReceiveWorkRequest& out);
+  bool has_receive() const;
+  void complete_receive(const ReceiveWorkRequest& request, Opcode opcode, uint32_t length,
+                        CompletionStatus status, CompletionFlags flags, uint32_t immediate,
+                        uint32_t invalidated_key, bool solicited);
+  KeyCheck resolve(uint32_t key, uint64_t address, uint64_t length, Access access,
+                   void** host) const;
+  KeyCheck invalidate_remote(uint32_t key);
+
+  // Moves the QP to kError: the oldest unfinished send-queue request completes with `status`
+  // (unless kFlushed), every other one and every queued receive with kFlushed. `reason`
+  // becomes a kQpFatal device event when the error did not come from the application.
+  void fail_locked(CompletionStatus status, std::string_view reason, bool raise_event = true);
+  void fail(CompletionStatus status, std::string_view reason);
+
+ private:
+  // Validates and queues one send-queue request; `fill` sets the kind-specific fields.
+  template <typename Fill>
+  Status post(WorkKind kind, uint64_t wr_id, std::span<const Sge> sges, SendFlags flags,
+              Access local_access, Fill&& fill);
+  SendWorkRequest& slot(uint64_t index) { return send_queue_[index % send_queue_.size()]; }
+  void retire_locked();
+  void push_send_completion_locked(const SendWorkRequest& request);
+  bool apply_local_locked(SendWorkRequest& request);
+
+  std::shared_ptr<SoftProtectionDomain> domain_;
+  std::shared_ptr<SoftCompletionQueue> send_cq_;
+  std::shared_ptr<SoftCompletionQueue> receive_cq_;
+  std::shared_ptr<SoftSharedReceiveQueue> srq_;
+  const uint32_t number_;
+  void* const context_;
+  const uint32_t send_sge_;
+  const uint32_t max_inline_;
+  const bool signal_all_;
+
+  mutable std::mutex mutex_;
+  QpState state_ = QpState::kInit;
+  std::shared_ptr<Wire> wire_;
+  uint32_t peer_qp_number_ = 0;
+  uint32_t inbound_read_depth_ = 0;
+  uint32_t outbound_read_depth_ = 0;
+  std::vector<SendWorkRequest> send_queue_;
+  uint64_t head_ = 0;     // oldest request not yet completed
+  uint64_t next_tx_ = 0;  // next request to transmit
+  uint64_t tail_ = 0;     // next free slot
+  uint32_t outstanding_reads_ = 0;
+  ReceiveQueue receive_queue_;
+};
+
+}  // namespace wv::verbs::soft

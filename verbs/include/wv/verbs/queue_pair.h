@@ -1,0 +1,100 @@
+// Queue pairs. Connected and datagram QPs are separate types (the 2008 review): datagram sends
+// and multicast live only on DatagramQueuePair; RDMA, atomics and windows only on
+// ConnectQueuePair. Every completion carries the context given at creation.
+//
+// Posting never blocks and never allocates. A malformed request (bad region, too many SGEs, wrong
+// state, full queue) is refused with a Status and leaves the QP as it was; an error found while
+// the request is processed becomes an error completion and moves the QP to kError, after which
+// every outstanding and new work request completes with CompletionStatus::kFlushed.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "wv/result.h"
+#include "wv/verbs/types.h"
+
+namespace wv::verbs {
+
+class AddressHandle;
+class CompletionQueue;
+class MemoryRegion;
+class MemoryWindow;
+class SharedReceiveQueue;
+
+struct QueuePairOptions {
+  std::shared_ptr<CompletionQueue> send_cq;
+  std::shared_ptr<CompletionQueue> receive_cq;
+  std::shared_ptr<SharedReceiveQueue> srq;  // optional; then receive_depth is ignored
+  uint32_t send_depth = 128;
+  uint32_t receive_depth = 128;
+  uint32_t send_sge = 4;
+  uint32_t receive_sge = 4;
+  uint32_t max_inline = 0;      // 0: the device's default
+  bool signal_all_sends = true; // false: only kSignaled send-queue requests complete
+  void* context = nullptr;      // returned in every completion of this QP
+};
+
+class QueuePair {
+ public:
+  QueuePair(const QueuePair&) = delete;
+  QueuePair& operator=(const QueuePair&) = delete;
+  virtual ~QueuePair() = default;
+
+  virtual uint32_t number() const = 0;
+  virtual void* context() const = 0;
+  virtual Status post_receive(uint64_t wr_id, std::span<const Sge> sges) = 0;
+  virtual QpAttributes query() const = 0;
+  // User-driven transitions: any state -> kError (flushes), kError -> kReset, kReset -> kInit,
+  // kReadyToSend <-> kSendQueueDrained. The others belong to the endpoint that connects the QP.
+  virtual Status modify(QpState state) = 0;
+
+ protected:
+  QueuePair() = default;
+};
+
+class ConnectQueuePair : public QueuePair {
+ public:
+  virtual Status send(uint64_t wr_id, std::span<const Sge> sges, SendFlags flags) = 0;
+  virtual Status send_with_immediate(uint64_t wr_id, std::span<const Sge> sges, uint32_t immediate,
+                                     SendFlags flags) = 0;
+  // Sends and invalidates the peer's memory window (or region) named by `rkey`.
+  virtual Status send_with_invalidate(uint64_t wr_id, std::span<const Sge> sges, uint32_t rkey,
+                                      SendFlags flags) = 0;
+  virtual Status rdma_write(uint64_t wr_id, std::span<const Sge> sges, RemoteAddress remote,
+                            SendFlags flags) = 0;
+  // Consumes a receive at the peer, which completes with the immediate and no data.
+  virtual Status rdma_write_with_immediate(uint64_t wr_id, std::span<const Sge> sges,
+                                           RemoteAddress remote, uint32_t immediate,
+                                           SendFlags flags) = 0;
+  virtual Status rdma_read(uint64_t wr_id, std::span<const Sge> sges, RemoteAddress remote,
+                           SendFlags flags) = 0;
+  // 64-bit atomics on an 8-byte aligned remote word; the original value lands in `result`.
+  virtual Status compare_and_swap(uint64_t wr_id, const Sge& result, RemoteAddress remote,
+                                  uint64_t compare, uint64_t swap, SendFlags flags) = 0;
+  virtual Status fetch_and_add(uint64_t wr_id, const Sge& result, RemoteAddress remote,
+                               uint64_t add, SendFlags flags) = 0;
+  // Binds `window` to [address, address + length) of `region`; the new rkey is returned at once
+  // and is valid for the peer once the bind completes (it is ordered with later sends).
+  // Binding a type 1 window with length 0 unbinds it.
+  virtual Result<uint32_t> bind_memory_window(uint64_t wr_id, MemoryWindow& window,
+                                              const MemoryRegion& region, void* address,
+                                              uint64_t length, Access access,
+                                              SendFlags flags) = 0;
+  // Local invalidate of a type 2 window's key.
+  virtual Status invalidate(uint64_t wr_id, uint32_t rkey, SendFlags flags) = 0;
+};
+
+class DatagramQueuePair : public QueuePair {
+ public:
+  virtual Status send(uint64_t wr_id, std::span<const Sge> sges, const AddressHandle& destination,
+                      uint32_t remote_qp_number, uint32_t qkey, SendFlags flags) = 0;
+  virtual Status send_with_immediate(uint64_t wr_id, std::span<const Sge> sges,
+                                     const AddressHandle& destination, uint32_t remote_qp_number,
+                                     uint32_t qkey, uint32_t immediate, SendFlags flags) = 0;
+  virtual Status attach_multicast(const Gid& group, uint16_t lid) = 0;
+  virtual Status detach_multicast(const Gid& group, uint16_t lid) = 0;
+};
+
+}  // namespace wv::verbs

@@ -1,0 +1,271 @@
+// Plain data of the verbs API: flags, attributes, work-request pieces and completions.
+//
+// Byte order, stated once: every field in this API is in host byte order (addresses, keys,
+// queue pair numbers, immediate data, atomic operands). Providers convert to wire order.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+namespace wv::verbs {
+
+class MemoryRegion;
+
+// Bit-flag enums opt in to |, & and a has() test.
+template <typename E>
+struct EnableFlags : std::false_type {};
+
+template <typename E>
+  requires EnableFlags<E>::value
+constexpr E operator|(E a, E b) {
+  using U = std::underlying_type_t<E>;
+  return static_cast<E>(static_cast<U>(a) | static_cast<U>(b));
+}
+template <typename E>
+  requires EnableFlags<E>::value
+constexpr E operator&(E a, E b) {
+  using U = std::underlying_type_t<E>;
+  return static_cast<E>(static_cast<U>(a) & static_cast<U>(b));
+}
+template <typename E>
+  requires EnableFlags<E>::value
+constexpr bool has(E set, E flag) {
+  return (set & flag) == flag;
+}
+
+// What a port speaks; upper layers adapt to it instead of assuming InfiniBand.
+enum class Transport : uint8_t { kInfiniband, kRoce, kIwarp, kSoftware };
+std::string_view to_string(Transport transport);
+
+// What a device can do. Tests gated on a capability name it when they skip.
+enum class Capability : uint32_t {
+  kNone = 0,
+  kAtomics = 1u << 0,            // compare-and-swap and fetch-and-add
+  kImmediateData = 1u << 1,      // send / RDMA write with immediate
+  kDatagram = 1u << 2,           // unreliable datagram QPs
+  kMulticast = 1u << 3,          // datagram multicast attach/detach
+  kMemoryWindowType1 = 1u << 4,  // windows bound and unbound through a QP, by the owner only
+  kMemoryWindowType2 = 1u << 5,  // windows bound to one QP, invalidated locally or remotely
+  kSendWithInvalidate = 1u << 6,
+  kSharedReceiveQueue = 1u << 7,
+  kSrqLimitEvent = 1u << 8,
+  kBatchNotify = 1u << 9,  // CQ notification after N completions
+  kResizeCompletionQueue = 1u << 10,
+  // Errors found by the responder (bad rkey, no receive posted) complete the requester's work
+  // request with an error status, as InfiniBand RC does. Without it (iWARP), sends and writes
+  // complete once transmitted and a responder error arrives as a terminate that moves the QP
+  // to the error state (an async QP-fatal event) and flushes what was still queued.
+  kRemoteErrorsInCompletion = 1u << 11,
+  // iWARP: the sink of an RDMA read must be registered with remote write access.
+  kReadSinkNeedsRemoteWrite = 1u << 12,
+  kInline = 1u << 13,  // sends of up to max_inline bytes are copied at post time
+};
+template <>
+struct EnableFlags<Capability> : std::true_type {};
+std::string to_string(Capability set);
+
+enum class Access : uint32_t {
+  kNone = 0,
+  kLocalWrite = 1u << 0,
+  kRemoteRead = 1u << 1,
+  kRemoteWrite = 1u << 2,
+  kRemoteAtomic = 1u << 3,
+  kBindMemoryWindow = 1u << 4,
+};
+template <>
+struct EnableFlags<Access> : std::true_type {};
+
+enum class SendFlags : uint32_t {
+  kNone = 0,
+  kSignaled = 1u << 0,   // produce a completion even when the QP does not signal every send
+  kFence = 1u << 1,      // wait for earlier RDMA reads and atomics before starting
+  kSolicited = 1u << 2,  // wake a receiver waiting for solicited completions
+  kInline = 1u << 3,     // copy the data at post time; buffers need no registration
+};
+template <>
+struct EnableFlags<SendFlags> : std::true_type {};
+
+// 128-bit global identifier, stored as it appears on the wire (a GID is an address, not a number).
+struct Gid {
+  std::array<uint8_t, 16> raw{};
+  bool is_multicast() const { return raw[0] == 0xff; }
+  friend bool operator==(const Gid&, const Gid&) = default;
+};
+std::string to_string(const Gid& gid);
+
+// A buffer of registered local memory: the region it lies in and the bytes used.
+struct Sge {
+  const MemoryRegion* region = nullptr;
+  void* address = nullptr;
+  uint32_t length = 0;
+};
+
+// Memory of the peer, named by the key the peer gave out (memory region or window).
+struct RemoteAddress {
+  uint64_t address = 0;
+  uint32_t rkey = 0;
+};
+
+enum class Opcode : uint8_t {
+  kSend,
+  kRdmaWrite,
+  kRdmaRead,
+  kCompareAndSwap,
+  kFetchAndAdd,
+  kBindMemoryWindow,
+  kLocalInvalidate,
+  kReceive,
+  kReceiveRdmaWithImmediate,  // a receive consumed by an RDMA write with immediate
+};
+std::string_view to_string(Opcode opcode);
+
+enum class CompletionStatus : uint8_t {
+  kSuccess,
+  kLocalLengthError,      // receive buffer too small, or message larger than allowed
+  kLocalQpOperationError, // the work request is malformed for this QP
+  kLocalProtectionError,  // a local buffer is outside its region or lacks the access
+  kFlushed,               // the QP was in error when the work request was processed
+  kMemoryWindowBindError,
+  kRemoteAccessError,     // the peer refused the rkey, bounds or access rights
+  kRemoteOperationError,  // the peer could not carry out the operation
+  kRemoteInvalidRequest,  // the peer saw a malformed request (e.g. message too long)
+  kReceiverNotReady,      // no receive was posted at the peer within the retry bound
+  kTransportError,        // the connection failed (peer gone, timeout, protocol error)
+  kFatal,
+};
+std::string_view to_string(CompletionStatus status);
+
+enum class CompletionFlags : uint8_t {
+  kNone = 0,
+  kWithImmediate = 1u << 0,
+  kWithInvalidate = 1u << 1,  // a send-with-invalidate invalidated `invalidated_rkey`
+};
+template <>
+struct EnableFlags<CompletionFlags> : std::true_type {};
+
+// One completed work request. `qp_context` is the context given when the QP was created, so a
+// receive taken from a shared receive queue still says which QP it arrived on.
+struct Completion {
+  uint64_t wr_id = 0;
+  void* qp_context = nullptr;
+  uint32_t length = 0;  // bytes received, read, or 8 for atomics
+  Opcode opcode = Opcode::kSend;
+  CompletionStatus status = CompletionStatus::kSuccess;
+  CompletionFlags flags = CompletionFlags::kNone;
+  uint32_t immediate = 0;
+  uint32_t invalidated_rkey = 0;
+  uint32_t qp_number = 0;         // the local QP the work request belonged to
+  uint32_t source_qp_number = 0;  // receives: the sending QP
+  uint32_t vendor_error = 0;      // provider detail, for logs only
+};
+
+enum class AtomicScope : uint8_t { kNone, kDevice, kGlobal };
+
+struct DeviceAttributes {
+  std::string name;
+  std::string firmware_version;
+  uint32_t vendor_id = 0;
+  uint32_t device_id = 0;  // the vendor's part id
+  uint32_t hardware_version = 0;
+  uint64_t node_guid = 0;
+  uint64_t system_image_guid = 0;
+  uint64_t max_mr_size = 0;
+  uint64_t page_size_mask = 0;
+  uint32_t max_qp = 0;
+  uint32_t max_qp_wr = 0;
+  uint32_t max_sge = 0;
+  uint32_t max_cq = 0;
+  uint32_t max_cqe = 0;
+  uint32_t max_mr = 0;
+  uint32_t max_pd = 0;
+  uint32_t max_inbound_read_depth = 0;   // RDMA reads a QP serves at once (IRD)
+  uint32_t max_outbound_read_depth = 0;  // RDMA reads a QP issues at once (ORD)
+  uint32_t max_mw = 0;
+  uint32_t max_srq = 0;
+  uint32_t max_srq_wr = 0;
+  uint32_t max_srq_sge = 0;
+  uint32_t max_ah = 0;
+  uint32_t max_multicast_groups = 0;
+  uint32_t max_inline = 0;
+  uint32_t max_message_size = 0;
+  AtomicScope atomic_scope = AtomicScope::kNone;
+  uint8_t port_count = 0;
+  Capability capabilities = Capability::kNone;
+};
+
+enum class PortState : uint8_t { kDown, kInit, kArmed, kActive };
+std::string_view to_string(PortState state);
+
+struct PortAttributes {
+  PortState state = PortState::kDown;
+  Transport transport = Transport::kSoftware;
+  uint32_t max_mtu = 0;
+  uint32_t active_mtu = 0;
+  uint32_t max_message_size = 0;
+  uint32_t gid_table_length = 0;
+  uint16_t pkey_table_length = 0;
+  uint16_t lid = 0;
+  uint16_t sm_lid = 0;
+  uint8_t lmc = 0;
+};
+
+// Where a datagram goes: the route to a port. For IP-based transports the GID carries the IP.
+struct AddressVector {
+  Gid destination_gid;
+  uint16_t destination_lid = 0;
+  uint8_t service_level = 0;
+  uint8_t port = 1;
+  uint8_t hop_limit = 64;
+  bool global_route = true;
+  uint16_t destination_port = 0;  // software providers: the peer device's UDP port
+};
+
+enum class QpState : uint8_t {
+  kReset,
+  kInit,
+  kReadyToReceive,
+  kReadyToSend,
+  kSendQueueDrained,
+  kError,
+};
+std::string_view to_string(QpState state);
+
+struct QpAttributes {
+  QpState state = QpState::kReset;
+  uint32_t qp_number = 0;
+  uint32_t peer_qp_number = 0;
+  uint32_t send_depth = 0;
+  uint32_t receive_depth = 0;
+  uint32_t send_sge = 0;
+  uint32_t receive_sge = 0;
+  uint32_t max_inline = 0;
+  uint32_t inbound_read_depth = 0;
+  uint32_t outbound_read_depth = 0;
+  uint32_t qkey = 0;  // datagram QPs
+};
+
+enum class MemoryWindowType : uint8_t { kType1 = 1, kType2 = 2 };
+
+// Asynchronous events a device reports outside the completion path.
+enum class EventType : uint8_t {
+  kPortActive,
+  kPortDown,
+  kQpFatal,  // a QP went to the error state on its own (terminate, peer loss, CQ overrun)
+  kCompletionQueueError,
+  kDeviceFatal,
+};
+std::string_view to_string(EventType type);
+
+struct DeviceEvent {
+  EventType type = EventType::kDeviceFatal;
+  uint8_t port = 0;
+  void* context = nullptr;  // the QP's context for QP events
+  uint32_t qp_number = 0;
+  std::string detail;       // why, in words (e.g. the terminate's error)
+};
+
+}  // namespace wv::verbs

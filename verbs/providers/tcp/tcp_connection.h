@@ -1,0 +1,179 @@
+// One connected QP's TCP stream after MPA negotiation: FPDUs out (the QP's requests, our
+// responses to the peer's reads and atomics, terminates) and FPDUs in, placed straight into
+// the destination memory. Runs on the posting thread (transmit) and the progress thread.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <sys/epoll.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "ddp_rdmap.h"
+#include "progress.h"
+#include "soft_queue_pair.h"
+#include "wv/verbs/operation.h"
+
+namespace wv::verbs::tcp {
+
+// How a connection ended, shared with the endpoint that made it (notify_disconnect).
+class ConnectionEvents {
+ public:
+  void closed(Status reason);
+  Operation<void> wait_closed();
+  bool is_closed();
+
+ private:
+  std::mutex mutex_;
+  bool closed_ = false;
+  Status reason_;
+  std::vector<Completer<void>> waiters_;
+};
+
+struct ConnectionOptions {
+  bool crc = false;
+  uint32_t segment_size = 65536;
+  int64_t rnr_timeout_ms = 2000;
+  // MPA: the initiator sends first. With peer-to-peer negotiated it opens with a zero-length
+  // RDMA write (the RTR message of RFC 6581) and the responder holds its FPDUs until the
+  // first FPDU arrives.
+  bool send_rtr = false;
+  bool wait_for_first_fpdu = false;
+};
+
+class TcpConnection final : public soft::Wire,
+                            public soft::PollHandler,
+                            public std::enable_shared_from_this<TcpConnection> {
+ public:
+  TcpConnection(int fd, soft::Progress& progress,
+                const std::shared_ptr<soft::SoftConnectQueuePair>& qp,
+                std::shared_ptr<ConnectionEvents> events, const ConnectionOptions& options);
+  ~TcpConnection() override;
+
+  // Starts serving the stream on the progress thread. Call once, after the QP is connected.
+  Status start();
+
+  void kick_locked() override;
+  void close() override;
+  void on_events(uint32_t events) override;
+  void on_deadline() override;
+
+ private:
+  struct Response {
+    enum class Kind : uint8_t { kReadResponse, kAtomicResponse, kTerminate } kind;
+    const std::byte* source = nullptr;
+    uint64_t length = 0;
+    uint64_t sent = 0;
+    uint32_t sink_stag = 0;
+    uint64_t sink_offset = 0;
+    AtomicResponseBody atomic;
+    TerminateBody terminate;
+  };
+  // One FPDU being written: header (with any fixed body), payload iovecs, pad + CRC.
+  struct Frame {
+    std::array<std::byte, kMaxFpduHeaderBytes + kTerminateMaxBodyBytes + 64> header{};
+    std::array<iovec, soft::kMaxSge + 2> iov{};
+    int iov_count = 0;
+    int iov_index = 0;
+    FpduTrailer trailer;
+    bool active = false;
+    bool ends_item = false;  // the request or response is fully sent after this frame
+    bool from_response = false;
+  };
+  enum class RxStage : uint8_t { kHeader, kBegin, kPayload, kTrailer, kFinish };
+
+  // ---- transmit (under the QP lock) ----
+  void pump_locked(soft::SoftConnectQueuePair& qp);
+  bool write_frame();  // false: the socket is full (or failed)
+  void finish_frame_locked(soft::SoftConnectQueuePair& qp);
+  void build_request_frame(soft::SendWorkRequest& request);
+  void build_response_frame(Response& response);
+  void build_rtr_frame();
+  // Completes the frame: `header_size` bytes in frame_.header, then `length` payload bytes
+  // gathered from `segments` at `offset`, then pad and CRC.
+  void finish_fpdu(size_t header_size, const soft::Segment* segments, uint32_t count,
+                   uint64_t offset, uint32_t length);
+  // False when the responder queue is full (the peer exceeded our inbound read depth).
+  bool queue_response_locked(soft::SoftConnectQueuePair& qp, const Response& response);
+  void set_interest();
+
+  // ---- receive (progress thread) ----
+  void on_readable(soft::SoftConnectQueuePair& qp);
+  bool fill(size_t want);  // at least `want` bytes buffered; false when the socket has no more
+  // Each returns a failed Status after it has terminated the connection itself.
+  Status begin_segment(soft::SoftConnectQueuePair& qp, bool* stalled);
+  Status receive_payload(bool* more);
+  Status end_segment(soft::SoftConnectQueuePair& qp, bool* stalled);
+  Status serve_read_request(soft::SoftConnectQueuePair& qp, const ReadRequestBody& body);
+  Status serve_atomic(soft::SoftConnectQueuePair& qp, const AtomicRequestBody& body);
+  Status on_atomic_response(soft::SoftConnectQueuePair& qp, const AtomicResponseBody& body);
+  Status handle_terminate(soft::SoftConnectQueuePair& qp, std::span<const std::byte> body);
+  void stall_for_receive(soft::SoftConnectQueuePair& qp);
+  void resume_after_rnr();
+  // An error found in the incoming stream: tell the peer (best effort), fail the QP.
+  void terminate(soft::SoftConnectQueuePair& qp, TerminateCode code, CompletionStatus status,
+                 const std::string& reason);
+  void lost(soft::SoftConnectQueuePair& qp, CompletionStatus status, const std::string& reason);
+
+  const int fd_;
+  soft::Progress& progress_;
+  std::weak_ptr<soft::SoftConnectQueuePair> qp_;
+  std::shared_ptr<ConnectionEvents> events_;
+  const ConnectionOptions options_;
+  const uint32_t max_payload_;
+  std::atomic<bool> closed_{false};
+
+  // Transmit state, under the QP lock.
+  Frame frame_;
+  soft::SendWorkRequest* current_ = nullptr;
+  uint8_t current_stage_ = 0;  // 0: data; 1: the immediate after a write / the data after it
+  std::vector<Response> responses_;  // ring bounded by the inbound read depth
+  size_t responses_head_ = 0;
+  size_t responses_count_ = 0;
+  uint32_t send_msn_ = 1;
+  uint32_t read_msn_ = 1;
+  uint32_t atomic_response_msn_ = 1;
+  uint32_t request_sequence_ = 1;  // names reads (sink STag) and atomics (request id)
+  bool rtr_pending_;
+  bool may_transmit_;
+  bool tx_failed_ = false;
+
+  // epoll interest, changed from both threads.
+  std::mutex interest_mutex_;
+  std::atomic<bool> read_interest_{true};
+  std::atomic<bool> write_interest_{false};
+  uint32_t interest_ = EPOLLIN | EPOLLRDHUP;
+
+  // Receive state, progress thread only.
+  std::vector<std::byte> rx_buffer_;
+  size_t rx_begin_ = 0;
+  size_t rx_end_ = 0;
+  bool rx_eof_ = false;
+  int rx_errno_ = 0;
+  RxStage stage_ = RxStage::kHeader;
+  SegmentHeader header_;
+  std::array<std::byte, kMaxFpduHeaderBytes> offending_{};  // for the terminate we may send
+  size_t offending_length_ = 0;
+  std::array<std::byte, kAtomicRequestBodyBytes + kTerminateMaxBodyBytes> body_{};
+  uint32_t rx_crc_ = 0;
+  uint64_t payload_done_ = 0;
+  soft::Segment placement_[soft::kMaxSge];  // where the payload goes
+  uint32_t placement_count_ = 0;
+  uint64_t placement_offset_ = 0;
+  bool receiving_ = false;  // an untagged message is being received into receive_
+  soft::ReceiveWorkRequest receive_;
+  soft::SendWorkRequest* current_read_ = nullptr;
+  uint32_t expected_send_msn_ = 1;
+  uint32_t expected_request_msn_ = 1;
+  bool pending_immediate_valid_ = false;
+  uint32_t pending_immediate_ = 0;
+  std::atomic<bool> rnr_stalled_{false};
+  bool first_fpdu_seen_ = false;
+};
+
+}  // namespace wv::verbs::tcp

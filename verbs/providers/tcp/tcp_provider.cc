@@ -1,0 +1,169 @@
+#include "tcp_provider.h"
+
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <functional>
+#include <string>
+
+#include "tcp_endpoint.h"
+#include "wv/config/config.h"
+#include "wv/config/names.h"
+#include "work_request.h"
+
+namespace wv::verbs {
+
+Result<std::shared_ptr<Provider>> open_tcp_provider() {
+  const auto& config = config::global();
+  if (!config.is_ok()) return config.status();
+  namespace names = config::names;
+  tcp::TcpSettings settings;
+  settings.crc = config->get_string(names::kTcpCrc);
+  settings.segment_size = static_cast<uint32_t>(config->get_size(names::kTcpSegmentSize));
+  settings.read_depth = static_cast<uint32_t>(config->get_int(names::kTcpReadDepth));
+  settings.connect_timeout_ms = config->get_int(names::kConnectTimeoutMs);
+  settings.rnr_timeout_ms = config->get_int(names::kRnrTimeoutMs);
+  settings.port_base = static_cast<uint16_t>(config->get_int(names::kTcpPortBase));
+  return std::shared_ptr<Provider>(std::make_shared<tcp::TcpProvider>(std::move(settings)));
+}
+
+namespace tcp {
+namespace {
+
+uint64_t host_guid() {
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  return std::hash<std::string>{}(host) | 1;
+}
+
+Gid gid_of(const SocketAddress& address) {
+  Gid gid;
+  if (address.family() == AF_INET) {
+    // IPv4-mapped IPv6, as RoCEv2 and iWARP devices report IPv4 addresses.
+    gid.raw[10] = 0xff;
+    gid.raw[11] = 0xff;
+    std::memcpy(&gid.raw[12], &reinterpret_cast<const sockaddr_in*>(address.get())->sin_addr, 4);
+  } else if (address.family() == AF_INET6) {
+    std::memcpy(gid.raw.data(), &reinterpret_cast<const sockaddr_in6*>(address.get())->sin6_addr,
+                16);
+  }
+  return gid;
+}
+
+std::vector<SocketAddress> interface_addresses() {
+  std::vector<SocketAddress> result;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return result;
+  for (ifaddrs* it = list; it != nullptr; it = it->ifa_next) {
+    if (it->ifa_addr == nullptr || (it->ifa_flags & IFF_UP) == 0) continue;
+    const int family = it->ifa_addr->sa_family;
+    if (family != AF_INET && family != AF_INET6) continue;
+    result.emplace_back(it->ifa_addr, family == AF_INET ? sizeof(sockaddr_in)
+                                                        : sizeof(sockaddr_in6));
+  }
+  ::freeifaddrs(list);
+  return result;
+}
+
+DeviceAttributes tcp_device_attributes(const TcpSettings& settings, uint8_t ports) {
+  DeviceAttributes attributes;
+  attributes.name = std::string(kDeviceName);
+  attributes.firmware_version = "wv-tcp 1 (iWARP: MPA v2, DDP, RDMAP, RFC 7306 atomics)";
+  attributes.vendor_id = 0;
+  attributes.node_guid = host_guid();
+  attributes.system_image_guid = attributes.node_guid;
+  attributes.max_mr_size = UINT64_MAX;
+  attributes.page_size_mask = 0xfffffffffffff000ull;
+  attributes.max_qp = 1u << 16;
+  attributes.max_qp_wr = 1u << 14;
+  attributes.max_sge = soft::kMaxSge;
+  attributes.max_cq = 1u << 16;
+  attributes.max_cqe = 1u << 20;
+  attributes.max_mr = 1u << 20;
+  attributes.max_pd = 1u << 16;
+  attributes.max_inbound_read_depth = std::max<uint32_t>(settings.read_depth, 1);
+  attributes.max_outbound_read_depth = std::max<uint32_t>(settings.read_depth, 1);
+  attributes.max_mw = 1u << 16;
+  attributes.max_srq = 1u << 16;
+  attributes.max_srq_wr = 1u << 14;
+  attributes.max_srq_sge = soft::kMaxSge;
+  attributes.max_ah = 1u << 16;
+  attributes.max_multicast_groups = 0;
+  attributes.max_inline = soft::kMaxInline;
+  attributes.max_message_size = 1u << 31;
+  // Atomics run on the target CPU with atomic instructions, so they are atomic against the
+  // target's own processors too.
+  attributes.atomic_scope = AtomicScope::kGlobal;
+  attributes.port_count = ports;
+  attributes.capabilities =
+      Capability::kAtomics | Capability::kImmediateData | Capability::kMemoryWindowType1 |
+      Capability::kMemoryWindowType2 | Capability::kSendWithInvalidate |
+      Capability::kSharedReceiveQueue | Capability::kSrqLimitEvent | Capability::kBatchNotify |
+      Capability::kResizeCompletionQueue | Capability::kInline;
+  return attributes;
+}
+
+}  // namespace
+
+Result<std::vector<DeviceInfo>> TcpProvider::devices() {
+  return std::vector<DeviceInfo>{{std::string(kDeviceName), Transport::kIwarp, host_guid()}};
+}
+
+Result<std::vector<AddressInfo>> TcpProvider::addresses() {
+  std::vector<AddressInfo> result;
+  for (const SocketAddress& address : interface_addresses()) {
+    result.push_back({address, std::string(kDeviceName), 1, 0xffff});
+  }
+  return result;
+}
+
+Result<std::shared_ptr<soft::SoftDevice>> TcpProvider::device() {
+  std::lock_guard lock(mutex_);
+  if (auto existing = device_.lock()) return existing;
+  std::vector<Gid> gids;
+  for (const SocketAddress& address : interface_addresses()) gids.push_back(gid_of(address));
+  if (gids.empty()) gids.emplace_back();
+  PortAttributes port;
+  port.state = PortState::kActive;
+  port.transport = Transport::kIwarp;
+  port.max_mtu = 4096;
+  port.active_mtu = 4096;
+  port.max_message_size = 1u << 31;
+  port.gid_table_length = static_cast<uint32_t>(gids.size());
+  port.pkey_table_length = 1;
+  auto device = std::make_shared<soft::SoftDevice>(tcp_device_attributes(settings_, 1), port,
+                                                   std::move(gids));
+  if (Status status = device->start(); !status) return status;
+  device_ = device;
+  return device;
+}
+
+Result<std::shared_ptr<Device>> TcpProvider::open_device(std::string_view name) {
+  if (name.empty()) {
+    const auto& config = config::global();
+    if (config.is_ok()) name = config->get_string(config::names::kDevice);
+  }
+  if (!name.empty() && name != kDeviceName) {
+    return Status(Errc::kNotFound, "provider tcp has no device '" + std::string(name) +
+                                       "' (its device is " + std::string(kDeviceName) + ")");
+  }
+  auto found = device();
+  if (!found.is_ok()) return found.status();
+  return std::shared_ptr<Device>(std::move(found).value());
+}
+
+Result<std::shared_ptr<ConnectEndpoint>> TcpProvider::create_connect_endpoint() {
+  auto found = device();
+  if (!found.is_ok()) return found.status();
+  return std::shared_ptr<ConnectEndpoint>(
+      std::make_shared<TcpConnectEndpoint>(shared_from_this(), std::move(found).value()));
+}
+
+Result<std::shared_ptr<DatagramEndpoint>> TcpProvider::create_datagram_endpoint() {
+  return Status(Errc::kNotSupported, "provider tcp: datagram endpoints are not implemented yet");
+}
+
+}  // namespace tcp
+}  // namespace wv::verbs
