@@ -8,8 +8,9 @@
 
 int main(int argc, char** argv) {
   using wv::perf::Subcommand;
-  CLI::App app{"wv_perf: latency, bandwidth and message rate of wv, with a floor measured in "
-               "the same run"};
+  CLI::App app{
+      "wv_perf: latency, bandwidth and message rate of wv, with a floor measured in "
+      "the same run"};
   app.name("wv_perf");
   app.require_subcommand(1);
 

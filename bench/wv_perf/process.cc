@@ -50,7 +50,8 @@ Status pin_to_cpu(int cpu) {
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
   if (sched_setaffinity(0, sizeof(set), &set) != 0) {
-    return Status(Errc::kIoError, fmt::format("cannot pin to CPU {}: {}", cpu, std::strerror(errno)));
+    return Status(Errc::kIoError,
+                  fmt::format("cannot pin to CPU {}: {}", cpu, std::strerror(errno)));
   }
   return Status::ok();
 }

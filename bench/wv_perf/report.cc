@@ -86,9 +86,8 @@ void Reporter::add(const Measurement& m) {
     record["size"] = m.size;
     record["iterations"] = m.iterations;
     if (m.latency) {
-      record["latency_us"] = {{"min", m.latency->min_us},
-                              {"median", m.latency->median_us},
-                              {"p99", m.latency->p99_us}};
+      record["latency_us"] = {
+          {"min", m.latency->min_us}, {"median", m.latency->median_us}, {"p99", m.latency->p99_us}};
     } else {
       record["latency_us"] = nullptr;
     }
@@ -110,12 +109,15 @@ void Reporter::add(const Measurement& m) {
   } else {
     fmt::print(out_, " {:>11} {:>9}", cell(m.bandwidth_mbps), cell(m.msg_rate_mops));
   }
-  if (section_.has_ratio) fmt::print(out_, " {:>7}", m.ratio ? fmt::format("{:.2f}", *m.ratio) : "-");
+  if (section_.has_ratio)
+    fmt::print(out_, " {:>7}", m.ratio ? fmt::format("{:.2f}", *m.ratio) : "-");
   fmt::print(out_, "\n");
   std::fflush(out_);
 }
 
-void Reporter::end_section() { section_ = Section{}; }
+void Reporter::end_section() {
+  section_ = Section{};
+}
 
 void Reporter::note(std::string_view text) {
   if (format_ == Format::kJson) {

@@ -43,7 +43,7 @@ struct Section {
   std::string op;           // "send_lat", the JSON "op"
   std::string description;  // how it is measured, for the table's section title
   Metric metric = Metric::kLatency;
-  bool has_ratio = false;   // compared against a floor measured in the same run
+  bool has_ratio = false;  // compared against a floor measured in the same run
 };
 
 struct Measurement {

@@ -19,8 +19,9 @@ Result<std::vector<uint64_t>> parse_sizes(std::string_view text) {
     uint64_t value = 0;
     auto [rest, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
     std::string suffix(rest, item.data() + item.size());
-    std::transform(suffix.begin(), suffix.end(), suffix.begin(),
-                   [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); });
+    std::transform(suffix.begin(), suffix.end(), suffix.begin(), [](char c) {
+      return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    });
     uint64_t scale = 0;
     if (suffix.empty() || suffix == "b") scale = 1;
     if (suffix == "k" || suffix == "kib") scale = uint64_t{1} << 10;

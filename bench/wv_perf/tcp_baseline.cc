@@ -148,8 +148,7 @@ Status tcp_pong(TcpSocket& socket, std::byte* buffer, size_t size, uint64_t coun
   return Status::ok();
 }
 
-Result<double> tcp_stream(TcpSocket& socket, const std::byte* buffer, size_t size,
-                          uint64_t count) {
+Result<double> tcp_stream(TcpSocket& socket, const std::byte* buffer, size_t size, uint64_t count) {
   const Clock::time_point start = Clock::now();
   for (uint64_t i = 0; i < count; ++i) {
     if (Status status = socket.send_all(buffer, size); !status) return status;

@@ -57,8 +57,7 @@ Status tcp_pong(TcpSocket& socket, std::byte* buffer, size_t size, uint64_t coun
 
 // Streams `count` sends of `size` bytes; returns the seconds until the receiver acknowledges
 // the last byte.
-Result<double> tcp_stream(TcpSocket& socket, const std::byte* buffer, size_t size,
-                          uint64_t count);
+Result<double> tcp_stream(TcpSocket& socket, const std::byte* buffer, size_t size, uint64_t count);
 // The other side: receives size * count bytes in as few calls as `buffer` allows, then
 // acknowledges with one byte.
 Status tcp_sink(TcpSocket& socket, std::span<std::byte> buffer, size_t size, uint64_t count);

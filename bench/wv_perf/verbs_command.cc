@@ -1,13 +1,16 @@
 // `wv_perf verbs`: raw verbs latency, bandwidth and message rate of one provider, in the manner
 // of perftest (ib_send_lat, ib_write_lat, ib_read_lat, ib_*_bw), with a plain TCP floor measured
 // between the same two processes in the same run.
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <string>
@@ -39,8 +42,7 @@ constexpr uint64_t kMaxBandwidthCount = uint64_t{1} << 28;
 constexpr std::string_view kDefaultOps = "send_lat,write_lat,read_lat,send_bw,write_bw,read_bw";
 constexpr std::string_view kDefaultServerBind = "*:18515";
 
-std::string_view describe(Op op, uint32_t window, uint32_t read_window) {
-  static std::string text;
+std::string describe(Op op, uint32_t window, uint32_t read_window) {
   switch (op) {
     case Op::kSendLat:
       return "send/receive ping-pong, half round trip";
@@ -50,17 +52,12 @@ std::string_view describe(Op op, uint32_t window, uint32_t read_window) {
     case Op::kReadLat:
       return "one RDMA read at a time, full round trip";
     case Op::kSendBw:
-      text = fmt::format("sends, {} outstanding, until the receiver acknowledges the last",
-                         window);
-      return text;
+      return fmt::format("sends, {} outstanding, until the receiver acknowledges the last", window);
     case Op::kWriteBw:
-      text = fmt::format("RDMA writes, {} outstanding, until a send after the last is "
-                         "acknowledged",
+      return fmt::format("RDMA writes, {} outstanding, until a send after the last is acknowledged",
                          window);
-      return text;
     case Op::kReadBw:
-      text = fmt::format("RDMA reads, {} outstanding, until the last completes", read_window);
-      return text;
+      return fmt::format("RDMA reads, {} outstanding, until the last completes", read_window);
     case Op::kTcpLat:
       return "floor: plain TCP ping-pong (TCP_NODELAY, blocking send/recv of size bytes each "
              "way), half round trip";
@@ -203,17 +200,18 @@ void VerbsSubcommand::add_options(CLI::App& command) {
   command.add_option("--provider", provider_,
                      "Provider (auto|tcp|shm|ibverbs); overrides WV_PROVIDER and the config file");
   command.add_option("--device", device_, "Device; overrides WV_DEVICE and the config file");
-  command.add_option("--baseline", baseline_,
-                     "Measure the plain TCP floor and print wv/floor ratios: tcp, none, or auto "
-                     "(tcp when the provider is tcp)")
+  command
+      .add_option("--baseline", baseline_,
+                  "Measure the plain TCP floor and print wv/floor ratios: tcp, none, or auto "
+                  "(tcp when the provider is tcp)")
       ->check(CLI::IsMember({"auto", "tcp", "none"}))
       ->capture_default_str();
-  auto* server = command.add_flag("--server", server_,
-                                  "Run only the server side and wait for one client");
+  auto* server =
+      command.add_flag("--server", server_, "Run only the server side and wait for one client");
   command.add_option("--bind", bind_, "Server address to listen on (default *:18515)")
       ->needs(server);
-  command.add_option("--client", client_,
-                     "Run only the client side, against a --server at ADDR:PORT")
+  command
+      .add_option("--client", client_, "Run only the client side, against a --server at ADDR:PORT")
       ->excludes(server);
 }
 
@@ -229,7 +227,8 @@ int VerbsSubcommand::run(const CommonOptions& common) {
   }
   config_.emplace(std::move(loaded).value());
   if (!provider_.empty()) {
-    if (Status s = config_->set(config::names::kProvider, provider_, "command line option --provider");
+    if (Status s =
+            config_->set(config::names::kProvider, provider_, "command line option --provider");
         !s) {
       fmt::print(stderr, "wv_perf: configuration error: {}\n", s.message());
       return kExitConfigError;
@@ -316,8 +315,7 @@ int VerbsSubcommand::run(const CommonOptions& common) {
   }
   uint16_t port = 0;
   if (Status s = read_exact(port_reader.get(), &port, sizeof(port), common_.timeout()); !s) {
-    fmt::print(stderr, "wv_perf: the server process did not start listening: {}\n",
-               s.message());
+    fmt::print(stderr, "wv_perf: the server process did not start listening: {}\n", s.message());
     return kExitFailure;  // ~Child kills and reaps it
   }
   return run_client(verbs::SocketAddress::ipv4_loopback(port), plan.value(), &child.value(),
@@ -344,23 +342,24 @@ int VerbsSubcommand::run_server(const verbs::SocketAddress& bind, int port_fd) {
                listening.to_string());
     std::fflush(stdout);
   }
-  verbs_bench::SessionOptions options{
-      .device = config_->get_string(config::names::kDevice),
-      .area_size = 1,
-      .window = window_,
-      .timeout = common_.timeout()};
+  verbs_bench::SessionOptions options{.device = config_->get_string(config::names::kDevice),
+                                      .area_size = 1,
+                                      .window = window_,
+                                      .timeout = common_.timeout()};
   auto session = listener.value().accept(options);
   if (!session) return fail(session.status());
-  verbs_bench::PeerDescription self{
-      .process = {.role = "server", .host = host_name(), .pid = getpid(), .cpus = cpu_list(allowed_cpus())},
-      .provider = std::string(provider.value()->name()),
-      .device = session.value()->device_attributes().name};
+  verbs_bench::PeerDescription self{.process = {.role = "server",
+                                                .host = host_name(),
+                                                .pid = getpid(),
+                                                .cpus = cpu_list(allowed_cpus())},
+                                    .provider = std::string(provider.value()->name()),
+                                    .device = session.value()->device_attributes().name};
   if (Status s = session.value()->serve(self); !s) return fail(s);
   return kExitOk;
 }
 
-int VerbsSubcommand::run_client(const verbs::SocketAddress& server, const Plan& plan,
-                                Child* child, std::string mode) {
+int VerbsSubcommand::run_client(const verbs::SocketAddress& server, const Plan& plan, Child* child,
+                                std::string mode) {
   auto fail = [&](const Status& s) {
     fmt::print(stderr, "wv_perf: {}\n", s.message());
     if (child != nullptr) child->kill();
@@ -369,11 +368,10 @@ int VerbsSubcommand::run_client(const verbs::SocketAddress& server, const Plan& 
   auto provider = verbs::Provider::open(config_->get_string(config::names::kProvider));
   if (!provider) return fail(provider.status());
   uint64_t area_size = plan.max_size;
-  verbs_bench::SessionOptions options{
-      .device = config_->get_string(config::names::kDevice),
-      .area_size = std::max<uint64_t>(area_size, 1),
-      .window = window_,
-      .timeout = common_.timeout()};
+  verbs_bench::SessionOptions options{.device = config_->get_string(config::names::kDevice),
+                                      .area_size = std::max<uint64_t>(area_size, 1),
+                                      .window = window_,
+                                      .timeout = common_.timeout()};
   auto connected = verbs_bench::Session::connect(provider.value(), server, options);
   if (!connected) return fail(connected.status());
   verbs_bench::Session& session = *connected.value();
@@ -395,9 +393,8 @@ int VerbsSubcommand::run_client(const verbs::SocketAddress& server, const Plan& 
     header.details["server_provider"] =
         fmt::format("{} device {}", peer.value().provider, peer.value().device);
   }
-  header.details["pinning"] = common_.pin ? "--pin: each process on its own CPU; provider "
-                                            "threads share their process's CPUs"
-                                          : "not pinned (use --pin)";
+  // Threads a provider starts (a progress thread) inherit their process's CPUs.
+  header.details["pinned"] = common_.pin && cpus_.size() >= 2;
   header.details["window"] = session.window();
   header.details["read_window"] = session.read_window();
   header.details["max_inline"] = session.max_inline();
@@ -454,7 +451,7 @@ Status VerbsSubcommand::measure(verbs_bench::Session& session, const Plan& plan,
     const OpInfo& info = verbs_bench::op_info(op);
     const bool floor = op == Op::kTcpLat;
     reporter.begin_section({.op = std::string(info.name),
-                            .description = std::string(describe(op, 0, 0)),
+                            .description = describe(op, 0, 0),
                             .metric = Metric::kLatency,
                             .has_ratio = baseline && !floor});
     for (uint64_t size : sizes_for(info, plan.sizes)) {
@@ -462,9 +459,10 @@ Status VerbsSubcommand::measure(verbs_bench::Session& session, const Plan& plan,
       if (Status s = session.latency(op, size, warmup, samples); !s) {
         return Status(s.code(), fmt::format("{} at {} bytes: {}", info.name, size, s.message()));
       }
-      Measurement m{.size = size,
-                    .iterations = samples.size(),
-                    .latency = summarize(samples, info.divisor)};
+      Measurement m;
+      m.size = size;
+      m.iterations = samples.size();
+      m.latency = summarize(samples, info.divisor);
       if (floor) floor_latency_us[size] = m.latency->median_us;
       if (baseline && !floor) {
         auto it = floor_latency_us.find(std::max<uint64_t>(size, 1));
@@ -484,8 +482,7 @@ Status VerbsSubcommand::measure(verbs_bench::Session& session, const Plan& plan,
     const bool floor = op == Op::kTcpBw;
     const uint32_t window = op == Op::kReadBw ? session.read_window() : session.window();
     reporter.begin_section({.op = std::string(info.name),
-                            .description = std::string(describe(op, session.window(),
-                                                                session.read_window())),
+                            .description = describe(op, session.window(), session.read_window()),
                             .metric = Metric::kBandwidth,
                             .has_ratio = baseline && !floor});
     for (uint64_t size : sizes_for(info, plan.sizes)) {
@@ -493,11 +490,13 @@ Status VerbsSubcommand::measure(verbs_bench::Session& session, const Plan& plan,
       auto measured = measure_throughput(
           [&](uint64_t count) { return session.bandwidth(op, size, count); }, window, common_);
       if (!measured) {
-        return Status(measured.status().code(), fmt::format("{} at {} bytes: {}", info.name,
-                                                            size, measured.status().message()));
+        return Status(measured.status().code(), fmt::format("{} at {} bytes: {}", info.name, size,
+                                                            measured.status().message()));
       }
       const Throughput& t = measured.value();
-      Measurement m{.size = size, .iterations = t.count};
+      Measurement m;
+      m.size = size;
+      m.iterations = t.count;
       m.bandwidth_mbps = static_cast<double>(size) * static_cast<double>(t.count) / t.seconds / 1e6;
       m.msg_rate_mops = static_cast<double>(t.count) / t.seconds / 1e6;
       if (floor) floor_mbps[size] = *m.bandwidth_mbps;
@@ -528,6 +527,8 @@ Status VerbsSubcommand::measure(verbs_bench::Session& session, const Plan& plan,
 
 }  // namespace
 
-std::unique_ptr<Subcommand> make_verbs_subcommand() { return std::make_unique<VerbsSubcommand>(); }
+std::unique_ptr<Subcommand> make_verbs_subcommand() {
+  return std::make_unique<VerbsSubcommand>();
+}
 
 }  // namespace wv::perf

@@ -80,10 +80,9 @@ Status with_context(std::string_view what, const Status& status) {
 }
 
 Status completion_error(const verbs::Completion& c) {
-  return Status(Errc::kIoError,
-                fmt::format("{} completed with error: {} (vendor error {})",
-                            verbs::to_string(c.opcode), verbs::to_string(c.status),
-                            c.vendor_error));
+  return Status(Errc::kIoError, fmt::format("{} completed with error: {} (vendor error {})",
+                                            verbs::to_string(c.opcode), verbs::to_string(c.status),
+                                            c.vendor_error));
 }
 
 // A pending operation waited for with a bound; cancelled if the bound runs out.
@@ -99,9 +98,13 @@ Result<T> wait_for(verbs::Operation<T>& operation, std::chrono::milliseconds tim
   return with_context(what, result.status());
 }
 
-size_t round_up(size_t value, size_t unit) { return (value + unit - 1) / unit * unit; }
+size_t round_up(size_t value, size_t unit) {
+  return (value + unit - 1) / unit * unit;
+}
 
-unsigned char* byte_at(std::byte* at) { return reinterpret_cast<unsigned char*>(at); }
+unsigned char* byte_at(std::byte* at) {
+  return reinterpret_cast<unsigned char*>(at);
+}
 
 }  // namespace
 
@@ -121,11 +124,14 @@ struct Session::Control {
   char provider[16] = {};
   char device[64] = {};
 };
-static_assert(sizeof(Session::Control) <= kControlBytes);
 
-std::span<const OpInfo> all_ops() { return kOps; }
+std::span<const OpInfo> all_ops() {
+  return kOps;
+}
 
-const OpInfo& op_info(Op op) { return kOps[static_cast<size_t>(op)]; }
+const OpInfo& op_info(Op op) {
+  return kOps[static_cast<size_t>(op)];
+}
 
 // ---------------------------------------------------------------------------------------------
 // Setting up
@@ -160,7 +166,8 @@ Status Session::create_resources(uint64_t area_size) {
     receive_depth = std::min(receive_depth, attributes.max_qp_wr);
     if (send_depth_ > attributes.max_qp_wr) {
       send_depth_ = attributes.max_qp_wr;
-      window_ = std::max<uint32_t>(send_depth_ > kControlDepth ? send_depth_ - kControlDepth : 1, 1);
+      window_ =
+          std::max<uint32_t>(send_depth_ > kControlDepth ? send_depth_ - kControlDepth : 1, 1);
     }
   }
   uint32_t send_entries = send_depth_;
@@ -198,12 +205,12 @@ Status Session::create_resources(uint64_t area_size) {
   receive_length_ = round_up(std::max<size_t>(area_size_, kControlBytes), page);
   const size_t area_bytes = round_up(area_size_, page);
   memory_length_ = receive_length_ + 2 * area_bytes + round_up(kControlBytes, page);
-  void* memory = mmap(nullptr, memory_length_, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* memory =
+      mmap(nullptr, memory_length_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (memory == MAP_FAILED) {
     memory_ = nullptr;
-    return Status(Errc::kNoMemory, fmt::format("mmap of {} bytes: {}", memory_length_,
-                                               std::strerror(errno)));
+    return Status(Errc::kNoMemory,
+                  fmt::format("mmap of {} bytes: {}", memory_length_, std::strerror(errno)));
   }
   memory_ = static_cast<std::byte*>(memory);
   std::memset(memory_, 0, memory_length_);  // fault every page in before anything is timed
@@ -309,7 +316,9 @@ Result<Listener> Listener::listen(std::shared_ptr<verbs::Provider> provider,
   return Listener(std::move(provider), std::move(listening));
 }
 
-verbs::SocketAddress Listener::address() const { return endpoint_->query().local; }
+verbs::SocketAddress Listener::address() const {
+  return endpoint_->query().local;
+}
 
 Result<std::unique_ptr<Session>> Listener::accept(const SessionOptions& options) {
   auto requested = endpoint_->get_request();
@@ -367,9 +376,8 @@ Status Session::post(Op op, uint64_t wr_id, std::span<const Sge> sges) {
       return Status(Errc::kInvalidArgument, "not a verbs operation");
   }
   if (!status) {
-    return Status(status.code(),
-                  fmt::format("posting {} of {} bytes: {}", op_info(op).name, size,
-                              status.message()));
+    return Status(status.code(), fmt::format("posting {} of {} bytes: {}", op_info(op).name, size,
+                                             status.message()));
   }
   ++sends_posted_;
   return status;
@@ -438,6 +446,7 @@ Status Session::wait_byte(const std::byte* at, uint8_t value, StallGuard& guard)
 // The control protocol
 
 Status Session::send_control(const Control& control) {
+  static_assert(sizeof(Control) <= kControlBytes);
   std::memcpy(control_slot_, &control, sizeof(control));
   const Sge sge = region_->sge(control_slot_, sizeof(Control));
   if (Status status = qp_->send(kControlWrId, {&sge, 1}, SendFlags::kNone); !status) {
@@ -469,17 +478,16 @@ Status Session::expect(uint32_t command) {
   Control reply;
   if (Status status = receive_control(reply); !status) return status;
   if (reply.command != command) {
-    return Status(Errc::kProtocolError, fmt::format("expected control command {}, received {}",
-                                                    command, reply.command));
+    return Status(Errc::kProtocolError,
+                  fmt::format("expected control command {}, received {}", command, reply.command));
   }
   return Status::ok();
 }
 
 Status Session::start_run(Op op, uint64_t size, uint64_t count) {
   if (size > area_size_ || size > peer_size_) {
-    return Status(Errc::kInvalidArgument,
-                  fmt::format("{} bytes exceed the {} bytes registered", size,
-                              std::min(area_size_, peer_size_)));
+    return Status(Errc::kInvalidArgument, fmt::format("{} bytes exceed the {} bytes registered",
+                                                      size, std::min(area_size_, peer_size_)));
   }
   Control request;
   request.command = kRun;
@@ -510,10 +518,8 @@ Result<PeerDescription> Session::hello() {
     return Status(Errc::kProtocolError, "the server did not answer hello with its description");
   }
   PeerDescription peer;
-  peer.process = {.role = "server",
-                  .host = text_of(reply.host),
-                  .pid = reply.pid,
-                  .cpus = text_of(reply.cpus)};
+  peer.process = {
+      .role = "server", .host = text_of(reply.host), .pid = reply.pid, .cpus = text_of(reply.cpus)};
   peer.provider = text_of(reply.provider);
   peer.device = text_of(reply.device);
   return peer;
@@ -711,9 +717,9 @@ Status Session::serve_run(const Control& request) {
   const auto op = static_cast<Op>(request.op);
   const uint64_t size = request.size;
   if (size > area_size_) {
-    return Status(Errc::kProtocolError,
-                  fmt::format("the client asked for {} bytes; {} are registered", size,
-                              area_size_));
+    return Status(
+        Errc::kProtocolError,
+        fmt::format("the client asked for {} bytes; {} are registered", size, area_size_));
   }
   if (op == Op::kWriteLat) {
     if (size == 0) return Status(Errc::kProtocolError, "write_lat of 0 bytes");
@@ -775,8 +781,8 @@ Status Session::serve_receives(uint64_t count) {
   uint64_t received = 0;
   while (received < count) {
     // Never take more than the run's messages: the client's sync follows them.
-    const size_t want = static_cast<size_t>(
-        std::min<uint64_t>(receive_completions_.size(), count - received));
+    const size_t want =
+        static_cast<size_t>(std::min<uint64_t>(receive_completions_.size(), count - received));
     const int n = receive_cq_->poll({receive_completions_.data(), want});
     if (n < 0) return with_context("receive CQ", receive_cq_->status());
     if (n == 0) {

@@ -57,9 +57,9 @@ std::span<const OpInfo> all_ops();
 const OpInfo& op_info(Op op);
 
 struct SessionOptions {
-  std::string device;     // "" opens the `device` parameter's device, or the first one
-  uint64_t area_size = 1; // bytes of each data area: the largest message (client side)
-  uint32_t window = 64;   // outstanding operations in bandwidth runs
+  std::string device;      // "" opens the `device` parameter's device, or the first one
+  uint64_t area_size = 1;  // bytes of each data area: the largest message (client side)
+  uint32_t window = 64;    // outstanding operations in bandwidth runs
   std::chrono::milliseconds timeout{60000};
 };
 

@@ -28,8 +28,7 @@ TEST_P(ConnectedQpTest, NewQpReportsItsAttributes) {
   EXPECT_EQ(a.qp->context(), client_tag());
   const QpAttributes q = a.qp->query();
   EXPECT_EQ(q.qp_number, a.qp->number());
-  EXPECT_TRUE(q.state == QpState::kReset || q.state == QpState::kInit)
-      << "a new QP waits for its endpoint; it is " << to_string(q.state);
+  EXPECT_EQ(q.state, QpState::kInit) << "a new connected QP starts in kInit (queue_pair.h)";
   EXPECT_GE(q.send_depth, options.send_depth);
   EXPECT_GE(q.receive_depth, options.receive_depth);
   EXPECT_GE(q.send_sge, options.send_sge);
@@ -48,6 +47,34 @@ TEST_P(ConnectedQpTest, PostingBeforeConnectionIsInvalidState) {
               side.qp->rdma_read(3, std::span(&sge, 1), scratch_.remote(64), SendFlags::kSignaled));
   EXPECT_EQ(side.qp->query().state, before) << "a refused post leaves the QP as it was";
   EXPECT_TRUE(stays_empty(*side.send_cq));
+}
+
+// queue_pair.h: a new connected QP starts in kInit so that receives can be posted before the
+// endpoint connects it; they are used by the first messages.
+TEST_P(ConnectedQpTest, ReceivesPostedBeforeConnectAreUsed) {
+  QpSide client;
+  QpSide server;
+  ASSERT_NO_FATAL_FAILURE(make_side({}, client_tag(), client));
+  ASSERT_NO_FATAL_FAILURE(make_side({}, server_tag(), server));
+  for (uint64_t i = 0; i < 2; ++i) {
+    const Sge receive = scratch_.sge(1024 + i * 64, 64);
+    ASSERT_OK(server.qp->post_receive(i, std::span(&receive, 1)));
+  }
+  std::shared_ptr<ConnectEndpoint> listener;
+  ASSERT_NO_FATAL_FAILURE(listen_on(address(0), listener));
+  ASSERT_NO_FATAL_FAILURE(connect_sides(*listener, client, server, {}, {}));
+  for (uint64_t i = 0; i < 2; ++i) {
+    scratch_.data()[i] = static_cast<std::byte>(0x40 + i);
+    const Sge send = scratch_.sge(i, 1);
+    ASSERT_OK(client.qp->send(10 + i, std::span(&send, 1), SendFlags::kSignaled));
+  }
+  std::vector<Completion> received;
+  ASSERT_TRUE(poll_n(*server.receive_cq, 2, received));
+  for (uint64_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(received[i].wr_id, i);
+    EXPECT_EQ(received[i].status, CompletionStatus::kSuccess) << describe(received[i]);
+    EXPECT_EQ(scratch_.data()[1024 + i * 64], static_cast<std::byte>(0x40 + i));
+  }
 }
 
 // User-driven transitions: any -> kError, kError -> kReset, kReset -> kInit,
@@ -132,7 +159,7 @@ TEST_P(ConnectedQpTest, QpReconnectsAfterErrorResetInit) {
   Completion c;
   ASSERT_TRUE(poll_one(*pair.server.receive_cq, c));
   EXPECT_EQ(c.status, CompletionStatus::kSuccess) << describe(c);
-  EXPECT_EQ(c.source_qp_number, pair.client.qp->number());
+  EXPECT_EQ(c.source_qp_number, expected_source_qp(*pair.client.qp));
 }
 
 // ---- Sends and receives ----------------------------------------------------------------------
@@ -158,7 +185,7 @@ TEST_P(ConnectedQpTest, SendCompletionContents) {
   EXPECT_EQ(r.length, 100u);
   EXPECT_EQ(r.qp_context, server_tag());
   EXPECT_EQ(r.qp_number, pair.server.qp->number());
-  EXPECT_EQ(r.source_qp_number, pair.client.qp->number());
+  EXPECT_EQ(r.source_qp_number, expected_source_qp(*pair.client.qp));
   EXPECT_FALSE(has(r.flags, CompletionFlags::kWithImmediate));
   EXPECT_FALSE(has(r.flags, CompletionFlags::kWithInvalidate));
   EXPECT_TRUE(has_pattern(in.bytes(0, 100), 1));

@@ -33,14 +33,22 @@ TEST_P(DeviceTest, AttributesAreSane) {
     EXPECT_GT(a.max_srq_wr, 0u);
     EXPECT_GT(a.max_srq_sge, 0u);
   }
-  if (has_capability(Capability::kInline)) EXPECT_GT(a.max_inline, 0u);
+  if (has_capability(Capability::kInline)) {
+    EXPECT_GT(a.max_inline, 0u);
+  }
   if (has_capability(Capability::kMemoryWindowType1) ||
       has_capability(Capability::kMemoryWindowType2)) {
     EXPECT_GT(a.max_mw, 0u);
   }
-  if (has_capability(Capability::kAtomics)) EXPECT_NE(a.atomic_scope, AtomicScope::kNone);
-  if (has_capability(Capability::kDatagram)) EXPECT_GT(a.max_ah, 0u);
-  if (has_capability(Capability::kMulticast)) EXPECT_GT(a.max_multicast_groups, 0u);
+  if (has_capability(Capability::kAtomics)) {
+    EXPECT_NE(a.atomic_scope, AtomicScope::kNone);
+  }
+  if (has_capability(Capability::kDatagram)) {
+    EXPECT_GT(a.max_ah, 0u);
+  }
+  if (has_capability(Capability::kMulticast)) {
+    EXPECT_GT(a.max_multicast_groups, 0u);
+  }
 }
 
 TEST_P(DeviceTest, CapabilitiesReported) {
@@ -123,7 +131,9 @@ TEST_P(DeviceTest, ProviderListsDevicesAndAddresses) {
     EXPECT_FALSE(a.address.empty());
     EXPECT_TRUE(names.count(a.device)) << "address names unknown device '" << a.device << "'";
     EXPECT_GE(a.port, 1);
-    if (a.device == attributes().name) EXPECT_LE(a.port, attributes().port_count);
+    if (a.device == attributes().name) {
+      EXPECT_LE(a.port, attributes().port_count);
+    }
   }
 }
 

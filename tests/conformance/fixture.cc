@@ -291,6 +291,9 @@ void VerbsTest::SetUp() {
   ASSERT_OK_AND_ASSIGN(device_, provider_->open_device(""));
   ASSERT_NE(device_, nullptr);
   ASSERT_OK_AND_ASSIGN(pd_, device_->allocate_protection_domain());
+  auto port = device_->query_port(1);
+  ASSERT_OK(port);
+  transport_ = port->transport;
   ASSERT_NO_FATAL_FAILURE(register_buffer(
       4096,
       Access::kLocalWrite | Access::kRemoteRead | Access::kRemoteWrite | Access::kRemoteAtomic,
@@ -316,6 +319,10 @@ Access VerbsTest::read_sink_access() const {
              : Access::kLocalWrite;
 }
 
+uint32_t VerbsTest::expected_source_qp(const QueuePair& sender) const {
+  return transport_ == Transport::kIwarp ? 0 : sender.number();
+}
+
 void VerbsTest::make_cq(std::shared_ptr<CompletionQueue>& out, uint32_t entries) {
   ASSERT_OK_AND_ASSIGN(out, device_->create_completion_queue(entries));
   ASSERT_NE(out, nullptr);
@@ -339,8 +346,12 @@ void VerbsTest::make_side(QueuePairOptions options, void* default_context, QpSid
   options.receive_sge = std::min(options.receive_sge, device.max_sge);
   options.send_depth = std::min(options.send_depth, device.max_qp_wr);
   options.receive_depth = std::min(options.receive_depth, device.max_qp_wr);
-  if (!options.send_cq) ASSERT_NO_FATAL_FAILURE(make_cq(options.send_cq));
-  if (!options.receive_cq) ASSERT_NO_FATAL_FAILURE(make_cq(options.receive_cq));
+  if (!options.send_cq) {
+    ASSERT_NO_FATAL_FAILURE(make_cq(options.send_cq));
+  }
+  if (!options.receive_cq) {
+    ASSERT_NO_FATAL_FAILURE(make_cq(options.receive_cq));
+  }
   if (options.context == nullptr) options.context = default_context;
   side.send_cq = options.send_cq;
   side.receive_cq = options.receive_cq;

@@ -70,31 +70,24 @@ Errc code_of(const Result<T>& result) {
 #define WV_CONF_CONCAT_INNER(a, b) a##b
 #define WV_CONF_CONCAT(a, b) WV_CONF_CONCAT_INNER(a, b)
 
-// Status / Result<T> checks that print the error's code and message.
-#define ASSERT_OK(expr)                                                 \
-  do {                                                                  \
-    const auto& wv_conf_result = (expr);                                \
-    ASSERT_TRUE(wv_conf_result.is_ok())                                 \
-        << #expr << " failed: " << ::wv::verbs::conformance::describe(wv_conf_result); \
-  } while (0)
-#define EXPECT_OK(expr)                                                 \
-  do {                                                                  \
-    const auto& wv_conf_result = (expr);                                \
-    EXPECT_TRUE(wv_conf_result.is_ok())                                 \
-        << #expr << " failed: " << ::wv::verbs::conformance::describe(wv_conf_result); \
-  } while (0)
-#define ASSERT_ERRC(expected, expr)                                                      \
-  do {                                                                                   \
-    const auto& wv_conf_result = (expr);                                                 \
-    ASSERT_EQ(::wv::verbs::conformance::code_of(wv_conf_result), (expected))             \
-        << #expr << " returned: " << ::wv::verbs::conformance::describe(wv_conf_result); \
-  } while (0)
-#define EXPECT_ERRC(expected, expr)                                                      \
-  do {                                                                                   \
-    const auto& wv_conf_result = (expr);                                                 \
-    EXPECT_EQ(::wv::verbs::conformance::code_of(wv_conf_result), (expected))             \
-        << #expr << " returned: " << ::wv::verbs::conformance::describe(wv_conf_result); \
-  } while (0)
+// Status / Result<T> checks that print the error's code and message; all take `<< "more"`.
+template <typename R>
+testing::AssertionResult check_ok(const R& result, const char* text) {
+  if (result.is_ok()) return testing::AssertionSuccess();
+  return testing::AssertionFailure() << text << " failed: " << describe(result);
+}
+template <typename R>
+testing::AssertionResult check_errc(const R& result, Errc expected, const char* text) {
+  if (code_of(result) == expected) return testing::AssertionSuccess();
+  return testing::AssertionFailure() << text << " returned \"" << describe(result)
+                                     << "\", expected " << to_string(expected);
+}
+#define ASSERT_OK(expr) ASSERT_TRUE(::wv::verbs::conformance::check_ok((expr), #expr))
+#define EXPECT_OK(expr) EXPECT_TRUE(::wv::verbs::conformance::check_ok((expr), #expr))
+#define ASSERT_ERRC(expected, expr) \
+  ASSERT_TRUE(::wv::verbs::conformance::check_errc((expr), (expected), #expr))
+#define EXPECT_ERRC(expected, expr) \
+  EXPECT_TRUE(::wv::verbs::conformance::check_errc((expr), (expected), #expr))
 // Declares nothing: assigns the value of a successful Result<T> to `lhs`, else fails the test.
 #define ASSERT_OK_AND_ASSIGN(lhs, expr) \
   WV_CONF_ASSIGN_IMPL(WV_CONF_CONCAT(wv_conf_result_, __LINE__), lhs, expr)
@@ -209,6 +202,9 @@ class VerbsTest : public testing::TestWithParam<std::string> {
   static SocketAddress address(uint16_t port);
   // Access an RDMA read (or atomic) result buffer needs on this device.
   Access read_sink_access() const;
+  // Completion::source_qp_number of a receive on a connected QP sent by `sender` (types.h):
+  // the sender's number where the transport carries it, 0 on iWARP, which never names QPs.
+  uint32_t expected_source_qp(const QueuePair& sender) const;
 
   void make_cq(std::shared_ptr<CompletionQueue>& out, uint32_t entries = 512);
   void register_buffer(size_t bytes, Access access, Buffer& out, ProtectionDomain* pd = nullptr);
@@ -238,6 +234,7 @@ class VerbsTest : public testing::TestWithParam<std::string> {
   std::shared_ptr<Provider> provider_;
   std::shared_ptr<Device> device_;
   std::shared_ptr<ProtectionDomain> pd_;
+  Transport transport_ = Transport::kSoftware;  // of port 1
   Buffer scratch_;  // 4 KiB, every access right; for incidental sends
 };
 

@@ -7,7 +7,7 @@ namespace {
 
 constexpr size_t kWindowOffset = 1024;
 constexpr uint64_t kWindowLength = 2048;
-const Access kWindowAccess = Access::kRemoteRead | Access::kRemoteWrite;
+constexpr Access kWindowAccess = Access::kRemoteRead | Access::kRemoteWrite;
 
 class MemoryWindowTest : public VerbsTest {
  protected:

@@ -76,7 +76,7 @@ TEST_P(RdmaTest, WriteWithImmediateConsumesAReceive) {
   EXPECT_EQ(r.opcode, Opcode::kReceiveRdmaWithImmediate);
   EXPECT_TRUE(has(r.flags, CompletionFlags::kWithImmediate));
   EXPECT_EQ(r.immediate, kImmediate) << std::hex << "got 0x" << r.immediate;
-  EXPECT_EQ(r.source_qp_number, pair_.client.qp->number());
+  EXPECT_EQ(r.source_qp_number, expected_source_qp(*pair_.client.qp));
   EXPECT_EQ(r.qp_context, server_tag());
   // When the receive completes, the written data is in place (no waiting here).
   EXPECT_TRUE(has_pattern(target_.bytes(64, 8192), 8));

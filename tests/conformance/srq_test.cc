@@ -135,7 +135,7 @@ TEST_P(SrqTest, TwoQpsShareOneSrqAndOneCq) {
     ASSERT_TRUE(by_context.count(c.qp_context)) << "qp_context is one of the two QPs' contexts";
     EXPECT_EQ(c.qp_context, pair.server.context) << "the completion names the receiving QP";
     EXPECT_EQ(c.qp_number, pair.server.qp->number());
-    EXPECT_EQ(c.source_qp_number, pair.client.qp->number());
+    EXPECT_EQ(c.source_qp_number, expected_source_qp(*pair.client.qp));
     EXPECT_EQ(c.length, 48u);
     EXPECT_TRUE(has_pattern(receive_.bytes(c.wr_id * 256, 48), 1000 + i));
     ASSERT_TRUE(poll_one(*pair.client.send_cq, c));

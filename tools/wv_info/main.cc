@@ -49,8 +49,8 @@ int main(int argc, char** argv) {
   }
   config::Config configuration = std::move(loaded).value();
   if (!provider.empty()) {
-    if (wv::Status status = configuration.set(config::names::kProvider, provider,
-                                              "command line option --provider");
+    if (wv::Status status =
+            configuration.set(config::names::kProvider, provider, "command line option --provider");
         !status) {
       fmt::print(stderr, "wv_info: configuration error: {}\n", status.message());
       return kConfigError;

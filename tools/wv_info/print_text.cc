@@ -86,15 +86,15 @@ void print_providers(std::FILE* out, const Json& providers) {
                providers["selected"].get<std::string>());
   }
   size_t width = 0;
-  for (const Json& p : providers["list"]) width = std::max(width, p["name"].get_ref<const std::string&>().size());
+  for (const Json& p : providers["list"])
+    width = std::max(width, p["name"].get_ref<const std::string&>().size());
   for (const Json& p : providers["list"]) {
     const std::string& name = p["name"].get_ref<const std::string&>();
     if (p["available"].get<bool>()) {
       fmt::print(out, "  {:<{}}  available{}\n", name, width,
                  p.value("selected", false) ? " (selected)" : "");
     } else {
-      fmt::print(out, "  {:<{}}  not available: {}\n", name, width,
-                 p["error"].get<std::string>());
+      fmt::print(out, "  {:<{}}  not available: {}\n", name, width, p["error"].get<std::string>());
     }
   }
   for (const Json& p : providers["list"]) {
@@ -132,7 +132,13 @@ void print_parameters(std::FILE* out, const Json& document) {
                p["source"].get<std::string>());
     fmt::print(out, "      {}\n", p["description"].get<std::string>());
     std::string facts = fmt::format("default \"{}\"", p["default"].get<std::string>());
-    if (p.contains("choices")) facts += fmt::format("; choices {}", value_text("", p["choices"]));
+    if (p.contains("choices")) {
+      std::string choices;
+      for (const Json& choice : p["choices"]) {
+        choices += (choices.empty() ? "" : "|") + choice.get<std::string>();
+      }
+      facts += fmt::format("; choices {}", choices);
+    }
     if (p.contains("min") && !p["min"].is_null()) facts += fmt::format("; min {}", p["min"].dump());
     if (p.contains("max") && !p["max"].is_null()) facts += fmt::format("; max {}", p["max"].dump());
     facts += fmt::format("; env {}", p["environment_variable"].get<std::string>());

@@ -15,16 +15,23 @@ namespace wv::verbs::soft {
 Progress::Progress() = default;
 
 Progress::~Progress() {
+  stop();
+  if (thread_.joinable()) thread_.detach();  // only when the thread itself let go last
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+  if (epoll_fd_ >= 0) ::close(epoll_fd_);
+}
+
+void Progress::stop() {
+  std::unordered_map<int, std::shared_ptr<PollHandler>> handlers;
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
+    handlers.swap(handlers_);
   }
-  if (thread_.joinable()) {
+  if (thread_.joinable() && !on_progress_thread()) {
     wake();
     thread_.join();
   }
-  if (wake_fd_ >= 0) ::close(wake_fd_);
-  if (epoll_fd_ >= 0) ::close(epoll_fd_);
 }
 
 Status Progress::start() {
@@ -40,7 +47,7 @@ Status Progress::start() {
   if (const auto& config = config::global(); config.is_ok()) {
     spin_us_ = config->get_int(config::names::kProgressSpinUs);
   }
-  thread_ = std::thread([this] { loop(); });
+  thread_ = std::thread([self = shared_from_this()] { self->loop(); });
   return Status::ok();
 }
 

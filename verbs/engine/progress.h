@@ -29,7 +29,8 @@ class PollHandler {
   virtual void on_deadline() {}
 };
 
-class Progress {
+// Shared so that the thread keeps it alive: its owner may let go inside a callback.
+class Progress : public std::enable_shared_from_this<Progress> {
  public:
   using Clock = std::chrono::steady_clock;
 
@@ -39,6 +40,8 @@ class Progress {
   Progress& operator=(const Progress&) = delete;
 
   Status start();
+  // Ends the thread (joined unless called from it); handlers are released.
+  void stop();
   // Watches `fd` for `events` until remove(); the handler stays alive while watched.
   Status add(int fd, uint32_t events, std::shared_ptr<PollHandler> handler);
   Status modify(int fd, uint32_t events);

@@ -14,7 +14,31 @@ SoftCompletionQueue::~SoftCompletionQueue() {
 }
 
 int SoftCompletionQueue::poll(std::span<Completion> out) {
+  {
+    std::lock_guard lock(mutex_);
+    if (count_ > 0 || out.empty()) return take_locked(out);
+  }
+  drive_progress();
   std::lock_guard lock(mutex_);
+  return take_locked(out);
+}
+
+void SoftCompletionQueue::add_progress_source(std::weak_ptr<ProgressSource> source) {
+  std::lock_guard lock(sources_mutex_);
+  std::erase_if(sources_, [](const auto& weak) { return weak.expired(); });
+  sources_.push_back(std::move(source));
+}
+
+void SoftCompletionQueue::drive_progress() {
+  // Another thread polling this CQ is already driving progress; it will fill the CQ for both.
+  std::unique_lock lock(sources_mutex_, std::try_to_lock);
+  if (!lock) return;
+  for (const auto& weak : sources_) {
+    if (auto source = weak.lock()) source->progress_from_poll();
+  }
+}
+
+int SoftCompletionQueue::take_locked(std::span<Completion> out) {
   const size_t n = std::min(out.size(), count_);
   for (size_t i = 0; i < n; ++i) {
     out[i] = ring_[head_];

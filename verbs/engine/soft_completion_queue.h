@@ -2,12 +2,22 @@
 // progress thread, drained by poll(). Notifications are armed Operations.
 #pragma once
 
+#include <memory>
 #include <mutex>
 #include <vector>
 
 #include "wv/verbs/completion_queue.h"
 
 namespace wv::verbs::soft {
+
+// A connection that can make progress for a thread polling an empty CQ. Software providers have
+// no hardware moving data; without this, a poller spinning on a busy machine starves the
+// progress thread and every message waits for a scheduler tick.
+class ProgressSource {
+ public:
+  virtual ~ProgressSource() = default;
+  virtual void progress_from_poll() = 0;
+};
 
 class SoftCompletionQueue final : public CompletionQueue {
  public:
@@ -25,9 +35,13 @@ class SoftCompletionQueue final : public CompletionQueue {
 
   // Engine side. Returns false on overrun (the completion is lost and the CQ is in error).
   bool push(const Completion& completion, bool solicited);
+  // Connections feeding this CQ; poll() of an empty CQ lets them progress.
+  void add_progress_source(std::weak_ptr<ProgressSource> source);
 
  private:
   void fire_locked(Completer<void>& completer);
+  int take_locked(std::span<Completion> out);
+  void drive_progress();
 
   mutable std::mutex mutex_;
   std::vector<Completion> ring_;
@@ -39,6 +53,8 @@ class SoftCompletionQueue final : public CompletionQueue {
   Completer<void> batch_;
   size_t batch_count_ = 0;
   int notification_fd_ = -1;
+  std::mutex sources_mutex_;  // never held with mutex_: sources push completions
+  std::vector<std::weak_ptr<ProgressSource>> sources_;
 };
 
 }  // namespace wv::verbs::soft

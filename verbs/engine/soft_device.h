@@ -20,6 +20,7 @@ class DatagramWire;
 class SoftDevice final : public Device, public std::enable_shared_from_this<SoftDevice> {
  public:
   SoftDevice(DeviceAttributes attributes, PortAttributes port, std::vector<Gid> gids);
+  ~SoftDevice() override { progress_->stop(); }
 
   const DeviceAttributes& attributes() const override { return attributes_; }
   Result<PortAttributes> query_port(uint8_t port) const override;
@@ -29,9 +30,9 @@ class SoftDevice final : public Device, public std::enable_shared_from_this<Soft
   Result<std::shared_ptr<ProtectionDomain>> allocate_protection_domain() override;
   Operation<DeviceEvent> next_event() override;
 
-  Status start() { return progress_.start(); }
+  Status start() { return progress_->start(); }
   KeyTable& keys() { return keys_; }
-  Progress& progress() { return progress_; }
+  Progress& progress() { return *progress_; }
   uint32_t allocate_qp_number() { return next_qp_number_.fetch_add(1) & 0xffffff; }
   void raise_event(DeviceEvent event);
   // The provider's datagram wire, or null when datagrams are not supported.
@@ -50,8 +51,7 @@ class SoftDevice final : public Device, public std::enable_shared_from_this<Soft
   std::deque<DeviceEvent> events_;
   std::deque<Completer<DeviceEvent>> waiters_;
   std::shared_ptr<DatagramWire> datagram_wire_;
-  // Last: its thread must stop before the members it may touch are destroyed.
-  Progress progress_;
+  std::shared_ptr<Progress> progress_ = std::make_shared<Progress>();
 };
 
 }  // namespace wv::verbs::soft

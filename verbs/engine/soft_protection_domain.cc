@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "soft_datagram_queue_pair.h"
 #include "soft_memory.h"
 #include "soft_queue_pair.h"
 #include "soft_shared_receive_queue.h"
@@ -95,10 +96,19 @@ Result<std::shared_ptr<ConnectQueuePair>> SoftProtectionDomain::create_connect_q
 
 Result<std::shared_ptr<DatagramQueuePair>> SoftProtectionDomain::create_datagram_queue_pair(
     const QueuePairOptions& options, uint32_t qkey) {
-  (void)qkey;
+  const std::shared_ptr<DatagramWire>& wire = device_->datagram_wire();
+  if (!wire) {
+    return Status(Errc::kNotSupported, "device " + device_->attributes().name +
+                                           " has no datagram wire (no Capability::kDatagram)");
+  }
   if (Status status = check_queue_pair_options(options); !status) return status;
-  return Status(Errc::kNotSupported,
-                "device " + device_->attributes().name + " has no datagram support yet");
+  const uint32_t max_inline =
+      options.max_inline == 0 ? device_->attributes().max_inline : options.max_inline;
+  auto qp = std::make_shared<SoftDatagramQueuePair>(shared_from_this(), wire, options,
+                                                    device_->allocate_qp_number(), qkey,
+                                                    max_inline);
+  if (Status status = qp->start(); !status) return status;
+  return std::shared_ptr<DatagramQueuePair>(std::move(qp));
 }
 
 Result<std::shared_ptr<MemoryWindow>> SoftProtectionDomain::allocate_memory_window(

@@ -71,6 +71,8 @@ class SoftConnectQueuePair final : public ConnectQueuePair {
   SoftDevice& device() const;
   QpState state_locked() const { return state_; }
   uint32_t inbound_read_depth() const { return inbound_read_depth_; }
+  SoftCompletionQueue& send_cq() const { return *send_cq_; }
+  SoftCompletionQueue& receive_cq() const { return *receive_cq_; }
   // The connection is up: the QP moves to kReadyToSend with the negotiated read depths.
   Status connect_locked(std::shared_ptr<Wire> wire, uint32_t peer_qp_number,
                         uint32_t inbound_read_depth, uint32_t outbound_read_depth);

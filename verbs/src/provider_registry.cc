@@ -3,12 +3,10 @@
 
 #include "wv/config/config.h"
 #include "wv/config/names.h"
+#include "provider_factories.h"
 #include "wv/verbs/provider.h"
 
 namespace wv::verbs {
-
-// Each provider's factory; defined in its folder under providers/.
-Result<std::shared_ptr<Provider>> open_tcp_provider();
 
 namespace {
 

@@ -34,11 +34,13 @@ constexpr Tables make_tables() {
 
 constexpr Tables kTables = make_tables();
 
-uint32_t byte_at(const std::byte* p, size_t i) { return std::to_integer<uint32_t>(p[i]); }
+uint32_t byte_at(const std::byte* p, size_t i) {
+  return std::to_integer<uint32_t>(p[i]);
+}
 
 #if defined(__x86_64__)
 __attribute__((target("sse4.2"))) uint32_t update_sse42(uint32_t crc, const std::byte* p,
-                                                         size_t size) {
+                                                        size_t size) {
   uint64_t state = ~crc;
   for (; size >= 8; p += 8, size -= 8) {
     uint64_t word;
@@ -55,7 +57,9 @@ bool detect_sse42() {
   return __builtin_cpu_supports("sse4.2") != 0;
 }
 #else
-bool detect_sse42() { return false; }
+bool detect_sse42() {
+  return false;
+}
 #endif
 
 using UpdateFn = uint32_t (*)(uint32_t, std::span<const std::byte>);
@@ -67,8 +71,8 @@ uint32_t crc32c_update_table(uint32_t crc, std::span<const std::byte> data) {
   const std::byte* p = data.data();
   size_t size = data.size();
   for (; size >= 8; p += 8, size -= 8) {
-    const uint32_t low = state ^ (byte_at(p, 0) | byte_at(p, 1) << 8 | byte_at(p, 2) << 16 |
-                                  byte_at(p, 3) << 24);
+    const uint32_t low =
+        state ^ (byte_at(p, 0) | byte_at(p, 1) << 8 | byte_at(p, 2) << 16 | byte_at(p, 3) << 24);
     state = kTables[7][low & 0xFF] ^ kTables[6][(low >> 8) & 0xFF] ^
             kTables[5][(low >> 16) & 0xFF] ^ kTables[4][low >> 24] ^ kTables[3][byte_at(p, 4)] ^
             kTables[2][byte_at(p, 5)] ^ kTables[1][byte_at(p, 6)] ^ kTables[0][byte_at(p, 7)];
@@ -92,7 +96,8 @@ uint32_t crc32c_update_sse42(uint32_t crc, std::span<const std::byte> data) {
 uint32_t crc32c_update(uint32_t crc, std::span<const std::byte> data) {
   // Chosen once: the CPU cannot change under us, and a function-local static is initialised
   // thread-safely even when the first calls race.
-  static const UpdateFn update = crc32c_sse42_available() ? &crc32c_update_sse42 : &crc32c_update_table;
+  static const UpdateFn update =
+      crc32c_sse42_available() ? &crc32c_update_sse42 : &crc32c_update_table;
   return update(crc, data);
 }
 

@@ -17,7 +17,9 @@ namespace wv::verbs::tcp {
 // checksummed piece by piece. Uses SSE4.2 when the CPU has it (checked once, at the first call).
 uint32_t crc32c_update(uint32_t crc, std::span<const std::byte> data);
 
-inline uint32_t crc32c(std::span<const std::byte> data) { return crc32c_update(0, data); }
+inline uint32_t crc32c(std::span<const std::byte> data) {
+  return crc32c_update(0, data);
+}
 
 // The two implementations behind crc32c_update, exposed so tests and benchmarks can exercise both.
 uint32_t crc32c_update_table(uint32_t crc, std::span<const std::byte> data);

@@ -25,7 +25,9 @@ std::string cat(std::initializer_list<std::string_view> parts) {
   return out;
 }
 
-std::string num(uint64_t value) { return std::to_string(value); }
+std::string num(uint64_t value) {
+  return std::to_string(value);
+}
 
 std::string hex(uint64_t value) {
   char buffer[24];
@@ -38,7 +40,9 @@ Status protocol_error(TerminateCode* terminate_code, TerminateCode code, std::st
   return Status(Errc::kProtocolError, std::move(message));
 }
 
-uint8_t to_u8(std::byte b) { return std::to_integer<uint8_t>(b); }
+uint8_t to_u8(std::byte b) {
+  return std::to_integer<uint8_t>(b);
+}
 
 // MPA carries the CRC least significant byte first (see crc32c.h).
 void store_le32(std::byte* p, uint32_t v) {
@@ -90,39 +94,56 @@ bool valid_opcode_value(RdmapOpcode opcode) {
 
 std::string_view to_string(RdmapOpcode opcode) {
   switch (opcode) {
-    case RdmapOpcode::kWrite: return "RDMA Write";
-    case RdmapOpcode::kReadRequest: return "RDMA Read Request";
-    case RdmapOpcode::kReadResponse: return "RDMA Read Response";
-    case RdmapOpcode::kSend: return "Send";
-    case RdmapOpcode::kSendInvalidate: return "Send with Invalidate";
-    case RdmapOpcode::kSendSolicited: return "Send with Solicited Event";
-    case RdmapOpcode::kSendSolicitedInvalidate: return "Send with Solicited Event and Invalidate";
-    case RdmapOpcode::kTerminate: return "Terminate";
-    case RdmapOpcode::kImmediateData: return "Immediate Data";
-    case RdmapOpcode::kImmediateDataSolicited: return "Immediate Data with Solicited Event";
-    case RdmapOpcode::kAtomicRequest: return "Atomic Request";
-    case RdmapOpcode::kAtomicResponse: return "Atomic Response";
+    case RdmapOpcode::kWrite:
+      return "RDMA Write";
+    case RdmapOpcode::kReadRequest:
+      return "RDMA Read Request";
+    case RdmapOpcode::kReadResponse:
+      return "RDMA Read Response";
+    case RdmapOpcode::kSend:
+      return "Send";
+    case RdmapOpcode::kSendInvalidate:
+      return "Send with Invalidate";
+    case RdmapOpcode::kSendSolicited:
+      return "Send with Solicited Event";
+    case RdmapOpcode::kSendSolicitedInvalidate:
+      return "Send with Solicited Event and Invalidate";
+    case RdmapOpcode::kTerminate:
+      return "Terminate";
+    case RdmapOpcode::kImmediateData:
+      return "Immediate Data";
+    case RdmapOpcode::kImmediateDataSolicited:
+      return "Immediate Data with Solicited Event";
+    case RdmapOpcode::kAtomicRequest:
+      return "Atomic Request";
+    case RdmapOpcode::kAtomicResponse:
+      return "Atomic Response";
   }
   return "reserved opcode";
 }
 
 std::string_view describe(TerminateCode code) {
   switch (code) {
-    case TerminateCode::kRdmapLocalCatastrophic: return "RDMAP: local catastrophic error";
-    case TerminateCode::kRdmapInvalidStag: return "RDMAP remote protection: invalid STag";
+    case TerminateCode::kRdmapLocalCatastrophic:
+      return "RDMAP: local catastrophic error";
+    case TerminateCode::kRdmapInvalidStag:
+      return "RDMAP remote protection: invalid STag";
     case TerminateCode::kRdmapBaseBoundsViolation:
       return "RDMAP remote protection: base or bounds violation";
     case TerminateCode::kRdmapAccessRightsViolation:
       return "RDMAP remote protection: access rights violation";
     case TerminateCode::kRdmapStagNotAssociated:
       return "RDMAP remote protection: STag not associated with RDMAP stream";
-    case TerminateCode::kRdmapToWrap: return "RDMAP remote protection: tagged offset wrap";
+    case TerminateCode::kRdmapToWrap:
+      return "RDMAP remote protection: tagged offset wrap";
     case TerminateCode::kRdmapStagCannotBeInvalidated:
       return "RDMAP remote protection: STag cannot be invalidated";
     case TerminateCode::kRdmapProtectionUnspecified:
       return "RDMAP remote protection: unspecified error";
-    case TerminateCode::kRdmapInvalidVersion: return "RDMAP remote operation: invalid RDMAP version";
-    case TerminateCode::kRdmapUnexpectedOpcode: return "RDMAP remote operation: unexpected opcode";
+    case TerminateCode::kRdmapInvalidVersion:
+      return "RDMAP remote operation: invalid RDMAP version";
+    case TerminateCode::kRdmapUnexpectedOpcode:
+      return "RDMAP remote operation: unexpected opcode";
     case TerminateCode::kRdmapStreamCatastrophic:
       return "RDMAP remote operation: catastrophic error, localized to RDMAP stream";
     case TerminateCode::kRdmapGlobalCatastrophic:
@@ -131,31 +152,44 @@ std::string_view describe(TerminateCode code) {
       return "RDMAP remote operation: STag cannot be invalidated";
     case TerminateCode::kRdmapOperationUnspecified:
       return "RDMAP remote operation: unspecified error";
-    case TerminateCode::kDdpLocalCatastrophic: return "DDP: local catastrophic error";
-    case TerminateCode::kDdpTaggedInvalidStag: return "DDP tagged buffer: invalid STag";
+    case TerminateCode::kDdpLocalCatastrophic:
+      return "DDP: local catastrophic error";
+    case TerminateCode::kDdpTaggedInvalidStag:
+      return "DDP tagged buffer: invalid STag";
     case TerminateCode::kDdpTaggedBaseBoundsViolation:
       return "DDP tagged buffer: base or bounds violation";
     case TerminateCode::kDdpTaggedStagNotAssociated:
       return "DDP tagged buffer: STag not associated with DDP stream";
-    case TerminateCode::kDdpTaggedToWrap: return "DDP tagged buffer: tagged offset wrap";
-    case TerminateCode::kDdpTaggedInvalidVersion: return "DDP tagged buffer: invalid DDP version";
-    case TerminateCode::kDdpUntaggedInvalidQueue: return "DDP untagged buffer: invalid queue number";
+    case TerminateCode::kDdpTaggedToWrap:
+      return "DDP tagged buffer: tagged offset wrap";
+    case TerminateCode::kDdpTaggedInvalidVersion:
+      return "DDP tagged buffer: invalid DDP version";
+    case TerminateCode::kDdpUntaggedInvalidQueue:
+      return "DDP untagged buffer: invalid queue number";
     case TerminateCode::kDdpUntaggedNoBuffer:
       return "DDP untagged buffer: invalid MSN - no buffer available";
     case TerminateCode::kDdpUntaggedInvalidMsnRange:
       return "DDP untagged buffer: invalid MSN - MSN range is not valid";
-    case TerminateCode::kDdpUntaggedInvalidMo: return "DDP untagged buffer: invalid message offset";
+    case TerminateCode::kDdpUntaggedInvalidMo:
+      return "DDP untagged buffer: invalid message offset";
     case TerminateCode::kDdpUntaggedMessageTooLong:
       return "DDP untagged buffer: message too long for available buffer";
     case TerminateCode::kDdpUntaggedInvalidVersion:
       return "DDP untagged buffer: invalid DDP version";
-    case TerminateCode::kMpaConnectionLost: return "MPA: TCP connection closed, terminated or lost";
-    case TerminateCode::kMpaCrcError: return "MPA: CRC error";
-    case TerminateCode::kMpaMarkerMismatch: return "MPA: marker and ULPDU length field mismatch";
-    case TerminateCode::kMpaInvalidRequestReply: return "MPA: invalid request or reply frame";
-    case TerminateCode::kMpaLocalCatastrophic: return "MPA: local catastrophic error";
-    case TerminateCode::kMpaInsufficientIrd: return "MPA: insufficient IRD resources";
-    case TerminateCode::kMpaNoMatchingRtr: return "MPA: no matching RTR option";
+    case TerminateCode::kMpaConnectionLost:
+      return "MPA: TCP connection closed, terminated or lost";
+    case TerminateCode::kMpaCrcError:
+      return "MPA: CRC error";
+    case TerminateCode::kMpaMarkerMismatch:
+      return "MPA: marker and ULPDU length field mismatch";
+    case TerminateCode::kMpaInvalidRequestReply:
+      return "MPA: invalid request or reply frame";
+    case TerminateCode::kMpaLocalCatastrophic:
+      return "MPA: local catastrophic error";
+    case TerminateCode::kMpaInsufficientIrd:
+      return "MPA: insufficient IRD resources";
+    case TerminateCode::kMpaNoMatchingRtr:
+      return "MPA: no matching RTR option";
   }
   return "unknown terminate code";
 }
@@ -172,9 +206,9 @@ Status check_control_bytes(std::byte ddp_control, std::byte rdmap_control,
   }
   const uint8_t rdmap_version = to_u8(rdmap_control) >> 6;
   if (rdmap_version != kRdmapVersion) {
-    return protocol_error(terminate_code, TerminateCode::kRdmapInvalidVersion,
-                          cat({"RDMAP version ", num(rdmap_version),
-                               ", expected 1 (RFC 5040 §4.1)"}));
+    return protocol_error(
+        terminate_code, TerminateCode::kRdmapInvalidVersion,
+        cat({"RDMAP version ", num(rdmap_version), ", expected 1 (RFC 5040 §4.1)"}));
   }
   const uint8_t opcode_value = to_u8(rdmap_control) & kRdmapOpcodeMask;
   if (opcode_value > kMaxRdmapOpcode) {
@@ -183,10 +217,10 @@ Status check_control_bytes(std::byte ddp_control, std::byte rdmap_control,
   }
   const auto opcode = static_cast<RdmapOpcode>(opcode_value);
   if (tagged != is_tagged(opcode)) {
-    return protocol_error(terminate_code, TerminateCode::kRdmapUnexpectedOpcode,
-                          cat({"RDMAP ", to_string(opcode), " in a ",
-                               tagged ? "tagged" : "untagged", " DDP segment; it must be ",
-                               tagged ? "untagged" : "tagged", " (RFC 5040 §4.2)"}));
+    return protocol_error(
+        terminate_code, TerminateCode::kRdmapUnexpectedOpcode,
+        cat({"RDMAP ", to_string(opcode), tagged ? " in a tagged" : " in an untagged",
+             " DDP segment; it must be ", tagged ? "untagged" : "tagged", " (RFC 5040 §4.2)"}));
   }
   return Status::ok();
 }
@@ -194,18 +228,17 @@ Status check_control_bytes(std::byte ddp_control, std::byte rdmap_control,
 Result<SegmentHeader> decode_segment_header(std::span<const std::byte> bytes,
                                             TerminateCode* terminate_code) {
   if (bytes.size() < 4) {
-    return Status(Errc::kInvalidArgument,
-                  cat({"an FPDU header needs at least 4 bytes to be decoded, got ",
-                       num(bytes.size())}));
+    return Status(
+        Errc::kInvalidArgument,
+        cat({"an FPDU header needs at least 4 bytes to be decoded, got ", num(bytes.size())}));
   }
   const std::byte* p = bytes.data();
   if (Status status = check_control_bytes(p[2], p[3], terminate_code); !status) return status;
 
   const size_t needed = header_bytes_needed(p[2]);
   if (bytes.size() < needed) {
-    return Status(Errc::kInvalidArgument,
-                  cat({"this FPDU header needs ", num(needed), " bytes to be decoded, got ",
-                       num(bytes.size())}));
+    return Status(Errc::kInvalidArgument, cat({"this FPDU header needs ", num(needed),
+                                               " bytes to be decoded, got ", num(bytes.size())}));
   }
 
   SegmentHeader header;
@@ -220,8 +253,8 @@ Result<SegmentHeader> decode_segment_header(std::span<const std::byte> bytes,
 
   if (header.ulpdu_length < header.header_length) {
     return protocol_error(terminate_code, TerminateCode::kDdpLocalCatastrophic,
-                          cat({"MPA ULPDU length ", num(header.ulpdu_length), " is shorter than the ",
-                               num(header.header_length), "-byte ",
+                          cat({"MPA ULPDU length ", num(header.ulpdu_length),
+                               " is shorter than the ", num(header.header_length), "-byte ",
                                header.tagged ? "tagged" : "untagged", " DDP header"}));
   }
   header.payload_length = static_cast<uint16_t>(header.ulpdu_length - header.header_length);
@@ -259,25 +292,25 @@ Result<SegmentHeader> decode_segment_header(std::span<const std::byte> bytes,
   const BodyRule rule = body_rule(header.opcode);
   if (!rule.single_segment) return header;
   if (!header.last || header.message_offset != 0) {
-    return protocol_error(
-        terminate_code,
-        header.message_offset != 0 ? TerminateCode::kDdpUntaggedInvalidMo
-                                   : TerminateCode::kRdmapOperationUnspecified,
-        cat({"RDMAP ", to_string(header.opcode), " must be a single DDP segment (L flag set, "
-             "message offset 0), got L=", header.last ? "1" : "0", " MO=",
-             num(header.message_offset), " (", rule.reference, ")"}));
+    return protocol_error(terminate_code,
+                          header.message_offset != 0 ? TerminateCode::kDdpUntaggedInvalidMo
+                                                     : TerminateCode::kRdmapOperationUnspecified,
+                          cat({"RDMAP ", to_string(header.opcode),
+                               " must be a single DDP segment (L flag set, "
+                               "message offset 0), got L=",
+                               header.last ? "1" : "0", " MO=", num(header.message_offset), " (",
+                               rule.reference, ")"}));
   }
   if (header.payload_length < rule.min || header.payload_length > rule.max) {
-    const std::string expected =
-        rule.min == rule.max ? cat({"exactly ", num(rule.min)})
-                             : cat({"between ", num(rule.min), " and ", num(rule.max)});
-    return protocol_error(terminate_code,
-                          header.payload_length > rule.max
-                              ? TerminateCode::kDdpUntaggedMessageTooLong
-                              : TerminateCode::kRdmapOperationUnspecified,
-                          cat({"RDMAP ", to_string(header.opcode), " payload is ",
-                               num(header.payload_length), " bytes, must be ", expected, " (",
-                               rule.reference, ")"}));
+    const std::string expected = rule.min == rule.max
+                                     ? cat({"exactly ", num(rule.min)})
+                                     : cat({"between ", num(rule.min), " and ", num(rule.max)});
+    return protocol_error(
+        terminate_code,
+        header.payload_length > rule.max ? TerminateCode::kDdpUntaggedMessageTooLong
+                                         : TerminateCode::kRdmapOperationUnspecified,
+        cat({"RDMAP ", to_string(header.opcode), " payload is ", num(header.payload_length),
+             " bytes, must be ", expected, " (", rule.reference, ")"}));
   }
   return header;
 }
@@ -302,8 +335,8 @@ size_t encode_untagged_header(std::span<std::byte> out, RdmapOpcode opcode, bool
                               uint32_t queue, uint32_t msn, uint32_t message_offset,
                               uint32_t invalidate_stag, uint16_t payload_length) {
   if (!valid_opcode_value(opcode) || is_tagged(opcode) || queue != queue_for(opcode) ||
-      out.size() < kMpaLengthBytes + kUntaggedHeaderBytes ||
-      payload_length > kMaxUntaggedPayload || wraps(message_offset, payload_length)) {
+      out.size() < kMpaLengthBytes + kUntaggedHeaderBytes || payload_length > kMaxUntaggedPayload ||
+      wraps(message_offset, payload_length)) {
     return 0;
   }
   const BodyRule rule = body_rule(opcode);
@@ -337,10 +370,10 @@ Status check_fpdu_trailer(uint16_t ulpdu_length, std::span<const std::byte> trai
                           bool crc_enabled, uint32_t crc_so_far) {
   const size_t pad = pad_length(ulpdu_length);
   if (trailer.size() != pad + kMpaCrcBytes) {
-    return Status(Errc::kInvalidArgument,
-                  cat({"a ULPDU of ", num(ulpdu_length), " bytes is followed by ",
-                       num(pad + kMpaCrcBytes), " bytes of pad and CRC, got ",
-                       num(trailer.size())}));
+    return Status(
+        Errc::kInvalidArgument,
+        cat({"a ULPDU of ", num(ulpdu_length), " bytes is followed by ", num(pad + kMpaCrcBytes),
+             " bytes of pad and CRC, got ", num(trailer.size())}));
   }
   if (!crc_enabled) return Status::ok();
   const uint32_t computed = crc32c_update(crc_so_far, trailer.first(pad));
@@ -358,8 +391,8 @@ Status check_fpdu_trailer(uint16_t ulpdu_length, std::span<const std::byte> trai
 namespace {
 
 Status wrong_length(std::string_view what, size_t expected, size_t got) {
-  return Status(Errc::kProtocolError, cat({what, " must be ", num(expected), " bytes, got ",
-                                           num(got)}));
+  return Status(Errc::kProtocolError,
+                cat({what, " must be ", num(expected), " bytes, got ", num(got)}));
 }
 
 }  // namespace
@@ -412,9 +445,9 @@ Result<AtomicRequestBody> decode_atomic_request(std::span<const std::byte> bytes
   const auto opcode = static_cast<uint8_t>(load_be32(p) & 0x0F);
   if (opcode != static_cast<uint8_t>(AtomicOpcode::kFetchAdd) &&
       opcode != static_cast<uint8_t>(AtomicOpcode::kCompareSwap)) {
-    return Status(Errc::kProtocolError,
-                  cat({"atomic opcode ", num(opcode),
-                       " is reserved (RFC 7306: 0 = FetchAdd, 2 = CmpSwap)"}));
+    return Status(
+        Errc::kProtocolError,
+        cat({"atomic opcode ", num(opcode), " is reserved (RFC 7306: 0 = FetchAdd, 2 = CmpSwap)"}));
   }
   AtomicRequestBody body;
   body.opcode = static_cast<AtomicOpcode>(opcode);
@@ -516,10 +549,10 @@ Result<TerminateBody> decode_terminate(std::span<const std::byte> bytes) {
     const bool tagged = (p[offset + 2] & kDdpTaggedFlag) != std::byte{0};
     const size_t header_length = tagged ? kTaggedHeaderBytes : kUntaggedHeaderBytes;
     if (bytes.size() < offset + 2 + header_length) {
-      return Status(Errc::kProtocolError,
-                    cat({"Terminate carries ", num(bytes.size() - offset - 2),
-                         " bytes of the terminated ", tagged ? "tagged" : "untagged",
-                         " DDP header, which has ", num(header_length)}));
+      return Status(
+          Errc::kProtocolError,
+          cat({"Terminate carries ", num(bytes.size() - offset - 2), " bytes of the terminated ",
+               tagged ? "tagged" : "untagged", " DDP header, which has ", num(header_length)}));
     }
     body.ddp_header_length = static_cast<uint8_t>(header_length);
     std::copy_n(p + offset + 2, header_length, body.ddp_header.begin());

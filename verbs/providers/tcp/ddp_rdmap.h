@@ -31,7 +31,8 @@ namespace wv::verbs::tcp {
 // Network byte order, written once for the whole codec. Callers check bounds first.
 
 inline uint16_t load_be16(const std::byte* p) {
-  return static_cast<uint16_t>(std::to_integer<uint16_t>(p[0]) << 8 | std::to_integer<uint16_t>(p[1]));
+  return static_cast<uint16_t>(std::to_integer<uint16_t>(p[0]) << 8 |
+                               std::to_integer<uint16_t>(p[1]));
 }
 inline uint32_t load_be32(const std::byte* p) {
   return std::to_integer<uint32_t>(p[0]) << 24 | std::to_integer<uint32_t>(p[1]) << 16 |
@@ -124,8 +125,8 @@ constexpr bool carries_invalidate_stag(RdmapOpcode opcode) {
 // Untagged DDP queue numbers (the opcode tables of RFC 5040 §4.2 and RFC 7306). Atomic Requests
 // share queue 1 with RDMA Read Requests, so one IRD/ORD budget bounds both. Atomic Responses get
 // their own untagged queue 3: unlike Read Responses they are not tagged, and queue 1 at the
-// requester already carries the peer's requests with their own MSN sequence (zrlio/urdma, the
-// one public RFC 7306 implementation, uses the same numbers).
+// requester already carries the peer's requests with their own MSN sequence. zrlio/urdma, an
+// open RFC 7306 implementation, uses the same numbers.
 inline constexpr uint32_t kQueueSend = 0;         // Send variants and Immediate Data
 inline constexpr uint32_t kQueueReadRequest = 1;  // RDMA Read Request and Atomic Request
 inline constexpr uint32_t kQueueTerminate = 2;
@@ -147,20 +148,20 @@ constexpr uint32_t queue_for(RdmapOpcode opcode) {
 }
 
 // Fixed RDMAP bodies carried as the DDP payload.
-inline constexpr size_t kReadRequestBodyBytes = 28;    // RFC 5040 §4.4
-inline constexpr size_t kAtomicRequestBodyBytes = 52;  // RFC 7306 Atomic Request
-inline constexpr size_t kAtomicResponseBodyBytes = 12; // RFC 7306 Atomic Response
-inline constexpr size_t kImmediateDataBodyBytes = 8;   // RFC 7306 Immediate Data
-inline constexpr size_t kTerminateMinBodyBytes = 4;    // RFC 5040 §4.8: control word only
+inline constexpr size_t kReadRequestBodyBytes = 28;     // RFC 5040 §4.4
+inline constexpr size_t kAtomicRequestBodyBytes = 52;   // RFC 7306 Atomic Request
+inline constexpr size_t kAtomicResponseBodyBytes = 12;  // RFC 7306 Atomic Response
+inline constexpr size_t kImmediateDataBodyBytes = 8;    // RFC 7306 Immediate Data
+inline constexpr size_t kTerminateMinBodyBytes = 4;     // RFC 5040 §4.8: control word only
 // Control word + DDP Segment Length + untagged DDP header + Read Request header.
 inline constexpr size_t kTerminateMaxBodyBytes =
     4 + 2 + kUntaggedHeaderBytes + kReadRequestBodyBytes;
 
 // ---------------------------------------------------------------------------------------------
 // Terminate error codes: RFC 5040 §4.8 (RDMAP), RFC 5041 (DDP), RFC 5044 and RFC 6581 (LLP =
-// MPA), as registered by IANA (RFC 6580). The value is the first 16 bits of the Terminate control word exactly as on the
-// wire: Layer (4 bits) | Error Type (4 bits) | Error Code (8 bits). Values not listed may arrive
-// from a peer; they stay representable and describe() calls them unknown.
+// MPA), as registered by IANA (RFC 6580). The value is the first 16 bits of the Terminate control
+// word exactly as on the wire: Layer (4 bits) | Error Type (4 bits) | Error Code (8 bits). Values
+// not listed may arrive from a peer; they stay representable and describe() calls them unknown.
 enum class TerminateCode : uint16_t {
   // Layer 0: RDMAP.
   kRdmapLocalCatastrophic = 0x0000,
@@ -195,9 +196,9 @@ enum class TerminateCode : uint16_t {
   kMpaCrcError = 0x2002,
   kMpaMarkerMismatch = 0x2003,
   kMpaInvalidRequestReply = 0x2004,
-  kMpaLocalCatastrophic = 0x2005,   // RFC 6581
-  kMpaInsufficientIrd = 0x2006,     // RFC 6581
-  kMpaNoMatchingRtr = 0x2007,       // RFC 6581
+  kMpaLocalCatastrophic = 0x2005,  // RFC 6581
+  kMpaInsufficientIrd = 0x2006,    // RFC 6581
+  kMpaNoMatchingRtr = 0x2007,      // RFC 6581
 };
 
 enum class TerminateLayer : uint8_t { kRdmap = 0, kDdp = 1, kLlp = 2 };
@@ -235,9 +236,9 @@ struct SegmentHeader {
   uint64_t tagged_offset = 0;
   // Untagged buffer model.
   uint32_t queue = 0;
-  uint32_t msn = 0;             // message sequence number, per queue, starts at 1
-  uint32_t message_offset = 0;  // MO of this segment's first payload byte in the message
-  uint32_t invalidate_stag = 0; // RsvdULP2; only Send with Invalidate uses it, else forced to 0
+  uint32_t msn = 0;              // message sequence number, per queue, starts at 1
+  uint32_t message_offset = 0;   // MO of this segment's first payload byte in the message
+  uint32_t invalidate_stag = 0;  // RsvdULP2; only Send with Invalidate uses it, else forced to 0
 
   size_t pad_length() const { return tcp::pad_length(ulpdu_length); }
   // Whole FPDU on the wire, from the length field through the CRC.
@@ -311,8 +312,9 @@ struct ReadRequestBody {
 size_t encode_read_request(std::span<std::byte> out, const ReadRequestBody& body);
 Result<ReadRequestBody> decode_read_request(std::span<const std::byte> bytes);
 
-// RFC 7306 atomic operation codes. The RFC lists FetchAdd as 0000b and CmpSwap as 0010b
-// (0001b is reserved); note that zrlio/urdma sends CmpSwap as 1, which we reject as reserved.
+// RFC 7306 atomic operation codes (AOpCode, low 4 bits of the first body word): FetchAdd 0000b,
+// CmpSwap 0010b, the rest reserved, as Wireshark's iWARP dissector also reads them. zrlio/urdma
+// sends CmpSwap as 1; we reject that as reserved.
 enum class AtomicOpcode : uint8_t { kFetchAdd = 0, kCompareSwap = 2 };
 
 // RFC 7306 Atomic Request, the payload of an Atomic Request message on queue 1:
@@ -336,15 +338,15 @@ Result<AtomicRequestBody> decode_atomic_request(std::span<const std::byte> bytes
 
 // RFC 7306 Atomic Response, the payload of an Atomic Response message on queue 3.
 struct AtomicResponseBody {
-  uint32_t request_id = 0;       // Original Request Identifier
-  uint64_t original_value = 0;   // Original Remote Data Value
+  uint32_t request_id = 0;      // Original Request Identifier
+  uint64_t original_value = 0;  // Original Remote Data Value
   bool operator==(const AtomicResponseBody&) const = default;
 };
 size_t encode_atomic_response(std::span<std::byte> out, const AtomicResponseBody& body);
 Result<AtomicResponseBody> decode_atomic_response(std::span<const std::byte> bytes);
 
-// RFC 7306 Immediate Data, the payload of an Immediate Data message on queue 0: 8 opaque bytes. We carry
-// them as one big-endian 64-bit value; a verbs 32-bit immediate travels in the low half.
+// RFC 7306 Immediate Data, the payload of an Immediate Data message on queue 0: 8 opaque bytes. We
+// carry them as one big-endian 64-bit value; a verbs 32-bit immediate travels in the low half.
 struct ImmediateDataBody {
   uint64_t data = 0;
   bool operator==(const ImmediateDataBody&) const = default;
@@ -360,13 +362,13 @@ Result<ImmediateDataBody> decode_immediate_data(std::span<const std::byte> bytes
 // nothing left (rdmap_header_length 0) for that reason.
 struct TerminateBody {
   TerminateCode code = TerminateCode::kRdmapLocalCatastrophic;
-  bool segment_length_valid = false;    // M
-  bool ddp_header_included = false;     // D
-  bool rdmap_header_included = false;   // R
-  uint16_t ddp_segment_length = 0;      // present when D, meaningful when M
-  uint8_t ddp_header_length = 0;        // 0, 14 or 18
+  bool segment_length_valid = false;   // M
+  bool ddp_header_included = false;    // D
+  bool rdmap_header_included = false;  // R
+  uint16_t ddp_segment_length = 0;     // present when D, meaningful when M
+  uint8_t ddp_header_length = 0;       // 0, 14 or 18
   std::array<std::byte, kUntaggedHeaderBytes> ddp_header{};
-  uint8_t rdmap_header_length = 0;      // 0 or 28
+  uint8_t rdmap_header_length = 0;  // 0 or 28
   std::array<std::byte, kReadRequestBodyBytes> rdmap_header{};
 
   size_t encoded_length() const;

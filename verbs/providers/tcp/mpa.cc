@@ -26,13 +26,17 @@ std::string cat(std::initializer_list<std::string_view> parts) {
   return out;
 }
 
-std::string num(uint64_t value) { return std::to_string(value); }
+std::string num(uint64_t value) {
+  return std::to_string(value);
+}
 
 bool key_matches(const std::byte* p, std::string_view key) {
   return std::memcmp(p, key.data(), kMpaKeyBytes) == 0;
 }
 
-bool valid_revision(uint8_t revision) { return revision == 1 || revision == 2; }
+bool valid_revision(uint8_t revision) {
+  return revision == 1 || revision == 2;
+}
 
 std::string describe_rtr(const RtrFlags& flags) {
   std::string out;
@@ -71,7 +75,9 @@ RtrFlags intersect(const RtrFlags& a, const RtrFlags& b) {
   return out;
 }
 
-uint16_t clamp_ird_ord(uint16_t value) { return std::min(value, kMpaMaxIrdOrd); }
+uint16_t clamp_ird_ord(uint16_t value) {
+  return std::min(value, kMpaMaxIrdOrd);
+}
 
 }  // namespace
 
@@ -118,9 +124,9 @@ Status encode_mpa_frame(const MpaFrame& frame, std::vector<std::byte>& out) {
     store_be16(p, static_cast<uint16_t>((frame.peer_to_peer ? kIrdPeerToPeer : 0) |
                                         (frame.rtr.zero_length_send ? kIrdZeroLengthSendRtr : 0) |
                                         frame.ird));
-    store_be16(p + 2, static_cast<uint16_t>((frame.rtr.zero_length_write ? kOrdZeroLengthWriteRtr : 0) |
-                                            (frame.rtr.zero_length_read ? kOrdZeroLengthReadRtr : 0) |
-                                            frame.ord));
+    store_be16(p + 2, static_cast<uint16_t>(
+                          (frame.rtr.zero_length_write ? kOrdZeroLengthWriteRtr : 0) |
+                          (frame.rtr.zero_length_read ? kOrdZeroLengthReadRtr : 0) | frame.ord));
     p += kMpaIrdOrdBytes;
   }
   std::copy(frame.private_data.begin(), frame.private_data.end(), p);
@@ -207,8 +213,8 @@ Status decode_mpa_private_data(const MpaFrameHeader& header, std::span<const std
 
 Result<MpaFrame> decode_mpa_frame(std::span<const std::byte> bytes, bool expect_reply) {
   if (bytes.size() < kMpaFrameHeaderBytes) {
-    return Status(Errc::kProtocolError, cat({"an MPA frame has at least 20 bytes, got ",
-                                             num(bytes.size())}));
+    return Status(Errc::kProtocolError,
+                  cat({"an MPA frame has at least 20 bytes, got ", num(bytes.size())}));
   }
   auto header = decode_mpa_header(bytes.first<kMpaFrameHeaderBytes>(), expect_reply);
   if (!header) return header.status();
@@ -230,15 +236,20 @@ Result<MpaFrame> decode_mpa_frame(std::span<const std::byte> bytes, bool expect_
 
 std::string_view to_string(RtrType type) {
   switch (type) {
-    case RtrType::kNone: return "none";
-    case RtrType::kZeroLengthSend: return "zero-length Send";
-    case RtrType::kZeroLengthWrite: return "zero-length Write";
-    case RtrType::kZeroLengthRead: return "zero-length Read";
+    case RtrType::kNone:
+      return "none";
+    case RtrType::kZeroLengthSend:
+      return "zero-length Send";
+    case RtrType::kZeroLengthWrite:
+      return "zero-length Write";
+    case RtrType::kZeroLengthRead:
+      return "zero-length Read";
   }
   return "unknown";
 }
 
-Result<MpaFrame> make_mpa_request(const MpaSettings& ours, std::span<const std::byte> private_data) {
+Result<MpaFrame> make_mpa_request(const MpaSettings& ours,
+                                  std::span<const std::byte> private_data) {
   if (!valid_revision(ours.revision)) {
     return Status(Errc::kInvalidArgument,
                   cat({"MPA revision ", num(ours.revision), " is not 1 or 2"}));
@@ -249,9 +260,8 @@ Result<MpaFrame> make_mpa_request(const MpaSettings& ours, std::span<const std::
   request.enhanced = ours.revision == 2;
   if (request.enhanced) {
     if (ours.ird > kMpaMaxIrdOrd || ours.ord > kMpaMaxIrdOrd) {
-      return Status(Errc::kInvalidArgument,
-                    cat({"IRD ", num(ours.ird), " / ORD ", num(ours.ord),
-                         " do not fit MPA's 14-bit fields (max 16383)"}));
+      return Status(Errc::kInvalidArgument, cat({"IRD ", num(ours.ird), " / ORD ", num(ours.ord),
+                                                 " do not fit MPA's 14-bit fields (max 16383)"}));
     }
     request.ird = ours.ird;
     request.ord = ours.ord;
@@ -267,11 +277,10 @@ Result<MpaFrame> make_mpa_request(const MpaSettings& ours, std::span<const std::
     }
   }
   if (private_data.size() + (request.enhanced ? kMpaIrdOrdBytes : 0) > kMpaMaxPrivateData) {
-    return Status(Errc::kInvalidArgument,
-                  cat({"MPA request private data is ", num(private_data.size()),
-                       " bytes; at most ",
-                       num(kMpaMaxPrivateData - (request.enhanced ? kMpaIrdOrdBytes : 0)),
-                       " fit"}));
+    return Status(
+        Errc::kInvalidArgument,
+        cat({"MPA request private data is ", num(private_data.size()), " bytes; at most ",
+             num(kMpaMaxPrivateData - (request.enhanced ? kMpaIrdOrdBytes : 0)), " fit"}));
   }
   request.private_data.assign(private_data.begin(), private_data.end());
   return request;
@@ -318,7 +327,8 @@ ResponderDecision negotiate_as_responder(const MpaSettings& ours, const MpaFrame
   };
 
   if (request.is_reply) {
-    return refuse(Errc::kInvalidArgument, "negotiate_as_responder was given a Reply, not a Request");
+    return refuse(Errc::kInvalidArgument,
+                  "negotiate_as_responder was given a Reply, not a Request");
   }
   if (request.markers) {
     return refuse(Errc::kNotSupported,
@@ -344,7 +354,8 @@ ResponderDecision negotiate_as_responder(const MpaSettings& ours, const MpaFrame
     reply.ird = negotiated.ird;
     reply.ord = negotiated.ord;
     if (request.peer_to_peer) {
-      // An initiator that sets P2P without naming an RTR type gets a zero-length Write, as siw does.
+      // An initiator that sets P2P without naming an RTR type gets a zero-length Write, as siw
+      // does.
       const RtrFlags offered =
           request.rtr.any() ? request.rtr : RtrFlags{.zero_length_write = true};
       RtrFlags usable = intersect(offered, ours.rtr);
@@ -419,8 +430,8 @@ Result<MpaNegotiation> negotiate_as_initiator(const MpaSettings& ours, const Mpa
   }
   if (reply.ord > request.ird) {
     return fail(Errc::kProtocolError, TerminateCode::kMpaInsufficientIrd,
-                cat({"the responder's ORD ", num(reply.ord), " exceeds our IRD ",
-                     num(request.ird), " (RFC 6581: insufficient IRD)"}));
+                cat({"the responder's ORD ", num(reply.ord), " exceeds our IRD ", num(request.ird),
+                     " (RFC 6581: insufficient IRD)"}));
   }
   negotiated.ird = reply.ord;
   negotiated.ord = std::min(request.ord, reply.ird);
@@ -429,11 +440,11 @@ Result<MpaNegotiation> negotiate_as_initiator(const MpaSettings& ours, const Mpa
     if (negotiated.ord == 0) usable.zero_length_read = false;
     negotiated.rtr = pick_rtr(usable);
     if (negotiated.rtr == RtrType::kNone) {
-      return fail(Errc::kProtocolError, TerminateCode::kMpaNoMatchingRtr,
-                  cat({"peer-to-peer MPA: we offered RTR ", describe_rtr(request.rtr),
-                       ", the responder chose ", describe_rtr(reply.rtr),
-                       negotiated.ord == 0 ? " (a Read needs ORD >= 1)" : "",
-                       ": no matching RTR option"}));
+      return fail(
+          Errc::kProtocolError, TerminateCode::kMpaNoMatchingRtr,
+          cat({"peer-to-peer MPA: we offered RTR ", describe_rtr(request.rtr),
+               ", the responder chose ", describe_rtr(reply.rtr),
+               negotiated.ord == 0 ? " (a Read needs ORD >= 1)" : "", ": no matching RTR option"}));
     }
   }
   return negotiated;

@@ -27,10 +27,10 @@ namespace wv::verbs::tcp {
 inline constexpr std::string_view kMpaKeyRequest = "MPA ID Req Frame";
 inline constexpr std::string_view kMpaKeyReply = "MPA ID Rep Frame";
 inline constexpr size_t kMpaKeyBytes = 16;
-inline constexpr size_t kMpaFrameHeaderBytes = 20;     // key + flags + PD_Length
-inline constexpr size_t kMpaMaxPrivateData = 512;      // RFC 5044 §7.1, IRD/ORD word included
-inline constexpr size_t kMpaIrdOrdBytes = 4;           // RFC 6581
-inline constexpr uint16_t kMpaMaxIrdOrd = 0x3FFF;      // 14-bit fields
+inline constexpr size_t kMpaFrameHeaderBytes = 20;  // key + flags + PD_Length
+inline constexpr size_t kMpaMaxPrivateData = 512;   // RFC 5044 §7.1, IRD/ORD word included
+inline constexpr size_t kMpaIrdOrdBytes = 4;        // RFC 6581
+inline constexpr uint16_t kMpaMaxIrdOrd = 0x3FFF;   // 14-bit fields
 
 // Ready-to-receive messages that RFC 6581 peer-to-peer mode can use to let the initiator speak
 // first. In a request these are the types the initiator can send; in a reply, the one chosen.
@@ -45,11 +45,11 @@ struct RtrFlags {
 
 struct MpaFrame {
   bool is_reply = false;
-  uint8_t revision = 2;      // 1 (RFC 5044) or 2 (RFC 6581)
-  bool markers = false;      // M: wv never uses markers and refuses peers that demand them
-  bool crc = false;          // C
-  bool reject = false;       // R: replies only
-  bool enhanced = false;     // revision 2 with the IRD/ORD word at the head of private data
+  uint8_t revision = 2;   // 1 (RFC 5044) or 2 (RFC 6581)
+  bool markers = false;   // M: wv never uses markers and refuses peers that demand them
+  bool crc = false;       // C
+  bool reject = false;    // R: replies only
+  bool enhanced = false;  // revision 2 with the IRD/ORD word at the head of private data
   // The IRD/ORD word, meaningful when `enhanced`.
   uint16_t ird = 0;
   uint16_t ord = 0;
@@ -143,9 +143,9 @@ Result<MpaFrame> make_mpa_request(const MpaSettings& ours, std::span<const std::
 MpaFrame make_mpa_reject(const MpaFrame& request, std::span<const std::byte> private_data);
 
 struct ResponderDecision {
-  MpaFrame reply;              // send it in every case; reply.reject is set when refused
-  Status status;               // why we refused, or ok
-  MpaNegotiation negotiated;   // valid when status is ok
+  MpaFrame reply;             // send it in every case; reply.reject is set when refused
+  Status status;              // why we refused, or ok
+  MpaNegotiation negotiated;  // valid when status is ok
 };
 
 // Responder side: turns the peer's Request and our settings into the Reply and the connection

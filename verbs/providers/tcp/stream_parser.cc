@@ -37,9 +37,8 @@ Result<StreamParser::Step> StreamParser::parse_step(std::span<const std::byte> d
 
   const size_t crc_covered = kMpaLengthBytes + header->ulpdu_length;
   const uint32_t crc = crc_enabled_ ? crc32c(data.first(crc_covered)) : 0;
-  if (Status status = check_fpdu_trailer(header->ulpdu_length,
-                                         data.subspan(crc_covered, total - crc_covered),
-                                         crc_enabled_, crc);
+  if (Status status = check_fpdu_trailer(
+          header->ulpdu_length, data.subspan(crc_covered, total - crc_covered), crc_enabled_, crc);
       !status) {
     return fail(std::move(status), TerminateCode::kMpaCrcError);
   }
@@ -65,8 +64,7 @@ Result<StreamParser::Step> StreamParser::parse_step(std::span<const std::byte> d
   return Step{total, 0};
 }
 
-Status StreamParser::feed_impl(std::span<const std::byte> chunk, Callback callback,
-                               void* context) {
+Status StreamParser::feed_impl(std::span<const std::byte> chunk, Callback callback, void* context) {
   if (failed()) return status_;
   while (!chunk.empty()) {
     if (buffer_.empty()) {
@@ -112,8 +110,7 @@ Status StreamParser::finish() const {
   if (!buffer_.empty()) {
     return Status(Errc::kProtocolError,
                   "the stream ended inside an FPDU: " + std::to_string(buffer_.size()) +
-                      " bytes of it arrived, at least " + std::to_string(needed_) +
-                      " were needed");
+                      " bytes of it arrived, at least " + std::to_string(needed_) + " were needed");
   }
   return Status::ok();
 }

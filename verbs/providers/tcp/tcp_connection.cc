@@ -24,9 +24,15 @@ namespace {
 // Bit 63 of an Immediate Data body (RFC 7306 leaves the 8 bytes to the ULP): the immediate
 // belongs to the Send that follows, which is how a send-with-immediate travels on iWARP.
 constexpr uint64_t kImmediateForNextSend = 1ull << 63;
-// Payload still to come past this size is read straight into its destination.
-constexpr uint64_t kDirectReadThreshold = 16 * 1024;
-constexpr size_t kRxBufferBytes = 256 * 1024;
+// The STag of the zero-length RTR write; siw uses 1 too (some hardware treats 0 specially).
+constexpr uint32_t kRtrStag = 1;
+// Payload still to come past this size is read straight into its destination, so large
+// messages are copied once (kernel to user memory), as in siw.
+constexpr uint64_t kDirectReadThreshold = 4 * 1024;
+// Reads into the staging buffer stop here: enough for many small FPDUs per system call, little
+// enough that a large payload is mostly left in the socket for direct placement.
+constexpr size_t kStagingRead = 8 * 1024;
+constexpr size_t kRxBufferBytes = 64 * 1024;
 
 bool is_send(RdmapOpcode opcode) {
   return opcode == RdmapOpcode::kSend || opcode == RdmapOpcode::kSendInvalidate ||
@@ -34,8 +40,7 @@ bool is_send(RdmapOpcode opcode) {
 }
 
 bool carries_data(RdmapOpcode opcode) {
-  return is_send(opcode) || opcode == RdmapOpcode::kWrite ||
-         opcode == RdmapOpcode::kReadResponse;
+  return is_send(opcode) || opcode == RdmapOpcode::kWrite || opcode == RdmapOpcode::kReadResponse;
 }
 
 TerminateCode tagged_code(soft::KeyCheck check) {
@@ -153,14 +158,19 @@ TcpConnection::TcpConnection(int fd, soft::Progress& progress,
       options_(options),
       max_payload_(static_cast<uint32_t>(
           std::clamp<uint64_t>(options.segment_size, 256, kMaxUntaggedPayload) & ~uint64_t{3})),
-      responses_(std::max<uint32_t>(qp->inbound_read_depth(), 1) + 1),
+      responses_(std::max<uint32_t>(options.inbound_read_depth, 1)),
       rtr_pending_(options.send_rtr),
       may_transmit_(!options.wait_for_first_fpdu),
       rx_buffer_(kRxBufferBytes) {}
 
-TcpConnection::~TcpConnection() { ::close(fd_); }
+TcpConnection::~TcpConnection() {
+  ::close(fd_);
+}
 
-Status TcpConnection::start() {
+Status TcpConnection::start(soft::SoftCompletionQueue& send_cq,
+                            soft::SoftCompletionQueue& receive_cq) {
+  send_cq.add_progress_source(weak_from_this());
+  if (&receive_cq != &send_cq) receive_cq.add_progress_source(weak_from_this());
   return progress_.add(fd_, EPOLLIN | EPOLLRDHUP, shared_from_this());
 }
 
@@ -231,8 +241,8 @@ void TcpConnection::pump_locked(SoftConnectQueuePair& qp) {
 
 bool TcpConnection::write_frame() {
   while (frame_.iov_index < frame_.iov_count) {
-    const ssize_t n = ::writev(fd_, &frame_.iov[frame_.iov_index],
-                               frame_.iov_count - frame_.iov_index);
+    const ssize_t n =
+        ::writev(fd_, &frame_.iov[frame_.iov_index], frame_.iov_count - frame_.iov_index);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) tx_failed_ = true;  // the reader sees it
@@ -270,8 +280,8 @@ void TcpConnection::finish_frame_locked(SoftConnectQueuePair& qp) {
   }
 }
 
-void TcpConnection::finish_fpdu(size_t header_size, const soft::Segment* segments,
-                                uint32_t count, uint64_t offset, uint32_t length) {
+void TcpConnection::finish_fpdu(size_t header_size, const soft::Segment* segments, uint32_t count,
+                                uint64_t offset, uint32_t length) {
   frame_.iov[0] = iovec{frame_.header.data(), header_size};
   int n = 1;
   n += gather(segments, count, offset, length, &frame_.iov[1],
@@ -292,7 +302,7 @@ void TcpConnection::finish_fpdu(size_t header_size, const soft::Segment* segment
 }
 
 void TcpConnection::build_rtr_frame() {
-  const size_t size = encode_tagged_header(frame_.header, RdmapOpcode::kWrite, true, 0, 0, 0);
+  const size_t size = encode_tagged_header(frame_.header, RdmapOpcode::kWrite, true, kRtrStag, 0, 0);
   frame_.ends_item = false;
   frame_.from_response = false;
   finish_fpdu(size, nullptr, 0, 0, 0);
@@ -303,7 +313,8 @@ void TcpConnection::build_request_frame(SendWorkRequest& request) {
   frame_.ends_item = false;
   std::span<std::byte> out(frame_.header);
   const uint64_t offset = request.transmitted_bytes;
-  const auto chunk = static_cast<uint32_t>(std::min<uint64_t>(max_payload_, request.length - offset));
+  const auto chunk =
+      static_cast<uint32_t>(std::min<uint64_t>(max_payload_, request.length - offset));
   const bool last = offset + chunk == request.length;
 
   const auto immediate_frame = [&](uint64_t body_value, bool solicited) {
@@ -329,10 +340,9 @@ void TcpConnection::build_request_frame(SendWorkRequest& request) {
           request.solicited
               ? (invalidate ? RdmapOpcode::kSendSolicitedInvalidate : RdmapOpcode::kSendSolicited)
               : (invalidate ? RdmapOpcode::kSendInvalidate : RdmapOpcode::kSend);
-      const size_t size =
-          encode_untagged_header(out, opcode, last, kQueueSend, send_msn_,
-                                 static_cast<uint32_t>(offset),
-                                 invalidate ? request.immediate : 0, static_cast<uint16_t>(chunk));
+      const size_t size = encode_untagged_header(
+          out, opcode, last, kQueueSend, send_msn_, static_cast<uint32_t>(offset),
+          invalidate ? request.immediate : 0, static_cast<uint16_t>(chunk));
       if (last) ++send_msn_;
       request.transmitted_bytes += chunk;
       frame_.ends_item = last;
@@ -362,9 +372,9 @@ void TcpConnection::build_request_frame(SendWorkRequest& request) {
       }
     case WorkKind::kRead: {
       request.wire_tag = request_sequence_++;
-      const size_t size = encode_untagged_header(out, RdmapOpcode::kReadRequest, true,
-                                                 kQueueReadRequest, read_msn_++, 0, 0,
-                                                 kReadRequestBodyBytes);
+      const size_t size =
+          encode_untagged_header(out, RdmapOpcode::kReadRequest, true, kQueueReadRequest,
+                                 read_msn_++, 0, 0, kReadRequestBodyBytes);
       ReadRequestBody body;
       body.sink_stag = request.wire_tag;
       body.sink_offset = 0;
@@ -379,9 +389,9 @@ void TcpConnection::build_request_frame(SendWorkRequest& request) {
     case WorkKind::kCompareAndSwap:
     case WorkKind::kFetchAndAdd: {
       request.wire_tag = request_sequence_++;
-      const size_t size = encode_untagged_header(out, RdmapOpcode::kAtomicRequest, true,
-                                                 kQueueReadRequest, read_msn_++, 0, 0,
-                                                 kAtomicRequestBodyBytes);
+      const size_t size =
+          encode_untagged_header(out, RdmapOpcode::kAtomicRequest, true, kQueueReadRequest,
+                                 read_msn_++, 0, 0, kAtomicRequestBodyBytes);
       AtomicRequestBody body;
       body.opcode = request.kind == WorkKind::kCompareAndSwap ? AtomicOpcode::kCompareSwap
                                                               : AtomicOpcode::kFetchAdd;
@@ -422,14 +432,15 @@ void TcpConnection::build_response_frame(Response& response) {
                                response.sink_offset + offset, static_cast<uint16_t>(chunk));
       response.sent += chunk;
       frame_.ends_item = last;
-      const soft::Segment source{const_cast<std::byte*>(response.source), static_cast<uint32_t>(response.length)};
+      const soft::Segment source{const_cast<std::byte*>(response.source),
+                                 static_cast<uint32_t>(response.length)};
       finish_fpdu(size, &source, 1, offset, chunk);
       return;
     }
     case Response::Kind::kAtomicResponse: {
-      const size_t size = encode_untagged_header(out, RdmapOpcode::kAtomicResponse, true,
-                                                 kQueueAtomicResponse, atomic_response_msn_++, 0,
-                                                 0, kAtomicResponseBodyBytes);
+      const size_t size =
+          encode_untagged_header(out, RdmapOpcode::kAtomicResponse, true, kQueueAtomicResponse,
+                                 atomic_response_msn_++, 0, 0, kAtomicResponseBodyBytes);
       encode_atomic_response(out.subspan(size), response.atomic);
       frame_.ends_item = true;
       finish_fpdu(size + kAtomicResponseBodyBytes, nullptr, 0, 0, 0);
@@ -437,9 +448,9 @@ void TcpConnection::build_response_frame(Response& response) {
     }
     case Response::Kind::kTerminate: {
       const size_t body = response.terminate.encoded_length();
-      const size_t size = encode_untagged_header(out, RdmapOpcode::kTerminate, true,
-                                                 kQueueTerminate, 1, 0, 0,
-                                                 static_cast<uint16_t>(body));
+      const size_t size =
+          encode_untagged_header(out, RdmapOpcode::kTerminate, true, kQueueTerminate, 1, 0, 0,
+                                 static_cast<uint16_t>(body));
       encode_terminate(out.subspan(size), response.terminate);
       frame_.ends_item = true;
       finish_fpdu(size + body, nullptr, 0, 0, 0);
@@ -469,11 +480,28 @@ void TcpConnection::on_events(uint32_t events) {
     std::lock_guard lock(qp->mutex());
     pump_locked(*qp);
   }
-  if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) on_readable(*qp);
+  if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
+    std::lock_guard rx(rx_mutex_);
+    on_readable(*qp);
+  }
+}
+
+void TcpConnection::progress_from_poll() {
+  if (closed_) return;
+  std::unique_lock rx(rx_mutex_, std::try_to_lock);
+  if (!rx) return;  // the progress thread is at it
+  auto qp = qp_.lock();
+  if (!qp) return;
+  if (write_interest_) {
+    std::lock_guard lock(qp->mutex());
+    pump_locked(*qp);
+  }
+  if (!rnr_stalled_) on_readable(*qp);
 }
 
 void TcpConnection::on_deadline() {
   auto qp = qp_.lock();
+  std::lock_guard rx(rx_mutex_);
   if (!qp || closed_ || !rnr_stalled_) return;
   rnr_stalled_ = false;
   terminate(*qp, TerminateCode::kDdpUntaggedNoBuffer, CompletionStatus::kFlushed,
@@ -487,8 +515,8 @@ void TcpConnection::stall_for_receive(SoftConnectQueuePair& qp) {
   rnr_stalled_ = true;
   read_interest_ = false;
   set_interest();
-  progress_.set_deadline(fd_, soft::Progress::Clock::now() +
-                                  std::chrono::milliseconds(options_.rnr_timeout_ms));
+  progress_.set_deadline(
+      fd_, soft::Progress::Clock::now() + std::chrono::milliseconds(options_.rnr_timeout_ms));
   // A receive may have been posted between the failed take and the flag.
   if (qp.has_receive()) {
     progress_.post([self = shared_from_this()] { self->resume_after_rnr(); });
@@ -496,6 +524,7 @@ void TcpConnection::stall_for_receive(SoftConnectQueuePair& qp) {
 }
 
 void TcpConnection::resume_after_rnr() {
+  std::lock_guard rx(rx_mutex_);
   if (!rnr_stalled_.exchange(false)) return;
   progress_.clear_deadline(fd_);
   read_interest_ = true;
@@ -510,7 +539,9 @@ bool TcpConnection::fill(size_t want) {
       rx_end_ -= rx_begin_;
       rx_begin_ = 0;
     }
-    const ssize_t n = ::recv(fd_, rx_buffer_.data() + rx_end_, rx_buffer_.size() - rx_end_, 0);
+    const size_t room = rx_buffer_.size() - rx_end_;
+    const ssize_t n = ::recv(fd_, rx_buffer_.data() + rx_end_,
+                             std::min(room, std::max(want, kStagingRead)), 0);
     if (n > 0) {
       rx_end_ += static_cast<size_t>(n);
     } else if (n == 0) {
@@ -635,9 +666,9 @@ Status TcpConnection::begin_segment(SoftConnectQueuePair& qp, bool* stalled) {
     }
     if (!receiving_) {
       if (header_.message_offset != 0) {
-        terminate(qp, TerminateCode::kDdpUntaggedInvalidMo, CompletionStatus::kTransportError,
-                  "first segment of a send starts at offset " +
-                      std::to_string(header_.message_offset));
+        terminate(
+            qp, TerminateCode::kDdpUntaggedInvalidMo, CompletionStatus::kTransportError,
+            "first segment of a send starts at offset " + std::to_string(header_.message_offset));
         return Status(Errc::kProtocolError, "bad MO");
       }
       if (!qp.take_receive(receive_)) {
@@ -720,7 +751,8 @@ Status TcpConnection::receive_payload(bool* more) {
     const uint64_t at = placement_offset_ + payload_done_;
     if (buffered > 0) {
       const std::byte* from = rx_buffer_.data() + rx_begin_;
-      if (placement_count_ > 0 && !soft::scatter(placement_, placement_count_, at, from, buffered)) {
+      if (placement_count_ > 0 &&
+          !soft::scatter(placement_, placement_count_, at, from, buffered)) {
         return Status(Errc::kProtocolError, "payload beyond its destination");
       }
       if (options_.crc) rx_crc_ = crc32c_update(rx_crc_, {from, buffered});
@@ -737,7 +769,8 @@ Status TcpConnection::receive_payload(bool* more) {
           uint64_t left = static_cast<uint64_t>(got);
           for (int i = 0; i < n && left > 0; ++i) {
             const uint64_t piece = std::min<uint64_t>(left, iov[i].iov_len);
-            rx_crc_ = crc32c_update(rx_crc_, {static_cast<const std::byte*>(iov[i].iov_base), piece});
+            rx_crc_ =
+                crc32c_update(rx_crc_, {static_cast<const std::byte*>(iov[i].iov_base), piece});
             left -= piece;
           }
         }
@@ -852,9 +885,8 @@ Status TcpConnection::end_segment(SoftConnectQueuePair& qp, bool* stalled) {
         return Status::ok();
       }
       ++expected_send_msn_;
-      qp.complete_receive(receive, Opcode::kReceiveRdmaWithImmediate, 0,
-                          CompletionStatus::kSuccess, CompletionFlags::kWithImmediate,
-                          static_cast<uint32_t>(data), 0,
+      qp.complete_receive(receive, Opcode::kReceiveRdmaWithImmediate, 0, CompletionStatus::kSuccess,
+                          CompletionFlags::kWithImmediate, static_cast<uint32_t>(data), 0,
                           header_.opcode == RdmapOpcode::kImmediateDataSolicited);
       return Status::ok();
     }
@@ -894,8 +926,7 @@ Status TcpConnection::serve_read_request(SoftConnectQueuePair& qp, const ReadReq
   if (!queue_response_locked(qp, response)) {
     lock.unlock();
     terminate(qp, TerminateCode::kRdmapStreamCatastrophic, CompletionStatus::kFlushed,
-              "peer exceeded the inbound read depth of " +
-                  std::to_string(qp.inbound_read_depth()));
+              "peer exceeded the inbound read depth of " + std::to_string(qp.inbound_read_depth()));
     return Status(Errc::kProtocolError, "read depth exceeded");
   }
   return Status::ok();
@@ -908,8 +939,8 @@ Status TcpConnection::serve_atomic(SoftConnectQueuePair& qp, const AtomicRequest
     return Status(Errc::kProtocolError, "bad MSN");
   }
   void* host = nullptr;
-  soft::KeyCheck check = qp.resolve(body.remote_stag, body.remote_offset, 8,
-                                    Access::kRemoteAtomic, &host);
+  soft::KeyCheck check =
+      qp.resolve(body.remote_stag, body.remote_offset, 8, Access::kRemoteAtomic, &host);
   if (check == soft::KeyCheck::kOk && body.remote_offset % 8 != 0) {
     check = soft::KeyCheck::kBounds;
   }
@@ -944,8 +975,7 @@ Status TcpConnection::serve_atomic(SoftConnectQueuePair& qp, const AtomicRequest
   return Status::ok();
 }
 
-Status TcpConnection::on_atomic_response(SoftConnectQueuePair& qp,
-                                         const AtomicResponseBody& body) {
+Status TcpConnection::on_atomic_response(SoftConnectQueuePair& qp, const AtomicResponseBody& body) {
   std::unique_lock lock(qp.mutex());
   SendWorkRequest* atomic = qp.oldest_pending_locked(true);
   if (atomic == nullptr || atomic->wire_tag != body.request_id) {
@@ -979,8 +1009,8 @@ Status TcpConnection::handle_terminate(SoftConnectQueuePair& qp, std::span<const
   return Status(Errc::kDisconnected, "terminated by peer");
 }
 
-void TcpConnection::terminate(SoftConnectQueuePair& qp, TerminateCode code,
-                              CompletionStatus status, const std::string& reason) {
+void TcpConnection::terminate(SoftConnectQueuePair& qp, TerminateCode code, CompletionStatus status,
+                              const std::string& reason) {
   std::lock_guard lock(qp.mutex());
   if (!closed_ && !frame_.active) {
     // Best effort: the terminate goes out now if the socket takes it; the stream ends anyway.

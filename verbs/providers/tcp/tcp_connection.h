@@ -3,9 +3,8 @@
 // the destination memory. Runs on the posting thread (transmit) and the progress thread.
 #pragma once
 
-#include <sys/uio.h>
-
 #include <sys/epoll.h>
+#include <sys/uio.h>
 
 #include <array>
 #include <atomic>
@@ -16,6 +15,7 @@
 
 #include "ddp_rdmap.h"
 #include "progress.h"
+#include "soft_completion_queue.h"
 #include "soft_queue_pair.h"
 #include "wv/verbs/operation.h"
 
@@ -44,10 +44,12 @@ struct ConnectionOptions {
   // first FPDU arrives.
   bool send_rtr = false;
   bool wait_for_first_fpdu = false;
+  uint32_t inbound_read_depth = 1;  // sizes the responder queue (reads and atomics we serve)
 };
 
 class TcpConnection final : public soft::Wire,
                             public soft::PollHandler,
+                            public soft::ProgressSource,
                             public std::enable_shared_from_this<TcpConnection> {
  public:
   TcpConnection(int fd, soft::Progress& progress,
@@ -55,13 +57,15 @@ class TcpConnection final : public soft::Wire,
                 std::shared_ptr<ConnectionEvents> events, const ConnectionOptions& options);
   ~TcpConnection() override;
 
-  // Starts serving the stream on the progress thread. Call once, after the QP is connected.
-  Status start();
+  // Starts serving the stream on the progress thread and on polls of the QP's CQs. Call once,
+  // after the QP is connected.
+  Status start(soft::SoftCompletionQueue& send_cq, soft::SoftCompletionQueue& receive_cq);
 
   void kick_locked() override;
   void close() override;
   void on_events(uint32_t events) override;
   void on_deadline() override;
+  void progress_from_poll() override;
 
  private:
   struct Response {
@@ -131,7 +135,7 @@ class TcpConnection final : public soft::Wire,
   // Transmit state, under the QP lock.
   Frame frame_;
   soft::SendWorkRequest* current_ = nullptr;
-  uint8_t current_stage_ = 0;  // 0: data; 1: the immediate after a write / the data after it
+  uint8_t current_stage_ = 0;        // 0: data; 1: the immediate after a write / the data after it
   std::vector<Response> responses_;  // ring bounded by the inbound read depth
   size_t responses_head_ = 0;
   size_t responses_count_ = 0;
@@ -149,7 +153,8 @@ class TcpConnection final : public soft::Wire,
   std::atomic<bool> write_interest_{false};
   uint32_t interest_ = EPOLLIN | EPOLLRDHUP;
 
-  // Receive state, progress thread only.
+  // Receive state: whoever holds rx_mutex_ (the progress thread, or a thread polling a CQ).
+  std::mutex rx_mutex_;
   std::vector<std::byte> rx_buffer_;
   size_t rx_begin_ = 0;
   size_t rx_end_ = 0;

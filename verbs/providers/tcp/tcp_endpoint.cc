@@ -74,8 +74,8 @@ class FrameReader {
   // kOk with *done when the frame is complete; kOk without when the socket ran dry.
   Status read(int fd, bool* done) {
     for (;;) {
-      const size_t want = have_header_ ? kMpaFrameHeaderBytes + header_.private_data_length
-                                       : kMpaFrameHeaderBytes;
+      const size_t want =
+          have_header_ ? kMpaFrameHeaderBytes + header_.private_data_length : kMpaFrameHeaderBytes;
       if (bytes_.size() == want && have_header_) {
         *done = true;
         return decode_mpa_private_data(
@@ -158,8 +158,8 @@ class Listener final : public soft::PollHandler {
       auto handshake = std::make_shared<IncomingHandshake>(fd, endpoint_, progress_);
       if (!progress_.add(fd, EPOLLIN, handshake)) continue;
       // A peer that never completes its request is dropped after the connect timeout.
-      progress_.set_deadline(fd, soft::Progress::Clock::now() +
-                                     std::chrono::milliseconds(timeout_ms_));
+      progress_.set_deadline(fd,
+                             soft::Progress::Clock::now() + std::chrono::milliseconds(timeout_ms_));
     }
   }
 
@@ -270,14 +270,14 @@ MpaSettings TcpConnectEndpoint::mpa_settings(const ConnectParameters& parameters
   MpaSettings settings;
   settings.crc = crc_policy(provider_->settings().crc);
   const auto depth = [](uint32_t wanted, uint32_t limit) {
-    return static_cast<uint16_t>(std::min<uint32_t>(wanted == 0 ? limit : std::min(wanted, limit),
-                                                    kMpaMaxIrdOrd));
+    return static_cast<uint16_t>(
+        std::min<uint32_t>(wanted == 0 ? limit : std::min(wanted, limit), kMpaMaxIrdOrd));
   };
   settings.ird = depth(parameters.inbound_read_depth, limits.max_inbound_read_depth);
   settings.ord = depth(parameters.outbound_read_depth, limits.max_outbound_read_depth);
   // The RTR we send or accept is a zero-length RDMA write: it needs no read credit.
-  settings.rtr = RtrFlags{.zero_length_send = false, .zero_length_write = true,
-                          .zero_length_read = false};
+  settings.rtr =
+      RtrFlags{.zero_length_send = false, .zero_length_write = true, .zero_length_read = false};
   return settings;
 }
 
@@ -398,9 +398,9 @@ void TcpConnectEndpoint::on_incoming(int fd, MpaFrame request) {
 Operation<std::shared_ptr<ConnectEndpoint>> TcpConnectEndpoint::get_request() {
   std::lock_guard lock(mutex_);
   if (state_ != EndpointState::kListening) {
-    return Operation<std::shared_ptr<ConnectEndpoint>>::done(
-        Status(Errc::kInvalidState, "get_request needs a listening endpoint, this one is " +
-                                        std::string(to_string(state_))));
+    return Operation<std::shared_ptr<ConnectEndpoint>>::done(Status(
+        Errc::kInvalidState,
+        "get_request needs a listening endpoint, this one is " + std::string(to_string(state_))));
   }
   if (!requests_.empty()) {
     auto request = requests_.front();
@@ -416,13 +416,13 @@ Operation<void> TcpConnectEndpoint::resolve_address(const SocketAddress& destina
                                                     std::chrono::milliseconds) {
   std::lock_guard lock(mutex_);
   if (state_ != EndpointState::kIdle && state_ != EndpointState::kBound) {
-    return Operation<void>::done(Status(
-        Errc::kInvalidState, "resolve_address on a " + std::string(to_string(state_)) +
-                                 " endpoint"));
+    return Operation<void>::done(
+        Status(Errc::kInvalidState,
+               "resolve_address on a " + std::string(to_string(state_)) + " endpoint"));
   }
   if (destination.empty() || destination.is_wildcard() || destination.port() == 0) {
-    return Operation<void>::done(Status(Errc::kInvalidArgument,
-                                        "cannot connect to " + destination.to_string()));
+    return Operation<void>::done(
+        Status(Errc::kInvalidArgument, "cannot connect to " + destination.to_string()));
   }
   // IP addresses need no lookup here; the route is the kernel's, checked at connect.
   peer_ = destination;
@@ -438,9 +438,9 @@ Operation<void> TcpConnectEndpoint::resolve_address(const SocketAddress& destina
 Operation<void> TcpConnectEndpoint::resolve_route(std::chrono::milliseconds) {
   std::lock_guard lock(mutex_);
   if (state_ != EndpointState::kAddressResolved) {
-    return Operation<void>::done(Status(
-        Errc::kInvalidState, "resolve_route needs a resolved address, the endpoint is " +
-                                 std::string(to_string(state_))));
+    return Operation<void>::done(
+        Status(Errc::kInvalidState, "resolve_route needs a resolved address, the endpoint is " +
+                                        std::string(to_string(state_))));
   }
   state_ = EndpointState::kRouteResolved;
   return Operation<void>::done(Status::ok());
@@ -459,26 +459,28 @@ Operation<ConnectParameters> TcpConnectEndpoint::connect(std::shared_ptr<Connect
   if (state_ != EndpointState::kRouteResolved) {
     return Op::done(Status(Errc::kInvalidState,
                            "connect needs resolve_address and resolve_route first; the endpoint "
-                           "is " + std::string(to_string(state_))));
+                           "is " +
+                               std::string(to_string(state_))));
   }
   if (::connect(fd_, peer_.get(), peer_.length()) != 0 && errno != EINPROGRESS) {
-    return Op::done(errno_status(
-        errno == ECONNREFUSED ? Errc::kConnectionRefused : Errc::kUnreachable,
-        "connect to " + peer_.to_string()));
+    return Op::done(
+        errno_status(errno == ECONNREFUSED ? Errc::kConnectionRefused : Errc::kUnreachable,
+                     "connect to " + peer_.to_string()));
   }
   local_ = local_address(fd_);
   qp_ = std::move(soft_qp).value();
   state_ = EndpointState::kConnecting;
   auto [operation, completer] = Op::make();
   const int timeout_ms = static_cast<int>(provider_->settings().connect_timeout_ms);
-  auto handshake = std::make_shared<ActiveHandshake>(fd_, weak_from_this(), device_->progress(),
-                                                     std::move(request).value(), completer,
-                                                     timeout_ms);
+  auto handshake =
+      std::make_shared<ActiveHandshake>(fd_, weak_from_this(), device_->progress(),
+                                        std::move(request).value(), completer, timeout_ms);
   const int fd = fd_;
   fd_ = -1;  // the handshake owns the socket now
   handshake_ = handshake;
   soft::Progress& progress = device_->progress();
-  completer.set_cancel_handler([&progress, fd] { progress.post([&progress, fd] { progress.remove(fd); }); });
+  completer.set_cancel_handler(
+      [&progress, fd] { progress.post([&progress, fd] { progress.remove(fd); }); });
   if (Status status = progress.add(fd, EPOLLOUT, handshake); !status) {
     completer.complete(status);
     return std::move(operation);
@@ -497,15 +499,15 @@ Status TcpConnectEndpoint::start_connection(int fd,
   options.send_rtr = initiator && negotiated.rtr != RtrType::kNone;
   // MPA: the responder sends nothing before the initiator's first FPDU.
   options.wait_for_first_fpdu = !initiator;
+  options.inbound_read_depth = negotiated.ird;
   events_ = std::make_shared<ConnectionEvents>();
-  auto connection =
-      std::make_shared<TcpConnection>(fd, device_->progress(), qp, events_, options);
+  auto connection = std::make_shared<TcpConnection>(fd, device_->progress(), qp, events_, options);
   {
     std::lock_guard qp_lock(qp->mutex());
     Status status = qp->connect_locked(connection, 0, negotiated.ird, negotiated.ord);
     if (!status) return status;
   }
-  return connection->start();
+  return connection->start(qp->send_cq(), qp->receive_cq());
 }
 
 void TcpConnectEndpoint::on_connected(int fd, const MpaFrame& request, const MpaFrame& reply,
@@ -549,9 +551,9 @@ Operation<void> TcpConnectEndpoint::accept(std::shared_ptr<ConnectQueuePair> qp,
   if (!soft_qp.is_ok()) return Operation<void>::done(soft_qp.status());
   std::lock_guard lock(mutex_);
   if (state_ != EndpointState::kRequestReceived) {
-    return Operation<void>::done(Status(
-        Errc::kInvalidState, "accept needs an endpoint from get_request, this one is " +
-                                 std::string(to_string(state_))));
+    return Operation<void>::done(
+        Status(Errc::kInvalidState, "accept needs an endpoint from get_request, this one is " +
+                                        std::string(to_string(state_))));
   }
   ResponderDecision decision =
       negotiate_as_responder(mpa_settings(parameters), request_, parameters.private_data);
@@ -580,8 +582,8 @@ Status TcpConnectEndpoint::reject(std::span<const std::byte> private_data) {
                                            std::string(to_string(state_)));
   }
   if (private_data.size() > max_private_data()) {
-    return Status(Errc::kInvalidArgument, "reject private data exceeds " +
-                                              std::to_string(max_private_data()) + " bytes");
+    return Status(Errc::kInvalidArgument,
+                  "reject private data exceeds " + std::to_string(max_private_data()) + " bytes");
   }
   std::vector<std::byte> bytes;
   Status status = encode_mpa_frame(make_mpa_reject(request_, private_data), bytes);
@@ -601,8 +603,8 @@ Operation<void> TcpConnectEndpoint::disconnect() {
     std::lock_guard lock(mutex_);
     if (state_ != EndpointState::kConnected) {
       return Operation<void>::done(Status(
-          Errc::kInvalidState, "disconnect needs a connected endpoint, this one is " +
-                                   std::string(to_string(state_))));
+          Errc::kInvalidState,
+          "disconnect needs a connected endpoint, this one is " + std::string(to_string(state_))));
     }
     state_ = EndpointState::kDisconnected;
     qp = qp_;
@@ -616,8 +618,8 @@ Operation<void> TcpConnectEndpoint::notify_disconnect() {
   std::lock_guard lock(mutex_);
   if (!events_) {
     return Operation<void>::done(Status(
-        Errc::kInvalidState, "notify_disconnect needs a connection, the endpoint is " +
-                                 std::string(to_string(state_))));
+        Errc::kInvalidState,
+        "notify_disconnect needs a connection, the endpoint is " + std::string(to_string(state_))));
   }
   return events_->wait_closed();
 }

@@ -8,10 +8,13 @@
 #include <functional>
 #include <string>
 
+#include "provider_factories.h"
 #include "tcp_endpoint.h"
+#include "udp_endpoint.h"
+#include "udp_wire.h"
+#include "work_request.h"
 #include "wv/config/config.h"
 #include "wv/config/names.h"
-#include "work_request.h"
 
 namespace wv::verbs {
 
@@ -38,20 +41,6 @@ uint64_t host_guid() {
   return std::hash<std::string>{}(host) | 1;
 }
 
-Gid gid_of(const SocketAddress& address) {
-  Gid gid;
-  if (address.family() == AF_INET) {
-    // IPv4-mapped IPv6, as RoCEv2 and iWARP devices report IPv4 addresses.
-    gid.raw[10] = 0xff;
-    gid.raw[11] = 0xff;
-    std::memcpy(&gid.raw[12], &reinterpret_cast<const sockaddr_in*>(address.get())->sin_addr, 4);
-  } else if (address.family() == AF_INET6) {
-    std::memcpy(gid.raw.data(), &reinterpret_cast<const sockaddr_in6*>(address.get())->sin6_addr,
-                16);
-  }
-  return gid;
-}
-
 std::vector<SocketAddress> interface_addresses() {
   std::vector<SocketAddress> result;
   ifaddrs* list = nullptr;
@@ -60,8 +49,8 @@ std::vector<SocketAddress> interface_addresses() {
     if (it->ifa_addr == nullptr || (it->ifa_flags & IFF_UP) == 0) continue;
     const int family = it->ifa_addr->sa_family;
     if (family != AF_INET && family != AF_INET6) continue;
-    result.emplace_back(it->ifa_addr, family == AF_INET ? sizeof(sockaddr_in)
-                                                        : sizeof(sockaddr_in6));
+    result.emplace_back(it->ifa_addr,
+                        family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
   }
   ::freeifaddrs(list);
   return result;
@@ -97,11 +86,11 @@ DeviceAttributes tcp_device_attributes(const TcpSettings& settings, uint8_t port
   // target's own processors too.
   attributes.atomic_scope = AtomicScope::kGlobal;
   attributes.port_count = ports;
-  attributes.capabilities =
-      Capability::kAtomics | Capability::kImmediateData | Capability::kMemoryWindowType1 |
-      Capability::kMemoryWindowType2 | Capability::kSendWithInvalidate |
-      Capability::kSharedReceiveQueue | Capability::kSrqLimitEvent | Capability::kBatchNotify |
-      Capability::kResizeCompletionQueue | Capability::kInline;
+  attributes.capabilities = Capability::kAtomics | Capability::kImmediateData |
+                            Capability::kMemoryWindowType1 | Capability::kMemoryWindowType2 |
+                            Capability::kSendWithInvalidate | Capability::kSharedReceiveQueue |
+                            Capability::kSrqLimitEvent | Capability::kBatchNotify |
+                            Capability::kResizeCompletionQueue | Capability::kInline;
   return attributes;
 }
 
@@ -123,7 +112,7 @@ Result<std::shared_ptr<soft::SoftDevice>> TcpProvider::device() {
   std::lock_guard lock(mutex_);
   if (auto existing = device_.lock()) return existing;
   std::vector<Gid> gids;
-  for (const SocketAddress& address : interface_addresses()) gids.push_back(gid_of(address));
+  for (const SocketAddress& address : interface_addresses()) gids.push_back(gid_of_address(address));
   if (gids.empty()) gids.emplace_back();
   PortAttributes port;
   port.state = PortState::kActive;
@@ -133,9 +122,26 @@ Result<std::shared_ptr<soft::SoftDevice>> TcpProvider::device() {
   port.max_message_size = 1u << 31;
   port.gid_table_length = static_cast<uint32_t>(gids.size());
   port.pkey_table_length = 1;
-  auto device = std::make_shared<soft::SoftDevice>(tcp_device_attributes(settings_, 1), port,
-                                                   std::move(gids));
+  DeviceAttributes attributes = tcp_device_attributes(settings_, 1);
+  // Datagram QPs ride one UDP socket per device. Without it the device still serves connected
+  // QPs; the reason is kept for create_datagram_endpoint.
+  auto wire = UdpWire::open(settings_.port_base, port.active_mtu);
+  if (wire.is_ok()) {
+    datagram_status_ = Status::ok();
+    attributes.capabilities = attributes.capabilities | Capability::kDatagram;
+    if (wire.value()->multicast_status().is_ok()) {
+      attributes.capabilities = attributes.capabilities | Capability::kMulticast;
+      attributes.max_multicast_groups = kMaxMulticastGroups;
+    }
+  } else {
+    datagram_status_ = wire.status();
+  }
+  auto device = std::make_shared<soft::SoftDevice>(std::move(attributes), port, std::move(gids));
   if (Status status = device->start(); !status) return status;
+  if (wire.is_ok()) {
+    if (Status status = wire.value()->start(device->progress()); !status) return status;
+    device->set_datagram_wire(wire.value());
+  }
   device_ = device;
   return device;
 }
@@ -162,7 +168,18 @@ Result<std::shared_ptr<ConnectEndpoint>> TcpProvider::create_connect_endpoint() 
 }
 
 Result<std::shared_ptr<DatagramEndpoint>> TcpProvider::create_datagram_endpoint() {
-  return Status(Errc::kNotSupported, "provider tcp: datagram endpoints are not implemented yet");
+  auto found = device();
+  if (!found.is_ok()) return found.status();
+  std::shared_ptr<soft::SoftDevice> device = std::move(found).value();
+  if (!device->datagram_wire()) {
+    std::lock_guard lock(mutex_);
+    return Status(Errc::kNotSupported,
+                  "provider tcp has no datagram socket: " + datagram_status_.to_string());
+  }
+  // The tcp device's datagram wire is always a UdpWire (set in device()).
+  auto wire = std::static_pointer_cast<UdpWire>(device->datagram_wire());
+  return std::shared_ptr<DatagramEndpoint>(
+      std::make_shared<UdpDatagramEndpoint>(shared_from_this(), std::move(device), std::move(wire)));
 }
 
 }  // namespace tcp

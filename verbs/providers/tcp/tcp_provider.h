@@ -39,6 +39,7 @@ class TcpProvider final : public Provider, public std::enable_shared_from_this<T
   TcpSettings settings_;
   std::mutex mutex_;
   std::weak_ptr<soft::SoftDevice> device_;
+  Status datagram_status_;  // why the device has no datagram wire, if it has none
 };
 
 inline constexpr std::string_view kDeviceName = "tcp0";

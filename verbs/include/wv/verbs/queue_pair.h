@@ -36,6 +36,7 @@ struct QueuePairOptions {
   void* context = nullptr;      // returned in every completion of this QP
 };
 
+// A new connected QP starts in kInit, so receives can be posted before the endpoint connects it.
 class QueuePair {
  public:
   QueuePair(const QueuePair&) = delete;
@@ -86,6 +87,26 @@ class ConnectQueuePair : public QueuePair {
   virtual Status invalidate(uint64_t wr_id, uint32_t rkey, SendFlags flags) = 0;
 };
 
+// The QP number a datagram is sent to to reach every QP attached to a multicast group.
+inline constexpr uint32_t kMulticastQpNumber = 0xffffff;
+
+// Unreliable datagrams (UD).
+// - A new datagram QP is in kReadyToSend at once: verbs walks a UD QP through init and
+//   ready-to-receive with no peer to name, so there is nothing to wait for. After a reset the
+//   application walks it back: kReset -> kInit -> kReadyToReceive -> kReadyToSend (modify).
+// - The Q_Key is given at creation. A datagram whose Q_Key differs is dropped without a
+//   completion; a send's `qkey` with the high bit set means "use this QP's own Q_Key".
+// - One datagram carries at most the port's active MTU: a longer send is refused at post
+//   (kInvalidArgument). A datagram longer than the receive's buffers completes that receive
+//   with kLocalLengthError and the QP stays usable. A datagram for a QP with no receive posted
+//   is dropped (there is no receiver-not-ready retry).
+// - A send completes once the datagram left (was handed to the kernel or the adapter); nothing
+//   says whether it arrived.
+// - A receive completion carries the payload length only (no 40-byte GRH precedes the data in
+//   this API), the sender's QP number in source_qp_number, and kWithImmediate + immediate.
+// - Multicast: an attached QP receives what is sent to the group with kMulticastQpNumber.
+//   Software providers ignore `lid`; DatagramEndpoint::join_multicast also makes the host a
+//   member of the group, attach/detach only choose which QPs receive it.
 class DatagramQueuePair : public QueuePair {
  public:
   virtual Status send(uint64_t wr_id, std::span<const Sge> sges, const AddressHandle& destination,

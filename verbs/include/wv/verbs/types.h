@@ -159,7 +159,9 @@ struct Completion {
   uint32_t immediate = 0;
   uint32_t invalidated_rkey = 0;
   uint32_t qp_number = 0;         // the local QP the work request belonged to
-  uint32_t source_qp_number = 0;  // receives: the sending QP
+  // Receives on datagram QPs: the sending QP. Connected QPs report the peer's number where the
+  // transport carries it (InfiniBand/RoCE); iWARP never names QPs on the wire, so it is 0 there.
+  uint32_t source_qp_number = 0;
   uint32_t vendor_error = 0;      // provider detail, for logs only
 };
 

@@ -1,0 +1,13 @@
+// The factory of each provider built into the library; the registry lists them by name.
+#pragma once
+
+#include <memory>
+
+#include "wv/result.h"
+#include "wv/verbs/provider.h"
+
+namespace wv::verbs {
+
+Result<std::shared_ptr<Provider>> open_tcp_provider();
+
+}  // namespace wv::verbs
