@@ -128,7 +128,7 @@ Fixture& fixture() {
   return f;
 }
 
-void BM_PostSendPoll_Inline8(benchmark::State& state) {
+void post_send_poll_inline_8b(benchmark::State& state) {
   Fixture& f = fixture();
   if (!f.error.empty()) {
     state.SkipWithError(f.error.c_str());
@@ -173,9 +173,9 @@ void BM_PostSendPoll_Inline8(benchmark::State& state) {
   }
   (void)drain_receiver(0);
 }
-BENCHMARK(BM_PostSendPoll_Inline8);
+BENCHMARK(post_send_poll_inline_8b);
 
-void BM_PollEmptyCq(benchmark::State& state) {
+void poll_empty_cq(benchmark::State& state) {
   Fixture& f = fixture();
   if (f.device == nullptr) {
     state.SkipWithError(f.error.c_str());
@@ -189,9 +189,9 @@ void BM_PollEmptyCq(benchmark::State& state) {
   std::array<Completion, 16> completions;
   for (auto _ : state) benchmark::DoNotOptimize(cq.value()->poll(completions));
 }
-BENCHMARK(BM_PollEmptyCq);
+BENCHMARK(poll_empty_cq);
 
-void BM_RegisterMemory4K(benchmark::State& state) {
+void register_memory_4k(benchmark::State& state) {
   Fixture& f = fixture();
   if (f.pd == nullptr) {
     state.SkipWithError(f.error.c_str());
@@ -208,7 +208,7 @@ void BM_RegisterMemory4K(benchmark::State& state) {
     benchmark::DoNotOptimize(region.value().get());
   }
 }
-BENCHMARK(BM_RegisterMemory4K);
+BENCHMARK(register_memory_4k);
 
 }  // namespace
 

@@ -14,6 +14,7 @@ std::string detail_text(const Json& value) {
 
 // Latencies span ns to ms; three significant decimals below 10 us keep small ones readable.
 std::string number_text(double value) {
+  if (value < 0.01) return fmt::format("{:.5f}", value);  // message rates of large messages
   if (value < 10) return fmt::format("{:.3f}", value);
   if (value < 10000) return fmt::format("{:.2f}", value);
   return fmt::format("{:.0f}", value);
@@ -29,7 +30,8 @@ Reporter::Reporter(std::string benchmark, Format format, std::FILE* out)
     : benchmark_(std::move(benchmark)), format_(format), out_(out) {}
 
 void Reporter::print_json(const Json& record) {
-  fmt::print(out_, "{}\n", record.dump());
+  // Text from providers is not guaranteed UTF-8; replace rather than throw.
+  fmt::print(out_, "{}\n", record.dump(-1, ' ', false, Json::error_handler_t::replace));
   std::fflush(out_);
 }
 

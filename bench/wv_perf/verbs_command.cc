@@ -48,7 +48,7 @@ std::string describe(Op op, uint32_t window, uint32_t read_window) {
       return "send/receive ping-pong, half round trip";
     case Op::kWriteLat:
       return "RDMA write ping-pong, each side polling the last byte of its buffer (like "
-             "ib_write_lat), half round trip";
+             "ib_write_lat; the send CQ is polled in the same loop), half round trip";
     case Op::kReadLat:
       return "one RDMA read at a time, full round trip";
     case Op::kSendBw:
@@ -174,7 +174,7 @@ class VerbsSubcommand final : public Subcommand {
  private:
   int run_server(const verbs::SocketAddress& bind, int port_fd);
   int run_client(const verbs::SocketAddress& server, const Plan& plan, Child* child,
-                 std::string mode);
+                 const std::string& mode);
   Status measure(verbs_bench::Session& session, const Plan& plan, bool baseline,
                  Reporter& reporter);
 
@@ -206,8 +206,9 @@ void VerbsSubcommand::add_options(CLI::App& command) {
                   "(tcp when the provider is tcp)")
       ->check(CLI::IsMember({"auto", "tcp", "none"}))
       ->capture_default_str();
-  auto* server =
-      command.add_flag("--server", server_, "Run only the server side and wait for one client");
+  auto* server = command.add_flag("--server", server_,
+                                  "Run only the server side and serve one client (which chooses "
+                                  "the operations, sizes and iterations)");
   command.add_option("--bind", bind_, "Server address to listen on (default *:18515)")
       ->needs(server);
   command
@@ -359,7 +360,7 @@ int VerbsSubcommand::run_server(const verbs::SocketAddress& bind, int port_fd) {
 }
 
 int VerbsSubcommand::run_client(const verbs::SocketAddress& server, const Plan& plan, Child* child,
-                                std::string mode) {
+                                const std::string& mode) {
   auto fail = [&](const Status& s) {
     fmt::print(stderr, "wv_perf: {}\n", s.message());
     if (child != nullptr) child->kill();

@@ -80,9 +80,13 @@ Status with_context(std::string_view what, const Status& status) {
 }
 
 Status completion_error(const verbs::Completion& c) {
-  return Status(Errc::kIoError, fmt::format("{} completed with error: {} (vendor error {})",
-                                            verbs::to_string(c.opcode), verbs::to_string(c.status),
-                                            c.vendor_error));
+  // A flush after a lost connection is what a dead peer looks like from here.
+  const bool lost =
+      c.status == CompletionStatus::kFlushed || c.status == CompletionStatus::kTransportError;
+  return Status(Errc::kIoError,
+                fmt::format("{} completed with error: {} (vendor error {}){}",
+                            verbs::to_string(c.opcode), verbs::to_string(c.status), c.vendor_error,
+                            lost ? "; the connection failed or the peer exited" : ""));
 }
 
 // A pending operation waited for with a bound; cancelled if the bound runs out.
@@ -93,7 +97,8 @@ Result<T> wait_for(verbs::Operation<T>& operation, std::chrono::milliseconds tim
   if (result.is_ok()) return result;
   if (result.status().code() == Errc::kTimedOut && !operation.ready()) {
     operation.cancel();
-    return stalled(what, timeout);
+    return Status(Errc::kTimedOut, fmt::format("{}: not done within {:.1f} s (see --timeout)", what,
+                                               std::chrono::duration<double>(timeout).count()));
   }
   return with_context(what, result.status());
 }
@@ -270,7 +275,7 @@ Status Session::take_peer_advert(std::span<const std::byte> private_data) {
   return Status::ok();
 }
 
-Result<std::unique_ptr<Session>> Session::connect(std::shared_ptr<verbs::Provider> provider,
+Result<std::unique_ptr<Session>> Session::connect(const std::shared_ptr<verbs::Provider>& provider,
                                                   const verbs::SocketAddress& server,
                                                   const SessionOptions& options) {
   std::unique_ptr<Session> session(new Session(provider, options));
@@ -434,10 +439,10 @@ Status Session::wait_byte(const std::byte* at, uint8_t value, StallGuard& guard)
       guard.progress();
       return Status::ok();
     }
-    // Our own write's completion, so that an error shows at once instead of as a stall.
-    if (sends_completed_ != sends_posted_) {
-      if (Status status = poll_sends(); !status) return status;
-    }
+    // Polling the CQ even with nothing outstanding: it reaps our own write's completion (an
+    // error shows at once instead of as a stall), and on a software provider the poll is what
+    // moves incoming data into memory without waiting for the provider's thread to wake up.
+    if (Status status = poll_sends(); !status) return status;
     if (guard.idle()) return stalled("the peer's RDMA write", guard.limit());
   }
 }

@@ -95,7 +95,7 @@ class Session {
   Session& operator=(const Session&) = delete;
   ~Session();
 
-  static Result<std::unique_ptr<Session>> connect(std::shared_ptr<verbs::Provider> provider,
+  static Result<std::unique_ptr<Session>> connect(const std::shared_ptr<verbs::Provider>& provider,
                                                   const verbs::SocketAddress& server,
                                                   const SessionOptions& options);
 

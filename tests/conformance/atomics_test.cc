@@ -62,8 +62,8 @@ TEST_P(AtomicsTest, FetchAndAddReturnsOldValueAndWrapsAround) {
   word(1) = ~uint64_t{0};
   ASSERT_OK(pair_.client.qp->fetch_and_add(1, result_sge(0), target_.remote(0), 23,
                                            SendFlags::kSignaled));
-  ASSERT_OK(pair_.client.qp->fetch_and_add(2, result_sge(1), target_.remote(8), 2,
-                                           SendFlags::kSignaled));
+  ASSERT_OK(
+      pair_.client.qp->fetch_and_add(2, result_sge(1), target_.remote(8), 2, SendFlags::kSignaled));
   std::vector<Completion> done;
   ASSERT_TRUE(poll_n(*pair_.client.send_cq, 2, done));
   for (const Completion& c : done) {
@@ -93,9 +93,10 @@ TEST_P(AtomicsTest, OperandsAreHostOrder) {
 
 TEST_P(AtomicsTest, AtomicWithoutRemoteAtomicAccessIsRefused) {
   Buffer plain;
-  ASSERT_NO_FATAL_FAILURE(
-      register_buffer(4096, Access::kLocalWrite | Access::kRemoteRead | Access::kRemoteWrite, plain));
-  ASSERT_OK(pair_.client.qp->fetch_and_add(3, result_sge(), plain.remote(0), 1, SendFlags::kSignaled));
+  ASSERT_NO_FATAL_FAILURE(register_buffer(
+      4096, Access::kLocalWrite | Access::kRemoteRead | Access::kRemoteWrite, plain));
+  ASSERT_OK(
+      pair_.client.qp->fetch_and_add(3, result_sge(), plain.remote(0), 1, SendFlags::kSignaled));
   Completion c;
   ASSERT_TRUE(poll_one(*pair_.client.send_cq, c));
   EXPECT_EQ(c.wr_id, 3u);

@@ -223,8 +223,7 @@ TEST_P(CompletionQueueTest, OverrunIsReported) {
   }
   ASSERT_OK(cq.status()) << "a full queue is not yet an overrun";
   ASSERT_NO_FATAL_FAILURE(post_writes(pair, capacity, 1));
-  ASSERT_TRUE(wait_until([&] { return !cq.status().is_ok(); }))
-      << "status() reports the overrun";
+  ASSERT_TRUE(wait_until([&] { return !cq.status().is_ok(); })) << "status() reports the overrun";
 
   std::vector<Completion> queued;
   ASSERT_TRUE(poll_n(cq, capacity, queued)) << "completions already queued are returned first";

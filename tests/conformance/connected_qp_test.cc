@@ -41,8 +41,8 @@ TEST_P(ConnectedQpTest, PostingBeforeConnectionIsInvalidState) {
   const QpState before = side.qp->query().state;
   const Sge sge = scratch_.sge(0, 8);
   EXPECT_ERRC(Errc::kInvalidState, side.qp->send(1, std::span(&sge, 1), SendFlags::kSignaled));
-  EXPECT_ERRC(Errc::kInvalidState,
-              side.qp->rdma_write(2, std::span(&sge, 1), scratch_.remote(64), SendFlags::kSignaled));
+  EXPECT_ERRC(Errc::kInvalidState, side.qp->rdma_write(2, std::span(&sge, 1), scratch_.remote(64),
+                                                       SendFlags::kSignaled));
   EXPECT_ERRC(Errc::kInvalidState,
               side.qp->rdma_read(3, std::span(&sge, 1), scratch_.remote(64), SendFlags::kSignaled));
   EXPECT_EQ(side.qp->query().state, before) << "a refused post leaves the QP as it was";
@@ -84,8 +84,8 @@ TEST_P(ConnectedQpTest, UserTransitionsOfAnUnconnectedQp) {
   ASSERT_NO_FATAL_FAILURE(make_side({}, client_tag(), side));
   QueuePair& qp = *side.qp;
   const QpState initial = qp.query().state;
-  for (QpState refused : {QpState::kReadyToReceive, QpState::kReadyToSend,
-                          QpState::kSendQueueDrained}) {
+  for (QpState refused :
+       {QpState::kReadyToReceive, QpState::kReadyToSend, QpState::kSendQueueDrained}) {
     EXPECT_FALSE(qp.modify(refused).is_ok())
         << to_string(initial) << " -> " << to_string(refused) << " belongs to the endpoint";
     EXPECT_EQ(qp.query().state, initial);
@@ -115,8 +115,9 @@ TEST_P(ConnectedQpTest, UserTransitionsOfAConnectedQp) {
   QueuePair& qp = *pair.client.qp;
   EXPECT_EQ(qp.query().state, QpState::kReadyToSend);
   EXPECT_EQ(pair.server.qp->query().state, QpState::kReadyToSend);
-  EXPECT_EQ(qp.query().peer_qp_number, pair.server.qp->number());
-  EXPECT_EQ(pair.server.qp->query().peer_qp_number, qp.number());
+  // Like Completion::source_qp_number (types.h): known where the transport names QPs.
+  EXPECT_EQ(qp.query().peer_qp_number, expected_source_qp(*pair.server.qp));
+  EXPECT_EQ(pair.server.qp->query().peer_qp_number, expected_source_qp(qp));
   for (QpState refused : {QpState::kReset, QpState::kInit, QpState::kReadyToReceive}) {
     EXPECT_FALSE(qp.modify(refused).is_ok()) << "ready-to-send -> " << to_string(refused);
     EXPECT_EQ(qp.query().state, QpState::kReadyToSend);
@@ -272,7 +273,8 @@ TEST_P(ConnectedQpTest, InlineSendBufferReusableRightAfterPost) {
   // Not registered: inline data is copied at post time.
   std::vector<std::byte> data = pattern(length, 21);
   const Sge send{nullptr, data.data(), length};
-  ASSERT_OK(pair.client.qp->send(2, std::span(&send, 1), SendFlags::kSignaled | SendFlags::kInline));
+  ASSERT_OK(
+      pair.client.qp->send(2, std::span(&send, 1), SendFlags::kSignaled | SendFlags::kInline));
   fill_pattern(data, 99);  // reused at once
   Completion r;
   ASSERT_TRUE(poll_one(*pair.server.receive_cq, r));
@@ -291,8 +293,9 @@ TEST_P(ConnectedQpTest, InlineSendLongerThanMaxInlineRefused) {
   const uint32_t max_inline = pair.client.qp->query().max_inline;
   std::vector<std::byte> data(max_inline + 1);
   const Sge send{nullptr, data.data(), max_inline + 1};
-  EXPECT_FALSE(pair.client.qp->send(1, std::span(&send, 1), SendFlags::kSignaled | SendFlags::kInline)
-                   .is_ok())
+  EXPECT_FALSE(
+      pair.client.qp->send(1, std::span(&send, 1), SendFlags::kSignaled | SendFlags::kInline)
+          .is_ok())
       << "a malformed request is refused at post";
   EXPECT_EQ(pair.client.qp->query().state, QpState::kReadyToSend);
   EXPECT_TRUE(stays_empty(*pair.client.send_cq));

@@ -99,12 +99,13 @@ class DatagramTest : public VerbsTest {
             uint64_t wr_id) {
     fill_pattern(scratch_.bytes(0, 64), seed);
     const Sge sge = scratch_.sge(0, 64);
-    ASSERT_OK(client_qp_->send(wr_id, std::span(&sge, 1), to, qp_number, qkey, SendFlags::kSignaled));
+    ASSERT_OK(
+        client_qp_->send(wr_id, std::span(&sge, 1), to, qp_number, qkey, SendFlags::kSignaled));
     Completion c;
     ASSERT_TRUE(poll_one(*client_.send_cq, c));
     EXPECT_EQ(c.wr_id, wr_id);
-    EXPECT_EQ(c.status, CompletionStatus::kSuccess) << "a datagram send completes locally: "
-                                                    << describe(c);
+    EXPECT_EQ(c.status, CompletionStatus::kSuccess)
+        << "a datagram send completes locally: " << describe(c);
     EXPECT_EQ(c.opcode, Opcode::kSend);
   }
 
@@ -208,14 +209,14 @@ TEST_P(DatagramTest, MulticastAttachAndDetach) {
   EXPECT_EQ(r.source_qp_number, client_qp_->number());
   EXPECT_TRUE(has_pattern(buffer_.bytes(4096, 64), 60));
 
-  ASSERT_OK(server_qp_->detach_multicast(joined.address.destination_gid,
-                                         joined.address.destination_lid));
+  ASSERT_OK(
+      server_qp_->detach_multicast(joined.address.destination_gid, joined.address.destination_lid));
   ASSERT_NO_FATAL_FAILURE(post_receive(2));
   ASSERT_NO_FATAL_FAILURE(send(*handle, joined.qp_number, joined.qkey, 61, 31));
   EXPECT_TRUE(stays_empty(*server_.receive_cq)) << "a detached QP gets nothing for the group";
 
-  ASSERT_OK(server_qp_->attach_multicast(joined.address.destination_gid,
-                                         joined.address.destination_lid));
+  ASSERT_OK(
+      server_qp_->attach_multicast(joined.address.destination_gid, joined.address.destination_lid));
   ASSERT_NO_FATAL_FAILURE(send(*handle, joined.qp_number, joined.qkey, 62, 32));
   ASSERT_TRUE(poll_one(*server_.receive_cq, r));
   EXPECT_EQ(r.wr_id, 2u);

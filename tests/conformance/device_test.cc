@@ -105,8 +105,8 @@ TEST_P(DeviceTest, WholeGidAndPkeyTablesReadable) {
     std::vector<uint16_t> pkeys;
     ASSERT_OK_AND_ASSIGN(pkeys, device_->pkey_table(port));
     EXPECT_EQ(pkeys.size(), p.pkey_table_length);
-    const bool any_pkey = std::any_of(pkeys.begin(), pkeys.end(),
-                                      [](uint16_t k) { return (k & 0x7fff) != 0; });
+    const bool any_pkey =
+        std::any_of(pkeys.begin(), pkeys.end(), [](uint16_t k) { return (k & 0x7fff) != 0; });
     EXPECT_TRUE(any_pkey) << "an active port has at least one valid P_Key";
   }
 }
@@ -120,8 +120,8 @@ TEST_P(DeviceTest, ProviderListsDevicesAndAddresses) {
     EXPECT_FALSE(d.name.empty());
     EXPECT_TRUE(names.insert(d.name).second) << "device " << d.name << " listed twice";
   }
-  EXPECT_TRUE(names.count(attributes().name)) << "open_device(\"\") opened '" << attributes().name
-                                              << "', which devices() does not list";
+  EXPECT_TRUE(names.count(attributes().name))
+      << "open_device(\"\") opened '" << attributes().name << "', which devices() does not list";
 
   std::vector<AddressInfo> addresses;
   ASSERT_OK_AND_ASSIGN(addresses, provider_->addresses());

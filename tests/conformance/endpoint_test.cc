@@ -58,18 +58,17 @@ TEST_P(EndpointTest, StatesFollowConnectionSetup) {
   ASSERT_NO_FATAL_FAILURE(make_side({}, server_tag(), server));
   ASSERT_OK_AND_ASSIGN(client.endpoint, provider_->create_connect_endpoint());
   EXPECT_EQ(client.endpoint->query().state, EndpointState::kIdle);
-  ASSERT_OK(client.endpoint->resolve_address(listening.is_wildcard() ? address(listening.port())
-                                                                     : listening,
-                                             kBound)
-                .wait(kBound));
+  ASSERT_OK(
+      client.endpoint
+          ->resolve_address(listening.is_wildcard() ? address(listening.port()) : listening, kBound)
+          .wait(kBound));
   EXPECT_EQ(client.endpoint->query().state, EndpointState::kAddressResolved);
   ASSERT_OK(client.endpoint->resolve_route(kBound).wait(kBound));
   EXPECT_EQ(client.endpoint->query().state, EndpointState::kRouteResolved);
   auto connecting = client.endpoint->connect(client.qp, {});
   ASSERT_OK_AND_ASSIGN(server.endpoint, listener->get_request().wait(kBound));
   EXPECT_EQ(server.endpoint->query().state, EndpointState::kRequestReceived);
-  EXPECT_EQ(client.endpoint->query().state, EndpointState::kConnecting)
-      << "waiting for the accept";
+  EXPECT_EQ(client.endpoint->query().state, EndpointState::kConnecting) << "waiting for the accept";
   EXPECT_EQ(listener->query().state, EndpointState::kListening) << "the listener keeps listening";
   auto accepting = server.endpoint->accept(server.qp, {});
   ASSERT_OK(connecting.wait(kBound));
@@ -106,7 +105,8 @@ TEST_P(EndpointTest, RejectCarriesPrivateData) {
   ASSERT_NO_FATAL_FAILURE(listen_on(address(0), listener));
   QpSide client;
   ASSERT_NO_FATAL_FAILURE(make_side({}, client_tag(), client));
-  ASSERT_NO_FATAL_FAILURE(resolved_client(address(listener->query().local.port()), client.endpoint));
+  ASSERT_NO_FATAL_FAILURE(
+      resolved_client(address(listener->query().local.port()), client.endpoint));
   ConnectParameters offer;
   offer.private_data = to_bytes("may I?");
   auto connecting = client.endpoint->connect(client.qp, offer);
@@ -306,8 +306,22 @@ TEST_P(EndpointTest, ListenerYieldsOneEndpointPerRequest) {
   }
   for (int i = 0; i < kClients; ++i) {
     ASSERT_OK(connecting[i].wait(kBound));
-    EXPECT_EQ(clients[i].qp->query().peer_qp_number, servers[i].qp->number());
-    EXPECT_EQ(servers[i].qp->query().peer_qp_number, clients[i].qp->number());
+    EXPECT_EQ(clients[i].qp->query().peer_qp_number, expected_source_qp(*servers[i].qp));
+    EXPECT_EQ(servers[i].qp->query().peer_qp_number, expected_source_qp(*clients[i].qp));
+  }
+  // Each client's QP is connected to the server QP that accepted its own request.
+  for (int i = 0; i < kClients; ++i) {
+    SCOPED_TRACE("client " + std::to_string(i));
+    const Sge receive = scratch_.sge(1024 + static_cast<size_t>(i) * 64, 64);
+    ASSERT_OK(servers[i].qp->post_receive(static_cast<uint64_t>(i), std::span(&receive, 1)));
+    scratch_.data()[i] = static_cast<std::byte>(0x30 + i);
+    const Sge send = scratch_.sge(static_cast<size_t>(i), 1);
+    ASSERT_OK(
+        clients[i].qp->send(static_cast<uint64_t>(i), std::span(&send, 1), SendFlags::kSignaled));
+    Completion c;
+    ASSERT_TRUE(poll_one(*servers[i].receive_cq, c));
+    EXPECT_EQ(c.status, CompletionStatus::kSuccess) << describe(c);
+    EXPECT_EQ(scratch_.data()[1024 + i * 64], static_cast<std::byte>(0x30 + i));
   }
 }
 
@@ -343,8 +357,8 @@ TEST_P(EndpointTest, ReadDepthsNegotiated) {
 TEST_P(EndpointTest, ZeroReadDepthsMeanTheDeviceMaximum) {
   ConnectedPair pair;
   ASSERT_NO_FATAL_FAILURE(make_pair(pair));
-  const uint32_t expected = std::min(attributes().max_outbound_read_depth,
-                                     attributes().max_inbound_read_depth);
+  const uint32_t expected =
+      std::min(attributes().max_outbound_read_depth, attributes().max_inbound_read_depth);
   EXPECT_EQ(pair.client.qp->query().outbound_read_depth, expected);
   EXPECT_EQ(pair.server.qp->query().outbound_read_depth, expected);
   EXPECT_GE(pair.client.qp->query().inbound_read_depth, expected);

@@ -83,9 +83,9 @@ TEST_P(ErrorsTest, SgeOfAnotherProtectionDomainRefusedAtPost) {
   EXPECT_FALSE(status.is_ok()) << "a region of another PD is a bad region";
   EXPECT_FALSE(status.message().empty());
   EXPECT_FALSE(pair_.server.qp->post_receive(2, std::span(&sge, 1)).is_ok());
-  EXPECT_FALSE(pair_.client.qp->rdma_write(3, std::span(&sge, 1), target_.remote(0),
-                                           SendFlags::kSignaled)
-                   .is_ok());
+  EXPECT_FALSE(
+      pair_.client.qp->rdma_write(3, std::span(&sge, 1), target_.remote(0), SendFlags::kSignaled)
+          .is_ok());
   EXPECT_TRUE(stays_empty(*pair_.server.receive_cq));
   ASSERT_NO_FATAL_FAILURE(expect_unchanged_and_working());
 }
@@ -100,8 +100,8 @@ TEST_P(ErrorsTest, SgeOutsideItsRegionRefusedAtPost) {
       << "only inline sends may name unregistered memory";
   const Sge receive_past_end{target_.region.get(), target_.data() + 8000, 1000};
   EXPECT_FALSE(pair_.server.qp->post_receive(4, std::span(&receive_past_end, 1)).is_ok());
-  EXPECT_FALSE(pair_.client.qp->rdma_read(5, std::span(&past_end, 1), target_.remote(0),
-                                          SendFlags::kSignaled)
+  EXPECT_FALSE(pair_.client.qp
+                   ->rdma_read(5, std::span(&past_end, 1), target_.remote(0), SendFlags::kSignaled)
                    .is_ok());
   EXPECT_EQ(pair_.server.qp->query().state, QpState::kReadyToSend);
   ASSERT_NO_FATAL_FAILURE(expect_unchanged_and_working());
@@ -111,8 +111,8 @@ TEST_P(ErrorsTest, TooManySgesRefusedAtPost) {
   const uint32_t send_sge = pair_.client.qp->query().send_sge;
   const uint32_t receive_sge = pair_.server.qp->query().receive_sge;
   std::vector<Sge> sges(std::max(send_sge, receive_sge) + 1, scratch_.sge(0, 4));
-  EXPECT_FALSE(pair_.client.qp->send(1, std::span(sges.data(), send_sge + 1), SendFlags::kSignaled)
-                   .is_ok());
+  EXPECT_FALSE(
+      pair_.client.qp->send(1, std::span(sges.data(), send_sge + 1), SendFlags::kSignaled).is_ok());
   EXPECT_FALSE(pair_.server.qp->post_receive(2, std::span(sges.data(), receive_sge + 1)).is_ok());
   EXPECT_EQ(pair_.server.qp->query().state, QpState::kReadyToSend);
   ASSERT_NO_FATAL_FAILURE(expect_unchanged_and_working());
@@ -168,10 +168,12 @@ TEST_P(ErrorsTest, WriteOutOfBoundsIsRefusedByTheResponder) {
 
 TEST_P(ErrorsTest, WriteWithoutRemoteWriteAccessIsRefusedByTheResponder) {
   Buffer read_only;
-  ASSERT_NO_FATAL_FAILURE(register_buffer(4096, Access::kLocalWrite | Access::kRemoteRead, read_only));
+  ASSERT_NO_FATAL_FAILURE(
+      register_buffer(4096, Access::kLocalWrite | Access::kRemoteRead, read_only));
   ASSERT_NO_FATAL_FAILURE(expect_write_refused(read_only.remote(0)));
   const std::vector<std::byte> zeros(64);
-  EXPECT_EQ(std::memcmp(read_only.data(), zeros.data(), 64), 0) << "the refused write wrote nothing";
+  EXPECT_EQ(std::memcmp(read_only.data(), zeros.data(), 64), 0)
+      << "the refused write wrote nothing";
 }
 
 // ---- Receive too short -------------------------------------------------------------------
@@ -236,8 +238,7 @@ TEST_P(RnrTest, ReceiveNeverPostedErrorsBothQps) {
   ASSERT_OK(pair_.client.qp->send(1, std::span(&send, 1), SendFlags::kSignaled));
   EXPECT_TRUE(wait_qp_state(*pair_.server.qp, QpState::kError, rnr_timeout_ + kBound))
       << "the receiver gives up after rnr_timeout_ms (" << rnr_timeout_.count() << " ms)";
-  ASSERT_NO_FATAL_FAILURE(
-      expect_responder_error(pair_, 1, CompletionStatus::kReceiverNotReady));
+  ASSERT_NO_FATAL_FAILURE(expect_responder_error(pair_, 1, CompletionStatus::kReceiverNotReady));
 }
 
 WV_INSTANTIATE_FOR_PROVIDERS(ErrorsTest);

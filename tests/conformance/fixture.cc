@@ -50,16 +50,17 @@ class Backoff {
 
 }  // namespace
 
-std::string describe(const Status& status) { return status.to_string(); }
+std::string describe(const Status& status) {
+  return status.to_string();
+}
 
 std::string describe(const Completion& c) {
   std::ostringstream out;
   out << "{wr_id=" << c.wr_id << " status=" << to_string(c.status)
-      << " opcode=" << to_string(c.opcode) << " length=" << c.length
-      << " qp=" << c.qp_number << " source_qp=" << c.source_qp_number
-      << " flags=" << static_cast<unsigned>(c.flags) << " immediate=0x" << std::hex
-      << c.immediate << " invalidated_rkey=0x" << c.invalidated_rkey << std::dec
-      << " vendor_error=" << c.vendor_error << "}";
+      << " opcode=" << to_string(c.opcode) << " length=" << c.length << " qp=" << c.qp_number
+      << " source_qp=" << c.source_qp_number << " flags=" << static_cast<unsigned>(c.flags)
+      << " immediate=0x" << std::hex << c.immediate << " invalidated_rkey=0x" << c.invalidated_rkey
+      << std::dec << " vendor_error=" << c.vendor_error << "}";
   return out.str();
 }
 
@@ -109,10 +110,9 @@ testing::AssertionResult compare_bytes(std::span<const std::byte> actual,
   }
   for (size_t i = 0; i < actual.size(); ++i) {
     if (actual[i] != expected[i]) {
-      return testing::AssertionFailure()
-             << "byte " << i << " of " << actual.size() << " is 0x" << std::hex
-             << static_cast<unsigned>(actual[i]) << ", expected 0x"
-             << static_cast<unsigned>(expected[i]);
+      return testing::AssertionFailure() << "byte " << i << " of " << actual.size() << " is 0x"
+                                         << std::hex << static_cast<unsigned>(actual[i])
+                                         << ", expected 0x" << static_cast<unsigned>(expected[i]);
     }
   }
   return testing::AssertionSuccess();
@@ -120,9 +120,10 @@ testing::AssertionResult compare_bytes(std::span<const std::byte> actual,
 
 }  // namespace
 
-testing::AssertionResult has_pattern(std::span<const std::byte> bytes, uint32_t seed) {
-  const std::vector<std::byte> expected = pattern(bytes.size(), seed);
-  return compare_bytes(bytes, expected);
+testing::AssertionResult has_pattern(std::span<const std::byte> bytes, uint32_t seed,
+                                     size_t offset) {
+  const std::vector<std::byte> expected = pattern(offset + bytes.size(), seed);
+  return compare_bytes(bytes, std::span(expected).subspan(offset));
 }
 
 testing::AssertionResult wait_for_memory(const std::byte* memory,
@@ -199,7 +200,8 @@ testing::AssertionResult stays_empty(CompletionQueue& cq, Milliseconds duration)
       Completion c;
       const int n = cq.poll(std::span<Completion>(&c, 1));
       return testing::AssertionFailure()
-             << "unexpected completion: " << (n == 1 ? describe(c) : "(poll returned " + std::to_string(n) + ")");
+             << "unexpected completion: "
+             << (n == 1 ? describe(c) : "(poll returned " + std::to_string(n) + ")");
     }
     std::this_thread::sleep_for(2ms);
   }
@@ -213,9 +215,9 @@ testing::AssertionResult wait_qp_state(const QueuePair& qp, QpState state, Milli
     const QpState now = qp.query().state;
     if (now == state) return testing::AssertionSuccess();
     if (Clock::now() >= deadline) {
-      return testing::AssertionFailure() << "QP " << qp.number() << " is " << to_string(now)
-                                         << ", not " << to_string(state) << ", after "
-                                         << timeout.count() << " ms";
+      return testing::AssertionFailure()
+             << "QP " << qp.number() << " is " << to_string(now) << ", not " << to_string(state)
+             << ", after " << timeout.count() << " ms";
     }
     backoff.pause();
   }
@@ -240,8 +242,7 @@ testing::AssertionResult wait_event(Device& device, EventType type, uint32_t qp_
   const auto deadline = Clock::now() + timeout;
   std::string skipped;
   for (;;) {
-    const auto remaining =
-        std::chrono::duration_cast<Milliseconds>(deadline - Clock::now());
+    const auto remaining = std::chrono::duration_cast<Milliseconds>(deadline - Clock::now());
     auto next = device.next_event();
     auto event = next.wait(std::max(remaining, 0ms));
     if (!event.is_ok()) {
@@ -269,8 +270,12 @@ bool fd_readable(int fd, Milliseconds timeout) {
   return n > 0 && (entry.revents & POLLIN) != 0;
 }
 
-void* client_tag() { return &client_tag_storage; }
-void* server_tag() { return &server_tag_storage; }
+void* client_tag() {
+  return &client_tag_storage;
+}
+void* server_tag() {
+  return &server_tag_storage;
+}
 
 // ---- VerbsTest -----------------------------------------------------------------------------
 
@@ -441,7 +446,9 @@ Channel& Channel::operator=(Channel&& other) noexcept {
   return *this;
 }
 
-Channel::~Channel() { close(); }
+Channel::~Channel() {
+  close();
+}
 
 void Channel::close() {
   if (fd_ >= 0) ::close(fd_);
@@ -551,9 +558,8 @@ testing::AssertionResult PeerProcess::wait_exit(Milliseconds timeout) {
                << "peer exited with status " << WEXITSTATUS(status) << " (see its stderr)";
       }
       if (WIFSIGNALED(status)) {
-        return testing::AssertionFailure()
-               << "peer killed by signal " << WTERMSIG(status) << " (" << strsignal(WTERMSIG(status))
-               << ")";
+        return testing::AssertionFailure() << "peer killed by signal " << WTERMSIG(status) << " ("
+                                           << strsignal(WTERMSIG(status)) << ")";
       }
       return testing::AssertionFailure() << "peer ended with wait status " << status;
     }

@@ -31,17 +31,33 @@
 
 // gtest printers for the API's enums (found by argument-dependent lookup).
 namespace wv {
-inline void PrintTo(Errc code, std::ostream* os) { *os << to_string(code); }
+inline void PrintTo(Errc code, std::ostream* os) {
+  *os << to_string(code);
+}
 }  // namespace wv
 
 namespace wv::verbs {
-inline void PrintTo(CompletionStatus status, std::ostream* os) { *os << to_string(status); }
-inline void PrintTo(Opcode opcode, std::ostream* os) { *os << to_string(opcode); }
-inline void PrintTo(QpState state, std::ostream* os) { *os << to_string(state); }
-inline void PrintTo(EndpointState state, std::ostream* os) { *os << to_string(state); }
-inline void PrintTo(EventType type, std::ostream* os) { *os << to_string(type); }
-inline void PrintTo(PortState state, std::ostream* os) { *os << to_string(state); }
-inline void PrintTo(Transport transport, std::ostream* os) { *os << to_string(transport); }
+inline void PrintTo(CompletionStatus status, std::ostream* os) {
+  *os << to_string(status);
+}
+inline void PrintTo(Opcode opcode, std::ostream* os) {
+  *os << to_string(opcode);
+}
+inline void PrintTo(QpState state, std::ostream* os) {
+  *os << to_string(state);
+}
+inline void PrintTo(EndpointState state, std::ostream* os) {
+  *os << to_string(state);
+}
+inline void PrintTo(EventType type, std::ostream* os) {
+  *os << to_string(type);
+}
+inline void PrintTo(PortState state, std::ostream* os) {
+  *os << to_string(state);
+}
+inline void PrintTo(Transport transport, std::ostream* os) {
+  *os << to_string(transport);
+}
 }  // namespace wv::verbs
 
 namespace wv::verbs::conformance {
@@ -61,7 +77,9 @@ std::string describe(const Result<T>& result) {
   return result.status().to_string();
 }
 std::string describe(const Completion& completion);
-inline Errc code_of(const Status& status) { return status.code(); }
+inline Errc code_of(const Status& status) {
+  return status.code();
+}
 template <typename T>
 Errc code_of(const Result<T>& result) {
   return result.status().code();
@@ -79,8 +97,8 @@ testing::AssertionResult check_ok(const R& result, const char* text) {
 template <typename R>
 testing::AssertionResult check_errc(const R& result, Errc expected, const char* text) {
   if (code_of(result) == expected) return testing::AssertionSuccess();
-  return testing::AssertionFailure() << text << " returned \"" << describe(result)
-                                     << "\", expected " << to_string(expected);
+  return testing::AssertionFailure()
+         << text << " returned \"" << describe(result) << "\", expected " << to_string(expected);
 }
 #define ASSERT_OK(expr) ASSERT_TRUE(::wv::verbs::conformance::check_ok((expr), #expr))
 #define EXPECT_OK(expr) EXPECT_TRUE(::wv::verbs::conformance::check_ok((expr), #expr))
@@ -91,26 +109,26 @@ testing::AssertionResult check_errc(const R& result, Errc expected, const char* 
 // Declares nothing: assigns the value of a successful Result<T> to `lhs`, else fails the test.
 #define ASSERT_OK_AND_ASSIGN(lhs, expr) \
   WV_CONF_ASSIGN_IMPL(WV_CONF_CONCAT(wv_conf_result_, __LINE__), lhs, expr)
-#define WV_CONF_ASSIGN_IMPL(tmp, lhs, expr)                                                  \
-  auto tmp = (expr);                                                                         \
+#define WV_CONF_ASSIGN_IMPL(tmp, lhs, expr)                                                    \
+  auto tmp = (expr);                                                                           \
   ASSERT_TRUE(tmp.is_ok()) << #expr << " failed: " << ::wv::verbs::conformance::describe(tmp); \
   lhs = std::move(tmp).value()
 
 // Skips the current test (from a test body or a SetUp) when the device lacks `cap`.
-#define REQUIRE_CAPABILITY(cap)                                                          \
-  do {                                                                                   \
-    if (!::wv::verbs::has(attributes().capabilities, (cap))) {                           \
-      GTEST_SKIP() << "device lacks capability " << ::wv::verbs::to_string(cap);         \
-    }                                                                                    \
+#define REQUIRE_CAPABILITY(cap)                                                  \
+  do {                                                                           \
+    if (!::wv::verbs::has(attributes().capabilities, (cap))) {                   \
+      GTEST_SKIP() << "device lacks capability " << ::wv::verbs::to_string(cap); \
+    }                                                                            \
   } while (0)
 
 // Names of the providers built into the library, the parameter of every suite.
 std::vector<std::string> provider_names();
 std::string provider_test_name(const testing::TestParamInfo<std::string>& info);
 
-#define WV_INSTANTIATE_FOR_PROVIDERS(fixture)                                                \
-  INSTANTIATE_TEST_SUITE_P(Providers, fixture,                                               \
-                           testing::ValuesIn(::wv::verbs::conformance::provider_names()),   \
+#define WV_INSTANTIATE_FOR_PROVIDERS(fixture)                                             \
+  INSTANTIATE_TEST_SUITE_P(Providers, fixture,                                            \
+                           testing::ValuesIn(::wv::verbs::conformance::provider_names()), \
                            ::wv::verbs::conformance::provider_test_name)
 
 // Page-aligned memory and its registration (the region is released before the memory).
@@ -139,10 +157,13 @@ struct Buffer {
 void fill_pattern(std::span<std::byte> bytes, uint32_t seed);
 std::vector<std::byte> pattern(size_t length, uint32_t seed);
 std::vector<std::byte> to_bytes(std::string_view text);
-// Compares `bytes` with the pattern, naming the first byte that differs.
-testing::AssertionResult has_pattern(std::span<const std::byte> bytes, uint32_t seed);
+// Compares `bytes` with bytes [offset, offset + size) of the pattern, naming the first byte
+// that differs.
+testing::AssertionResult has_pattern(std::span<const std::byte> bytes, uint32_t seed,
+                                     size_t offset = 0);
 // Waits (bounded) until memory written by a peer or the progress thread equals `expected`.
-testing::AssertionResult wait_for_memory(const std::byte* memory, std::span<const std::byte> expected,
+testing::AssertionResult wait_for_memory(const std::byte* memory,
+                                         std::span<const std::byte> expected,
                                          Milliseconds timeout = kBound);
 
 // Completion queue helpers: never an unbounded loop.
@@ -235,7 +256,7 @@ class VerbsTest : public testing::TestWithParam<std::string> {
   std::shared_ptr<Device> device_;
   std::shared_ptr<ProtectionDomain> pd_;
   Transport transport_ = Transport::kSoftware;  // of port 1
-  Buffer scratch_;  // 4 KiB, every access right; for incidental sends
+  Buffer scratch_;                              // 4 KiB, every access right; for incidental sends
 };
 
 // ---- Multi-process tests ------------------------------------------------------------------
@@ -304,21 +325,31 @@ std::optional<std::string> peer_role();
 [[noreturn]] void run_peer(const std::function<int(Channel&)>& body);
 
 // Checks inside a peer body (a function returning int): print the failure and return 1.
-#define PEER_CHECK(cond)                                                                  \
-  do {                                                                                    \
-    if (!(cond)) {                                                                        \
+#define PEER_CHECK(cond)                                                                 \
+  do {                                                                                   \
+    if (!(cond)) {                                                                       \
       std::fprintf(stderr, "peer %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      return 1;                                                                           \
-    }                                                                                     \
+      return 1;                                                                          \
+    }                                                                                    \
   } while (0)
-#define PEER_CHECK_OK(expr)                                                       \
-  do {                                                                            \
-    const auto& wv_conf_result = (expr);                                          \
-    if (!wv_conf_result.is_ok()) {                                                \
+#define PEER_CHECK_OK(expr)                                                          \
+  do {                                                                               \
+    const auto& wv_conf_result = (expr);                                             \
+    if (!wv_conf_result.is_ok()) {                                                   \
       std::fprintf(stderr, "peer %s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr, \
-                   ::wv::verbs::conformance::describe(wv_conf_result).c_str());   \
-      return 1;                                                                   \
-    }                                                                             \
+                   ::wv::verbs::conformance::describe(wv_conf_result).c_str());      \
+      return 1;                                                                      \
+    }                                                                                \
+  } while (0)
+// Like PEER_CHECK for a testing::AssertionResult, printing its message.
+#define PEER_CHECK_TRUE(assertion)                                                 \
+  do {                                                                             \
+    const ::testing::AssertionResult wv_conf_assertion = (assertion);              \
+    if (!wv_conf_assertion) {                                                      \
+      std::fprintf(stderr, "peer %s:%d: %s: %s\n", __FILE__, __LINE__, #assertion, \
+                   wv_conf_assertion.message());                                   \
+      return 1;                                                                    \
+    }                                                                              \
   } while (0)
 // After calling a fixture helper (which reports through gtest) inside a peer body.
 #define PEER_CHECK_NO_FAILURE() PEER_CHECK(!::testing::Test::HasFailure())

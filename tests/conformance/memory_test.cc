@@ -57,7 +57,8 @@ TEST_P(MemoryTest, RemoteReadThroughEachRegistration) {
   ASSERT_NO_FATAL_FAILURE(register_buffer(8192, read_sink_access(), sink));
 
   const Sge first_sge = sink.sge(0, 4096);
-  ASSERT_OK(pair.client.qp->rdma_read(1, std::span(&first_sge, 1), target.remote(), SendFlags::kSignaled));
+  ASSERT_OK(pair.client.qp->rdma_read(1, std::span(&first_sge, 1), target.remote(),
+                                      SendFlags::kSignaled));
   const Sge second_sge = sink.sge(4096, 4096);
   ASSERT_OK(pair.client.qp->rdma_read(2, std::span(&second_sge, 1), second->remote(target.data()),
                                       SendFlags::kSignaled));

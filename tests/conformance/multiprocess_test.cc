@@ -80,7 +80,7 @@ TEST_P(MultiProcessTest, PingPongThousandMessages) {
         // Tell the parent the receive is there before it sends (no receiver-not-ready here).
         if (i == 0) PEER_CHECK(channel.send_value(uint8_t{1}));
         Completion c;
-        PEER_CHECK(poll_one(*side.receive_cq, c));
+        PEER_CHECK_TRUE(poll_one(*side.receive_cq, c));
         PEER_CHECK(c.status == CompletionStatus::kSuccess);
         PEER_CHECK(c.length == 8);
         uint64_t value = 0;
@@ -90,7 +90,7 @@ TEST_P(MultiProcessTest, PingPongThousandMessages) {
         std::memcpy(out.data(), &value, 8);
         const Sge reply = out.sge(0, 8);
         PEER_CHECK_OK(side.qp->send(i, std::span(&reply, 1), SendFlags::kSignaled));
-        PEER_CHECK(poll_one(*side.send_cq, c));
+        PEER_CHECK_TRUE(poll_one(*side.send_cq, c));
         PEER_CHECK(c.status == CompletionStatus::kSuccess);
       }
       uint8_t done = 0;
@@ -155,8 +155,9 @@ TEST_P(MultiProcessTest, OneSidedServedWhileTargetSleeps) {
       // it is done. Everything the parent does is served by the provider on its own.
       uint64_t expected_atomic = 0;
       PEER_CHECK(channel.receive_value(expected_atomic, 45s));
-      PEER_CHECK(has_pattern(target.bytes(0, kWrittenSize), kWrittenPattern));
-      PEER_CHECK(has_pattern(target.bytes(kWrittenSize, kTargetSize - kWrittenSize), kPattern));
+      PEER_CHECK_TRUE(has_pattern(target.bytes(0, kWrittenSize), kWrittenPattern));
+      PEER_CHECK_TRUE(has_pattern(target.bytes(kWrittenSize, kTargetSize - kWrittenSize), kPattern,
+                                  kWrittenSize));
       const uint64_t word = std::atomic_ref<uint64_t>(*atomic.as<uint64_t>()).load();
       PEER_CHECK(word == expected_atomic);
       PEER_CHECK(channel.send_value(uint8_t{1}));
@@ -275,6 +276,12 @@ TEST_P(MultiProcessTest, PeerKilledMidTransferFailsOutstandingWork) {
   std::vector<Completion> rest;
   ASSERT_TRUE(poll_n(*side.send_cq, next - completed, rest))
       << "every outstanding work request completes within " << kBound.count() << " ms";
+  std::string summary;
+  for (const Completion& d : rest) {
+    summary += std::to_string(d.wr_id) + ":" + std::string(to_string(d.opcode)) + "=" +
+               std::string(to_string(d.status)) + " ";
+  }
+  std::printf("[ info ] completions after the kill: %s\n", summary.c_str());
   bool failing = false;
   for (const Completion& d : rest) {
     SCOPED_TRACE(describe(d));

@@ -92,7 +92,8 @@ TEST_P(RdmaTest, WriteWithImmediateConsumesAReceive) {
 TEST_P(RdmaTest, ReadReturnsRemoteData) {
   fill_pattern(target_.bytes(0, 65536), 12);
   const Sge sge = sink_.sge(128, 65536);
-  ASSERT_OK(pair_.client.qp->rdma_read(5, std::span(&sge, 1), target_.remote(0), SendFlags::kSignaled));
+  ASSERT_OK(
+      pair_.client.qp->rdma_read(5, std::span(&sge, 1), target_.remote(0), SendFlags::kSignaled));
   Completion c;
   ASSERT_TRUE(poll_one(*pair_.client.send_cq, c));
   EXPECT_EQ(c.wr_id, 5u);
@@ -122,9 +123,11 @@ TEST_P(RdmaTest, LargeWriteAndRead) {
   const uint32_t size = std::min<uint32_t>(kTargetSize, attributes().max_message_size);
   fill_pattern(source_.bytes(0, size), 14);
   const Sge out = source_.sge(0, size);
-  ASSERT_OK(pair_.client.qp->rdma_write(1, std::span(&out, 1), target_.remote(0), SendFlags::kSignaled));
+  ASSERT_OK(
+      pair_.client.qp->rdma_write(1, std::span(&out, 1), target_.remote(0), SendFlags::kSignaled));
   const Sge in = sink_.sge(0, size);
-  ASSERT_OK(pair_.client.qp->rdma_read(2, std::span(&in, 1), target_.remote(0), SendFlags::kSignaled));
+  ASSERT_OK(
+      pair_.client.qp->rdma_read(2, std::span(&in, 1), target_.remote(0), SendFlags::kSignaled));
   std::vector<Completion> done;
   ASSERT_TRUE(poll_n(*pair_.client.send_cq, 2, done));
   EXPECT_EQ(done[0].wr_id, 1u);
@@ -167,7 +170,8 @@ TEST_P(RdmaTest, SendQueueCompletesInPostOrderBehindARead) {
   }
   const uint32_t size = std::min<uint32_t>(kTargetSize, attributes().max_message_size);
   const Sge in = sink_.sge(0, size);
-  ASSERT_OK(pair_.client.qp->rdma_read(100, std::span(&in, 1), target_.remote(0), SendFlags::kSignaled));
+  ASSERT_OK(
+      pair_.client.qp->rdma_read(100, std::span(&in, 1), target_.remote(0), SendFlags::kSignaled));
   for (int i = 0; i < kSends; ++i) {
     const Sge note = source_.sge(0, 16);
     ASSERT_OK(pair_.client.qp->send(200 + static_cast<uint64_t>(i), std::span(&note, 1),
@@ -194,12 +198,14 @@ TEST_P(RdmaTest, FencedWriteAfterReadLeavesTheReadItsOldValue) {
     fill_pattern(target_.bytes(0, kSize), 300 + static_cast<uint32_t>(round));
     fill_pattern(source_.bytes(0, kSize), 400 + static_cast<uint32_t>(round));
     const Sge first = sink_.sge(0, kSize);
-    ASSERT_OK(pair_.client.qp->rdma_read(1, std::span(&first, 1), target_.remote(0), SendFlags::kSignaled));
+    ASSERT_OK(pair_.client.qp->rdma_read(1, std::span(&first, 1), target_.remote(0),
+                                         SendFlags::kSignaled));
     const Sge write = source_.sge(0, kSize);
     ASSERT_OK(pair_.client.qp->rdma_write(2, std::span(&write, 1), target_.remote(0),
                                           SendFlags::kSignaled | SendFlags::kFence));
     const Sge second = sink_.sge(kSize, kSize);
-    ASSERT_OK(pair_.client.qp->rdma_read(3, std::span(&second, 1), target_.remote(0), SendFlags::kSignaled));
+    ASSERT_OK(pair_.client.qp->rdma_read(3, std::span(&second, 1), target_.remote(0),
+                                         SendFlags::kSignaled));
     std::vector<Completion> done;
     ASSERT_TRUE(poll_n(*pair_.client.send_cq, 3, done));
     for (uint64_t i = 0; i < 3; ++i) {

@@ -67,7 +67,8 @@ int main(int argc, char** argv) {
   document["parameters"] = wv::info::collect_parameters(configuration, max_level);
 
   if (json) {
-    fmt::print("{}\n", document.dump(2));
+    // Text from providers is not guaranteed UTF-8; replace rather than throw.
+    fmt::print("{}\n", document.dump(2, ' ', false, Json::error_handler_t::replace));
   } else {
     wv::info::print_text(document, stdout);
   }

@@ -11,7 +11,7 @@
 namespace wv::info {
 namespace {
 
-constexpr int kKeyWidth = 26;
+constexpr int kKeyWidth = 30;
 
 bool shown_in_hex(std::string_view key) {
   return key == "vendor_id" || key == "device_id" || key == "hardware_version" ||

@@ -15,10 +15,10 @@
 #include <cstdint>
 #include <span>
 
+#include "work_request.h"
 #include "wv/result.h"
 #include "wv/verbs/queue_pair.h"
 #include "wv/verbs/types.h"
-#include "work_request.h"
 
 namespace wv::verbs::soft {
 

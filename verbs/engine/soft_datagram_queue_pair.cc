@@ -46,7 +46,9 @@ Status SoftDatagramQueuePair::start() {
   return status;
 }
 
-SoftDevice& SoftDatagramQueuePair::device() const { return *domain_->device(); }
+SoftDevice& SoftDatagramQueuePair::device() const {
+  return *domain_->device();
+}
 
 QpAttributes SoftDatagramQueuePair::query() const {
   std::lock_guard lock(mutex_);
@@ -66,10 +68,9 @@ Status SoftDatagramQueuePair::modify(QpState state) {
   std::lock_guard lock(mutex_);
   const QpState from = state_;
   const auto refuse = [&] {
-    return Status(Errc::kInvalidState, "datagram QP " + std::to_string(number_) +
-                                           ": transition " + std::string(to_string(from)) +
-                                           " -> " + std::string(to_string(state)) +
-                                           " is not allowed");
+    return Status(Errc::kInvalidState, "datagram QP " + std::to_string(number_) + ": transition " +
+                                           std::string(to_string(from)) + " -> " +
+                                           std::string(to_string(state)) + " is not allowed");
   };
   switch (state) {
     case QpState::kError:
@@ -201,6 +202,7 @@ Status SoftDatagramQueuePair::post(uint64_t wr_id, std::span<const Sge> sges,
     }
     std::byte* to = request.inline_data.data();
     for (const Sge& sge : sges) {
+      if (sge.length == 0) continue;
       std::memcpy(to, sge.address, sge.length);
       to += sge.length;
     }
@@ -217,8 +219,7 @@ Status SoftDatagramQueuePair::post(uint64_t wr_id, std::span<const Sge> sges,
                                               " bytes exceeds the port MTU of " +
                                               std::to_string(max_payload) + " bytes");
   }
-  if (Status status = wire_->resolve(destination.address_vector(), request.destination);
-      !status) {
+  if (Status status = wire_->resolve(destination.address_vector(), request.destination); !status) {
     return status;
   }
   request.wr_id = wr_id;
@@ -256,10 +257,9 @@ void SoftDatagramQueuePair::transmit_locked() {
   while (head_ != tail_ && state_ == QpState::kReadyToSend) {
     Request& request = slot(head_);
     int error = 0;
-    const SendResult result =
-        wire_->send(request.destination, request.header,
-                    std::span<const Segment>(request.segments.data(), request.segment_count),
-                    error);
+    const SendResult result = wire_->send(
+        request.destination, request.header,
+        std::span<const Segment>(request.segments.data(), request.segment_count), error);
     if (result == SendResult::kWouldBlock) {
       // The socket is full: keep the datagram queued (in order) until the wire resumes us.
       if (!waiting_writable_) {

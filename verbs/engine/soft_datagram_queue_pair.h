@@ -22,8 +22,8 @@
 
 #include "datagram_wire.h"
 #include "receive_queue.h"
-#include "wv/verbs/queue_pair.h"
 #include "work_request.h"
+#include "wv/verbs/queue_pair.h"
 
 namespace wv::verbs::soft {
 
@@ -57,8 +57,7 @@ class SoftDatagramQueuePair final : public DatagramQueuePair, public DatagramRec
   Status detach_multicast(const Gid& group, uint16_t lid) override;
 
   // ---- The wire's side (progress thread) ----
-  DeliverResult deliver(const DatagramHeader& header,
-                        std::span<const std::byte> payload) override;
+  DeliverResult deliver(const DatagramHeader& header, std::span<const std::byte> payload) override;
   void resume_sends() override;
 
   SoftDevice& device() const;

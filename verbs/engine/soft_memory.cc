@@ -23,10 +23,7 @@ void SoftMemoryWindow::bind(uint64_t address, uint64_t length, Access access, ui
                             uint32_t new_key) {
   const uint32_t old_key = key_.exchange(0);
   if (old_key != 0) device_->keys().remove(old_key);
-  if (length == 0) {  // a zero-length bind unbinds a type 1 window
-    device_->keys().remove(new_key);
-    return;
-  }
+  if (length == 0) return;  // a zero-length bind unbinds a type 1 window
   KeyEntry entry;
   entry.kind = KeyKind::kWindow;
   entry.address = address;

@@ -104,9 +104,8 @@ Result<std::shared_ptr<DatagramQueuePair>> SoftProtectionDomain::create_datagram
   if (Status status = check_queue_pair_options(options); !status) return status;
   const uint32_t max_inline =
       options.max_inline == 0 ? device_->attributes().max_inline : options.max_inline;
-  auto qp = std::make_shared<SoftDatagramQueuePair>(shared_from_this(), wire, options,
-                                                    device_->allocate_qp_number(), qkey,
-                                                    max_inline);
+  auto qp = std::make_shared<SoftDatagramQueuePair>(
+      shared_from_this(), wire, options, device_->allocate_qp_number(), qkey, max_inline);
   if (Status status = qp->start(); !status) return status;
   return std::shared_ptr<DatagramQueuePair>(std::move(qp));
 }

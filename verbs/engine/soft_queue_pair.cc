@@ -67,7 +67,7 @@ Status SoftConnectQueuePair::modify(QpState state) {
       fail_locked(CompletionStatus::kFlushed, "moved to error by the application", false);
       return Status::ok();
     case QpState::kReset:
-      if (from != QpState::kError && from != QpState::kInit) return refuse();
+      if (from != QpState::kError) return refuse();
       head_ = next_tx_ = tail_ = 0;
       outstanding_reads_ = 0;
       wire_.reset();
@@ -367,7 +367,8 @@ Result<uint32_t> SoftConnectQueuePair::bind_memory_window(uint64_t wr_id, Memory
     return Status(Errc::kInvalidArgument,
                   "a type 2 window is unbound by invalidating its key, not by a zero-length bind");
   }
-  const uint32_t key = soft_window.reserve_key();
+  // An unbind names no binding: its key is 0.
+  const uint32_t key = length == 0 ? 0 : soft_window.reserve_key();
   Status status = post(WorkKind::kBindWindow, wr_id, {}, flags, Access::kNone,
                        [&](SendWorkRequest& request) {
                          request.window = &window;
@@ -378,7 +379,7 @@ Result<uint32_t> SoftConnectQueuePair::bind_memory_window(uint64_t wr_id, Memory
                          return Status::ok();
                        });
   if (!status) {
-    device().keys().remove(key);
+    if (key != 0) device().keys().remove(key);
     return status;
   }
   return key;
@@ -488,13 +489,16 @@ void SoftConnectQueuePair::fail_locked(CompletionStatus status, std::string_view
                                        bool raise_event) {
   if (state_ == QpState::kError) return;
   state_ = QpState::kError;
-  bool first = status != CompletionStatus::kFlushed;
+  // Completions leave in post order, so once one fails, everything after it is flushed, even
+  // requests that were already carried out (as on InfiniBand).
+  bool failed = false;
   for (uint64_t i = head_; i < tail_; ++i) {
     SendWorkRequest& request = slot(i);
-    if (request.done) continue;
+    if (request.done && !failed) continue;
+    request.status = failed || status == CompletionStatus::kFlushed ? CompletionStatus::kFlushed
+                                                                     : status;
     request.done = true;
-    request.status = first ? status : CompletionStatus::kFlushed;
-    first = false;
+    failed = true;
   }
   next_tx_ = tail_;
   outstanding_reads_ = 0;

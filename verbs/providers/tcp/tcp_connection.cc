@@ -28,11 +28,11 @@ constexpr uint64_t kImmediateForNextSend = 1ull << 63;
 constexpr uint32_t kRtrStag = 1;
 // Payload still to come past this size is read straight into its destination, so large
 // messages are copied once (kernel to user memory), as in siw.
-constexpr uint64_t kDirectReadThreshold = 4 * 1024;
+constexpr uint64_t kDirectReadThreshold = uint64_t{4} * 1024;
 // Reads into the staging buffer stop here: enough for many small FPDUs per system call, little
 // enough that a large payload is mostly left in the socket for direct placement.
-constexpr size_t kStagingRead = 8 * 1024;
-constexpr size_t kRxBufferBytes = 64 * 1024;
+constexpr size_t kStagingRead = size_t{8} * 1024;
+constexpr size_t kRxBufferBytes = size_t{64} * 1024;
 
 bool is_send(RdmapOpcode opcode) {
   return opcode == RdmapOpcode::kSend || opcode == RdmapOpcode::kSendInvalidate ||
@@ -832,6 +832,8 @@ Status TcpConnection::end_segment(SoftConnectQueuePair& qp, bool* stalled) {
     case RdmapOpcode::kReadResponse:
       if (header_.last && current_read_ != nullptr) {
         std::lock_guard lock(qp.mutex());
+        // A QP that failed meanwhile has flushed the read; its slot may be reused already.
+        if (qp.state_locked() == QpState::kError) return Status::ok();
         qp.response_arrived_locked(*current_read_, CompletionStatus::kSuccess);
         current_read_ = nullptr;
         pump_locked(qp);
@@ -977,6 +979,7 @@ Status TcpConnection::serve_atomic(SoftConnectQueuePair& qp, const AtomicRequest
 
 Status TcpConnection::on_atomic_response(SoftConnectQueuePair& qp, const AtomicResponseBody& body) {
   std::unique_lock lock(qp.mutex());
+  if (qp.state_locked() == QpState::kError) return Status::ok();
   SendWorkRequest* atomic = qp.oldest_pending_locked(true);
   if (atomic == nullptr || atomic->wire_tag != body.request_id) {
     lock.unlock();

@@ -236,7 +236,7 @@ class ActiveHandshake final : public soft::PollHandler {
 
  private:
   void fail(Status status) {
-    if (auto endpoint = endpoint_.lock()) endpoint->on_connect_failed(status, nullptr);
+    if (auto endpoint = endpoint_.lock()) endpoint->on_connect_failed();
     completer_.complete(std::move(status));
     progress_.remove(fd_);
   }
@@ -538,7 +538,7 @@ void TcpConnectEndpoint::on_connected(int fd, const MpaFrame& request, const Mpa
   completer.complete(std::move(result));
 }
 
-void TcpConnectEndpoint::on_connect_failed(Status, const MpaFrame*) {
+void TcpConnectEndpoint::on_connect_failed() {
   std::lock_guard lock(mutex_);
   handshake_.reset();
   state_ = EndpointState::kError;

@@ -42,7 +42,7 @@ class TcpConnectEndpoint final : public ConnectEndpoint,
   void on_incoming(int fd, MpaFrame request);
   void on_connected(int fd, const MpaFrame& request, const MpaFrame& reply,
                     Completer<ConnectParameters>& completer);
-  void on_connect_failed(Status status, const MpaFrame* reply);
+  void on_connect_failed();
 
  private:
   MpaSettings mpa_settings(const ConnectParameters& parameters) const;

@@ -112,7 +112,9 @@ Result<std::shared_ptr<soft::SoftDevice>> TcpProvider::device() {
   std::lock_guard lock(mutex_);
   if (auto existing = device_.lock()) return existing;
   std::vector<Gid> gids;
-  for (const SocketAddress& address : interface_addresses()) gids.push_back(gid_of_address(address));
+  for (const SocketAddress& address : interface_addresses()) {
+    gids.push_back(gid_of_address(address));
+  }
   if (gids.empty()) gids.emplace_back();
   PortAttributes port;
   port.state = PortState::kActive;
@@ -178,8 +180,8 @@ Result<std::shared_ptr<DatagramEndpoint>> TcpProvider::create_datagram_endpoint(
   }
   // The tcp device's datagram wire is always a UdpWire (set in device()).
   auto wire = std::static_pointer_cast<UdpWire>(device->datagram_wire());
-  return std::shared_ptr<DatagramEndpoint>(
-      std::make_shared<UdpDatagramEndpoint>(shared_from_this(), std::move(device), std::move(wire)));
+  return std::shared_ptr<DatagramEndpoint>(std::make_shared<UdpDatagramEndpoint>(
+      shared_from_this(), std::move(device), std::move(wire)));
 }
 
 }  // namespace tcp

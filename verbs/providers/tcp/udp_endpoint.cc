@@ -218,6 +218,7 @@ Status UdpDatagramEndpoint::open_socket_locked(int family) {
     ::setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
   }
   socket_ = std::move(socket);
+  family_ = family;
   return Status::ok();
 }
 
@@ -296,8 +297,7 @@ Operation<DatagramPeer> UdpDatagramEndpoint::lookup(const SocketAddress& destina
                                " bytes exceeds " + std::to_string(kLookupMaxPrivateData)));
   }
   if (destination.empty() || destination.is_wildcard() || destination.port() == 0) {
-    return Op::done(
-        Status(Errc::kInvalidArgument, "cannot look up at " + destination.to_string()));
+    return Op::done(Status(Errc::kInvalidArgument, "cannot look up at " + destination.to_string()));
   }
   if (timeout.count() <= 0) {
     timeout = std::chrono::milliseconds(provider_->settings().connect_timeout_ms);
@@ -314,10 +314,11 @@ Operation<DatagramPeer> UdpDatagramEndpoint::lookup(const SocketAddress& destina
     if (Status status = open_socket_locked(destination.family()); !status) {
       return Op::done(status);
     }
-  } else if (local_.family() != destination.family()) {
-    return Op::done(Status(Errc::kInvalidArgument, "the endpoint is bound to " +
-                                                       local_.to_string() + ", it cannot reach " +
-                                                       destination.to_string()));
+  } else if (family_ != destination.family()) {
+    return Op::done(
+        Status(Errc::kInvalidArgument, "the endpoint's socket is " +
+                                           std::string(family_ == AF_INET ? "IPv4" : "IPv6") +
+                                           ", it cannot reach " + destination.to_string()));
   }
   if (!watched_) {
     receive_buffer_.resize(kLookupHeaderBytes + kLookupMaxPrivateData + 1);
@@ -345,8 +346,8 @@ Operation<DatagramPeer> UdpDatagramEndpoint::lookup(const SocketAddress& destina
     return std::move(operation);
   }
   // A cancelled lookup needs nothing undone: the deadline and any late answer find it done.
-  device_->progress().set_deadline(socket_->fd, std::min(Clock::now() + lookup_interval_,
-                                                         lookup_end_));
+  device_->progress().set_deadline(socket_->fd,
+                                   std::min(Clock::now() + lookup_interval_, lookup_end_));
   return std::move(operation);
 }
 
@@ -359,8 +360,7 @@ void UdpDatagramEndpoint::on_deadline() {
     lookup_ = Completer<DatagramPeer>();
     const std::string where = lookup_destination_.to_string();
     lock.unlock();
-    completer.complete(Status(Errc::kTimedOut, "no answer to the lookup at " + where +
-                                                   " within " +
+    completer.complete(Status(Errc::kTimedOut, "no answer to the lookup at " + where + " within " +
                                                    std::to_string(lookup_timeout_.count()) +
                                                    " ms (" + std::to_string(kLookupAttempts) +
                                                    " attempts)"));
@@ -376,8 +376,7 @@ void UdpDatagramEndpoint::send_lookup_locked() {
                  lookup_destination_.get(), lookup_destination_.length());
 }
 
-void UdpDatagramEndpoint::on_answer(std::span<const std::byte> message, uint8_t type,
-                                    uint64_t id) {
+void UdpDatagramEndpoint::on_answer(std::span<const std::byte> message, uint8_t type, uint64_t id) {
   std::unique_lock lock(mutex_);
   if (!lookup_.pending() || id != lookup_id_) return;  // late, duplicate or stray
   const std::byte* at = message.data();
@@ -500,8 +499,8 @@ Status UdpDatagramEndpoint::answer_locked(std::vector<std::byte> message) {
     record_->answer = std::move(message);
   }
   if (sent < 0 && error != EAGAIN && error != EWOULDBLOCK && error != ENOBUFS) {
-    return Status(Errc::kUnreachable, "answering " + record_->from.to_string() + ": " +
-                                          std::strerror(error));
+    return Status(Errc::kUnreachable,
+                  "answering " + record_->from.to_string() + ": " + std::strerror(error));
   }
   return Status::ok();
 }
@@ -520,16 +519,16 @@ Operation<void> UdpDatagramEndpoint::accept(std::shared_ptr<DatagramQueuePair> q
                                             std::span<const std::byte> private_data) {
   using Op = Operation<void>;
   if (private_data.size() > kLookupMaxPrivateData) {
-    return Op::done(Status(Errc::kInvalidArgument, "accept private data exceeds " +
-                                                       std::to_string(kLookupMaxPrivateData) +
-                                                       " bytes"));
+    return Op::done(
+        Status(Errc::kInvalidArgument,
+               "accept private data exceeds " + std::to_string(kLookupMaxPrivateData) + " bytes"));
   }
   auto soft_qp = own_queue_pair(qp);
   if (!soft_qp.is_ok()) return Op::done(soft_qp.status());
   std::lock_guard lock(mutex_);
   if (role_ != Role::kRequest) {
-    return Op::done(Status(Errc::kInvalidState,
-                           "accept needs an unanswered endpoint from get_request"));
+    return Op::done(
+        Status(Errc::kInvalidState, "accept needs an unanswered endpoint from get_request"));
   }
   AcceptFields fields;
   fields.port = wire_->port();
@@ -547,9 +546,8 @@ Operation<void> UdpDatagramEndpoint::accept(std::shared_ptr<DatagramQueuePair> q
 
 Status UdpDatagramEndpoint::reject(std::span<const std::byte> private_data) {
   if (private_data.size() > kLookupMaxPrivateData) {
-    return Status(Errc::kInvalidArgument,
-                  "reject private data exceeds " + std::to_string(kLookupMaxPrivateData) +
-                      " bytes");
+    return Status(Errc::kInvalidArgument, "reject private data exceeds " +
+                                              std::to_string(kLookupMaxPrivateData) + " bytes");
   }
   std::lock_guard lock(mutex_);
   if (role_ != Role::kRequest) {

@@ -115,6 +115,7 @@ class UdpDatagramEndpoint final : public DatagramEndpoint,
   mutable std::mutex mutex_;
   Role role_ = Role::kIdle;
   std::shared_ptr<Socket> socket_;
+  int family_ = AF_UNSPEC;
   bool watched_ = false;  // the socket is served by the progress thread (not for children)
   SocketAddress local_;
   std::vector<std::byte> receive_buffer_;  // progress thread only

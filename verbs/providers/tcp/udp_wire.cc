@@ -83,8 +83,8 @@ Status probe_multicast(int device_fd, int device_family) {
   };
   const std::string hint =
       "; multicast needs a multicast-capable interface with a route for 224.0.0.0/4 (a "
-      "default route, or `ip route add 224.0.0.0/4 dev <if>`; on a bare lo also `ip link set "
-      "lo multicast on`)";
+      "default route, or `ip route add 224.0.0.0/4 dev <if>`; on some kernels a bare lo also "
+      "needs `ip link set lo multicast on`)";
   if (::bind(rx, reinterpret_cast<const sockaddr*>(&group), sizeof(group)) != 0) {
     return fail(errno_status(Errc::kNotSupported, "multicast probe: bind to a group address"));
   }

@@ -22,10 +22,12 @@
 // Multicast (IPv4): a join opens a socket bound to the group's address and port and adds the
 // host to the group (IP_ADD_MEMBERSHIP); sends loop back (IP_MULTICAST_LOOP) so that processes
 // on one host receive each other, with a hop limit of 1 (one subnet, like an InfiniBand
-// subnet). The host needs a multicast-capable interface with a route for 224.0.0.0/4 (a
-// default route is enough; else `ip route add 224.0.0.0/4 dev <if>`, and on a bare `lo` also
-// `ip link set lo multicast on`). open() probes this by sending one datagram to a random group
-// and waiting briefly for it to come back; multicast_status() says why it failed.
+// subnet). The host needs an interface with a route for 224.0.0.0/4: a default route is
+// enough; a host with only `lo` (a bare network namespace, a sandbox) needs
+// `ip route add 224.0.0.0/4 dev lo`, and on some kernels `ip link set lo multicast on`.
+// open() probes this by sending one datagram to a random 239.255/16 group and waiting briefly
+// (200 ms at most) for it to come back; multicast_status() says why it failed, and the device
+// then lacks Capability::kMulticast.
 #pragma once
 
 #include <atomic>
