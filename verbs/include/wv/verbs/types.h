@@ -239,7 +239,7 @@ std::string_view to_string(QpState state);
 struct QpAttributes {
   QpState state = QpState::kReset;
   uint32_t qp_number = 0;
-  uint32_t peer_qp_number = 0;
+  uint32_t peer_qp_number = 0;  // as Completion::source_qp_number: 0 where the wire names no QPs
   uint32_t send_depth = 0;
   uint32_t receive_depth = 0;
   uint32_t send_sge = 0;
