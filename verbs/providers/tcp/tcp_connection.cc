@@ -488,8 +488,9 @@ void TcpConnection::on_events(uint32_t events) {
 
 void TcpConnection::progress_from_poll() {
   if (closed_) return;
-  std::unique_lock rx(rx_mutex_, std::try_to_lock);
-  if (!rx) return;  // the progress thread is at it
+  // Wait rather than spin when the progress thread holds the stream: on a busy machine a spinning
+  // poller would keep a preempted progress thread off the CPU for a whole scheduler slice.
+  std::unique_lock rx(rx_mutex_);
   auto qp = qp_.lock();
   if (!qp) return;
   if (write_interest_) {
