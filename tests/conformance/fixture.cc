@@ -575,7 +575,14 @@ testing::AssertionResult PeerProcess::wait_exit(Milliseconds timeout) {
 }
 
 void PeerProcess::kill(int signal) {
-  if (pid_ > 0) ::kill(pid_, signal);
+  if (pid_ <= 0) return;
+  ::kill(pid_, signal);
+  if (signal != SIGSTOP) return;
+  // kill() only queues the signal: wait until the peer is really stopped, so that what the test
+  // posts next cannot be served by a peer that was still running for a moment.
+  siginfo_t info{};
+  while (::waitid(P_PID, static_cast<id_t>(pid_), &info, WSTOPPED | WNOWAIT) < 0 && errno == EINTR) {
+  }
 }
 
 std::optional<std::string> peer_role() {

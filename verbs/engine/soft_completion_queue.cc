@@ -38,6 +38,13 @@ void SoftCompletionQueue::drive_progress() {
   }
 }
 
+void SoftCompletionQueue::pollers_sleeping() {
+  std::lock_guard lock(sources_mutex_);
+  for (const auto& weak : sources_) {
+    if (auto source = weak.lock()) source->poller_sleeping();
+  }
+}
+
 int SoftCompletionQueue::take_locked(std::span<Completion> out) {
   const size_t n = std::min(out.size(), count_);
   for (size_t i = 0; i < n; ++i) {
@@ -84,6 +91,7 @@ bool SoftCompletionQueue::push(const Completion& completion, bool solicited) {
 }
 
 Operation<void> SoftCompletionQueue::notify(NotifyOn kind) {
+  pollers_sleeping();
   auto [operation, completer] = Operation<void>::make();
   std::lock_guard lock(mutex_);
   Completer<void>& slot = kind == NotifyOn::kNextCompletion ? next_ : solicited_;
@@ -100,6 +108,7 @@ Operation<void> SoftCompletionQueue::batch_notify(size_t count) {
                                     " must be between 1 and the CQ size " +
                                     std::to_string(ring_.size())));
   }
+  pollers_sleeping();
   auto [operation, completer] = Operation<void>::make();
   std::lock_guard lock(mutex_);
   if (count_ >= count) {

@@ -17,6 +17,8 @@ class ProgressSource {
  public:
   virtual ~ProgressSource() = default;
   virtual void progress_from_poll() = 0;
+  // The application is about to sleep on this CQ's notification: progress is the thread's again.
+  virtual void poller_sleeping() = 0;
 };
 
 class SoftCompletionQueue final : public CompletionQueue {
@@ -42,6 +44,7 @@ class SoftCompletionQueue final : public CompletionQueue {
   void fire_locked(Completer<void>& completer);
   int take_locked(std::span<Completion> out);
   void drive_progress();
+  void pollers_sleeping();
 
   mutable std::mutex mutex_;
   std::vector<Completion> ring_;

@@ -33,6 +33,15 @@ constexpr uint64_t kDirectReadThreshold = uint64_t{4} * 1024;
 // enough that a large payload is mostly left in the socket for direct placement.
 constexpr size_t kStagingRead = size_t{8} * 1024;
 constexpr size_t kRxBufferBytes = size_t{64} * 1024;
+// A CQ polled this recently means an application thread is driving the stream.
+constexpr int64_t kPollerActiveNs = 200'000;
+constexpr auto kParkCheck = std::chrono::milliseconds(1);
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 bool is_send(RdmapOpcode opcode) {
   return opcode == RdmapOpcode::kSend || opcode == RdmapOpcode::kSendInvalidate ||
@@ -185,8 +194,8 @@ void TcpConnection::set_interest() {
   std::lock_guard lock(interest_mutex_);
   if (closed_) return;
   uint32_t events = EPOLLRDHUP;
-  if (read_interest_) events |= EPOLLIN;
-  if (write_interest_) events |= EPOLLOUT;
+  if (read_interest_ && !parked_) events |= EPOLLIN;
+  if (write_interest_ && !parked_) events |= EPOLLOUT;
   if (events != interest_) {
     interest_ = events;
     (void)progress_.modify(fd_, events);
@@ -476,6 +485,10 @@ void TcpConnection::on_events(uint32_t events) {
     return;
   }
   if (closed_) return;
+  if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == 0 && poller_active()) {
+    park();
+    return;
+  }
   if ((events & EPOLLOUT) != 0) {
     std::lock_guard lock(qp->mutex());
     pump_locked(*qp);
@@ -486,8 +499,39 @@ void TcpConnection::on_events(uint32_t events) {
   }
 }
 
+bool TcpConnection::poller_active() const {
+  const int64_t last = last_poll_ns_.load(std::memory_order_relaxed);
+  return last != 0 && now_ns() - last < kPollerActiveNs;
+}
+
+void TcpConnection::park() {
+  // An application thread is polling a CQ this stream feeds and moves the data itself; the
+  // progress thread stays off the CPU it needs and looks again a little later.
+  parked_ = true;
+  set_interest();
+  progress_.set_deadline(fd_, soft::Progress::Clock::now() + kParkCheck);
+}
+
+void TcpConnection::unpark() {
+  std::lock_guard rx(rx_mutex_);
+  if (!parked_.exchange(false)) return;
+  set_interest();
+  auto qp = qp_.lock();
+  if (!qp || closed_) return;
+  {
+    std::lock_guard lock(qp->mutex());
+    pump_locked(*qp);
+  }
+  if (!rnr_stalled_) on_readable(*qp);
+}
+
+void TcpConnection::poller_sleeping() {
+  if (parked_) progress_.post([self = shared_from_this()] { self->unpark(); });
+}
+
 void TcpConnection::progress_from_poll() {
   if (closed_) return;
+  last_poll_ns_.store(now_ns(), std::memory_order_relaxed);
   // Wait rather than spin when the progress thread holds the stream: on a busy machine a spinning
   // poller would keep a preempted progress thread off the CPU for a whole scheduler slice.
   std::unique_lock rx(rx_mutex_);
@@ -501,6 +545,14 @@ void TcpConnection::progress_from_poll() {
 }
 
 void TcpConnection::on_deadline() {
+  if (parked_ && !rnr_stalled_) {
+    if (poller_active()) {
+      progress_.set_deadline(fd_, soft::Progress::Clock::now() + kParkCheck);
+    } else {
+      unpark();
+    }
+    return;
+  }
   auto qp = qp_.lock();
   std::lock_guard rx(rx_mutex_);
   if (!qp || closed_ || !rnr_stalled_) return;

@@ -66,6 +66,7 @@ class TcpConnection final : public soft::Wire,
   void on_events(uint32_t events) override;
   void on_deadline() override;
   void progress_from_poll() override;
+  void poller_sleeping() override;
 
  private:
   struct Response {
@@ -118,6 +119,10 @@ class TcpConnection final : public soft::Wire,
   Status on_atomic_response(soft::SoftConnectQueuePair& qp, const AtomicResponseBody& body);
   Status handle_terminate(soft::SoftConnectQueuePair& qp, std::span<const std::byte> body);
   void stall_for_receive(soft::SoftConnectQueuePair& qp);
+  // While an application thread polls, the progress thread leaves the stream to it.
+  bool poller_active() const;
+  void park();
+  void unpark();
   void resume_after_rnr();
   // An error found in the incoming stream: tell the peer (best effort), fail the QP.
   void terminate(soft::SoftConnectQueuePair& qp, TerminateCode code, CompletionStatus status,
@@ -178,6 +183,8 @@ class TcpConnection final : public soft::Wire,
   bool pending_immediate_valid_ = false;
   uint32_t pending_immediate_ = 0;
   std::atomic<bool> rnr_stalled_{false};
+  std::atomic<bool> parked_{false};
+  std::atomic<int64_t> last_poll_ns_{0};
   bool first_fpdu_seen_ = false;
 };
 

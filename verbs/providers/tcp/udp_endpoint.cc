@@ -563,6 +563,11 @@ DatagramPeer UdpDatagramEndpoint::request() const {
   return answer_;
 }
 
+SocketAddress UdpDatagramEndpoint::local_address() const {
+  std::lock_guard lock(mutex_);
+  return local_;
+}
+
 // ---- Multicast ----
 
 Operation<DatagramPeer> UdpDatagramEndpoint::join_multicast(std::shared_ptr<DatagramQueuePair> qp,

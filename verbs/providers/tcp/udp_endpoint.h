@@ -72,6 +72,7 @@ class UdpDatagramEndpoint final : public DatagramEndpoint,
                          std::span<const std::byte> private_data) override;
   Status reject(std::span<const std::byte> private_data) override;
   DatagramPeer request() const override;
+  SocketAddress local_address() const override;
   Operation<DatagramPeer> join_multicast(std::shared_ptr<DatagramQueuePair> qp,
                                          const SocketAddress& group) override;
   Status leave_multicast(const SocketAddress& group) override;

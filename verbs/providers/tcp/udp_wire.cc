@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <string>
 
 namespace wv::verbs::tcp {
@@ -204,7 +205,15 @@ UdpWire::~UdpWire() {
 Result<std::shared_ptr<UdpWire>> UdpWire::open(uint16_t port_base, uint32_t max_payload) {
   std::shared_ptr<UdpWire> wire(new UdpWire(max_payload));
   if (Status status = wire->open_socket(port_base); !status) return status;
-  wire->multicast_status_ = probe_multicast(wire->fd_, wire->family_);
+  // Probed once per process: the answer is the host's, and a failing probe may cost its full
+  // wait, which every device opened (a test suite opens many) would pay again.
+  static std::mutex probe_mutex;
+  static std::optional<Status> probed;
+  {
+    std::lock_guard lock(probe_mutex);
+    if (!probed) probed = probe_multicast(wire->fd_, wire->family_);
+    wire->multicast_status_ = *probed;
+  }
   return wire;
 }
 

@@ -25,9 +25,9 @@
 // subnet). The host needs an interface with a route for 224.0.0.0/4: a default route is
 // enough; a host with only `lo` (a bare network namespace, a sandbox) needs
 // `ip route add 224.0.0.0/4 dev lo`, and on some kernels `ip link set lo multicast on`.
-// open() probes this by sending one datagram to a random 239.255/16 group and waiting briefly
-// (200 ms at most) for it to come back; multicast_status() says why it failed, and the device
-// then lacks Capability::kMulticast.
+// The first open() in a process probes this by sending one datagram to a random 239.255/16
+// group and waiting briefly (200 ms at most) for it to come back; multicast_status() says why it
+// failed, and the device then lacks Capability::kMulticast.
 #pragma once
 
 #include <atomic>

@@ -43,8 +43,11 @@ class DatagramEndpoint {
   virtual Operation<void> accept(std::shared_ptr<DatagramQueuePair> qp,
                                  std::span<const std::byte> private_data) = 0;
   virtual Status reject(std::span<const std::byte> private_data) = 0;
-  // The request's private data and the asking peer (for an endpoint from get_request).
+  // For an endpoint from get_request: the lookup's private data and the asking peer. For an
+  // endpoint that looked up: the last answer (accept or reject) with its private data.
   virtual DatagramPeer request() const = 0;
+  // The address this endpoint is bound to (the real port after binding port 0); empty before.
+  virtual SocketAddress local_address() const = 0;
   // Joins `group` (an IP multicast address) and attaches `qp`; the result addresses the group.
   virtual Operation<DatagramPeer> join_multicast(std::shared_ptr<DatagramQueuePair> qp,
                                                  const SocketAddress& group) = 0;
