@@ -95,6 +95,23 @@ Status TcpSocket::recv_all(void* data, size_t length) {
   return Status::ok();
 }
 
+Status TcpSocket::recv_all_polling(void* data, size_t length) {
+  auto* bytes = static_cast<std::byte*>(data);
+  const Clock::time_point deadline = Clock::now() + timeout_;
+  while (length > 0) {
+    const ssize_t n = ::recv(fd_.get(), bytes, length, MSG_DONTWAIT);
+    if (n > 0) {
+      bytes += n;
+      length -= static_cast<size_t>(n);
+      continue;
+    }
+    if (n == 0) return Status(Errc::kDisconnected, "tcp baseline: the peer closed the connection");
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return system_error("recv");
+    if (Clock::now() > deadline) return stalled("the TCP baseline peer to send", timeout_);
+  }
+  return Status::ok();
+}
+
 Result<TcpListener> TcpListener::listen(const verbs::SocketAddress& address) {
   Fd fd(::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) return system_error("socket");
@@ -132,7 +149,7 @@ Status tcp_ping(TcpSocket& socket, std::byte* buffer, size_t size, uint64_t warm
   for (uint64_t i = 0; i < total; ++i) {
     const Clock::time_point start = Clock::now();
     if (Status status = socket.send_all(buffer, size); !status) return status;
-    if (Status status = socket.recv_all(buffer, size); !status) return status;
+    if (Status status = socket.recv_all_polling(buffer, size); !status) return status;
     const Clock::time_point end = Clock::now();
     if (i >= warmup) samples_ns[i - warmup] = (end - start).count();
   }
@@ -142,7 +159,7 @@ Status tcp_ping(TcpSocket& socket, std::byte* buffer, size_t size, uint64_t warm
 Status tcp_pong(TcpSocket& socket, std::byte* buffer, size_t size, uint64_t count) {
   size = std::max<size_t>(size, 1);
   for (uint64_t i = 0; i < count; ++i) {
-    if (Status status = socket.recv_all(buffer, size); !status) return status;
+    if (Status status = socket.recv_all_polling(buffer, size); !status) return status;
     if (Status status = socket.send_all(buffer, size); !status) return status;
   }
   return Status::ok();

@@ -23,6 +23,9 @@ class TcpSocket {
 
   Status send_all(const void* data, size_t length);
   Status recv_all(void* data, size_t length);
+  // Spins on non-blocking receives instead of sleeping: the floor for a provider whose
+  // application threads poll (sleeping in recv adds the kernel's wake-up to every message).
+  Status recv_all_polling(void* data, size_t length);
   // Up to `length` bytes, at least one.
   Result<size_t> recv_some(void* data, size_t length);
 

@@ -59,8 +59,8 @@ std::string describe(Op op, uint32_t window, uint32_t read_window) {
     case Op::kReadBw:
       return fmt::format("RDMA reads, {} outstanding, until the last completes", read_window);
     case Op::kTcpLat:
-      return "floor: plain TCP ping-pong (TCP_NODELAY, blocking send/recv of size bytes each "
-             "way), half round trip";
+      return "floor: plain TCP ping-pong (TCP_NODELAY, send and a spinning non-blocking recv of "
+             "size bytes each way, as wv's pollers spin), half round trip";
     case Op::kTcpBw:
       return "floor: plain TCP stream (blocking send of size bytes each), until the receiver "
              "acknowledges the last byte";
