@@ -581,7 +581,8 @@ void PeerProcess::kill(int signal) {
   // kill() only queues the signal: wait until the peer is really stopped, so that what the test
   // posts next cannot be served by a peer that was still running for a moment.
   siginfo_t info{};
-  while (::waitid(P_PID, static_cast<id_t>(pid_), &info, WSTOPPED | WNOWAIT) < 0 && errno == EINTR) {
+  while (::waitid(P_PID, static_cast<id_t>(pid_), &info, WSTOPPED | WNOWAIT) < 0 &&
+         errno == EINTR) {
   }
 }
 

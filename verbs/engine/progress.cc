@@ -181,8 +181,8 @@ void Progress::loop() {
       }
     }
     // Spinning keeps latency low right after traffic; past the spin window the thread sleeps.
-    const bool spin = spin_us_ > 0 && Clock::now() - last_activity <
-                                          std::chrono::microseconds(spin_us_);
+    const bool spin =
+        spin_us_ > 0 && Clock::now() - last_activity < std::chrono::microseconds(spin_us_);
     const int n = ::epoll_wait(epoll_fd_, events, kBatch, spin ? 0 : timeout_ms);
     if (n < 0 && errno != EINTR) return;
     if (n > 0) last_activity = Clock::now();

@@ -6,8 +6,8 @@
 
 namespace wv::verbs::soft {
 
-Status validate_sges(std::span<const Sge> sges, uint32_t max_sge, const void* domain,
-                     Access access, Segment* out, uint64_t* total) {
+Status validate_sges(std::span<const Sge> sges, uint32_t max_sge, const void* domain, Access access,
+                     Segment* out, uint64_t* total) {
   if (sges.size() > max_sge) {
     return Status(Errc::kInvalidArgument, std::to_string(sges.size()) +
                                               " scatter/gather entries exceed the QP's " +

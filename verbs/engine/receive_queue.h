@@ -5,9 +5,9 @@
 #include <span>
 #include <vector>
 
+#include "work_request.h"
 #include "wv/result.h"
 #include "wv/verbs/types.h"
-#include "work_request.h"
 
 namespace wv::verbs::soft {
 
@@ -38,7 +38,7 @@ class ReceiveQueue {
 
 // Validates a gather/scatter list against the QP's domain, turning it into plain segments.
 // `access` is what the local memory must allow (kLocalWrite for anything written into).
-Status validate_sges(std::span<const Sge> sges, uint32_t max_sge, const void* domain,
-                     Access access, Segment* out, uint64_t* total);
+Status validate_sges(std::span<const Sge> sges, uint32_t max_sge, const void* domain, Access access,
+                     Segment* out, uint64_t* total);
 
 }  // namespace wv::verbs::soft

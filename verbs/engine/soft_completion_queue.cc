@@ -7,7 +7,8 @@
 
 namespace wv::verbs::soft {
 
-SoftCompletionQueue::SoftCompletionQueue(uint32_t entries) : ring_(std::max<uint32_t>(entries, 1)) {}
+SoftCompletionQueue::SoftCompletionQueue(uint32_t entries)
+    : ring_(std::max<uint32_t>(entries, 1)) {}
 
 SoftCompletionQueue::~SoftCompletionQueue() {
   if (notification_fd_ >= 0) ::close(notification_fd_);
@@ -103,10 +104,10 @@ Operation<void> SoftCompletionQueue::notify(NotifyOn kind) {
 
 Operation<void> SoftCompletionQueue::batch_notify(size_t count) {
   if (count == 0 || count > ring_.size()) {
-    return Operation<void>::done(Status(
-        Errc::kInvalidArgument, "batch_notify count " + std::to_string(count) +
-                                    " must be between 1 and the CQ size " +
-                                    std::to_string(ring_.size())));
+    return Operation<void>::done(
+        Status(Errc::kInvalidArgument, "batch_notify count " + std::to_string(count) +
+                                           " must be between 1 and the CQ size " +
+                                           std::to_string(ring_.size())));
   }
   pollers_sleeping();
   auto [operation, completer] = Operation<void>::make();

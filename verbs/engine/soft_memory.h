@@ -32,8 +32,7 @@ class SoftMemoryWindow final : public MemoryWindow {
   uint32_t remote_key() const override { return key_.load(std::memory_order_acquire); }
   const void* domain() const { return domain_; }
   // Replaces the current binding (engine side, in send-queue order).
-  void bind(uint64_t address, uint64_t length, Access access, uint32_t qp_number,
-            uint32_t new_key);
+  void bind(uint64_t address, uint64_t length, Access access, uint32_t qp_number, uint32_t new_key);
   // A fresh key for the next bind, reserved now so that post can return it.
   uint32_t reserve_key();
 

@@ -67,8 +67,8 @@ Status SoftProtectionDomain::check_queue_pair_options(const QueuePairOptions& op
   }
   if (options.send_depth == 0 || options.send_depth > limits.max_qp_wr ||
       (!options.srq && (options.receive_depth == 0 || options.receive_depth > limits.max_qp_wr))) {
-    return Status(Errc::kInvalidArgument, "QP depths must be between 1 and " +
-                                              std::to_string(limits.max_qp_wr));
+    return Status(Errc::kInvalidArgument,
+                  "QP depths must be between 1 and " + std::to_string(limits.max_qp_wr));
   }
   if (options.send_sge > limits.max_sge || options.receive_sge == 0 ||
       options.receive_sge > limits.max_sge) {

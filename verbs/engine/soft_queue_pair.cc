@@ -35,7 +35,9 @@ SoftConnectQueuePair::~SoftConnectQueuePair() {
   if (wire) wire->close();
 }
 
-SoftDevice& SoftConnectQueuePair::device() const { return *domain_->device(); }
+SoftDevice& SoftConnectQueuePair::device() const {
+  return *domain_->device();
+}
 
 QpAttributes SoftConnectQueuePair::query() const {
   std::lock_guard lock(mutex_);
@@ -247,7 +249,9 @@ Status SoftConnectQueuePair::post(WorkKind kind, uint64_t wr_id, std::span<const
 }
 
 namespace {
-Status no_extra(SendWorkRequest&) { return Status::ok(); }
+Status no_extra(SendWorkRequest&) {
+  return Status::ok();
+}
 }  // namespace
 
 Status SoftConnectQueuePair::send(uint64_t wr_id, std::span<const Sge> sges, SendFlags flags) {
@@ -321,8 +325,8 @@ Status check_atomic(const Sge& result, RemoteAddress remote, SendFlags flags) {
 }  // namespace
 
 Status SoftConnectQueuePair::compare_and_swap(uint64_t wr_id, const Sge& result,
-                                              RemoteAddress remote, uint64_t compare,
-                                              uint64_t swap, SendFlags flags) {
+                                              RemoteAddress remote, uint64_t compare, uint64_t swap,
+                                              SendFlags flags) {
   if (Status status = check_atomic(result, remote, flags); !status) return status;
   return post(WorkKind::kCompareAndSwap, wr_id, std::span<const Sge>(&result, 1), flags,
               Access::kLocalWrite, [remote, compare, swap](SendWorkRequest& request) {
@@ -333,8 +337,8 @@ Status SoftConnectQueuePair::compare_and_swap(uint64_t wr_id, const Sge& result,
               });
 }
 
-Status SoftConnectQueuePair::fetch_and_add(uint64_t wr_id, const Sge& result,
-                                           RemoteAddress remote, uint64_t add, SendFlags flags) {
+Status SoftConnectQueuePair::fetch_and_add(uint64_t wr_id, const Sge& result, RemoteAddress remote,
+                                           uint64_t add, SendFlags flags) {
   if (Status status = check_atomic(result, remote, flags); !status) return status;
   return post(WorkKind::kFetchAndAdd, wr_id, std::span<const Sge>(&result, 1), flags,
               Access::kLocalWrite, [remote, add](SendWorkRequest& request) {
@@ -345,9 +349,9 @@ Status SoftConnectQueuePair::fetch_and_add(uint64_t wr_id, const Sge& result,
 }
 
 Result<uint32_t> SoftConnectQueuePair::bind_memory_window(uint64_t wr_id, MemoryWindow& window,
-                                                          const MemoryRegion& region,
-                                                          void* address, uint64_t length,
-                                                          Access access, SendFlags flags) {
+                                                          const MemoryRegion& region, void* address,
+                                                          uint64_t length, Access access,
+                                                          SendFlags flags) {
   auto& soft_window = static_cast<SoftMemoryWindow&>(window);
   if (soft_window.domain() != domain_.get() ||
       detail::RegionAccess::domain(region) != domain_.get()) {
@@ -369,15 +373,15 @@ Result<uint32_t> SoftConnectQueuePair::bind_memory_window(uint64_t wr_id, Memory
   }
   // An unbind names no binding: its key is 0.
   const uint32_t key = length == 0 ? 0 : soft_window.reserve_key();
-  Status status = post(WorkKind::kBindWindow, wr_id, {}, flags, Access::kNone,
-                       [&](SendWorkRequest& request) {
-                         request.window = &window;
-                         request.window_key = key;
-                         request.window_access = access;
-                         request.window_address = reinterpret_cast<uint64_t>(address);
-                         request.length = length;
-                         return Status::ok();
-                       });
+  Status status =
+      post(WorkKind::kBindWindow, wr_id, {}, flags, Access::kNone, [&](SendWorkRequest& request) {
+        request.window = &window;
+        request.window_key = key;
+        request.window_access = access;
+        request.window_address = reinterpret_cast<uint64_t>(address);
+        request.length = length;
+        return Status::ok();
+      });
   if (!status) {
     if (key != 0) device().keys().remove(key);
     return status;
@@ -495,8 +499,8 @@ void SoftConnectQueuePair::fail_locked(CompletionStatus status, std::string_view
   for (uint64_t i = head_; i < tail_; ++i) {
     SendWorkRequest& request = slot(i);
     if (request.done && !failed) continue;
-    request.status = failed || status == CompletionStatus::kFlushed ? CompletionStatus::kFlushed
-                                                                     : status;
+    request.status =
+        failed || status == CompletionStatus::kFlushed ? CompletionStatus::kFlushed : status;
     request.done = true;
     failed = true;
   }

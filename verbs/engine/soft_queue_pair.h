@@ -13,8 +13,8 @@
 
 #include "key_table.h"
 #include "receive_queue.h"
-#include "wv/verbs/queue_pair.h"
 #include "work_request.h"
+#include "wv/verbs/queue_pair.h"
 
 namespace wv::verbs::soft {
 
@@ -52,13 +52,12 @@ class SoftConnectQueuePair final : public ConnectQueuePair {
                               SendFlags flags) override;
   Status rdma_write(uint64_t wr_id, std::span<const Sge> sges, RemoteAddress remote,
                     SendFlags flags) override;
-  Status rdma_write_with_immediate(uint64_t wr_id, std::span<const Sge> sges,
-                                   RemoteAddress remote, uint32_t immediate,
-                                   SendFlags flags) override;
+  Status rdma_write_with_immediate(uint64_t wr_id, std::span<const Sge> sges, RemoteAddress remote,
+                                   uint32_t immediate, SendFlags flags) override;
   Status rdma_read(uint64_t wr_id, std::span<const Sge> sges, RemoteAddress remote,
                    SendFlags flags) override;
-  Status compare_and_swap(uint64_t wr_id, const Sge& result, RemoteAddress remote,
-                          uint64_t compare, uint64_t swap, SendFlags flags) override;
+  Status compare_and_swap(uint64_t wr_id, const Sge& result, RemoteAddress remote, uint64_t compare,
+                          uint64_t swap, SendFlags flags) override;
   Status fetch_and_add(uint64_t wr_id, const Sge& result, RemoteAddress remote, uint64_t add,
                        SendFlags flags) override;
   Result<uint32_t> bind_memory_window(uint64_t wr_id, MemoryWindow& window,

@@ -1,9 +1,9 @@
 // The table of providers built into the library, and the choice of one by name or config.
 #include <string>
 
+#include "provider_factories.h"
 #include "wv/config/config.h"
 #include "wv/config/names.h"
-#include "provider_factories.h"
 #include "wv/verbs/provider.h"
 
 namespace wv::verbs {
@@ -24,7 +24,9 @@ constexpr std::string_view kNames[] = {"tcp"};
 
 }  // namespace
 
-std::span<const std::string_view> Provider::names() { return kNames; }
+std::span<const std::string_view> Provider::names() {
+  return kNames;
+}
 
 Result<std::shared_ptr<Provider>> Provider::open(std::string_view name) {
   std::string failures;

@@ -16,22 +16,22 @@ namespace wv {
 
 enum class Errc {
   kOk = 0,
-  kInvalidArgument,   // a parameter is out of range or malformed
-  kInvalidState,      // the object is not in a state that allows the call
-  kNotFound,          // no such device, parameter, address, key
-  kNotSupported,      // the provider or device lacks the capability
-  kNoMemory,          // allocation or registration failed
-  kBusy,              // the object is still in use (e.g. a CQ with QPs attached)
-  kQueueFull,         // a work queue or completion queue has no room
-  kTimedOut,          // a bounded wait ran out
-  kCancelled,         // a pending operation was cancelled
-  kConnectionRefused, // nobody listens at the address
-  kRejected,          // the peer rejected the connection (private data attached)
-  kUnreachable,       // address or route resolution failed
-  kDisconnected,      // the peer went away
-  kProtocolError,     // malformed or hostile wire data
-  kPermissionDenied,  // access flags or keys forbid the operation
-  kIoError,           // a system call failed
+  kInvalidArgument,    // a parameter is out of range or malformed
+  kInvalidState,       // the object is not in a state that allows the call
+  kNotFound,           // no such device, parameter, address, key
+  kNotSupported,       // the provider or device lacks the capability
+  kNoMemory,           // allocation or registration failed
+  kBusy,               // the object is still in use (e.g. a CQ with QPs attached)
+  kQueueFull,          // a work queue or completion queue has no room
+  kTimedOut,           // a bounded wait ran out
+  kCancelled,          // a pending operation was cancelled
+  kConnectionRefused,  // nobody listens at the address
+  kRejected,           // the peer rejected the connection (private data attached)
+  kUnreachable,        // address or route resolution failed
+  kDisconnected,       // the peer went away
+  kProtocolError,      // malformed or hostile wire data
+  kPermissionDenied,   // access flags or keys forbid the operation
+  kIoError,            // a system call failed
 };
 
 std::string_view to_string(Errc code);
@@ -40,8 +40,9 @@ class [[nodiscard]] Status {
  public:
   Status() = default;
   Status(Errc code, std::string message)
-      : error_(code == Errc::kOk ? nullptr
-                                 : std::make_shared<const Detail>(Detail{code, std::move(message)})) {}
+      : error_(code == Errc::kOk
+                   ? nullptr
+                   : std::make_shared<const Detail>(Detail{code, std::move(message)})) {}
 
   static Status ok() { return {}; }
 
@@ -65,7 +66,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : state_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : state_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : state_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     assert(!std::get<Status>(state_).is_ok() && "a Result built from a Status must be an error");
   }

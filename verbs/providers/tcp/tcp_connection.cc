@@ -311,7 +311,8 @@ void TcpConnection::finish_fpdu(size_t header_size, const soft::Segment* segment
 }
 
 void TcpConnection::build_rtr_frame() {
-  const size_t size = encode_tagged_header(frame_.header, RdmapOpcode::kWrite, true, kRtrStag, 0, 0);
+  const size_t size =
+      encode_tagged_header(frame_.header, RdmapOpcode::kWrite, true, kRtrStag, 0, 0);
   frame_.ends_item = false;
   frame_.from_response = false;
   finish_fpdu(size, nullptr, 0, 0, 0);
@@ -593,8 +594,8 @@ bool TcpConnection::fill(size_t want) {
       rx_begin_ = 0;
     }
     const size_t room = rx_buffer_.size() - rx_end_;
-    const ssize_t n = ::recv(fd_, rx_buffer_.data() + rx_end_,
-                             std::min(room, std::max(want, kStagingRead)), 0);
+    const ssize_t n =
+        ::recv(fd_, rx_buffer_.data() + rx_end_, std::min(room, std::max(want, kStagingRead)), 0);
     if (n > 0) {
       rx_end_ += static_cast<size_t>(n);
     } else if (n == 0) {

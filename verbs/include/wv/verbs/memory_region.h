@@ -32,8 +32,8 @@ class MemoryRegion {
 
  protected:
   // `domain` is the provider's protection domain object; `local_key` its key for the region.
-  MemoryRegion(void* address, size_t length, Access access, uint32_t remote_key,
-               const void* domain, uint32_t local_key)
+  MemoryRegion(void* address, size_t length, Access access, uint32_t remote_key, const void* domain,
+               uint32_t local_key)
       : address_(address),
         length_(length),
         access_(access),

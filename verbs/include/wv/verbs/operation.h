@@ -107,8 +107,8 @@ class [[nodiscard]] Operation {
   Result<T> wait(std::chrono::milliseconds timeout) {
     std::unique_lock lock(state_->mutex);
     if (!state_->done_cv.wait_for(lock, timeout, [&] { return state_->result.has_value(); })) {
-      return Status(Errc::kTimedOut, "operation still pending after " +
-                                         std::to_string(timeout.count()) + " ms");
+      return Status(Errc::kTimedOut,
+                    "operation still pending after " + std::to_string(timeout.count()) + " ms");
     }
     return *state_->result;
   }

@@ -31,9 +31,9 @@ struct QueuePairOptions {
   uint32_t receive_depth = 128;
   uint32_t send_sge = 4;
   uint32_t receive_sge = 4;
-  uint32_t max_inline = 0;      // 0: the device's default
-  bool signal_all_sends = true; // false: only kSignaled send-queue requests complete
-  void* context = nullptr;      // returned in every completion of this QP
+  uint32_t max_inline = 0;       // 0: the device's default
+  bool signal_all_sends = true;  // false: only kSignaled send-queue requests complete
+  void* context = nullptr;       // returned in every completion of this QP
 };
 
 // A new connected QP starts in kInit, so receives can be posted before the endpoint connects it.
@@ -81,8 +81,7 @@ class ConnectQueuePair : public QueuePair {
   // Binding a type 1 window with length 0 unbinds it.
   virtual Result<uint32_t> bind_memory_window(uint64_t wr_id, MemoryWindow& window,
                                               const MemoryRegion& region, void* address,
-                                              uint64_t length, Access access,
-                                              SendFlags flags) = 0;
+                                              uint64_t length, Access access, SendFlags flags) = 0;
   // Local invalidate of a type 2 window's key.
   virtual Status invalidate(uint64_t wr_id, uint32_t rkey, SendFlags flags) = 0;
 };

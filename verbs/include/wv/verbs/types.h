@@ -20,20 +20,17 @@ template <typename E>
 struct EnableFlags : std::false_type {};
 
 template <typename E>
-  requires EnableFlags<E>::value
-constexpr E operator|(E a, E b) {
+requires EnableFlags<E>::value constexpr E operator|(E a, E b) {
   using U = std::underlying_type_t<E>;
   return static_cast<E>(static_cast<U>(a) | static_cast<U>(b));
 }
 template <typename E>
-  requires EnableFlags<E>::value
-constexpr E operator&(E a, E b) {
+requires EnableFlags<E>::value constexpr E operator&(E a, E b) {
   using U = std::underlying_type_t<E>;
   return static_cast<E>(static_cast<U>(a) & static_cast<U>(b));
 }
 template <typename E>
-  requires EnableFlags<E>::value
-constexpr bool has(E set, E flag) {
+requires EnableFlags<E>::value constexpr bool has(E set, E flag) {
   return (set & flag) == flag;
 }
 
@@ -125,10 +122,10 @@ std::string_view to_string(Opcode opcode);
 
 enum class CompletionStatus : uint8_t {
   kSuccess,
-  kLocalLengthError,      // receive buffer too small, or message larger than allowed
-  kLocalQpOperationError, // the work request is malformed for this QP
-  kLocalProtectionError,  // a local buffer is outside its region or lacks the access
-  kFlushed,               // the QP was in error when the work request was processed
+  kLocalLengthError,       // receive buffer too small, or message larger than allowed
+  kLocalQpOperationError,  // the work request is malformed for this QP
+  kLocalProtectionError,   // a local buffer is outside its region or lacks the access
+  kFlushed,                // the QP was in error when the work request was processed
   kMemoryWindowBindError,
   kRemoteAccessError,     // the peer refused the rkey, bounds or access rights
   kRemoteOperationError,  // the peer could not carry out the operation
@@ -158,11 +155,11 @@ struct Completion {
   CompletionFlags flags = CompletionFlags::kNone;
   uint32_t immediate = 0;
   uint32_t invalidated_rkey = 0;
-  uint32_t qp_number = 0;         // the local QP the work request belonged to
+  uint32_t qp_number = 0;  // the local QP the work request belonged to
   // Receives on datagram QPs: the sending QP. Connected QPs report the peer's number where the
   // transport carries it (InfiniBand/RoCE); iWARP never names QPs on the wire, so it is 0 there.
   uint32_t source_qp_number = 0;
-  uint32_t vendor_error = 0;      // provider detail, for logs only
+  uint32_t vendor_error = 0;  // provider detail, for logs only
 };
 
 enum class AtomicScope : uint8_t { kNone, kDevice, kGlobal };
@@ -267,7 +264,7 @@ struct DeviceEvent {
   uint8_t port = 0;
   void* context = nullptr;  // the QP's context for QP events
   uint32_t qp_number = 0;
-  std::string detail;       // why, in words (e.g. the terminate's error)
+  std::string detail;  // why, in words (e.g. the terminate's error)
 };
 
 }  // namespace wv::verbs
