@@ -27,7 +27,7 @@ case $mode in
     ctest --test-dir "build-$arg" --output-on-failure -j "$jobs" --timeout 600 -LE fuzz
     ;;
   fuzz)
-    scripts/build.sh build-fuzz -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
+    WV_TARGETS="wire_fuzz wire_fuzz_seeds" scripts/build.sh build-fuzz -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
       -DWV_FUZZ=ON -DWV_BUILD_BENCH=OFF -DWV_FUZZ_SECONDS="$arg"
     ctest --test-dir build-fuzz --output-on-failure -L fuzz
     ;;
