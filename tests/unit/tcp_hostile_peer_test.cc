@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "crc32c.h"
 #include "ddp_rdmap.h"
 #include "mpa.h"
 #include "stream_parser.h"
@@ -106,9 +107,9 @@ class HostilePeerTest : public testing::Test {
   }
 
   // The raw peer's MPA request, the provider's accept, and the reply read back.
-  void handshake(RawPeer& peer, std::shared_ptr<ConnectQueuePair> qp) {
+  void handshake(RawPeer& peer, std::shared_ptr<ConnectQueuePair> qp, bool crc = false) {
     MpaSettings settings;
-    settings.crc = CrcPolicy::kOff;
+    settings.crc = crc ? CrcPolicy::kRequire : CrcPolicy::kOff;
     settings.peer_to_peer = false;  // RFC 5044 rules: the initiator (we) sends first
     auto request = make_mpa_request(settings, {});
     ASSERT_TRUE(request.is_ok());
@@ -125,6 +126,8 @@ class HostilePeerTest : public testing::Test {
     ASSERT_TRUE(decoded.is_ok()) << decoded.status().to_string();
     std::vector<std::byte> private_data(decoded.value().private_data_length);
     ASSERT_TRUE(peer.read_exactly(private_data.data(), private_data.size()));
+    // MPA: CRC is used when either side asks for it, so the reply must agree.
+    ASSERT_EQ(decoded.value().crc, crc);
     accepted_ = incoming.value();
   }
 
@@ -232,6 +235,54 @@ TEST_F(HostilePeerTest, WriteWithAnUnknownStagIsTerminatedAndNothingIsWritten) {
   EXPECT_EQ(terminate.value().code, TerminateCode::kDdpTaggedInvalidStag)
       << describe(terminate.value().code);
   for (std::byte b : victim) ASSERT_EQ(b, std::byte{0}) << "memory was written with a bad key";
+}
+
+// One untagged Send FPDU of `payload` bytes of 0x42, MSN 1, with the CRC computed (or spoiled).
+std::vector<std::byte> send_fpdu(size_t payload, bool crc, bool spoil) {
+  std::vector<std::byte> fpdu(kMaxFpduHeaderBytes + payload + kMaxTrailerBytes);
+  const size_t header = encode_untagged_header(fpdu, RdmapOpcode::kSend, true, kQueueSend, 1, 0,
+                                               0, static_cast<uint16_t>(payload));
+  std::memset(fpdu.data() + header, 0x42, payload);
+  const auto ulpdu = static_cast<uint16_t>(header - kMpaLengthBytes + payload);
+  const uint32_t sum = crc ? crc32c({fpdu.data(), header + payload}) : 0;
+  const FpduTrailer trailer = fpdu_trailer(ulpdu, crc, sum);
+  std::memcpy(fpdu.data() + header + payload, trailer.bytes.data(), trailer.size);
+  fpdu.resize(header + payload + trailer.size);
+  if (spoil) fpdu[header] ^= std::byte{0x01};  // one payload bit flipped after the CRC
+  return fpdu;
+}
+
+TEST_F(HostilePeerTest, NegotiatedCrcIsCheckedOnEveryFpdu) {
+  auto qp = make_qp();
+  std::vector<std::byte> sink(256);
+  auto region = pd_->register_memory(sink.data(), sink.size(), Access::kLocalWrite);
+  ASSERT_TRUE(region.is_ok());
+  const Sge receive = region.value()->sge(sink.data(), static_cast<uint32_t>(sink.size()));
+  ASSERT_TRUE(qp->post_receive(1, {&receive, 1}).is_ok());
+  ASSERT_TRUE(qp->post_receive(2, {&receive, 1}).is_ok());
+  RawPeer peer(port_);
+  ASSERT_TRUE(peer.connected());
+  ASSERT_NO_FATAL_FAILURE(handshake(peer, qp, /*crc=*/true));
+  // A correct CRC delivers the message...
+  ASSERT_TRUE(peer.send(send_fpdu(100, true, false)));
+  Completion c;
+  const auto deadline = std::chrono::steady_clock::now() + kBound;
+  int got = 0;
+  while (got == 0 && std::chrono::steady_clock::now() < deadline) got = cq_->poll({&c, 1});
+  ASSERT_EQ(got, 1);
+  EXPECT_EQ(c.status, CompletionStatus::kSuccess);
+  EXPECT_EQ(c.length, 100u);
+  EXPECT_EQ(sink[99], std::byte{0x42});
+  // ...a flipped bit does not: the QP fails and the peer is told why.
+  auto spoiled = send_fpdu(100, true, true);
+  spoiled[kMpaLengthBytes + 6 + 4 + 3] = std::byte{2};  // MSN 2: in sequence, only the CRC is bad
+  ASSERT_TRUE(peer.send(spoiled));
+  EXPECT_TRUE(wait_error(*qp));
+  const std::string detail = fatal_event_detail();
+  EXPECT_NE(detail.find("CRC"), std::string::npos) << detail;
+  auto terminate = terminate_in(peer.read_until_closed());
+  ASSERT_TRUE(terminate.is_ok()) << terminate.status().to_string();
+  EXPECT_EQ(terminate.value().code, TerminateCode::kMpaCrcError) << describe(terminate.value().code);
 }
 
 TEST_F(HostilePeerTest, TruncatedStreamEndsTheQpWithoutHanging) {
