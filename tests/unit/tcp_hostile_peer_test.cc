@@ -263,16 +263,16 @@ TEST_F(HostilePeerTest, NegotiatedCrcIsCheckedOnEveryFpdu) {
   RawPeer peer(port_);
   ASSERT_TRUE(peer.connected());
   ASSERT_NO_FATAL_FAILURE(handshake(peer, qp, /*crc=*/true));
-  // A correct CRC delivers the message...
-  ASSERT_TRUE(peer.send(send_fpdu(100, true, false)));
+  // A correct CRC delivers the message (101 bytes: the CRC covers 3 bytes of pad too)...
+  ASSERT_TRUE(peer.send(send_fpdu(101, true, false)));
   Completion c;
   const auto deadline = std::chrono::steady_clock::now() + kBound;
   int got = 0;
   while (got == 0 && std::chrono::steady_clock::now() < deadline) got = cq_->poll({&c, 1});
   ASSERT_EQ(got, 1);
   EXPECT_EQ(c.status, CompletionStatus::kSuccess);
-  EXPECT_EQ(c.length, 100u);
-  EXPECT_EQ(sink[99], std::byte{0x42});
+  EXPECT_EQ(c.length, 101u);
+  EXPECT_EQ(sink[100], std::byte{0x42});
   // ...a flipped bit does not: the QP fails and the peer is told why.
   auto spoiled = send_fpdu(100, true, true);
   spoiled[kMpaLengthBytes + 6 + 4 + 3] = std::byte{2};  // MSN 2: in sequence, only the CRC is bad

@@ -673,9 +673,6 @@ void TcpConnection::on_readable(SoftConnectQueuePair& qp) {
       case RxStage::kTrailer: {
         const size_t need = header_.pad_length() + kMpaCrcBytes;
         if (!fill(need)) break;
-        if (options_.crc && header_.pad_length() > 0) {
-          rx_crc_ = crc32c_update(rx_crc_, {rx_buffer_.data() + rx_begin_, header_.pad_length()});
-        }
         status = check_fpdu_trailer(header_.ulpdu_length, {rx_buffer_.data() + rx_begin_, need},
                                     options_.crc, options_.crc ? rx_crc_ : 0);
         rx_begin_ += need;
