@@ -21,7 +21,9 @@ case $mode in
     ctest --test-dir build --output-on-failure -j "$jobs" --timeout 300
     ;;
   sanitize)
-    scripts/build.sh "build-$arg" -DWV_SANITIZE="$arg" -DWV_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug
+    # The library and its tests; tools and benchmarks are covered by the default tier.
+    scripts/build.sh "build-$arg" -DWV_SANITIZE="$arg" -DWV_BUILD_BENCH=OFF -DWV_BUILD_TOOLS=OFF \
+      -DCMAKE_BUILD_TYPE=Debug
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
     ctest --test-dir "build-$arg" --output-on-failure -j "$jobs" --timeout 600 -LE fuzz
