@@ -250,8 +250,11 @@ void TcpConnection::pump_locked(SoftConnectQueuePair& qp) {
 
 bool TcpConnection::write_frame() {
   while (frame_.iov_index < frame_.iov_count) {
-    const ssize_t n =
-        ::writev(fd_, &frame_.iov[frame_.iov_index], frame_.iov_count - frame_.iov_index);
+    // sendmsg rather than writev: MSG_NOSIGNAL, so a peer that died is an error, not SIGPIPE.
+    msghdr message{};
+    message.msg_iov = &frame_.iov[frame_.iov_index];
+    message.msg_iovlen = static_cast<size_t>(frame_.iov_count - frame_.iov_index);
+    const ssize_t n = ::sendmsg(fd_, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) tx_failed_ = true;  // the reader sees it
