@@ -21,45 +21,32 @@ SoftDatagramQueuePair::SoftDatagramQueuePair(std::shared_ptr<SoftProtectionDomai
                                              std::shared_ptr<DatagramWire> wire,
                                              const QueuePairOptions& options, uint32_t number,
                                              uint32_t qkey, uint32_t max_inline)
-    : domain_(std::move(domain)),
+    : core_(std::move(domain), options, number, max_inline),
       wire_(std::move(wire)),
-      send_cq_(std::static_pointer_cast<SoftCompletionQueue>(options.send_cq)),
-      receive_cq_(std::static_pointer_cast<SoftCompletionQueue>(options.receive_cq)),
-      srq_(std::static_pointer_cast<SoftSharedReceiveQueue>(options.srq)),
-      number_(number),
       qkey_(qkey),
-      context_(options.context),
-      send_sge_(options.send_sge),
-      max_inline_(max_inline),
-      signal_all_(options.signal_all_sends),
-      send_queue_(options.send_depth),
-      receive_queue_(options.srq ? 1 : options.receive_depth, options.receive_sge) {}
+      send_queue_(options.send_depth) {}
 
 SoftDatagramQueuePair::~SoftDatagramQueuePair() {
   // After detach the progress thread no longer delivers to (or resumes) this object.
-  if (attached_) wire_->detach(number_);
+  if (attached_) wire_->detach(core_.number());
 }
 
 Status SoftDatagramQueuePair::start() {
-  Status status = wire_->attach(number_, this);
+  Status status = wire_->attach(core_.number(), this);
   attached_ = status.is_ok();
   return status;
 }
 
 SoftDevice& SoftDatagramQueuePair::device() const {
-  return *domain_->device();
+  return core_.device();
 }
 
 QpAttributes SoftDatagramQueuePair::query() const {
   std::lock_guard lock(mutex_);
   QpAttributes attributes;
+  core_.fill_receive_attributes(attributes);
   attributes.state = state_;
-  attributes.qp_number = number_;
   attributes.send_depth = static_cast<uint32_t>(send_queue_.size());
-  attributes.receive_depth = srq_ ? 0 : receive_queue_.depth();
-  attributes.send_sge = send_sge_;
-  attributes.receive_sge = receive_queue_.max_sge();
-  attributes.max_inline = max_inline_;
   attributes.qkey = qkey_;
   return attributes;
 }
@@ -68,8 +55,8 @@ Status SoftDatagramQueuePair::modify(QpState state) {
   std::lock_guard lock(mutex_);
   const QpState from = state_;
   const auto refuse = [&] {
-    return Status(Errc::kInvalidState, "datagram QP " + std::to_string(number_) + ": transition " +
-                                           std::string(to_string(from)) + " -> " +
+    return Status(Errc::kInvalidState, "datagram QP " + std::to_string(core_.number()) +
+                                           ": transition " + std::string(to_string(from)) + " -> " +
                                            std::string(to_string(state)) + " is not allowed");
   };
   switch (state) {
@@ -80,7 +67,7 @@ Status SoftDatagramQueuePair::modify(QpState state) {
       if (from != QpState::kError && from != QpState::kInit) return refuse();
       // Reset discards what is queued without completions, as in verbs.
       head_ = tail_ = 0;
-      if (!srq_) receive_queue_.drain([](const ReceiveWorkRequest&) {});
+      core_.discard_receives_locked();
       state_ = QpState::kReset;
       return Status::ok();
     case QpState::kInit:
@@ -108,28 +95,8 @@ Status SoftDatagramQueuePair::modify(QpState state) {
 // ---- Receive side ----
 
 Status SoftDatagramQueuePair::post_receive(uint64_t wr_id, std::span<const Sge> sges) {
-  if (srq_) {
-    return Status(Errc::kInvalidState, "QP " + std::to_string(number_) +
-                                           " uses a shared receive queue; post receives there");
-  }
   std::lock_guard lock(mutex_);
-  if (state_ == QpState::kReset) {
-    return Status(Errc::kInvalidState, "QP " + std::to_string(number_) + " is in reset");
-  }
-  Status status = receive_queue_.post(wr_id, sges, domain_.get());
-  if (!status) return status;
-  if (state_ == QpState::kError) {
-    ReceiveWorkRequest request;
-    receive_queue_.take(request);
-    Completion completion;
-    completion.wr_id = wr_id;
-    completion.qp_context = context_;
-    completion.qp_number = number_;
-    completion.opcode = Opcode::kReceive;
-    completion.status = CompletionStatus::kFlushed;
-    receive_cq_->push(completion, false);
-  }
-  return Status::ok();
+  return core_.post_receive_locked(wr_id, sges, state_);
 }
 
 bool SoftDatagramQueuePair::receives_locked() const {
@@ -143,14 +110,10 @@ DeliverResult SoftDatagramQueuePair::deliver(const DatagramHeader& header,
   if (!receives_locked()) return DeliverResult::kNotReady;
   if (header.qkey != qkey_) return DeliverResult::kQkeyMismatch;
   ReceiveWorkRequest request;
-  const bool taken = srq_ ? srq_->take(request) : receive_queue_.take(request);
-  if (!taken) return DeliverResult::kNoReceive;
-  Completion completion;
-  completion.wr_id = request.wr_id;
-  completion.qp_context = context_;
-  completion.qp_number = number_;
+  if (!core_.take_receive_locked(request)) return DeliverResult::kNoReceive;
+  Completion completion =
+      core_.completion(request.wr_id, Opcode::kReceive, CompletionStatus::kSuccess);
   completion.source_qp_number = header.source_qp_number;
-  completion.opcode = Opcode::kReceive;
   if (payload.size() > request.capacity) {
     // Too long for the buffers: the receive is consumed with an error, but a UD QP has no
     // connection whose state this could corrupt, so the QP keeps working.
@@ -164,7 +127,7 @@ DeliverResult SoftDatagramQueuePair::deliver(const DatagramHeader& header,
       completion.immediate = header.immediate;
     }
   }
-  if (!receive_cq_->push(completion, header.solicited)) {
+  if (!core_.receive_cq().push(completion, header.solicited)) {
     fail_locked(CompletionStatus::kFatal, "receive completion queue overrun", true);
   }
   return DeliverResult::kDelivered;
@@ -183,7 +146,7 @@ Status SoftDatagramQueuePair::post(uint64_t wr_id, std::span<const Sge> sges,
   const uint32_t max_payload = wire_->max_payload();
   std::lock_guard lock(mutex_);
   if (state_ != QpState::kReadyToSend && state_ != QpState::kError) {
-    return Status(Errc::kInvalidState, "QP " + std::to_string(number_) + " is in state " +
+    return Status(Errc::kInvalidState, "QP " + std::to_string(core_.number()) + " is in state " +
                                            std::string(to_string(state_)) +
                                            "; the send queue needs ready-to-send");
   }
@@ -193,26 +156,10 @@ Status SoftDatagramQueuePair::post(uint64_t wr_id, std::span<const Sge> sges,
   }
   Request& request = slot(tail_);
   uint64_t total = 0;
-  if (has(flags, SendFlags::kInline)) {
-    for (const Sge& sge : sges) total += sge.length;
-    if (total > max_inline_) {
-      return Status(Errc::kInvalidArgument, "inline send of " + std::to_string(total) +
-                                                " bytes exceeds the QP's inline limit " +
-                                                std::to_string(max_inline_));
-    }
-    std::byte* to = request.inline_data.data();
-    for (const Sge& sge : sges) {
-      if (sge.length == 0) continue;
-      std::memcpy(to, sge.address, sge.length);
-      to += sge.length;
-    }
-    request.segments[0] = Segment{request.inline_data.data(), static_cast<uint32_t>(total)};
-    request.segment_count = total == 0 ? 0 : 1;
-  } else {
-    Status status = validate_sges(sges, send_sge_, domain_.get(), Access::kNone,
-                                  request.segments.data(), &total);
-    if (!status) return status;
-    request.segment_count = static_cast<uint32_t>(sges.size());
+  if (Status status = core_.gather(sges, flags, Access::kNone, request.segments.data(),
+                                   request.inline_data.data(), &request.segment_count, &total);
+      !status) {
+    return status;
   }
   if (total > max_payload) {
     return Status(Errc::kInvalidArgument, "datagram of " + std::to_string(total) +
@@ -223,8 +170,8 @@ Status SoftDatagramQueuePair::post(uint64_t wr_id, std::span<const Sge> sges,
     return status;
   }
   request.wr_id = wr_id;
-  request.signaled = signal_all_ || has(flags, SendFlags::kSignaled);
-  request.header.source_qp_number = number_;
+  request.signaled = core_.signaled(flags);
+  request.header.source_qp_number = core_.number();
   request.header.destination_qp_number = remote_qp_number;
   request.header.qkey = (qkey & kControlledQkeyBit) != 0 ? qkey_ : qkey;
   request.header.has_immediate = has_immediate;
@@ -264,7 +211,7 @@ void SoftDatagramQueuePair::transmit_locked() {
       // The socket is full: keep the datagram queued (in order) until the wire resumes us.
       if (!waiting_writable_) {
         waiting_writable_ = true;
-        wire_->wait_writable(number_);
+        wire_->wait_writable(core_.number());
       }
       return;
     }
@@ -287,14 +234,9 @@ void SoftDatagramQueuePair::resume_sends() {
 void SoftDatagramQueuePair::push_send_completion_locked(const Request& request,
                                                         CompletionStatus status,
                                                         uint32_t vendor_error) {
-  Completion completion;
-  completion.wr_id = request.wr_id;
-  completion.qp_context = context_;
-  completion.qp_number = number_;
-  completion.opcode = Opcode::kSend;
-  completion.status = status;
+  Completion completion = core_.completion(request.wr_id, Opcode::kSend, status);
   completion.vendor_error = vendor_error;
-  if (!send_cq_->push(completion, false) && state_ != QpState::kError) {
+  if (!core_.send_cq().push(completion, false) && state_ != QpState::kError) {
     fail_locked(CompletionStatus::kFatal, "send completion queue overrun", true);
   }
 }
@@ -309,26 +251,8 @@ void SoftDatagramQueuePair::fail_locked(CompletionStatus, std::string_view reaso
     ++head_;
     push_send_completion_locked(request, CompletionStatus::kFlushed, 0);
   }
-  if (!srq_) {
-    receive_queue_.drain([&](const ReceiveWorkRequest& request) {
-      Completion completion;
-      completion.wr_id = request.wr_id;
-      completion.qp_context = context_;
-      completion.qp_number = number_;
-      completion.opcode = Opcode::kReceive;
-      completion.status = CompletionStatus::kFlushed;
-      receive_cq_->push(completion, false);
-    });
-  }
-  if (raise_event) {
-    DeviceEvent event;
-    event.type = EventType::kQpFatal;
-    event.port = 1;
-    event.context = context_;
-    event.qp_number = number_;
-    event.detail = std::string(reason);
-    device().raise_event(std::move(event));
-  }
+  core_.flush_receives_locked();
+  if (raise_event) core_.raise_fatal_event(reason);
 }
 
 // ---- Multicast ----
@@ -339,7 +263,7 @@ Status SoftDatagramQueuePair::attach_multicast(const Gid& group, uint16_t) {
     return Status(Errc::kInvalidArgument,
                   "GID " + to_string(group) + " is not a multicast group address");
   }
-  return wire_->attach_multicast(group, number_);
+  return wire_->attach_multicast(group, core_.number());
 }
 
 Status SoftDatagramQueuePair::detach_multicast(const Gid& group, uint16_t) {
@@ -347,7 +271,7 @@ Status SoftDatagramQueuePair::detach_multicast(const Gid& group, uint16_t) {
     return Status(Errc::kInvalidArgument,
                   "GID " + to_string(group) + " is not a multicast group address");
   }
-  return wire_->detach_multicast(group, number_);
+  return wire_->detach_multicast(group, core_.number());
 }
 
 }  // namespace wv::verbs::soft

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "datagram_wire.h"
-#include "receive_queue.h"
+#include "queue_pair_core.h"
 #include "work_request.h"
 #include "wv/verbs/queue_pair.h"
 
@@ -42,8 +42,8 @@ class SoftDatagramQueuePair final : public DatagramQueuePair, public DatagramRec
   // Registers the QP with the wire; called once, right after construction.
   Status start();
 
-  uint32_t number() const override { return number_; }
-  void* context() const override { return context_; }
+  uint32_t number() const override { return core_.number(); }
+  void* context() const override { return core_.context(); }
   Status post_receive(uint64_t wr_id, std::span<const Sge> sges) override;
   QpAttributes query() const override;
   Status modify(QpState state) override;
@@ -86,17 +86,9 @@ class SoftDatagramQueuePair final : public DatagramQueuePair, public DatagramRec
   void fail_locked(CompletionStatus status, std::string_view reason, bool raise_event);
   bool receives_locked() const;
 
-  std::shared_ptr<SoftProtectionDomain> domain_;
+  QueuePairCore core_;
   const std::shared_ptr<DatagramWire> wire_;
-  std::shared_ptr<SoftCompletionQueue> send_cq_;
-  std::shared_ptr<SoftCompletionQueue> receive_cq_;
-  std::shared_ptr<SoftSharedReceiveQueue> srq_;
-  const uint32_t number_;
   const uint32_t qkey_;
-  void* const context_;
-  const uint32_t send_sge_;
-  const uint32_t max_inline_;
-  const bool signal_all_;
   bool attached_ = false;
 
   mutable std::mutex mutex_;
@@ -105,7 +97,6 @@ class SoftDatagramQueuePair final : public DatagramQueuePair, public DatagramRec
   uint64_t head_ = 0;  // oldest datagram not yet taken by the wire
   uint64_t tail_ = 0;  // next free slot
   bool waiting_writable_ = false;
-  ReceiveQueue receive_queue_;
 };
 
 }  // namespace wv::verbs::soft

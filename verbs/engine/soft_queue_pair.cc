@@ -14,17 +14,7 @@ namespace wv::verbs::soft {
 SoftConnectQueuePair::SoftConnectQueuePair(std::shared_ptr<SoftProtectionDomain> domain,
                                            const QueuePairOptions& options, uint32_t number,
                                            uint32_t max_inline)
-    : domain_(std::move(domain)),
-      send_cq_(std::static_pointer_cast<SoftCompletionQueue>(options.send_cq)),
-      receive_cq_(std::static_pointer_cast<SoftCompletionQueue>(options.receive_cq)),
-      srq_(std::static_pointer_cast<SoftSharedReceiveQueue>(options.srq)),
-      number_(number),
-      context_(options.context),
-      send_sge_(options.send_sge),
-      max_inline_(max_inline),
-      signal_all_(options.signal_all_sends),
-      send_queue_(options.send_depth),
-      receive_queue_(options.srq ? 1 : options.receive_depth, options.receive_sge) {}
+    : core_(std::move(domain), options, number, max_inline), send_queue_(options.send_depth) {}
 
 SoftConnectQueuePair::~SoftConnectQueuePair() {
   std::shared_ptr<Wire> wire;
@@ -36,20 +26,16 @@ SoftConnectQueuePair::~SoftConnectQueuePair() {
 }
 
 SoftDevice& SoftConnectQueuePair::device() const {
-  return *domain_->device();
+  return core_.device();
 }
 
 QpAttributes SoftConnectQueuePair::query() const {
   std::lock_guard lock(mutex_);
   QpAttributes attributes;
+  core_.fill_receive_attributes(attributes);
   attributes.state = state_;
-  attributes.qp_number = number_;
   attributes.peer_qp_number = peer_qp_number_;
   attributes.send_depth = static_cast<uint32_t>(send_queue_.size());
-  attributes.receive_depth = srq_ ? 0 : receive_queue_.depth();
-  attributes.send_sge = send_sge_;
-  attributes.receive_sge = receive_queue_.max_sge();
-  attributes.max_inline = max_inline_;
   attributes.inbound_read_depth = inbound_read_depth_;
   attributes.outbound_read_depth = outbound_read_depth_;
   return attributes;
@@ -59,7 +45,7 @@ Status SoftConnectQueuePair::modify(QpState state) {
   std::unique_lock lock(mutex_);
   const QpState from = state_;
   const auto refuse = [&] {
-    return Status(Errc::kInvalidState, "QP " + std::to_string(number_) + ": transition " +
+    return Status(Errc::kInvalidState, "QP " + std::to_string(core_.number()) + ": transition " +
                                            std::string(to_string(from)) + " -> " +
                                            std::string(to_string(state)) +
                                            " is not allowed (the endpoint connects QPs)");
@@ -99,7 +85,7 @@ Status SoftConnectQueuePair::connect_locked(std::shared_ptr<Wire> wire, uint32_t
                                             uint32_t inbound_read_depth,
                                             uint32_t outbound_read_depth) {
   if (state_ != QpState::kInit) {
-    return Status(Errc::kInvalidState, "QP " + std::to_string(number_) + " is in state " +
+    return Status(Errc::kInvalidState, "QP " + std::to_string(core_.number()) + " is in state " +
                                            std::string(to_string(state_)) +
                                            "; only a QP in init can be connected");
   }
@@ -115,72 +101,46 @@ Status SoftConnectQueuePair::connect_locked(std::shared_ptr<Wire> wire, uint32_t
 // ---- Receive side ----
 
 Status SoftConnectQueuePair::post_receive(uint64_t wr_id, std::span<const Sge> sges) {
-  if (srq_) {
-    return Status(Errc::kInvalidState, "QP " + std::to_string(number_) +
-                                           " uses a shared receive queue; post receives there");
-  }
   std::lock_guard lock(mutex_);
-  if (state_ == QpState::kReset) {
-    return Status(Errc::kInvalidState, "QP " + std::to_string(number_) + " is in reset");
-  }
-  Status status = receive_queue_.post(wr_id, sges, domain_.get());
-  if (!status) return status;
-  if (state_ == QpState::kError) {
-    ReceiveWorkRequest request;
-    receive_queue_.take(request);
-    Completion completion;
-    completion.wr_id = wr_id;
-    completion.qp_context = context_;
-    completion.qp_number = number_;
-    completion.opcode = Opcode::kReceive;
-    completion.status = CompletionStatus::kFlushed;
-    receive_cq_->push(completion, false);
-  } else if (wire_) {
-    // A wire stalled for want of a receive (receiver not ready) resumes now.
-    wire_->kick_locked();
-  }
-  return Status::ok();
+  Status status = core_.post_receive_locked(wr_id, sges, state_);
+  // A wire stalled for want of a receive (receiver not ready) resumes now.
+  if (status && state_ != QpState::kError && wire_) wire_->kick_locked();
+  return status;
 }
 
 bool SoftConnectQueuePair::take_receive(ReceiveWorkRequest& out) {
-  if (srq_) return srq_->take(out);
   std::lock_guard lock(mutex_);
-  return receive_queue_.take(out);
+  return core_.take_receive_locked(out);
 }
 
 bool SoftConnectQueuePair::has_receive() const {
-  if (srq_) return srq_->query().posted > 0;
   std::lock_guard lock(mutex_);
-  return receive_queue_.size() > 0;
+  return core_.has_receive_locked();
 }
 
 void SoftConnectQueuePair::complete_receive(const ReceiveWorkRequest& request, Opcode opcode,
                                             uint32_t length, CompletionStatus status,
                                             CompletionFlags flags, uint32_t immediate,
                                             uint32_t invalidated_key, bool solicited) {
-  Completion completion;
-  completion.wr_id = request.wr_id;
-  completion.qp_context = context_;
-  completion.qp_number = number_;
+  Completion completion = core_.completion(request.wr_id, opcode, status);
   completion.source_qp_number = peer_qp_number_;
-  completion.opcode = opcode;
   completion.length = length;
-  completion.status = status;
   completion.flags = flags;
   completion.immediate = immediate;
   completion.invalidated_rkey = invalidated_key;
-  if (!receive_cq_->push(completion, solicited)) {
+  if (!core_.receive_cq().push(completion, solicited)) {
     fail(CompletionStatus::kFatal, "receive completion queue overrun");
   }
 }
 
 KeyCheck SoftConnectQueuePair::resolve(uint32_t key, uint64_t address, uint64_t length,
                                        Access access, void** host) const {
-  return device().keys().resolve(key, address, length, access, domain_.get(), number_, host);
+  return device().keys().resolve(key, address, length, access, core_.domain(), core_.number(),
+                                 host);
 }
 
 KeyCheck SoftConnectQueuePair::invalidate_remote(uint32_t key) {
-  return device().keys().invalidate(key, domain_.get(), number_);
+  return device().keys().invalidate(key, core_.domain(), core_.number());
 }
 
 // ---- Send side ----
@@ -190,7 +150,7 @@ Status SoftConnectQueuePair::post(WorkKind kind, uint64_t wr_id, std::span<const
                                   SendFlags flags, Access local_access, Fill&& fill) {
   std::lock_guard lock(mutex_);
   if (state_ != QpState::kReadyToSend && state_ != QpState::kError) {
-    return Status(Errc::kInvalidState, "QP " + std::to_string(number_) + " is in state " +
+    return Status(Errc::kInvalidState, "QP " + std::to_string(core_.number()) + " is in state " +
                                            std::string(to_string(state_)) +
                                            "; the send queue needs ready-to-send");
   }
@@ -201,7 +161,7 @@ Status SoftConnectQueuePair::post(WorkKind kind, uint64_t wr_id, std::span<const
   SendWorkRequest& request = slot(tail_);
   request.wr_id = wr_id;
   request.kind = kind;
-  request.signaled = signal_all_ || has(flags, SendFlags::kSignaled);
+  request.signaled = core_.signaled(flags);
   request.fence = has(flags, SendFlags::kFence);
   request.solicited = has(flags, SendFlags::kSolicited);
   request.transmitted_bytes = 0;
@@ -209,27 +169,11 @@ Status SoftConnectQueuePair::post(WorkKind kind, uint64_t wr_id, std::span<const
   request.done = false;
   request.status = CompletionStatus::kSuccess;
   request.window = nullptr;
-  if (has(flags, SendFlags::kInline)) {
-    uint64_t total = 0;
-    for (const Sge& sge : sges) total += sge.length;
-    if (total > max_inline_) {
-      return Status(Errc::kInvalidArgument, "inline send of " + std::to_string(total) +
-                                                " bytes exceeds the QP's inline limit " +
-                                                std::to_string(max_inline_));
-    }
-    std::byte* to = request.inline_data.data();
-    for (const Sge& sge : sges) {
-      std::memcpy(to, sge.address, sge.length);
-      to += sge.length;
-    }
-    request.segments[0] = Segment{request.inline_data.data(), static_cast<uint32_t>(total)};
-    request.segment_count = total == 0 ? 0 : 1;
-    request.length = total;
-  } else {
-    Status status = validate_sges(sges, send_sge_, domain_.get(), local_access,
-                                  request.segments.data(), &request.length);
-    if (!status) return status;
-    request.segment_count = static_cast<uint32_t>(sges.size());
+  if (Status status =
+          core_.gather(sges, flags, local_access, request.segments.data(),
+                       request.inline_data.data(), &request.segment_count, &request.length);
+      !status) {
+    return status;
   }
   if (Status status = fill(request); !status) return status;
   ++tail_;
@@ -353,8 +297,8 @@ Result<uint32_t> SoftConnectQueuePair::bind_memory_window(uint64_t wr_id, Memory
                                                           uint64_t length, Access access,
                                                           SendFlags flags) {
   auto& soft_window = static_cast<SoftMemoryWindow&>(window);
-  if (soft_window.domain() != domain_.get() ||
-      detail::RegionAccess::domain(region) != domain_.get()) {
+  if (soft_window.domain() != core_.domain() ||
+      detail::RegionAccess::domain(region) != core_.domain()) {
     return Status(Errc::kPermissionDenied,
                   "memory window and region must belong to the QP's protection domain");
   }
@@ -402,7 +346,7 @@ Status SoftConnectQueuePair::invalidate(uint64_t wr_id, uint32_t rkey, SendFlags
 bool SoftConnectQueuePair::apply_local_locked(SendWorkRequest& request) {
   if (request.kind == WorkKind::kBindWindow) {
     static_cast<SoftMemoryWindow*>(request.window)
-        ->bind(request.window_address, request.length, request.window_access, number_,
+        ->bind(request.window_address, request.length, request.window_access, core_.number(),
                request.window_key);
     return true;
   }
@@ -463,18 +407,13 @@ void SoftConnectQueuePair::response_arrived_locked(SendWorkRequest& request,
 }
 
 void SoftConnectQueuePair::push_send_completion_locked(const SendWorkRequest& request) {
-  Completion completion;
-  completion.wr_id = request.wr_id;
-  completion.qp_context = context_;
-  completion.qp_number = number_;
-  completion.opcode = opcode_of(request.kind);
-  completion.status = request.status;
+  Completion completion = core_.completion(request.wr_id, opcode_of(request.kind), request.status);
   if (request.kind == WorkKind::kRead) {
     completion.length = static_cast<uint32_t>(request.length);
   } else if (request.kind == WorkKind::kCompareAndSwap || request.kind == WorkKind::kFetchAndAdd) {
     completion.length = 8;
   }
-  if (!send_cq_->push(completion, false) && state_ != QpState::kError) {
+  if (!core_.send_cq().push(completion, false) && state_ != QpState::kError) {
     fail_locked(CompletionStatus::kFatal, "send completion queue overrun");
   }
 }
@@ -507,27 +446,9 @@ void SoftConnectQueuePair::fail_locked(CompletionStatus status, std::string_view
   next_tx_ = tail_;
   outstanding_reads_ = 0;
   retire_locked();
-  if (!srq_) {
-    receive_queue_.drain([&](const ReceiveWorkRequest& request) {
-      Completion completion;
-      completion.wr_id = request.wr_id;
-      completion.qp_context = context_;
-      completion.qp_number = number_;
-      completion.opcode = Opcode::kReceive;
-      completion.status = CompletionStatus::kFlushed;
-      receive_cq_->push(completion, false);
-    });
-  }
+  core_.flush_receives_locked();
   if (wire_) wire_->close();
-  if (raise_event) {
-    DeviceEvent event;
-    event.type = EventType::kQpFatal;
-    event.port = 1;
-    event.context = context_;
-    event.qp_number = number_;
-    event.detail = std::string(reason);
-    device().raise_event(std::move(event));
-  }
+  if (raise_event) core_.raise_fatal_event(reason);
 }
 
 void SoftConnectQueuePair::fail(CompletionStatus status, std::string_view reason) {

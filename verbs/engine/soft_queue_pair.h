@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "key_table.h"
-#include "receive_queue.h"
+#include "queue_pair_core.h"
 #include "work_request.h"
 #include "wv/verbs/queue_pair.h"
 
@@ -39,8 +39,8 @@ class SoftConnectQueuePair final : public ConnectQueuePair {
                        const QueuePairOptions& options, uint32_t number, uint32_t max_inline);
   ~SoftConnectQueuePair() override;
 
-  uint32_t number() const override { return number_; }
-  void* context() const override { return context_; }
+  uint32_t number() const override { return core_.number(); }
+  void* context() const override { return core_.context(); }
   Status post_receive(uint64_t wr_id, std::span<const Sge> sges) override;
   QpAttributes query() const override;
   Status modify(QpState state) override;
@@ -70,8 +70,8 @@ class SoftConnectQueuePair final : public ConnectQueuePair {
   SoftDevice& device() const;
   QpState state_locked() const { return state_; }
   uint32_t inbound_read_depth() const { return inbound_read_depth_; }
-  SoftCompletionQueue& send_cq() const { return *send_cq_; }
-  SoftCompletionQueue& receive_cq() const { return *receive_cq_; }
+  SoftCompletionQueue& send_cq() const { return core_.send_cq(); }
+  SoftCompletionQueue& receive_cq() const { return core_.receive_cq(); }
   // The connection is up: the QP moves to kReadyToSend with the negotiated read depths.
   Status connect_locked(std::shared_ptr<Wire> wire, uint32_t peer_qp_number,
                         uint32_t inbound_read_depth, uint32_t outbound_read_depth);
@@ -110,15 +110,7 @@ class SoftConnectQueuePair final : public ConnectQueuePair {
   void push_send_completion_locked(const SendWorkRequest& request);
   bool apply_local_locked(SendWorkRequest& request);
 
-  std::shared_ptr<SoftProtectionDomain> domain_;
-  std::shared_ptr<SoftCompletionQueue> send_cq_;
-  std::shared_ptr<SoftCompletionQueue> receive_cq_;
-  std::shared_ptr<SoftSharedReceiveQueue> srq_;
-  const uint32_t number_;
-  void* const context_;
-  const uint32_t send_sge_;
-  const uint32_t max_inline_;
-  const bool signal_all_;
+  QueuePairCore core_;
 
   mutable std::mutex mutex_;
   QpState state_ = QpState::kInit;
@@ -131,7 +123,6 @@ class SoftConnectQueuePair final : public ConnectQueuePair {
   uint64_t next_tx_ = 0;  // next request to transmit
   uint64_t tail_ = 0;     // next free slot
   uint32_t outstanding_reads_ = 0;
-  ReceiveQueue receive_queue_;
 };
 
 }  // namespace wv::verbs::soft
