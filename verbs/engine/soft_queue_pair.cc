@@ -73,7 +73,7 @@ Status SoftConnectQueuePair::modify(QpState state) {
     case QpState::kReadyToSend:
       if (from != QpState::kSendQueueDrained) return refuse();
       state_ = QpState::kReadyToSend;
-      if (wire_) wire_->kick_locked();
+      if (wire_) wire_->kick_locked(*this);
       return Status::ok();
     case QpState::kReadyToReceive:
       return refuse();
@@ -94,7 +94,7 @@ Status SoftConnectQueuePair::connect_locked(std::shared_ptr<Wire> wire, uint32_t
   inbound_read_depth_ = inbound_read_depth;
   outbound_read_depth_ = outbound_read_depth;
   state_ = QpState::kReadyToSend;
-  wire_->kick_locked();
+  wire_->kick_locked(*this);
   return Status::ok();
 }
 
@@ -104,7 +104,7 @@ Status SoftConnectQueuePair::post_receive(uint64_t wr_id, std::span<const Sge> s
   std::lock_guard lock(mutex_);
   Status status = core_.post_receive_locked(wr_id, sges, state_);
   // A wire stalled for want of a receive (receiver not ready) resumes now.
-  if (status && state_ != QpState::kError && wire_) wire_->kick_locked();
+  if (status && state_ != QpState::kError && wire_) wire_->kick_locked(*this);
   return status;
 }
 
@@ -184,7 +184,7 @@ Status SoftConnectQueuePair::post(WorkKind kind, uint64_t wr_id, std::span<const
     next_tx_ = tail_;
     retire_locked();
   } else if (wire_) {
-    wire_->kick_locked();
+    wire_->kick_locked(*this);
   } else {
     // Connected QPs always have a wire; no wire means no transport can carry the request.
     fail_locked(CompletionStatus::kTransportError, "QP has no connection");

@@ -19,6 +19,7 @@
 namespace wv::verbs::soft {
 
 class SoftCompletionQueue;
+class SoftConnectQueuePair;
 class SoftDevice;
 class SoftProtectionDomain;
 class SoftSharedReceiveQueue;
@@ -26,8 +27,8 @@ class SoftSharedReceiveQueue;
 class Wire {
  public:
   virtual ~Wire() = default;
-  // New work is queued: transmit what may go now. Called with the QP lock held.
-  virtual void kick_locked() = 0;
+  // New work is queued on `qp`: transmit what may go now. Called with the QP lock held.
+  virtual void kick_locked(SoftConnectQueuePair& qp) = 0;
   // The QP is done with the connection (error, disconnect, destruction). Idempotent; must not
   // call back into the QP.
   virtual void close() = 0;

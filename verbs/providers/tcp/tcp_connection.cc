@@ -204,12 +204,12 @@ void TcpConnection::set_interest() {
 
 // ---- transmit ----
 
-void TcpConnection::kick_locked() {
+void TcpConnection::kick_locked(SoftConnectQueuePair& qp) {
   if (rnr_stalled_.load(std::memory_order_acquire)) {
     // A receive was probably posted: let the progress thread try the stalled message again.
     progress_.post([self = shared_from_this()] { self->resume_after_rnr(); });
   }
-  if (auto qp = qp_.lock()) pump_locked(*qp);
+  pump_locked(qp);
 }
 
 void TcpConnection::pump_locked(SoftConnectQueuePair& qp) {

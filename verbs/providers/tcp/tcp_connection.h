@@ -61,7 +61,7 @@ class TcpConnection final : public soft::Wire,
   // after the QP is connected.
   Status start(soft::SoftCompletionQueue& send_cq, soft::SoftCompletionQueue& receive_cq);
 
-  void kick_locked() override;
+  void kick_locked(soft::SoftConnectQueuePair& qp) override;
   void close() override;
   void on_events(uint32_t events) override;
   void on_deadline() override;
