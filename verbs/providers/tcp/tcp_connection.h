@@ -1,6 +1,8 @@
 // One connected QP's TCP stream after MPA negotiation: FPDUs out (the QP's requests, our
 // responses to the peer's reads and atomics, terminates) and FPDUs in, placed straight into
-// the destination memory. Runs on the posting thread (transmit) and the progress thread.
+// the destination memory. Transmit runs on the posting thread under the QP lock; receive runs
+// under rx_mutex_ on whichever thread drives progress: an application thread polling a CQ the
+// stream feeds, or the device's progress thread when nobody polls.
 #pragma once
 
 #include <sys/epoll.h>
