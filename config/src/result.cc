@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <cerrno>
+#include <cstring>
+
 namespace wv {
 
 std::string_view to_string(Errc code) {
@@ -52,6 +55,11 @@ const std::string& Status::message() const {
 std::string Status::to_string() const {
   if (is_ok()) return std::string(wv::to_string(Errc::kOk));
   return fmt::format("{}: {}", wv::to_string(error_->code), error_->message);
+}
+
+Status errno_status(Errc code, std::string_view what) {
+  const int error = errno;
+  return Status(code, fmt::format("{}: {}", what, std::strerror(error)));
 }
 
 }  // namespace wv

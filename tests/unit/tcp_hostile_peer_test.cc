@@ -240,8 +240,8 @@ TEST_F(HostilePeerTest, WriteWithAnUnknownStagIsTerminatedAndNothingIsWritten) {
 // One untagged Send FPDU of `payload` bytes of 0x42, MSN 1, with the CRC computed (or spoiled).
 std::vector<std::byte> send_fpdu(size_t payload, bool crc, bool spoil) {
   std::vector<std::byte> fpdu(kMaxFpduHeaderBytes + payload + kMaxTrailerBytes);
-  const size_t header = encode_untagged_header(fpdu, RdmapOpcode::kSend, true, kQueueSend, 1, 0,
-                                               0, static_cast<uint16_t>(payload));
+  const size_t header = encode_untagged_header(fpdu, RdmapOpcode::kSend, true, kQueueSend, 1, 0, 0,
+                                               static_cast<uint16_t>(payload));
   std::memset(fpdu.data() + header, 0x42, payload);
   const auto ulpdu = static_cast<uint16_t>(header - kMpaLengthBytes + payload);
   const uint32_t sum = crc ? crc32c({fpdu.data(), header + payload}) : 0;
@@ -282,7 +282,8 @@ TEST_F(HostilePeerTest, NegotiatedCrcIsCheckedOnEveryFpdu) {
   EXPECT_NE(detail.find("CRC"), std::string::npos) << detail;
   auto terminate = terminate_in(peer.read_until_closed());
   ASSERT_TRUE(terminate.is_ok()) << terminate.status().to_string();
-  EXPECT_EQ(terminate.value().code, TerminateCode::kMpaCrcError) << describe(terminate.value().code);
+  EXPECT_EQ(terminate.value().code, TerminateCode::kMpaCrcError)
+      << describe(terminate.value().code);
 }
 
 TEST_F(HostilePeerTest, TruncatedStreamEndsTheQpWithoutHanging) {

@@ -62,6 +62,9 @@ class [[nodiscard]] Status {
   std::shared_ptr<const Detail> error_;
 };
 
+// `code` with "what: strerror(errno)", for a failed system call; reads errno at the call.
+Status errno_status(Errc code, std::string_view what);
+
 // A value or the Status explaining why there is none.
 template <typename T>
 class [[nodiscard]] Result {

@@ -15,10 +15,6 @@
 namespace wv::verbs::tcp {
 namespace {
 
-Status errno_status(Errc code, const std::string& what) {
-  return Status(code, what + ": " + std::strerror(errno));
-}
-
 // Writes a small control frame on a non-blocking socket, waiting at most `timeout_ms`.
 Status write_all(int fd, std::span<const std::byte> bytes, int timeout_ms) {
   while (!bytes.empty()) {

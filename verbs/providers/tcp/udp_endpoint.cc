@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 
+#include "ddp_rdmap.h"
 #include "soft_datagram_queue_pair.h"
 #include "tcp_provider.h"
 
@@ -25,36 +26,6 @@ constexpr size_t kRecentLookups = 256;  // answered lookups remembered for retra
 constexpr int kReceiveBatch = 64;
 
 using Clock = std::chrono::steady_clock;
-
-Status errno_status(Errc code, const std::string& what) {
-  return Status(code, what + ": " + std::strerror(errno));
-}
-
-void put16(std::byte* at, uint16_t value) {
-  value = htons(value);
-  std::memcpy(at, &value, sizeof(value));
-}
-void put32(std::byte* at, uint32_t value) {
-  value = htonl(value);
-  std::memcpy(at, &value, sizeof(value));
-}
-void put64(std::byte* at, uint64_t value) {
-  put32(at, static_cast<uint32_t>(value >> 32));
-  put32(at + 4, static_cast<uint32_t>(value));
-}
-uint16_t get16(const std::byte* at) {
-  uint16_t value;
-  std::memcpy(&value, at, sizeof(value));
-  return ntohs(value);
-}
-uint32_t get32(const std::byte* at) {
-  uint32_t value;
-  std::memcpy(&value, at, sizeof(value));
-  return ntohl(value);
-}
-uint64_t get64(const std::byte* at) {
-  return (static_cast<uint64_t>(get32(at)) << 32) | get32(at + 4);
-}
 
 uint64_t random_id() {
   uint64_t id = 0;
@@ -76,14 +47,14 @@ std::vector<std::byte> encode_lookup(uint8_t type, uint64_t id,
                                      const AcceptFields& accept = {}) {
   std::vector<std::byte> message(kLookupHeaderBytes + private_data.size());
   std::byte* at = message.data();
-  put16(at, kLookupMagic);
+  store_be16(at, kLookupMagic);
   at[2] = static_cast<std::byte>(kLookupVersion);
   at[3] = static_cast<std::byte>(type);
-  put64(at + 4, id);
-  put16(at + 12, static_cast<uint16_t>(private_data.size()));
-  put16(at + 14, accept.port);
-  put32(at + 16, accept.qp_number);
-  put32(at + 20, accept.qkey);
+  store_be64(at + 4, id);
+  store_be16(at + 12, static_cast<uint16_t>(private_data.size()));
+  store_be16(at + 14, accept.port);
+  store_be32(at + 16, accept.qp_number);
+  store_be32(at + 20, accept.qkey);
   std::memcpy(at + 24, accept.gid.raw.data(), 16);
   if (!private_data.empty()) {
     std::memcpy(at + kLookupHeaderBytes, private_data.data(), private_data.size());
@@ -96,11 +67,11 @@ uint8_t check_lookup(std::span<const std::byte> message, uint64_t& id) {
   if (message.size() < kLookupHeaderBytes) return 0;
   const std::byte* at = message.data();
   const auto type = static_cast<uint8_t>(at[3]);
-  if (get16(at) != kLookupMagic || static_cast<uint8_t>(at[2]) != kLookupVersion) return 0;
+  if (load_be16(at) != kLookupMagic || static_cast<uint8_t>(at[2]) != kLookupVersion) return 0;
   if (type != kTypeRequest && type != kTypeAccept && type != kTypeReject) return 0;
-  const size_t length = get16(at + 12);
+  const size_t length = load_be16(at + 12);
   if (length > kLookupMaxPrivateData || message.size() != kLookupHeaderBytes + length) return 0;
-  id = get64(at + 4);
+  id = load_be64(at + 4);
   return type;
 }
 
@@ -385,15 +356,15 @@ void UdpDatagramEndpoint::on_answer(std::span<const std::byte> message, uint8_t 
   peer.private_data.assign(data.begin(), data.end());
   Status refusal;
   if (type == kTypeAccept) {
-    const uint16_t port = get16(at + 14);
-    const uint32_t qp_number = get32(at + 16);
+    const uint16_t port = load_be16(at + 14);
+    const uint32_t qp_number = load_be32(at + 16);
     if (port == 0 || qp_number > kMulticastQpNumber) return;  // malformed: keep waiting
     Gid gid;
     std::memcpy(gid.raw.data(), at + 24, 16);
     if (is_unspecified(gid)) gid = gid_of_address(lookup_destination_);
     peer.address = address_vector(gid, port);
     peer.qp_number = qp_number;
-    peer.qkey = get32(at + 20);
+    peer.qkey = load_be32(at + 20);
   } else {
     refusal = Status(Errc::kRejected, "the lookup at " + lookup_destination_.to_string() +
                                           " was rejected (" + std::to_string(data.size()) +

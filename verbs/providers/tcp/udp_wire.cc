@@ -13,6 +13,8 @@
 #include <optional>
 #include <string>
 
+#include "ddp_rdmap.h"
+
 namespace wv::verbs::tcp {
 namespace {
 
@@ -21,29 +23,6 @@ constexpr int kPortBaseTries = 64;
 constexpr int kSocketBufferBytes = 4 << 20;
 constexpr auto kMulticastProbeWait = std::chrono::milliseconds(200);
 constexpr uint32_t kQpNumberMask = 0xffffff;
-
-Status errno_status(Errc code, const std::string& what) {
-  return Status(code, what + ": " + std::strerror(errno));
-}
-
-void put16(std::byte* at, uint16_t value) {
-  value = htons(value);
-  std::memcpy(at, &value, sizeof(value));
-}
-void put32(std::byte* at, uint32_t value) {
-  value = htonl(value);
-  std::memcpy(at, &value, sizeof(value));
-}
-uint16_t get16(const std::byte* at) {
-  uint16_t value;
-  std::memcpy(&value, at, sizeof(value));
-  return ntohs(value);
-}
-uint32_t get32(const std::byte* at) {
-  uint32_t value;
-  std::memcpy(&value, at, sizeof(value));
-  return ntohl(value);
-}
 
 // A socket the progress thread reads: the device socket, or a multicast group's (owned).
 class SocketHandler final : public soft::PollHandler {
@@ -157,33 +136,33 @@ Gid gid_of_address(const SocketAddress& address) {
 void encode_datagram_header(const soft::DatagramHeader& header,
                             std::span<std::byte, kDatagramHeaderBytes> out) {
   std::byte* at = out.data();
-  put16(at, kDatagramMagic);
+  store_be16(at, kDatagramMagic);
   at[2] = static_cast<std::byte>(kDatagramVersion);
   at[3] = static_cast<std::byte>((header.has_immediate ? kDatagramFlagImmediate : 0) |
                                  (header.solicited ? kDatagramFlagSolicited : 0));
-  put32(at + 4, header.source_qp_number);
-  put32(at + 8, header.destination_qp_number);
-  put32(at + 12, header.qkey);
-  put32(at + 16, header.immediate);
+  store_be32(at + 4, header.source_qp_number);
+  store_be32(at + 8, header.destination_qp_number);
+  store_be32(at + 12, header.qkey);
+  store_be32(at + 16, header.immediate);
 }
 
 HeaderCheck decode_datagram_header(std::span<const std::byte> datagram, soft::DatagramHeader& out) {
   if (datagram.size() < kDatagramHeaderBytes) return HeaderCheck::kShort;
   const std::byte* at = datagram.data();
-  if (get16(at) != kDatagramMagic) return HeaderCheck::kBadMagic;
+  if (load_be16(at) != kDatagramMagic) return HeaderCheck::kBadMagic;
   if (static_cast<uint8_t>(at[2]) != kDatagramVersion) return HeaderCheck::kBadVersion;
   const auto flags = static_cast<uint8_t>(at[3]);
   if ((flags & ~(kDatagramFlagImmediate | kDatagramFlagSolicited)) != 0) {
     return HeaderCheck::kBadFlags;
   }
-  out.source_qp_number = get32(at + 4);
-  out.destination_qp_number = get32(at + 8);
+  out.source_qp_number = load_be32(at + 4);
+  out.destination_qp_number = load_be32(at + 8);
   if ((out.source_qp_number & ~kQpNumberMask) != 0 ||
       (out.destination_qp_number & ~kQpNumberMask) != 0) {
     return HeaderCheck::kBadQpNumber;
   }
-  out.qkey = get32(at + 12);
-  out.immediate = get32(at + 16);
+  out.qkey = load_be32(at + 12);
+  out.immediate = load_be32(at + 16);
   out.has_immediate = (flags & kDatagramFlagImmediate) != 0;
   out.solicited = (flags & kDatagramFlagSolicited) != 0;
   return HeaderCheck::kOk;
