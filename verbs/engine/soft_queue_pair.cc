@@ -103,8 +103,7 @@ Status SoftConnectQueuePair::connect_locked(std::shared_ptr<Wire> wire, uint32_t
 Status SoftConnectQueuePair::post_receive(uint64_t wr_id, std::span<const Sge> sges) {
   std::lock_guard lock(mutex_);
   Status status = core_.post_receive_locked(wr_id, sges, state_);
-  // A wire stalled for want of a receive (receiver not ready) resumes now.
-  if (status && state_ != QpState::kError && wire_) wire_->kick_locked(*this);
+  if (status && state_ != QpState::kError && wire_) wire_->receive_posted();
   return status;
 }
 

@@ -29,6 +29,8 @@ class Wire {
   virtual ~Wire() = default;
   // New work is queued on `qp`: transmit what may go now. Called with the QP lock held.
   virtual void kick_locked(SoftConnectQueuePair& qp) = 0;
+  // A receive was posted: a stream stalled for want of one (receiver not ready) may resume.
+  virtual void receive_posted() = 0;
   // The QP is done with the connection (error, disconnect, destruction). Idempotent; must not
   // call back into the QP.
   virtual void close() = 0;

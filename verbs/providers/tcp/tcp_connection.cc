@@ -205,11 +205,14 @@ void TcpConnection::set_interest() {
 // ---- transmit ----
 
 void TcpConnection::kick_locked(SoftConnectQueuePair& qp) {
+  pump_locked(qp);
+}
+
+void TcpConnection::receive_posted() {
+  // Only a stalled stream needs the progress thread to look again; the common case is one load.
   if (rnr_stalled_.load(std::memory_order_acquire)) {
-    // A receive was probably posted: let the progress thread try the stalled message again.
     progress_.post([self = shared_from_this()] { self->resume_after_rnr(); });
   }
-  pump_locked(qp);
 }
 
 void TcpConnection::pump_locked(SoftConnectQueuePair& qp) {

@@ -64,6 +64,7 @@ class TcpConnection final : public soft::Wire,
   Status start(soft::SoftCompletionQueue& send_cq, soft::SoftCompletionQueue& receive_cq);
 
   void kick_locked(soft::SoftConnectQueuePair& qp) override;
+  void receive_posted() override;
   void close() override;
   void on_events(uint32_t events) override;
   void on_deadline() override;

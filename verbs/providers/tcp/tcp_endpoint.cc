@@ -473,7 +473,6 @@ Operation<ConnectParameters> TcpConnectEndpoint::connect(std::shared_ptr<Connect
                                         std::move(request).value(), completer, timeout_ms);
   const int fd = fd_;
   fd_ = -1;  // the handshake owns the socket now
-  handshake_ = handshake;
   soft::Progress& progress = device_->progress();
   completer.set_cancel_handler(
       [&progress, fd] { progress.post([&progress, fd] { progress.remove(fd); }); });
@@ -509,7 +508,6 @@ Status TcpConnectEndpoint::start_connection(int fd,
 void TcpConnectEndpoint::on_connected(int fd, const MpaFrame& request, const MpaFrame& reply,
                                       Completer<ConnectParameters>& completer) {
   std::unique_lock lock(mutex_);
-  handshake_.reset();
   peer_parameters_.private_data = reply.private_data;
   peer_parameters_.inbound_read_depth = reply.enhanced ? reply.ird : 0;
   peer_parameters_.outbound_read_depth = reply.enhanced ? reply.ord : 0;
@@ -536,7 +534,6 @@ void TcpConnectEndpoint::on_connected(int fd, const MpaFrame& request, const Mpa
 
 void TcpConnectEndpoint::on_connect_failed() {
   std::lock_guard lock(mutex_);
-  handshake_.reset();
   state_ = EndpointState::kError;
 }
 

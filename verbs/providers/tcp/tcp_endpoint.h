@@ -64,7 +64,6 @@ class TcpConnectEndpoint final : public ConnectEndpoint,
   MpaFrame request_;  // an incoming request
   std::shared_ptr<ConnectionEvents> events_;
   std::shared_ptr<soft::SoftConnectQueuePair> qp_;
-  std::shared_ptr<soft::PollHandler> handshake_;  // the active connect in progress
   size_t backlog_ = 0;
   std::deque<std::shared_ptr<ConnectEndpoint>> requests_;
   std::deque<Completer<std::shared_ptr<ConnectEndpoint>>> request_waiters_;
