@@ -13,8 +13,23 @@ inline constexpr std::string_view kTcpCrc = "tcp_crc";
 inline constexpr std::string_view kTcpSegmentSize = "tcp_segment_size";
 inline constexpr std::string_view kTcpReadDepth = "tcp_read_depth";
 inline constexpr std::string_view kTcpPortBase = "tcp_port_base";
+inline constexpr std::string_view kShmCma = "shm_cma";
+inline constexpr std::string_view kShmRingSize = "shm_ring_size";
 inline constexpr std::string_view kConnectTimeoutMs = "connect_timeout_ms";
 inline constexpr std::string_view kRnrTimeoutMs = "rnr_timeout_ms";
 inline constexpr std::string_view kProgressSpinUs = "progress_spin_us";
+inline constexpr std::string_view kTransportAddress = "transport_address";
+inline constexpr std::string_view kTransportEagerLimit = "transport_eager_limit";
+inline constexpr std::string_view kTransportInlineLimit = "transport_inline_limit";
+inline constexpr std::string_view kTransportRendezvous = "transport_rendezvous";
+inline constexpr std::string_view kTransportFragmentSize = "transport_fragment_size";
+inline constexpr std::string_view kTransportCredits = "transport_credits";
+inline constexpr std::string_view kTransportReceiveBuffers = "transport_receive_buffers";
+inline constexpr std::string_view kTransportSendBuffers = "transport_send_buffers";
+inline constexpr std::string_view kTransportSendDepth = "transport_send_depth";
+inline constexpr std::string_view kTransportUnexpectedLimit = "transport_unexpected_limit";
+inline constexpr std::string_view kTransportRegistrationCache = "transport_registration_cache";
+inline constexpr std::string_view kTransportProgress = "transport_progress";
+inline constexpr std::string_view kTransportSpinUs = "transport_spin_us";
 
 }  // namespace wv::config::names

@@ -1,0 +1,213 @@
+// Active messages and RMA: the API the Open MPI BTL maps onto.
+#include <cstring>
+#include <string>
+
+#include "worker_impl.h"
+
+namespace wv::transport {
+
+namespace {
+
+class RegisteredMemoryImpl final : public RegisteredMemory {
+ public:
+  explicit RegisteredMemoryImpl(std::shared_ptr<verbs::MemoryRegion> region)
+      : region_(std::move(region)) {}
+  RemoteMemory remote() const override {
+    return {reinterpret_cast<uint64_t>(region_->address()), region_->remote_key()};
+  }
+  void* address() const override { return region_->address(); }
+  size_t length() const override { return region_->length(); }
+
+ private:
+  std::shared_ptr<verbs::MemoryRegion> region_;
+};
+
+}  // namespace
+
+Status WorkerImpl::set_am_handler(uint8_t id, AmHandler handler) {
+  std::lock_guard lock(mutex_);
+  am_handlers_[id] = std::move(handler);
+  return Status::ok();
+}
+
+size_t WorkerImpl::am_limit() const {
+  return thresholds_.eager_limit;
+}
+
+Status WorkerImpl::am_send(PeerId peer_id, uint8_t id, std::span<const std::byte> header,
+                           std::span<const std::byte> payload) {
+  std::lock_guard lock(mutex_);
+  const size_t bytes = header.size() + payload.size();
+  if (bytes > am_limit() || header.size() > 0xffff) {
+    return Status(Errc::kInvalidArgument, "active message of " + std::to_string(bytes) +
+                                              " bytes exceeds am_limit() = " +
+                                              std::to_string(am_limit()));
+  }
+  auto peer = peer_for_send(peer_id);
+  if (!peer.is_ok()) return peer.status();
+  const uint32_t buffer = send_buffers_->take();
+  if (buffer == BufferPool::kNone) {
+    return Status(Errc::kQueueFull, "every eager send buffer is in flight; progress and retry");
+  }
+  wire::Header wire_header{};
+  wire_header.type = wire::Type::kActive;
+  wire_header.am_id = id;
+  wire_header.am_header_length = static_cast<uint16_t>(header.size());
+  wire_header.payload_length = static_cast<uint32_t>(bytes);
+  std::byte* out = send_buffers_->buffer(buffer);
+  std::memcpy(out, &wire_header, sizeof wire_header);
+  if (!header.empty()) std::memcpy(out + sizeof wire_header, header.data(), header.size());
+  if (!payload.empty()) {
+    std::memcpy(out + sizeof wire_header + header.size(), payload.data(), payload.size());
+  }
+  (*peer)->data.push_back(
+      DataItem{.is_request = false, .value = buffer, .bytes = sizeof wire_header + bytes});
+  pump(**peer);
+  return Status::ok();
+}
+
+void WorkerImpl::deliver_active(Peer& peer, const wire::Header& header,
+                                std::span<const std::byte> bytes) {
+  const AmHandler& handler = am_handlers_[header.am_id];
+  if (!handler) {
+    fail_peer(peer, Status(Errc::kProtocolError,
+                           "peer " + std::to_string(peer.id) + " sent active message id " +
+                               std::to_string(header.am_id) + ", which has no handler here"));
+    return;
+  }
+  handler(peer.id, bytes.first(header.am_header_length), bytes.subspan(header.am_header_length));
+}
+
+Result<std::unique_ptr<RegisteredMemory>> WorkerImpl::register_memory(void* address,
+                                                                      size_t length) {
+  std::lock_guard lock(mutex_);
+  verbs::Access access =
+      verbs::Access::kLocalWrite | verbs::Access::kRemoteRead | verbs::Access::kRemoteWrite;
+  if (has(capabilities_, verbs::Capability::kAtomics)) access = access | verbs::Access::kRemoteAtomic;
+  auto region = domain_->register_memory(address, length, access);
+  if (!region.is_ok()) return region.status();
+  return std::unique_ptr<RegisteredMemory>(
+      std::make_unique<RegisteredMemoryImpl>(std::move(region).value()));
+}
+
+Result<Request> WorkerImpl::start_rma(RequestKind kind, PeerId peer_id, std::byte* local,
+                                      size_t length, RemoteMemory remote) {
+  std::lock_guard lock(mutex_);
+  if (local == nullptr && length != 0) {
+    return Status(Errc::kInvalidArgument, "RMA with a null local buffer");
+  }
+  auto peer = peer_for_send(peer_id);
+  if (!peer.is_ok()) return peer.status();
+  auto id = new_request(kind);
+  if (!id.is_ok()) return id.status();
+  RequestSlot& request = requests_[static_cast<uint32_t>(*id)];
+  request.peer = peer_id;
+  request.buffer = local;
+  request.length = length;
+  request.transfer_length = length;
+  request.remote = remote;
+  request.started = true;
+  if (length == 0) {
+    complete(*id, request, Status::ok());
+    return Request::from_id(*id);
+  }
+  auto region = cache_->get(local, length,
+                            kind == RequestKind::kGet ? sink_access(false) : verbs::Access::kNone);
+  if (!region.is_ok()) {
+    release(*id, request);
+    return region.status();
+  }
+  request.region = std::move(region).value();
+  ++(*peer)->rma_pending;
+  (*peer)->rdma.push_back(*id);
+  pump(**peer);
+  return Request::from_id(*id);
+}
+
+Result<Request> WorkerImpl::put(PeerId peer, const void* local, size_t length,
+                                RemoteMemory remote) {
+  return start_rma(RequestKind::kPut, peer, static_cast<std::byte*>(const_cast<void*>(local)),
+                   length, remote);
+}
+
+Result<Request> WorkerImpl::get(PeerId peer, void* local, size_t length, RemoteMemory remote) {
+  return start_rma(RequestKind::kGet, peer, static_cast<std::byte*>(local), length, remote);
+}
+
+namespace {
+
+Status check_atomic(verbs::Capability capabilities, RemoteMemory remote) {
+  if (!has(capabilities, verbs::Capability::kAtomics)) {
+    return Status(Errc::kNotSupported, "the device has no atomic operations");
+  }
+  if (remote.address % 8 != 0) {
+    return Status(Errc::kInvalidArgument, "atomic target address is not 8-byte aligned");
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<Request> WorkerImpl::atomic_fetch_add(PeerId peer, RemoteMemory remote, uint64_t add,
+                                             uint64_t* result) {
+  return atomic_compare_swap_or_add(peer, remote, false, 0, add, result);
+}
+
+Result<Request> WorkerImpl::atomic_compare_swap(PeerId peer, RemoteMemory remote,
+                                                uint64_t compare, uint64_t swap,
+                                                uint64_t* result) {
+  return atomic_compare_swap_or_add(peer, remote, true, compare, swap, result);
+}
+
+Result<Request> WorkerImpl::atomic_compare_swap_or_add(PeerId peer_id, RemoteMemory remote,
+                                                       bool compare_swap, uint64_t compare,
+                                                       uint64_t operand, uint64_t* result) {
+  std::lock_guard lock(mutex_);
+  if (Status status = check_atomic(capabilities_, remote); !status.is_ok()) return status;
+  auto peer = peer_for_send(peer_id);
+  if (!peer.is_ok()) return peer.status();
+  const uint32_t slot = atomic_buffers_->take();
+  if (slot == BufferPool::kNone) {
+    return Status(Errc::kQueueFull, "every atomic result buffer is in flight; progress and retry");
+  }
+  auto id = new_request(RequestKind::kAtomic);
+  if (!id.is_ok()) {
+    atomic_buffers_->give(slot);
+    return id.status();
+  }
+  RequestSlot& request = requests_[static_cast<uint32_t>(*id)];
+  request.peer = peer_id;
+  request.remote = remote;
+  request.started = true;
+  request.is_compare_swap = compare_swap;
+  request.atomic_compare = compare;
+  request.atomic_operand = operand;
+  request.atomic_result = result;
+  request.atomic_slot = slot;
+  request.transfer_length = 8;
+  ++(*peer)->rma_pending;
+  (*peer)->rdma.push_back(*id);
+  pump(**peer);
+  return Request::from_id(*id);
+}
+
+Status WorkerImpl::flush(PeerId peer, std::chrono::milliseconds bound) {
+  {
+    std::lock_guard lock(mutex_);
+    if (peer != kAnyPeer && peer >= peers_.size()) {
+      return Status(Errc::kInvalidArgument, "no peer " + std::to_string(peer));
+    }
+  }
+  return progress_until(
+      [&] {
+        std::lock_guard lock(mutex_);
+        if (peer != kAnyPeer) return peers_[peer]->rma_pending == 0;
+        for (const auto& p : peers_) {
+          if (p->rma_pending) return false;
+        }
+        return true;
+      },
+      bound, "flush");
+}
+
+}  // namespace wv::transport

@@ -1,0 +1,164 @@
+// The protocol choice: thresholds from the device's attributes and a measured cost model.
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "worker_impl.h"
+#include "wv/config/config.h"
+#include "wv/config/names.h"
+
+namespace wv::transport {
+
+namespace names = config::names;
+
+std::string_view to_string(RendezvousScheme scheme) {
+  return scheme == RendezvousScheme::kRead ? "read" : "write";
+}
+
+std::string_view to_string(Path path) {
+  switch (path) {
+    case Path::kInline:
+      return "inline";
+    case Path::kEager:
+      return "eager";
+    case Path::kRendezvous:
+      return "rendezvous";
+  }
+  return "unknown";
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kMinEager = 1024;
+constexpr size_t kMaxEager = 65536;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Single-core copy bandwidth over a buffer larger than L2 (GB/s): what an eager message pays
+// twice (into the send buffer, out of the receive buffer).
+double measure_copy_bandwidth() {
+  constexpr size_t kBytes = 4 << 20;
+  std::vector<char> from(kBytes, 1), to(kBytes, 0);
+  std::memcpy(to.data(), from.data(), kBytes);  // fault the pages in first
+  double best = 1e9;
+  for (int i = 0; i < 3; ++i) {
+    auto start = Clock::now();
+    std::memcpy(to.data(), from.data(), kBytes);
+    asm volatile("" : : "r"(to.data()) : "memory");
+    best = std::min(best, seconds_since(start));
+  }
+  return kBytes / best / 1e9;
+}
+
+// One registration plus deregistration of `bytes` (what a registration cache miss costs).
+double measure_registration_us(verbs::ProtectionDomain& domain, size_t bytes) {
+  std::vector<char> buffer(bytes, 0);
+  double best = 1e9;
+  for (int i = 0; i < 3; ++i) {
+    auto start = Clock::now();
+    auto region =
+        domain.register_memory(buffer.data(), bytes, verbs::Access::kLocalWrite |
+                                                         verbs::Access::kRemoteRead);
+    if (!region.is_ok()) return -1;
+    region->reset();
+    best = std::min(best, seconds_since(start));
+  }
+  return best * 1e6;
+}
+
+// What a rendezvous adds over an eager send: one more message round trip. Transports differ
+// by an order of magnitude, and a peer to measure against does not exist yet at start-up.
+double round_trip_us(verbs::Transport transport) {
+  switch (transport) {
+    case verbs::Transport::kInfiniband:
+    case verbs::Transport::kRoce:
+      return 3;
+    case verbs::Transport::kIwarp:
+      return 15;
+    case verbs::Transport::kSoftware:
+      return 2;
+  }
+  return 10;
+}
+
+}  // namespace
+
+Status WorkerImpl::choose_thresholds() {
+  const config::Config& config = *config_;
+  const verbs::DeviceAttributes& attributes = device_->attributes();
+  auto port = device_->query_port(1);
+  const verbs::Transport transport =
+      port.is_ok() ? port->transport : verbs::Transport::kSoftware;
+  ProtocolThresholds& t = thresholds_;
+  std::string& why = t.rationale;
+
+  t.copy_bandwidth_gbps = measure_copy_bandwidth();
+  t.registration_cost_us = measure_registration_us(*domain_, kMaxEager);
+
+  const int64_t inline_setting = config.get_int(names::kTransportInlineLimit);
+  const size_t device_inline =
+      has(attributes.capabilities, verbs::Capability::kInline) ? attributes.max_inline : 0;
+  const size_t inline_total =
+      inline_setting < 0 ? device_inline
+                         : std::min<size_t>(static_cast<size_t>(inline_setting), device_inline);
+  t.inline_limit = inline_total > sizeof(wire::Header) ? inline_total - sizeof(wire::Header) : 0;
+  inline_bytes_ = inline_total >= sizeof(wire::Header) ? inline_total : 0;
+  why += "inline: " + std::to_string(t.inline_limit) + " B payload (" +
+         (inline_setting < 0 ? "device max_inline " + std::to_string(device_inline) + " B"
+                             : "transport_inline_limit") +
+         " less the 32 B header)\n";
+
+  const uint64_t eager_setting = config.get_size(names::kTransportEagerLimit);
+  if (eager_setting != 0) {
+    t.eager_limit = eager_setting;
+    why += "eager: " + std::to_string(t.eager_limit) + " B (transport_eager_limit)\n";
+  } else {
+    // Eager copies twice; rendezvous pays a round trip (and a registration on a cache miss).
+    // Break-even where 2 * size / copy bandwidth equals that round trip.
+    const double rtt = round_trip_us(transport);
+    const double break_even = rtt * 1e-6 * t.copy_bandwidth_gbps * 1e9 / 2;
+    size_t eager = kMinEager;
+    while (eager * 2 <= break_even && eager * 2 <= kMaxEager) eager *= 2;
+    t.eager_limit = eager;
+    char line[200];
+    std::snprintf(line, sizeof line,
+                  "eager: %zu B (two copies at %.1f GB/s cost one %s round trip of ~%.0f us "
+                  "at %.0f B; power of two in [1 KiB, 64 KiB])\n",
+                  eager, t.copy_bandwidth_gbps, std::string(verbs::to_string(transport)).c_str(),
+                  rtt, break_even);
+    why += line;
+  }
+  if (attributes.max_message_size && t.eager_limit > attributes.max_message_size) {
+    t.eager_limit = attributes.max_message_size - sizeof(wire::Header);
+  }
+  t.inline_limit = std::min(t.inline_limit, t.eager_limit);
+  inline_bytes_ = std::min(inline_bytes_, t.inline_limit + sizeof(wire::Header));
+
+  const std::string& scheme = config.get_string(names::kTransportRendezvous);
+  if (scheme == "write") {
+    t.scheme = RendezvousScheme::kWrite;
+    why += "rendezvous: write (transport_rendezvous)\n";
+  } else {
+    t.scheme = RendezvousScheme::kRead;
+    why += scheme == "read" ? "rendezvous: read (transport_rendezvous)\n"
+                            : "rendezvous: read (the receiver pulls once matched: no extra "
+                              "round trip; write by transport_rendezvous=write)\n";
+  }
+
+  const uint64_t fragment_setting = config.get_size(names::kTransportFragmentSize);
+  size_t fragment = fragment_setting ? fragment_setting : size_t{512} << 10;
+  if (attributes.max_message_size) fragment = std::min<size_t>(fragment, attributes.max_message_size);
+  t.fragment_size = fragment;
+  why += "fragment: " + std::to_string(fragment) + " B (" +
+         (fragment_setting ? "transport_fragment_size" : "512 KiB, within max_message_size") +
+         ")\n";
+  return Status::ok();
+}
+
+}  // namespace wv::transport

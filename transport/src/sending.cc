@@ -1,0 +1,180 @@
+// Per-peer send queues. Three queues, posted in this order whenever something may unblock
+// them (a completion, a credit, a new request):
+//   control  small answers (credits, acknowledgements, rendezvous answers); need only queue
+//            space, so they overtake data stalled for credits and cannot deadlock on them;
+//   data     tagged sends and active messages, in order; each needs a credit;
+//   rdma     requests with RDMA operations left to post (rendezvous fragments, put/get/atomics).
+#include <cstring>
+
+#include "worker_impl.h"
+
+namespace wv::transport {
+
+bool WorkerImpl::can_post(const Peer& peer) const {
+  return peer.state == PeerState::kConnected && peer.in_flight < send_depth_;
+}
+
+void WorkerImpl::queue_control(Peer& peer, const ControlMessage& message) {
+  if (peer.state == PeerState::kFailed) return;
+  if (peer.control.empty() && can_post(peer) && post_control(peer, message)) return;
+  peer.control.push_back(message);
+}
+
+void WorkerImpl::return_credits(Peer& peer, uint32_t count) {
+  peer.credits_to_return += count;
+  // Half a window unreturned and no traffic to carry it: say so explicitly. Credit messages
+  // consume no credit themselves, so they are never stuck behind the data they unblock.
+  if (peer.credits_to_return >= credit_window_ / 2 && !peer.credit_queued) {
+    peer.credit_queued = true;
+    queue_control(peer, ControlMessage{.type = wire::Type::kCredit});
+  }
+}
+
+bool WorkerImpl::post_message(Peer& peer, wire::Header& header, std::span<const std::byte> body,
+                              std::span<const std::byte> payload) {
+  header.credits = static_cast<uint16_t>(std::min<uint32_t>(peer.credits_to_return, 0xffff));
+  const size_t total = sizeof header + body.size() + payload.size();
+  verbs::ConnectQueuePair& qp = *peer.active->qp;
+  Status status;
+  uint32_t buffer = BufferPool::kNone;
+  if (total <= inline_bytes_) {
+    // Inline: the device copies at post time, so the header may live on the stack and the
+    // payload stays where the user has it.
+    verbs::Sge sges[3];
+    size_t count = 0;
+    sges[count++] = {nullptr, &header, sizeof header};
+    if (!body.empty()) {
+      sges[count++] = {nullptr, const_cast<std::byte*>(body.data()),
+                       static_cast<uint32_t>(body.size())};
+    }
+    if (!payload.empty()) {
+      sges[count++] = {nullptr, const_cast<std::byte*>(payload.data()),
+                       static_cast<uint32_t>(payload.size())};
+    }
+    status = qp.send(make_wr_id(WorkKind::kInlineSend, 0), std::span(sges, count),
+                     verbs::SendFlags::kSignaled | verbs::SendFlags::kInline);
+  } else {
+    buffer = send_buffers_->take();
+    if (buffer == BufferPool::kNone) return false;
+    std::byte* out = send_buffers_->buffer(buffer);
+    std::memcpy(out, &header, sizeof header);
+    if (!body.empty()) std::memcpy(out + sizeof header, body.data(), body.size());
+    if (!payload.empty()) {
+      std::memcpy(out + sizeof header + body.size(), payload.data(), payload.size());
+    }
+    verbs::Sge sge = send_buffers_->sge(buffer, total);
+    status = qp.send(make_wr_id(WorkKind::kSendBuffer, buffer), {&sge, 1},
+                     verbs::SendFlags::kSignaled);
+  }
+  if (!status.is_ok()) {
+    if (buffer != BufferPool::kNone) send_buffers_->give(buffer);
+    if (status.code() == Errc::kQueueFull) return false;
+    fail_peer(peer, status);
+    return true;  // the message is gone with the peer; nothing to retry
+  }
+  peer.credits_to_return -= header.credits;
+  ++peer.in_flight;
+  ++counters_.messages_sent;
+  return true;
+}
+
+bool WorkerImpl::post_from_buffer(Peer& peer, uint32_t buffer, size_t bytes) {
+  std::byte* out = send_buffers_->buffer(buffer);
+  const auto credits = static_cast<uint16_t>(std::min<uint32_t>(peer.credits_to_return, 0xffff));
+  std::memcpy(out + offsetof(wire::Header, credits), &credits, sizeof credits);
+  verbs::Sge sge = send_buffers_->sge(buffer, bytes);
+  Status status = peer.active->qp->send(make_wr_id(WorkKind::kSendBuffer, buffer), {&sge, 1},
+                                        verbs::SendFlags::kSignaled);
+  if (!status.is_ok()) {
+    if (status.code() == Errc::kQueueFull) return false;
+    send_buffers_->give(buffer);
+    fail_peer(peer, status);
+    return true;
+  }
+  peer.credits_to_return -= credits;
+  ++peer.in_flight;
+  ++counters_.messages_sent;
+  return true;
+}
+
+bool WorkerImpl::post_control(Peer& peer, const ControlMessage& message) {
+  if (message.type == wire::Type::kCredit) {
+    peer.credit_queued = false;
+    if (peer.credits_to_return == 0) return true;  // other traffic carried them meanwhile
+  }
+  wire::Header header{};
+  header.type = message.type;
+  header.flags = message.flags;
+  header.cookie = message.cookie;
+  std::span<const std::byte> body;
+  if (message.type == wire::Type::kReadyToReceive) body = std::as_bytes(std::span(&message.ready, 1));
+  const bool posted = post_message(peer, header, body, {});
+  if (!posted && message.type == wire::Type::kCredit) peer.credit_queued = true;
+  return posted;
+}
+
+WorkerImpl::Posted WorkerImpl::post_data(Peer& peer, const DataItem& item) {
+  if (!item.is_request) {
+    return post_from_buffer(peer, static_cast<uint32_t>(item.value), item.bytes)
+               ? Posted::kSent
+               : Posted::kBlocked;
+  }
+  RequestSlot* request = find_request(item.value);
+  if (!request || request->done) return Posted::kSkipped;  // cancelled while queued
+  wire::Header header{};
+  header.tag = request->tag;
+  header.cookie = item.value;
+  if (request->path != Path::kRendezvous) {
+    header.type = wire::Type::kEager;
+    header.flags = request->mode == SendMode::kSynchronous ? wire::kSynchronous : 0;
+    header.payload_length = static_cast<uint32_t>(request->length);
+    if (!post_message(peer, header, {}, std::span(request->buffer, request->length))) {
+      return Posted::kBlocked;
+    }
+    request->started = true;
+    if (request->mode == SendMode::kStandard && !request->done) {
+      complete(item.value, *request, Status::ok());
+    }
+    return Posted::kSent;
+  }
+  wire::RendezvousBody body{};
+  body.length = request->length;
+  header.type = wire::Type::kRendezvous;
+  if (thresholds_.scheme == RendezvousScheme::kWrite) {
+    header.flags = wire::kWriteScheme;
+  } else {
+    body.address = reinterpret_cast<uint64_t>(request->buffer);
+    body.key = request->region->remote_key();
+  }
+  if (!post_message(peer, header, std::as_bytes(std::span(&body, 1)), {})) {
+    return Posted::kBlocked;
+  }
+  request->started = true;
+  ++counters_.rendezvous_transfers;
+  return Posted::kSent;
+}
+
+void WorkerImpl::pump(Peer& peer) {
+  if (peer.state != PeerState::kConnected) return;
+  while (!peer.control.empty() && can_post(peer)) {
+    if (!post_control(peer, peer.control.front())) break;
+    peer.control.pop_front();
+    if (peer.state != PeerState::kConnected) return;
+  }
+  while (!peer.data.empty() && peer.credits > 0 && can_post(peer)) {
+    const Posted posted = post_data(peer, peer.data.front());
+    if (posted == Posted::kBlocked) break;
+    peer.data.pop_front();
+    if (posted == Posted::kSent) --peer.credits;
+    if (peer.state != PeerState::kConnected) return;
+  }
+  while (!peer.rdma.empty() && can_post(peer)) {
+    const uint64_t id = peer.rdma.front();
+    RequestSlot* request = find_request(id);
+    if (request && !request->done && !post_rdma(peer, id, *request)) break;
+    peer.rdma.pop_front();
+    if (peer.state != PeerState::kConnected) return;
+  }
+}
+
+}  // namespace wv::transport

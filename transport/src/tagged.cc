@@ -1,0 +1,374 @@
+// Tagged messaging: requests, matching against posted receives, unexpected messages.
+#include <cstring>
+#include <string>
+
+#include "worker_impl.h"
+
+namespace wv::transport {
+
+namespace {
+
+constexpr uint32_t kGenerationMask = 0xffffff;  // request ids travel in 56-bit wr_ids
+
+uint64_t make_request_id(uint32_t generation, uint32_t index) {
+  return (uint64_t{generation} << 32) | index;
+}
+
+Status truncation(size_t message, size_t buffer) {
+  return Status(Errc::kInvalidArgument, "message of " + std::to_string(message) +
+                                            " bytes truncated to the receive buffer of " +
+                                            std::to_string(buffer) + " bytes");
+}
+
+}  // namespace
+
+Result<uint64_t> WorkerImpl::new_request(RequestKind kind) {
+  uint32_t index;
+  if (!free_requests_.empty()) {
+    index = free_requests_.back();
+    free_requests_.pop_back();
+  } else {
+    index = static_cast<uint32_t>(requests_.size());
+    requests_.emplace_back();
+  }
+  RequestSlot& slot = requests_[index];
+  const uint32_t generation = slot.generation;
+  slot = RequestSlot{};
+  slot.generation = generation;
+  slot.kind = kind;
+  return make_request_id(generation, index);
+}
+
+RequestSlot* WorkerImpl::find_request(uint64_t id) {
+  const auto index = static_cast<uint32_t>(id);
+  if (index >= requests_.size()) return nullptr;
+  RequestSlot& slot = requests_[index];
+  if (slot.kind == RequestKind::kFree || slot.generation != (id >> 32)) return nullptr;
+  return &slot;
+}
+
+void WorkerImpl::complete(uint64_t id, RequestSlot& request, Status status) {
+  (void)id;
+  if (request.done) return;
+  request.done = true;
+  request.status = std::move(status);
+  if (request.kind == RequestKind::kPut || request.kind == RequestKind::kGet ||
+      request.kind == RequestKind::kAtomic) {
+    if (request.peer < peers_.size() && peers_[request.peer]->rma_pending > 0) {
+      --peers_[request.peer]->rma_pending;
+    }
+  }
+  if (request.atomic_slot != BufferPool::kNone) {
+    if (request.status.is_ok() && request.atomic_result) {
+      std::memcpy(request.atomic_result, atomic_buffers_->buffer(request.atomic_slot), 8);
+    }
+    atomic_buffers_->give(request.atomic_slot);
+    request.atomic_slot = BufferPool::kNone;
+  }
+  request.region.reset();  // registrations stay cached; only this use ends
+}
+
+void WorkerImpl::release(uint64_t id, RequestSlot& request) {
+  request.kind = RequestKind::kFree;
+  request.region.reset();
+  request.status = Status::ok();
+  request.generation = (request.generation + 1) & kGenerationMask;
+  if (request.generation == 0) request.generation = 1;
+  free_requests_.push_back(static_cast<uint32_t>(id));
+}
+
+Status WorkerImpl::sticky_error() const {
+  if (unexpected_bytes_ <= unexpected_limit_) return Status::ok();
+  return Status(Errc::kQueueFull,
+                "unexpected-message queue full: " + std::to_string(unexpected_bytes_) +
+                    " bytes received but not matched (transport_unexpected_limit = " +
+                    std::to_string(unexpected_limit_) + "); post receives before peers send");
+}
+
+Result<Request> WorkerImpl::isend(PeerId peer_id, uint64_t tag, const void* buffer,
+                                  size_t length, SendMode mode) {
+  std::lock_guard lock(mutex_);
+  if (Status status = sticky_error(); !status.is_ok()) return status;
+  if (buffer == nullptr && length != 0) {
+    return Status(Errc::kInvalidArgument, "isend of " + std::to_string(length) +
+                                              " bytes from a null buffer");
+  }
+  auto peer = peer_for_send(peer_id);
+  if (!peer.is_ok()) return peer.status();
+  auto id = new_request(RequestKind::kSend);
+  if (!id.is_ok()) return id.status();
+  RequestSlot& request = requests_[static_cast<uint32_t>(*id)];
+  request.peer = peer_id;
+  request.tag = tag;
+  request.buffer = static_cast<std::byte*>(const_cast<void*>(buffer));
+  request.length = length;
+  request.mode = mode;
+  request.path = thresholds_.path_for(length);
+  if (request.path == Path::kRendezvous) {
+    const verbs::Access access = thresholds_.scheme == RendezvousScheme::kRead
+                                     ? verbs::Access::kRemoteRead
+                                     : verbs::Access::kNone;
+    auto region = cache_->get(buffer, length, access);
+    if (!region.is_ok()) {
+      release(*id, request);
+      return region.status();
+    }
+    request.region = std::move(region).value();
+  }
+  (*peer)->data.push_back(DataItem{.is_request = true, .value = *id, .bytes = 0});
+  pump(**peer);
+  return Request::from_id(*id);
+}
+
+Result<Request> WorkerImpl::irecv(PeerId source, uint64_t tag, uint64_t mask, void* buffer,
+                                  size_t length) {
+  std::lock_guard lock(mutex_);
+  if (source != kAnyPeer && source >= peers_.size()) {
+    return Status(Errc::kInvalidArgument, "no peer " + std::to_string(source));
+  }
+  if (buffer == nullptr && length != 0) {
+    return Status(Errc::kInvalidArgument, "irecv of " + std::to_string(length) +
+                                              " bytes into a null buffer");
+  }
+  auto id = new_request(RequestKind::kReceive);
+  if (!id.is_ok()) return id.status();
+  const auto index = static_cast<uint32_t>(*id);
+  RequestSlot& request = requests_[index];
+  request.peer = source;
+  request.tag = tag;
+  request.mask = mask;
+  request.buffer = static_cast<std::byte*>(buffer);
+  request.length = length;
+
+  const uint32_t found = unexpected_.find_matching(source, tag, mask);
+  if (found != MatchQueue::kNone) {
+    unexpected_.remove(found);
+    UnexpectedMessage& message = unexpected_messages_[found];
+    Peer& peer = *peers_[message.source];
+    wire::Header header{};
+    header.type = message.type;
+    header.flags = message.flags;
+    header.tag = message.tag;
+    header.cookie = message.cookie;
+    if (message.type == wire::Type::kEager) {
+      match_eager(*id, request, message.source, header, message.payload);
+    } else {
+      request.result.tag = message.tag;
+      start_rendezvous_receive(*id, request, message.source, message.cookie,
+                               message.rendezvous, (message.flags & wire::kWriteScheme) != 0);
+    }
+    unexpected_bytes_ -= message.payload.size();
+    message = UnexpectedMessage{};
+    free_unexpected_.push_back(found);
+    pump(peer);
+  } else if (source != kAnyPeer && peers_[source]->state == PeerState::kFailed) {
+    complete(*id, request, peers_[source]->failure);
+  } else {
+    posted_.push(index, source, tag, mask);
+  }
+  return Request::from_id(*id);
+}
+
+void WorkerImpl::match_eager(uint64_t request_id, RequestSlot& request, PeerId source,
+                             const wire::Header& header, std::span<const std::byte> payload) {
+  request.started = true;
+  request.peer = source;
+  request.result.source = source;
+  request.result.tag = header.tag;
+  request.result.length = std::min(payload.size(), request.length);
+  if (request.result.length) std::memcpy(request.buffer, payload.data(), request.result.length);
+  if (header.flags & wire::kSynchronous) {
+    queue_control(*peers_[source],
+                  ControlMessage{.type = wire::Type::kSyncAck, .cookie = header.cookie});
+  }
+  complete(request_id, request,
+           payload.size() > request.length ? truncation(payload.size(), request.length)
+                                           : Status::ok());
+}
+
+void WorkerImpl::deliver_eager(Peer& peer, const wire::Header& header,
+                               std::span<const std::byte> payload) {
+  const uint32_t index = posted_.find_accepting(peer.id, header.tag);
+  if (index != MatchQueue::kNone) {
+    posted_.remove(index);
+    RequestSlot& request = requests_[index];
+    match_eager(make_request_id(request.generation, index), request, peer.id, header, payload);
+    return;
+  }
+  uint32_t slot;
+  if (!free_unexpected_.empty()) {
+    slot = free_unexpected_.back();
+    free_unexpected_.pop_back();
+  } else {
+    slot = static_cast<uint32_t>(unexpected_messages_.size());
+    unexpected_messages_.emplace_back();
+  }
+  UnexpectedMessage& message = unexpected_messages_[slot];
+  message.source = peer.id;
+  message.tag = header.tag;
+  message.type = wire::Type::kEager;
+  message.flags = header.flags;
+  message.cookie = header.cookie;
+  message.payload.assign(payload.begin(), payload.end());
+  message.used = true;
+  unexpected_bytes_ += payload.size();
+  unexpected_.push(slot, peer.id, header.tag, kTagMaskAll);
+  ++counters_.unexpected_messages;
+}
+
+void WorkerImpl::deliver_rendezvous(Peer& peer, const wire::Header& header,
+                                    const wire::RendezvousBody& body) {
+  const bool write_scheme = (header.flags & wire::kWriteScheme) != 0;
+  const uint32_t index = posted_.find_accepting(peer.id, header.tag);
+  if (index != MatchQueue::kNone) {
+    posted_.remove(index);
+    RequestSlot& request = requests_[index];
+    request.result.tag = header.tag;
+    start_rendezvous_receive(make_request_id(request.generation, index), request, peer.id,
+                             header.cookie, body, write_scheme);
+    return;
+  }
+  uint32_t slot;
+  if (!free_unexpected_.empty()) {
+    slot = free_unexpected_.back();
+    free_unexpected_.pop_back();
+  } else {
+    slot = static_cast<uint32_t>(unexpected_messages_.size());
+    unexpected_messages_.emplace_back();
+  }
+  UnexpectedMessage& message = unexpected_messages_[slot];
+  message.source = peer.id;
+  message.tag = header.tag;
+  message.type = wire::Type::kRendezvous;
+  message.flags = header.flags;
+  message.cookie = header.cookie;
+  message.rendezvous = body;
+  message.used = true;
+  unexpected_.push(slot, peer.id, header.tag, kTagMaskAll);
+  ++counters_.unexpected_messages;
+}
+
+Result<RequestResult> WorkerImpl::iprobe(PeerId source, uint64_t tag, uint64_t mask) {
+  std::lock_guard lock(mutex_);
+  (void)poll_completions();
+  progress_connections();
+  const uint32_t found = unexpected_.find_matching(source, tag, mask);
+  if (found == MatchQueue::kNone) return Status(Errc::kNotFound, "no matching message yet");
+  const UnexpectedMessage& message = unexpected_messages_[found];
+  RequestResult result;
+  result.source = message.source;
+  result.tag = message.tag;
+  result.length = message.type == wire::Type::kEager ? message.payload.size()
+                                                     : message.rendezvous.length;
+  return result;
+}
+
+Result<RequestResult> WorkerImpl::probe(PeerId source, uint64_t tag, uint64_t mask,
+                                        std::chrono::milliseconds bound) {
+  Result<RequestResult> found = Status(Errc::kNotFound, "");
+  Status status = progress_until(
+      [&] {
+        found = iprobe(source, tag, mask);
+        return found.is_ok() || found.status().code() != Errc::kNotFound;
+      },
+      bound, "probe");
+  if (!status.is_ok()) return status;
+  return found;
+}
+
+Result<bool> WorkerImpl::test(Request handle, RequestResult* result) {
+  std::lock_guard lock(mutex_);
+  RequestSlot* request = find_request(handle.id());
+  if (!request) {
+    return Status(Errc::kInvalidArgument,
+                  "not a live request (already completed and released, or never issued)");
+  }
+  if (!request->done) {
+    (void)poll_completions();
+    progress_connections();
+    request = find_request(handle.id());
+    if (!request || !request->done) return false;
+  }
+  if (result) *result = request->result;
+  Status status = request->status;
+  release(handle.id(), *request);
+  if (!status.is_ok()) return status;
+  return true;
+}
+
+Status WorkerImpl::progress_until(const std::function<bool()>& done,
+                                  std::chrono::milliseconds bound, std::string_view what) {
+  const auto start = Clock::now();
+  const auto deadline = start + bound;
+  for (;;) {
+    if (done()) return Status::ok();
+    const auto now = Clock::now();
+    if (now >= deadline) {
+      return Status(Errc::kTimedOut, std::string(what) + " not done within " +
+                                         std::to_string(bound.count()) + " ms");
+    }
+    if (progress() == 0 && mode_ != ProgressMode::kPoll &&
+        (mode_ == ProgressMode::kBlock || now - start > spin_)) {
+      auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+      (void)wait_for_event(std::clamp(remaining, std::chrono::milliseconds(1),
+                                      std::chrono::milliseconds(100)));
+    }
+  }
+}
+
+Status WorkerImpl::wait(Request handle, RequestResult* result, std::chrono::milliseconds bound) {
+  Status outcome;
+  Status status = progress_until(
+      [&] {
+        auto done = test(handle, result);
+        if (!done.is_ok()) {
+          outcome = done.status();
+          return true;
+        }
+        return *done;
+      },
+      bound, "request");
+  return status.is_ok() ? outcome : status;
+}
+
+Status WorkerImpl::wait_all(std::span<Request> requests, std::span<RequestResult> results,
+                            std::chrono::milliseconds bound) {
+  if (!results.empty() && results.size() < requests.size()) {
+    return Status(Errc::kInvalidArgument, "wait_all needs one result per request");
+  }
+  Status first_error;
+  std::vector<bool> finished(requests.size(), false);
+  size_t remaining = requests.size();
+  Status status = progress_until(
+      [&] {
+        for (size_t i = 0; i < requests.size(); ++i) {
+          if (finished[i]) continue;
+          auto done = test(requests[i], results.empty() ? nullptr : &results[i]);
+          if (done.is_ok() && !*done) continue;
+          if (!done.is_ok() && first_error.is_ok()) first_error = done.status();
+          finished[i] = true;
+          requests[i] = Request();
+          --remaining;
+        }
+        return remaining == 0;
+      },
+      bound, std::to_string(remaining) + " requests");
+  return status.is_ok() ? first_error : status;
+}
+
+Status WorkerImpl::cancel(Request handle) {
+  std::lock_guard lock(mutex_);
+  RequestSlot* request = find_request(handle.id());
+  if (!request) return Status(Errc::kInvalidArgument, "not a live request");
+  if (request->done || request->started) return Status::ok();
+  if (request->kind == RequestKind::kReceive) {
+    posted_.remove(static_cast<uint32_t>(handle.id()));
+  } else if (request->kind != RequestKind::kSend) {
+    return Status::ok();  // RMA cannot be taken back once issued
+  }
+  request->result.cancelled = true;
+  complete(handle.id(), *request, Status::ok());
+  return Status::ok();
+}
+
+}  // namespace wv::transport

@@ -1,0 +1,81 @@
+// The transport's messages on a connected QP. Every message is one verbs send: a fixed header,
+// then (eager, active message) the payload. Fields are little-endian on the wire (both ends
+// are this code on x86-64/aarch64; the header is checked, never trusted, on receipt).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <type_traits>
+
+namespace wv::transport::wire {
+
+enum class Type : uint8_t {
+  kEager = 1,        // tagged message with its payload
+  kRendezvous = 2,   // ready-to-send: a tagged message too large for eager (RendezvousBody)
+  kActive = 3,       // active message: handler id, header length, header + payload
+  kCredit = 4,       // only returns credits
+  kSyncAck = 5,      // the receiver matched a synchronous eager send (cookie = sender request)
+  kFinish = 6,       // rendezvous done (cookie = request of the side that waits for it)
+  kReadyToReceive = 7,  // write scheme: the receiver's buffer (ReadyBody)
+};
+
+enum Flags : uint8_t {
+  kSynchronous = 1u << 0,  // kEager: the sender waits for kSyncAck
+  kWriteScheme = 1u << 1,  // kRendezvous: the receiver answers kReadyToReceive, no read
+  kTruncated = 1u << 2,    // kFinish / kReadyToReceive: the receiver took fewer bytes
+};
+
+// Message types that consume one of the receiver's credits (and return one when processed).
+inline bool consumes_credit(Type type) {
+  return type == Type::kEager || type == Type::kRendezvous || type == Type::kActive;
+}
+
+struct Header {
+  Type type;
+  uint8_t flags;
+  uint8_t am_id;         // kActive
+  uint8_t reserved = 0;  // zero on the wire
+  uint16_t credits;      // credits the sender returns to the receiver
+  uint16_t am_header_length;  // kActive: header bytes at the start of the payload
+  uint32_t payload_length;    // bytes after the header (and after a body)
+  uint32_t reserved2 = 0;
+  uint64_t tag;     // kEager, kRendezvous
+  uint64_t cookie;  // the sender's request (kEager synchronous, kRendezvous), or the request
+                    // the message completes (kSyncAck, kFinish, kReadyToReceive)
+};
+static_assert(sizeof(Header) == 32 && std::is_trivially_copyable_v<Header>);
+
+struct RendezvousBody {
+  uint64_t length;   // message size
+  uint64_t address;  // read scheme: the sender's buffer
+  uint32_t key;      // read scheme: its remote key
+  uint32_t reserved = 0;
+};
+static_assert(sizeof(RendezvousBody) == 24);
+
+struct ReadyBody {
+  uint64_t length;  // bytes the receiver takes (<= the message)
+  uint64_t address;
+  uint32_t key;
+  uint32_t reserved = 0;
+  uint64_t receiver_cookie;  // what the sender's kFinish names
+};
+static_assert(sizeof(ReadyBody) == 32);
+
+inline constexpr size_t kMaxControlBytes = sizeof(Header) + sizeof(ReadyBody);
+
+// Copies a trivially copyable T out of `bytes` at `offset`; false if it does not fit.
+template <typename T>
+bool read_at(std::span<const std::byte> bytes, size_t offset, T* out) {
+  if (offset > bytes.size() || bytes.size() - offset < sizeof(T)) return false;
+  std::memcpy(out, bytes.data() + offset, sizeof(T));
+  return true;
+}
+
+// Why a received message is malformed, or empty when it is well-formed for its type.
+std::string check(const Header& header, size_t received_bytes, size_t eager_limit);
+
+}  // namespace wv::transport::wire

@@ -1,0 +1,663 @@
+#include "worker_impl.h"
+
+#include <sys/random.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "wv/config/config.h"
+#include "wv/config/names.h"
+
+namespace wv::transport {
+
+namespace names = config::names;
+
+namespace {
+
+constexpr std::string_view kRaceLost = "wv: connect race, the peer's connect wins";
+constexpr std::string_view kDuplicate = "wv: already connected";
+constexpr std::string_view kMalformedHello = "wv: malformed hello";
+constexpr int kListenBacklog = 128;
+
+void* peer_context(PeerId id) {
+  return reinterpret_cast<void*>(static_cast<uintptr_t>(id) + 1);
+}
+
+// "wv1 <uuid as 16 hex digits> <ip:port>": the address a worker publishes and the private
+// data of its connects, so an acceptor knows which peer is calling.
+std::vector<std::byte> encode_address(uint64_t uuid, std::string_view address) {
+  char prefix[32];
+  std::snprintf(prefix, sizeof prefix, "wv1 %016llx ", static_cast<unsigned long long>(uuid));
+  std::string text = prefix + std::string(address);
+  std::vector<std::byte> bytes(text.size());
+  std::memcpy(bytes.data(), text.data(), text.size());
+  return bytes;
+}
+
+bool decode_address(std::span<const std::byte> bytes, uint64_t* uuid, std::string* address) {
+  std::string text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  if (text.size() < 22 || text.size() > 200 || text.compare(0, 4, "wv1 ") != 0 ||
+      text[20] != ' ') {
+    return false;
+  }
+  uint64_t value = 0;
+  for (int i = 4; i < 20; ++i) {
+    char c = text[static_cast<size_t>(i)];
+    int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (digit < 0) return false;
+    value = value << 4 | static_cast<uint64_t>(digit);
+  }
+  *uuid = value;
+  *address = text.substr(21);
+  return verbs::SocketAddress::parse(*address).is_ok();
+}
+
+std::string private_text(const std::vector<std::byte>& data) {
+  return std::string(reinterpret_cast<const char*>(data.data()), data.size());
+}
+
+}  // namespace
+
+std::string_view to_string(ProgressMode mode) {
+  switch (mode) {
+    case ProgressMode::kPoll:
+      return "poll";
+    case ProgressMode::kBlock:
+      return "block";
+    case ProgressMode::kHybrid:
+      return "hybrid";
+  }
+  return "unknown";
+}
+
+Result<std::unique_ptr<Worker>> Worker::create(const WorkerOptions& options) {
+  auto worker = std::make_unique<WorkerImpl>();
+  if (Status status = worker->init(options); !status.is_ok()) return status;
+  return std::unique_ptr<Worker>(std::move(worker));
+}
+
+WorkerImpl::WorkerImpl() = default;
+
+WorkerImpl::~WorkerImpl() {
+  stop_progress_thread();
+  std::lock_guard lock(mutex_);
+  // Orderly close of every connection so peers see a disconnect rather than a reset; the
+  // operations are not waited for (the endpoints finish them on their own).
+  for (auto& peer : peers_) {
+    for (auto* connection : {peer->active.get(), peer->loopback.get()}) {
+      if (connection && connection->endpoint && peer->state == PeerState::kConnected) {
+        (void)connection->endpoint->disconnect();
+      }
+    }
+  }
+  next_request_.reset();
+  listener_.reset();
+  peers_.clear();
+}
+
+Status WorkerImpl::init(const WorkerOptions& options) {
+  const auto& global = config::global();
+  if (!global.is_ok()) return global.status();
+  config_ = global.value();
+  for (const auto& [name, value] : options.settings) {
+    if (Status status = config_->set(name, value, "WorkerOptions"); !status.is_ok()) return status;
+  }
+  const config::Config& config = *config_;
+
+  std::string provider_name =
+      options.provider.empty() ? config.get_string(names::kProvider) : options.provider;
+  auto provider = verbs::Provider::open(provider_name);
+  if (!provider.is_ok()) return provider.status();
+  provider_ = std::move(provider).value();
+
+  std::string device_name = options.device.empty() ? config.get_string(names::kDevice)
+                                                   : options.device;
+  if (device_name.empty()) {
+    auto devices = provider_->devices();
+    if (!devices.is_ok()) return devices.status();
+    if (devices->empty()) {
+      return Status(Errc::kNotFound, "provider " + std::string(provider_->name()) +
+                                         " has no device");
+    }
+    device_name = devices->front().name;
+  }
+  auto device = provider_->open_device(device_name);
+  if (!device.is_ok()) return device.status();
+  device_ = std::move(device).value();
+  const verbs::DeviceAttributes& attributes = device_->attributes();
+  capabilities_ = attributes.capabilities;
+
+  credit_window_ = static_cast<uint32_t>(config.get_int(names::kTransportCredits));
+  send_depth_ = static_cast<uint32_t>(config.get_int(names::kTransportSendDepth));
+  if (attributes.max_qp_wr) send_depth_ = std::min(send_depth_, attributes.max_qp_wr);
+  outbound_read_depth_ = std::max<uint32_t>(1, attributes.max_outbound_read_depth);
+  unexpected_limit_ = config.get_size(names::kTransportUnexpectedLimit);
+  const std::string& mode = config.get_string(names::kTransportProgress);
+  mode_ = mode == "poll" ? ProgressMode::kPoll
+          : mode == "block" ? ProgressMode::kBlock
+                            : ProgressMode::kHybrid;
+  spin_ = std::chrono::microseconds(config.get_int(names::kTransportSpinUs));
+  connect_timeout_ = std::chrono::milliseconds(config.get_int(names::kConnectTimeoutMs));
+
+  auto domain = device_->allocate_protection_domain();
+  if (!domain.is_ok()) return domain.status();
+  domain_ = std::move(domain).value();
+  if (Status status = choose_thresholds(); !status.is_ok()) return status;
+
+  const auto receive_count = static_cast<uint32_t>(config.get_int(names::kTransportReceiveBuffers));
+  const auto send_count = static_cast<uint32_t>(config.get_int(names::kTransportSendBuffers));
+  const size_t buffer_size =
+      sizeof(wire::Header) + std::max(thresholds_.eager_limit, sizeof(wire::ReadyBody));
+  uint32_t cq_entries = receive_count + 4 * send_depth_ + 64;
+  if (attributes.max_cqe) cq_entries = std::min(cq_entries, attributes.max_cqe);
+  auto cq = device_->create_completion_queue(cq_entries);
+  if (!cq.is_ok()) return cq.status();
+  cq_ = std::move(cq).value();
+  auto srq = domain_->create_shared_receive_queue(receive_count, 1, 0);
+  if (!srq.is_ok()) return srq.status();
+  srq_ = std::move(srq).value();
+
+  auto send_buffers = BufferPool::create(*domain_, send_count, buffer_size, verbs::Access::kNone);
+  if (!send_buffers.is_ok()) return send_buffers.status();
+  send_buffers_ = std::move(send_buffers).value();
+  auto receive_buffers =
+      BufferPool::create(*domain_, receive_count, buffer_size, verbs::Access::kLocalWrite);
+  if (!receive_buffers.is_ok()) return receive_buffers.status();
+  receive_buffers_ = std::move(receive_buffers).value();
+  auto atomic_buffers = BufferPool::create(*domain_, 256, 8, verbs::Access::kLocalWrite);
+  if (!atomic_buffers.is_ok()) return atomic_buffers.status();
+  atomic_buffers_ = std::move(atomic_buffers).value();
+  for (uint32_t i = 0; i < receive_count; ++i) {
+    uint32_t buffer = receive_buffers_->take();
+    verbs::Sge sge = receive_buffers_->sge(buffer, receive_buffers_->buffer_size());
+    if (Status status = srq_->post_receive(make_wr_id(WorkKind::kReceive, buffer), {&sge, 1});
+        !status.is_ok()) {
+      return status;
+    }
+  }
+  cache_ = std::make_unique<RegistrationCache>(
+      domain_, static_cast<size_t>(config.get_int(names::kTransportRegistrationCache)));
+
+  if (getrandom(&uuid_, sizeof uuid_, 0) != sizeof uuid_) {
+    return errno_status(Errc::kIoError, "getrandom for the worker's identity");
+  }
+
+  // The listener: an explicit address, else the provider's first non-loopback address.
+  std::string listen = options.listen_address.empty()
+                           ? config.get_string(names::kTransportAddress)
+                           : options.listen_address;
+  if (listen.empty()) {
+    listen = "127.0.0.1:0";
+    auto addresses = provider_->addresses();
+    if (addresses.is_ok()) {
+      for (const verbs::AddressInfo& info : *addresses) {
+        if (info.address.family() != AF_INET) continue;
+        std::string text = info.address.to_string();
+        if (text.rfind("127.", 0) == 0) continue;
+        verbs::SocketAddress any = info.address;
+        any.set_port(0);
+        listen = any.to_string();
+        break;
+      }
+    }
+  } else if (listen.find(':') == std::string::npos) {
+    listen += ":0";
+  }
+  auto bind_address = verbs::SocketAddress::parse(listen);
+  if (!bind_address.is_ok()) return bind_address.status();
+  auto listener = provider_->create_connect_endpoint();
+  if (!listener.is_ok()) return listener.status();
+  listener_ = std::move(listener).value();
+  if (Status status = listener_->bind(*bind_address); !status.is_ok()) return status;
+  if (Status status = listener_->listen(kListenBacklog); !status.is_ok()) return status;
+  listen_address_ = listener_->query().local.to_string();
+  next_request_.emplace(listener_->get_request());
+  return Status::ok();
+}
+
+std::vector<std::byte> WorkerImpl::address() const {
+  return encode_address(uuid_, listen_address_);
+}
+
+std::vector<std::byte> WorkerImpl::hello() const {
+  return address();
+}
+
+Result<PeerId> WorkerImpl::add_peer(std::span<const std::byte> address) {
+  std::lock_guard lock(mutex_);
+  uint64_t uuid = 0;
+  std::string text;
+  if (!decode_address(address, &uuid, &text)) {
+    return Status(Errc::kInvalidArgument,
+                  "not a wv worker address (expected \"wv1 <uuid> <ip:port>\")");
+  }
+  if (auto it = peer_by_uuid_.find(uuid); it != peer_by_uuid_.end()) return it->second;
+  auto peer = std::make_unique<Peer>();
+  peer->id = static_cast<PeerId>(peers_.size());
+  peer->uuid = uuid;
+  peer->address = std::move(text);
+  peer_by_uuid_.emplace(uuid, peer->id);
+  peers_.push_back(std::move(peer));
+  return peers_.back()->id;
+}
+
+WorkerCounters WorkerImpl::counters() const {
+  std::lock_guard lock(mutex_);
+  WorkerCounters counters = counters_;
+  RegistrationCache::Counters cache = cache_->counters();
+  counters.registration_cache_hits = cache.hits;
+  counters.registration_cache_misses = cache.misses;
+  counters.registration_cache_invalidations = cache.invalidations;
+  return counters;
+}
+
+// ---- Connections ----
+
+Result<Peer*> WorkerImpl::peer_for_send(PeerId id) {
+  if (id >= peers_.size()) {
+    return Status(Errc::kInvalidArgument, "no peer " + std::to_string(id) + " (" +
+                                              std::to_string(peers_.size()) + " added)");
+  }
+  Peer& peer = *peers_[id];
+  if (peer.state == PeerState::kFailed) return peer.failure;
+  if (peer.state == PeerState::kIdle) start_connect(peer);
+  if (peer.state == PeerState::kFailed) return peer.failure;
+  return &peer;
+}
+
+Result<std::shared_ptr<verbs::ConnectQueuePair>> WorkerImpl::create_qp(Peer& peer) {
+  verbs::QueuePairOptions options;
+  options.send_cq = cq_;
+  options.receive_cq = cq_;
+  options.srq = srq_;
+  options.send_depth = send_depth_;
+  options.send_sge = 3;
+  options.receive_sge = 1;
+  options.max_inline = static_cast<uint32_t>(inline_bytes_);
+  options.context = peer_context(peer.id);
+  // Every connection may fill its send queue: the CQ must hold all of it plus the receives.
+  const uint64_t connections = std::count_if(peers_.begin(), peers_.end(), [](const auto& p) {
+    return p->state != PeerState::kIdle;
+  });
+  const uint64_t needed = receive_buffers_->count() + (connections + 2) * send_depth_ + 64;
+  if (needed > cq_->capacity()) {
+    if (Status status = cq_->resize(static_cast<uint32_t>(needed)); !status.is_ok()) {
+      return status;
+    }
+  }
+  return domain_->create_connect_queue_pair(options);
+}
+
+void WorkerImpl::start_connect(Peer& peer) {
+  peer.deadline = Clock::now() + connect_timeout_;
+  auto destination = verbs::SocketAddress::parse(peer.address);
+  auto endpoint = provider_->create_connect_endpoint();
+  if (!destination.is_ok() || !endpoint.is_ok()) {
+    fail_peer(peer, !destination.is_ok() ? destination.status() : endpoint.status());
+    return;
+  }
+  peer.outgoing = std::make_unique<Connection>();
+  peer.outgoing->endpoint = std::move(endpoint).value();
+  peer.outgoing->step.emplace(peer.outgoing->endpoint->resolve_address(*destination,
+                                                                       connect_timeout_));
+  peer.state = PeerState::kConnecting;
+}
+
+void WorkerImpl::progress_listener() {
+  while (next_request_ && next_request_->ready()) {
+    auto request = next_request_->result();
+    next_request_.emplace(listener_->get_request());
+    if (request.is_ok()) handle_request(std::move(request).value());
+  }
+}
+
+void WorkerImpl::handle_request(std::shared_ptr<verbs::ConnectEndpoint> endpoint) {
+  const verbs::ConnectAttributes attributes = endpoint->query();
+  uint64_t uuid = 0;
+  std::string address;
+  if (!decode_address(attributes.peer_parameters.private_data, &uuid, &address)) {
+    (void)endpoint->reject(std::as_bytes(std::span(kMalformedHello)));
+    return;
+  }
+  auto id = add_peer(attributes.peer_parameters.private_data);
+  if (!id.is_ok()) {
+    (void)endpoint->reject(std::as_bytes(std::span(kMalformedHello)));
+    return;
+  }
+  Peer& peer = *peers_[*id];
+  const bool self = uuid == uuid_;
+  if (!self) {
+    switch (peer.state) {
+      case PeerState::kConnecting:
+        if (uuid_ > peer.uuid) {
+          // Both connected at once: the connect of the larger identity wins, on both sides.
+          (void)endpoint->reject(std::as_bytes(std::span(kRaceLost)));
+          return;
+        }
+        ++counters_.connect_races_resolved;
+        break;
+      case PeerState::kAccepting:
+      case PeerState::kConnected:
+      case PeerState::kFailed:
+        (void)endpoint->reject(std::as_bytes(std::span(kDuplicate)));
+        return;
+      case PeerState::kIdle:
+      case PeerState::kAwaiting:
+        break;
+    }
+  } else if (peer.loopback) {
+    (void)endpoint->reject(std::as_bytes(std::span(kDuplicate)));
+    return;
+  }
+  auto qp = create_qp(peer);
+  if (!qp.is_ok()) {
+    (void)endpoint->reject({});
+    if (!self) fail_peer(peer, qp.status());
+    return;
+  }
+  auto connection = std::make_unique<Connection>();
+  connection->incoming = true;
+  connection->endpoint = std::move(endpoint);
+  connection->qp = std::move(qp).value();
+  verbs::ConnectParameters parameters;
+  parameters.private_data = hello();
+  connection->step.emplace(connection->endpoint->accept(connection->qp, parameters));
+  if (self) {
+    peer.loopback = std::move(connection);
+    return;
+  }
+  peer.active = std::move(connection);
+  peer.state = PeerState::kAccepting;
+  peer.deadline = Clock::now() + connect_timeout_;
+}
+
+void WorkerImpl::progress_peer_connection(Peer& peer) {
+  if (peer.loopback && peer.loopback->step && peer.loopback->step->ready()) {
+    Status status = peer.loopback->step->result().status();
+    peer.loopback->step.reset();
+    if (!status.is_ok()) fail_peer(peer, status);
+  }
+  Connection* outgoing = peer.outgoing.get();
+  if (outgoing) {
+    if (outgoing->stage < 2 && outgoing->step && outgoing->step->ready()) {
+      Status status = outgoing->step->result().status();
+      outgoing->step.reset();
+      if (!status.is_ok()) {
+        if (peer.state == PeerState::kConnecting) fail_peer(peer, status);
+        peer.outgoing.reset();
+        return;
+      }
+      if (outgoing->stage == 0) {
+        outgoing->stage = 1;
+        outgoing->step.emplace(outgoing->endpoint->resolve_route(connect_timeout_));
+      } else {
+        auto qp = create_qp(peer);
+        if (!qp.is_ok()) {
+          fail_peer(peer, qp.status());
+          return;
+        }
+        outgoing->qp = std::move(qp).value();
+        verbs::ConnectParameters parameters;
+        parameters.private_data = hello();
+        outgoing->stage = 2;
+        outgoing->connect.emplace(outgoing->endpoint->connect(outgoing->qp, parameters));
+      }
+    } else if (outgoing->stage == 2 && outgoing->connect->ready()) {
+      auto result = outgoing->connect->result();
+      if (result.is_ok()) {
+        if (peer.state == PeerState::kConnecting) {
+          peer.active = std::move(peer.outgoing);
+          connected(peer);
+        } else {
+          // We accepted the peer's connect meanwhile; this one is surplus.
+          (void)outgoing->endpoint->disconnect();
+          peer.outgoing.reset();
+        }
+        return;
+      }
+      std::string reason = private_text(outgoing->endpoint->query().peer_parameters.private_data);
+      if (result.status().code() == Errc::kRejected && reason == kRaceLost) {
+        if (peer.state == PeerState::kConnecting) peer.state = PeerState::kAwaiting;
+        ++counters_.connect_races_resolved;
+      } else if (peer.state == PeerState::kConnecting) {
+        fail_peer(peer, Status(result.status().code(),
+                               "connecting to peer " + std::to_string(peer.id) + " at " +
+                                   peer.address + ": " + result.status().message()));
+      }
+      peer.outgoing.reset();
+      return;
+    }
+  }
+  if (peer.state == PeerState::kAccepting && peer.active->step && peer.active->step->ready()) {
+    Status status = peer.active->step->result().status();
+    peer.active->step.reset();
+    if (status.is_ok()) {
+      connected(peer);
+    } else {
+      fail_peer(peer, Status(status.code(), "accepting peer " + std::to_string(peer.id) + ": " +
+                                                status.message()));
+    }
+    return;
+  }
+  if ((peer.state == PeerState::kConnecting || peer.state == PeerState::kAccepting ||
+       peer.state == PeerState::kAwaiting) &&
+      Clock::now() > peer.deadline) {
+    fail_peer(peer, Status(Errc::kTimedOut, "no connection to peer " + std::to_string(peer.id) +
+                                                " at " + peer.address + " within " +
+                                                std::to_string(connect_timeout_.count()) + " ms"));
+  }
+}
+
+bool WorkerImpl::anything_connecting() const {
+  for (const auto& peer : peers_) {
+    if (peer->state == PeerState::kConnecting || peer->state == PeerState::kAccepting ||
+        peer->state == PeerState::kAwaiting || peer->outgoing ||
+        (peer->loopback && peer->loopback->step)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void WorkerImpl::progress_connections() {
+  progress_listener();
+  for (auto& peer : peers_) {
+    if (peer->state != PeerState::kConnected && peer->state != PeerState::kFailed &&
+        peer->state != PeerState::kIdle) {
+      progress_peer_connection(*peer);
+    } else if (peer->outgoing || (peer->loopback && peer->loopback->step)) {
+      progress_peer_connection(*peer);
+    }
+  }
+}
+
+void WorkerImpl::connected(Peer& peer) {
+  peer.state = PeerState::kConnected;
+  peer.credits = credit_window_;
+  ++counters_.connections;
+  pump(peer);
+}
+
+void WorkerImpl::fail_peer(Peer& peer, Status status) {
+  if (peer.state == PeerState::kFailed) return;
+  peer.state = PeerState::kFailed;
+  peer.failure = status;
+  if (peer.active && peer.active->qp) (void)peer.active->qp->modify(verbs::QpState::kError);
+  for (const DataItem& item : peer.data) {
+    if (!item.is_request) send_buffers_->give(static_cast<uint32_t>(item.value));
+  }
+  peer.data.clear();
+  peer.control.clear();
+  peer.rdma.clear();
+  // Every request that involves the peer fails; receives from any source stay posted.
+  for (uint32_t index = 0; index < requests_.size(); ++index) {
+    RequestSlot& request = requests_[index];
+    if (request.kind == RequestKind::kFree || request.done || request.peer != peer.id) continue;
+    const uint64_t id = (uint64_t{request.generation} << 32) | index;
+    if (request.kind == RequestKind::kReceive && !request.started) posted_.remove(index);
+    complete(id, request, status);
+  }
+}
+
+// ---- Progress ----
+
+Peer* WorkerImpl::peer_of(const verbs::Completion& completion) {
+  const auto context = reinterpret_cast<uintptr_t>(completion.qp_context);
+  if (context == 0 || context > peers_.size()) return nullptr;
+  return peers_[context - 1].get();
+}
+
+void WorkerImpl::repost_receive(uint32_t buffer) {
+  verbs::Sge sge = receive_buffers_->sge(buffer, receive_buffers_->buffer_size());
+  // The SRQ holds every buffer, so this only fails if the device is gone; the buffer is then
+  // lost to the pool, which only lowers the receive depth.
+  (void)srq_->post_receive(make_wr_id(WorkKind::kReceive, buffer), {&sge, 1});
+}
+
+void WorkerImpl::handle_completion(const verbs::Completion& completion) {
+  Peer* peer = peer_of(completion);
+  const uint64_t value = wr_value(completion.wr_id);
+  switch (wr_kind(completion.wr_id)) {
+    case WorkKind::kReceive: {
+      const auto buffer = static_cast<uint32_t>(value);
+      if (completion.status == verbs::CompletionStatus::kSuccess && peer) {
+        std::span<const std::byte> bytes(receive_buffers_->buffer(buffer), completion.length);
+        wire::Header header{};
+        std::string problem;
+        if (!wire::read_at(bytes, 0, &header)) {
+          problem = "short message";
+        } else {
+          problem = wire::check(header, bytes.size(), thresholds_.eager_limit);
+        }
+        if (!problem.empty()) {
+          fail_peer(*peer, Status(Errc::kProtocolError, "malformed message from peer " +
+                                                            std::to_string(peer->id) + ": " +
+                                                            problem));
+        } else if (peer->state != PeerState::kFailed) {
+          peer->credits += header.credits;
+          const auto body = bytes.subspan(sizeof(wire::Header));
+          switch (header.type) {
+            case wire::Type::kEager:
+              deliver_eager(*peer, header, body);
+              break;
+            case wire::Type::kRendezvous: {
+              wire::RendezvousBody rendezvous{};
+              (void)wire::read_at(body, 0, &rendezvous);
+              deliver_rendezvous(*peer, header, rendezvous);
+              break;
+            }
+            case wire::Type::kActive:
+              deliver_active(*peer, header, body);
+              break;
+            case wire::Type::kReadyToReceive: {
+              wire::ReadyBody ready{};
+              (void)wire::read_at(body, 0, &ready);
+              handle_ready(*peer, header, ready);
+              break;
+            }
+            case wire::Type::kFinish:
+              handle_finish(*peer, header);
+              break;
+            case wire::Type::kSyncAck: {
+              RequestSlot* request = find_request(header.cookie);
+              if (request && request->kind == RequestKind::kSend && !request->done) {
+                complete(header.cookie, *request, Status::ok());
+              }
+              break;
+            }
+            case wire::Type::kCredit:
+              break;
+          }
+          if (wire::consumes_credit(header.type)) return_credits(*peer, 1);
+          ++counters_.messages_received;
+        }
+      }
+      repost_receive(buffer);
+      if (peer) pump(*peer);
+      return;
+    }
+    case WorkKind::kSendBuffer:
+      send_buffers_->give(static_cast<uint32_t>(value));
+      break;
+    case WorkKind::kInlineSend:
+      break;
+    case WorkKind::kFragment:
+      if (peer) {
+        const bool ok = completion.status == verbs::CompletionStatus::kSuccess;
+        fragment_done(*peer, value, ok,
+                      ok ? Status::ok()
+                         : Status(Errc::kIoError,
+                                  "RDMA operation to peer " + std::to_string(peer->id) +
+                                      " failed: " +
+                                      std::string(verbs::to_string(completion.status))));
+      }
+      break;
+  }
+  if (!peer) return;
+  if (peer->in_flight > 0) --peer->in_flight;
+  if (completion.status != verbs::CompletionStatus::kSuccess) {
+    fail_peer(*peer, Status(Errc::kDisconnected,
+                            "connection to peer " + std::to_string(peer->id) + " failed: " +
+                                std::string(verbs::to_string(completion.status))));
+    return;
+  }
+  pump(*peer);
+}
+
+int WorkerImpl::poll_completions() {
+  int handled = 0;
+  for (;;) {
+    int count = cq_->poll(completions_);
+    if (count <= 0) break;
+    for (int i = 0; i < count; ++i) handle_completion(completions_[static_cast<size_t>(i)]);
+    handled += count;
+    if (static_cast<size_t>(count) < completions_.size()) break;
+  }
+  return handled;
+}
+
+int WorkerImpl::progress() {
+  std::lock_guard lock(mutex_);
+  int handled = poll_completions();
+  progress_connections();
+  return handled;
+}
+
+Status WorkerImpl::wait_for_event(std::chrono::milliseconds bound) {
+  if (mode_ == ProgressMode::kPoll) return Status::ok();
+  bool connecting;
+  {
+    std::lock_guard lock(mutex_);
+    connecting = anything_connecting();
+  }
+  auto notification = cq_->notify(verbs::NotifyOn::kNextCompletion);
+  if (cq_->peek() > 0) return Status::ok();
+  // Connection set-up completes outside the CQ: look again soon while any is under way.
+  auto sleep = connecting ? std::min(bound, std::chrono::milliseconds(1)) : bound;
+  auto result = notification.wait(sleep);
+  notification.cancel();
+  if (!result.is_ok() && result.status().code() != Errc::kTimedOut) return result.status();
+  return Status::ok();
+}
+
+Status WorkerImpl::start_progress_thread() {
+  std::lock_guard lock(mutex_);
+  if (progress_thread_.joinable()) {
+    return Status(Errc::kInvalidState, "the progress thread is already running");
+  }
+  stop_progress_.store(false);
+  progress_thread_ = std::thread([this] {
+    while (!stop_progress_.load(std::memory_order_relaxed)) {
+      if (progress() == 0) (void)wait_for_event(std::chrono::milliseconds(10));
+    }
+  });
+  return Status::ok();
+}
+
+void WorkerImpl::stop_progress_thread() {
+  stop_progress_.store(true);
+  if (progress_thread_.joinable()) progress_thread_.join();
+}
+
+}  // namespace wv::transport

@@ -1,0 +1,311 @@
+// The Worker's implementation. One class, its members grouped by concern in several files:
+//   worker_impl.cc   creation, peers, connection on demand, progress, completions
+//   sending.cc       the per-peer send queues: credits, inline/eager framing, posting
+//   tagged.cc        tagged messaging: matching, unexpected messages, requests
+//   rendezvous.cc    large messages: read and write schemes, fragments
+//   active_rma.cc    active messages, put/get/atomics, flush
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "buffer_pool.h"
+#include "match_queue.h"
+#include "registration_cache.h"
+#include "wire_format.h"
+#include "wv/config/config.h"
+#include "wv/transport/worker.h"
+#include "wv/verbs.h"
+
+namespace wv::transport {
+
+// What a work request id names; the kind is the top byte.
+enum class WorkKind : uint8_t {
+  kSendBuffer = 1,   // a send from an eager send buffer (value: buffer index)
+  kInlineSend = 2,   // an inline send (nothing to release)
+  kFragment = 3,     // an RDMA operation of a request (value: request id)
+  kReceive = 4,      // a shared receive queue buffer (value: buffer index)
+};
+inline uint64_t make_wr_id(WorkKind kind, uint64_t value) {
+  return (uint64_t{static_cast<uint8_t>(kind)} << 56) | (value & ((uint64_t{1} << 56) - 1));
+}
+inline WorkKind wr_kind(uint64_t wr_id) { return static_cast<WorkKind>(wr_id >> 56); }
+inline uint64_t wr_value(uint64_t wr_id) { return wr_id & ((uint64_t{1} << 56) - 1); }
+
+enum class RequestKind : uint8_t { kFree, kSend, kReceive, kPut, kGet, kAtomic };
+
+struct RequestSlot {
+  uint32_t generation = 1;  // bumped at release; 24 bits are used
+  RequestKind kind = RequestKind::kFree;
+  bool done = false;
+  bool cancel_requested = false;
+  bool started = false;  // a send left the queue, or a receive matched
+  Status status;
+  RequestResult result;
+  PeerId peer = kAnyPeer;
+  uint64_t tag = 0;
+  uint64_t mask = kTagMaskAll;
+  std::byte* buffer = nullptr;
+  size_t length = 0;
+  SendMode mode = SendMode::kStandard;
+  Path path = Path::kEager;
+  // Rendezvous and RMA.
+  std::shared_ptr<verbs::MemoryRegion> region;
+  RemoteMemory remote;
+  uint64_t peer_cookie = 0;   // the other side's request
+  size_t transfer_length = 0;  // bytes moved by RDMA (receiver: min(message, buffer))
+  size_t issued = 0;           // bytes of RDMA posted so far
+  size_t completed = 0;        // bytes of RDMA completed
+  bool write_scheme = false;
+  bool truncated = false;
+  // Atomics.
+  uint64_t atomic_compare = 0;
+  uint64_t atomic_operand = 0;
+  uint64_t* atomic_result = nullptr;
+  uint32_t atomic_slot = BufferPool::kNone;
+  bool is_compare_swap = false;
+};
+
+// A small message waiting for queue space: credit returns, acknowledgements, rendezvous
+// answers. Never needs credits, so it can always overtake credit-blocked data.
+struct ControlMessage {
+  wire::Type type;
+  uint8_t flags = 0;
+  uint64_t cookie = 0;
+  wire::ReadyBody ready{};
+};
+
+// An item of a peer's data queue (needs a credit): a tagged send, or an active message
+// already copied into a send buffer.
+struct DataItem {
+  bool is_request;
+  uint64_t value;  // request id or send buffer index
+  size_t bytes;    // send buffer: bytes to send
+};
+
+enum class PeerState : uint8_t {
+  kIdle,        // nothing tried yet
+  kConnecting,  // our connect is in flight
+  kAccepting,   // we accepted the peer's connect; waiting for it to finish
+  kAwaiting,    // our connect lost a race; the peer's connect is on its way
+  kConnected,
+  kFailed,
+};
+
+struct Connection {
+  std::shared_ptr<verbs::ConnectEndpoint> endpoint;
+  std::shared_ptr<verbs::ConnectQueuePair> qp;
+  std::optional<verbs::Operation<void>> step;  // resolve_address, resolve_route or accept
+  std::optional<verbs::Operation<verbs::ConnectParameters>> connect;
+  int stage = 0;  // outgoing: 0 resolving address, 1 resolving route, 2 connecting
+  bool incoming = false;
+};
+
+struct Peer {
+  PeerId id = 0;
+  uint64_t uuid = 0;
+  std::string address;  // "ip:port"
+  PeerState state = PeerState::kIdle;
+  std::unique_ptr<Connection> active;    // carries traffic once connected
+  std::unique_ptr<Connection> outgoing;  // our attempt while connecting or after losing
+  std::unique_ptr<Connection> loopback;  // self only: the accepted side of our own connect
+  std::chrono::steady_clock::time_point deadline;
+  Status failure;
+  uint32_t credits = 0;            // messages we may still send
+  uint32_t credits_to_return = 0;  // messages of the peer we processed
+  bool credit_queued = false;
+  uint32_t in_flight = 0;  // work requests posted, not completed
+  std::deque<ControlMessage> control;
+  std::deque<DataItem> data;
+  std::deque<uint64_t> rdma;  // requests with RDMA left to post
+  uint32_t reads_in_flight = 0;
+  uint32_t rma_pending = 0;  // put/get/atomic requests not done
+};
+
+struct UnexpectedMessage {
+  PeerId source = kAnyPeer;
+  uint64_t tag = 0;
+  wire::Type type = wire::Type::kEager;
+  uint8_t flags = 0;
+  uint64_t cookie = 0;
+  wire::RendezvousBody rendezvous{};
+  std::vector<std::byte> payload;
+  bool used = false;
+};
+
+class WorkerImpl final : public Worker {
+ public:
+  WorkerImpl();
+  ~WorkerImpl() override;
+  Status init(const WorkerOptions& options);
+
+  std::vector<std::byte> address() const override;
+  Result<PeerId> add_peer(std::span<const std::byte> address) override;
+  std::string_view provider_name() const override { return provider_->name(); }
+  const ProtocolThresholds& thresholds() const override { return thresholds_; }
+  WorkerCounters counters() const override;
+
+  int progress() override;
+  Status wait_for_event(std::chrono::milliseconds bound) override;
+  Status start_progress_thread() override;
+  void stop_progress_thread() override;
+
+  Result<Request> isend(PeerId peer, uint64_t tag, const void* buffer, size_t length,
+                        SendMode mode) override;
+  Result<Request> irecv(PeerId source, uint64_t tag, uint64_t mask, void* buffer,
+                        size_t length) override;
+  Result<RequestResult> iprobe(PeerId source, uint64_t tag, uint64_t mask) override;
+  Result<RequestResult> probe(PeerId source, uint64_t tag, uint64_t mask,
+                              std::chrono::milliseconds bound) override;
+  Result<bool> test(Request request, RequestResult* result) override;
+  Status wait(Request request, RequestResult* result, std::chrono::milliseconds bound) override;
+  Status wait_all(std::span<Request> requests, std::span<RequestResult> results,
+                  std::chrono::milliseconds bound) override;
+  Status cancel(Request request) override;
+
+  Status set_am_handler(uint8_t id, AmHandler handler) override;
+  size_t am_limit() const override;
+  Status am_send(PeerId peer, uint8_t id, std::span<const std::byte> header,
+                 std::span<const std::byte> payload) override;
+
+  Result<std::unique_ptr<RegisteredMemory>> register_memory(void* address,
+                                                            size_t length) override;
+  Result<Request> put(PeerId peer, const void* local, size_t length,
+                      RemoteMemory remote) override;
+  Result<Request> get(PeerId peer, void* local, size_t length, RemoteMemory remote) override;
+  Result<Request> atomic_fetch_add(PeerId peer, RemoteMemory remote, uint64_t add,
+                                   uint64_t* result) override;
+  Result<Request> atomic_compare_swap(PeerId peer, RemoteMemory remote, uint64_t compare,
+                                      uint64_t swap, uint64_t* result) override;
+  Status flush(PeerId peer, std::chrono::milliseconds bound) override;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  // ---- worker_impl.cc ----
+  Status choose_thresholds();
+  Result<Peer*> peer_for_send(PeerId id);
+  void start_connect(Peer& peer);
+  Result<std::shared_ptr<verbs::ConnectQueuePair>> create_qp(Peer& peer);
+  void progress_connections();
+  void progress_listener();
+  void handle_request(std::shared_ptr<verbs::ConnectEndpoint> endpoint);
+  void progress_peer_connection(Peer& peer);
+  void connected(Peer& peer);
+  void fail_peer(Peer& peer, Status status);
+  int poll_completions();
+  void handle_completion(const verbs::Completion& completion);
+  void repost_receive(uint32_t buffer);
+  Peer* peer_of(const verbs::Completion& completion);
+  bool anything_connecting() const;
+  std::vector<std::byte> hello() const;
+
+  // ---- sending.cc ----
+  void queue_control(Peer& peer, const ControlMessage& message);
+  void return_credits(Peer& peer, uint32_t count);
+  // Posts what the peer's queues allow; called after anything that may unblock them.
+  void pump(Peer& peer);
+  bool post_control(Peer& peer, const ControlMessage& message);
+  enum class Posted { kBlocked, kSent, kSkipped };
+  Posted post_data(Peer& peer, const DataItem& item);
+  // Sends header + body + payload as one message, inline when small enough, else through a
+  // send buffer; false when no buffer is free.
+  bool post_message(Peer& peer, wire::Header& header, std::span<const std::byte> body,
+                    std::span<const std::byte> payload);
+  bool post_from_buffer(Peer& peer, uint32_t buffer, size_t bytes);
+  bool can_post(const Peer& peer) const;
+
+  // ---- tagged.cc ----
+  Result<uint64_t> new_request(RequestKind kind);
+  RequestSlot* find_request(uint64_t id);
+  void complete(uint64_t id, RequestSlot& request, Status status);
+  void release(uint64_t id, RequestSlot& request);
+  void deliver_eager(Peer& peer, const wire::Header& header, std::span<const std::byte> payload);
+  void deliver_rendezvous(Peer& peer, const wire::Header& header,
+                          const wire::RendezvousBody& body);
+  void match_eager(uint64_t request_id, RequestSlot& request, PeerId source,
+                   const wire::Header& header, std::span<const std::byte> payload);
+  Status sticky_error() const;
+  // Progresses until done() holds or `bound` passes, sleeping per the progress mode.
+  Status progress_until(const std::function<bool()>& done, std::chrono::milliseconds bound,
+                        std::string_view what);
+
+  // ---- rendezvous.cc ----
+  void start_rendezvous_receive(uint64_t request_id, RequestSlot& request, PeerId source,
+                                uint64_t sender_cookie, const wire::RendezvousBody& body,
+                                bool write_scheme);
+  void handle_ready(Peer& peer, const wire::Header& header, const wire::ReadyBody& body);
+  void handle_finish(Peer& peer, const wire::Header& header);
+  // Posts the request's next RDMA operations; true when it has nothing left to post.
+  bool post_rdma(Peer& peer, uint64_t request_id, RequestSlot& request);
+  void fragment_done(Peer& peer, uint64_t request_id, bool ok, const Status& failure);
+  void send_finish(Peer& peer, uint64_t cookie, bool truncated);
+  verbs::Access sink_access(bool write_scheme) const;
+
+  // ---- active_rma.cc ----
+  void deliver_active(Peer& peer, const wire::Header& header, std::span<const std::byte> bytes);
+  Result<Request> start_rma(RequestKind kind, PeerId peer, std::byte* local, size_t length,
+                            RemoteMemory remote);
+  Result<Request> atomic_compare_swap_or_add(PeerId peer, RemoteMemory remote, bool compare_swap,
+                                             uint64_t compare, uint64_t operand,
+                                             uint64_t* result);
+
+  // ---- state ----
+  mutable std::recursive_mutex mutex_;
+  std::shared_ptr<verbs::Provider> provider_;
+  std::shared_ptr<verbs::Device> device_;
+  std::shared_ptr<verbs::ProtectionDomain> domain_;
+  std::shared_ptr<verbs::CompletionQueue> cq_;
+  std::shared_ptr<verbs::SharedReceiveQueue> srq_;
+  std::shared_ptr<verbs::ConnectEndpoint> listener_;
+  std::optional<verbs::Operation<std::shared_ptr<verbs::ConnectEndpoint>>> next_request_;
+  std::unique_ptr<BufferPool> send_buffers_;
+  std::unique_ptr<BufferPool> receive_buffers_;
+  std::unique_ptr<BufferPool> atomic_buffers_;
+  std::unique_ptr<RegistrationCache> cache_;
+  ProtocolThresholds thresholds_;
+  verbs::Capability capabilities_ = verbs::Capability::kNone;
+  std::string listen_address_;
+  size_t inline_bytes_ = 0;  // largest inline message with its header; 0: no inline
+  uint64_t uuid_ = 0;
+
+  // Settings (from the configuration).
+  std::optional<config::Config> config_;
+  uint32_t credit_window_ = 32;
+  uint32_t send_depth_ = 128;
+  uint32_t outbound_read_depth_ = 16;
+  size_t unexpected_limit_ = 0;
+  ProgressMode mode_ = ProgressMode::kHybrid;
+  std::chrono::microseconds spin_{50};
+  std::chrono::milliseconds connect_timeout_{10000};
+
+  std::vector<std::unique_ptr<Peer>> peers_;
+  std::unordered_map<uint64_t, PeerId> peer_by_uuid_;
+
+  std::deque<RequestSlot> requests_;  // a deque: slots never move while others are added
+  std::vector<uint32_t> free_requests_;
+  MatchQueue posted_{false};
+  MatchQueue unexpected_{true};
+  std::vector<UnexpectedMessage> unexpected_messages_;
+  std::vector<uint32_t> free_unexpected_;
+  size_t unexpected_bytes_ = 0;
+
+  std::array<AmHandler, 256> am_handlers_;
+  WorkerCounters counters_;
+  std::array<verbs::Completion, 32> completions_{};
+
+  std::thread progress_thread_;
+  std::atomic<bool> stop_progress_{false};
+};
+
+}  // namespace wv::transport
