@@ -9,5 +9,6 @@
 namespace wv::verbs {
 
 Result<std::shared_ptr<Provider>> open_tcp_provider();
+Result<std::shared_ptr<Provider>> open_shm_provider();
 
 }  // namespace wv::verbs

@@ -18,9 +18,12 @@ struct ProviderEntry {
 // In the order `auto` tries them: the fastest transport that works on this machine first.
 constexpr ProviderEntry kProviders[] = {
     {"tcp", open_tcp_provider},
+    // After tcp, so that `auto` still opens tcp: shm reaches only this host; the transport
+    // layer picks shm per peer on the same host.
+    {"shm", open_shm_provider},
 };
 
-constexpr std::string_view kNames[] = {"tcp"};
+constexpr std::string_view kNames[] = {"tcp", "shm"};
 
 }  // namespace
 

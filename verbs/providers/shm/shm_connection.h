@@ -1,0 +1,184 @@
+// One connected QP's shm connection: the engine's Wire over the two rings of a shared segment.
+//
+// Transmit runs under the QP lock (posting threads, and the receive path when it answers a
+// read or atomic): it is the rings' single producer. Receive runs under rx_mutex_ on whichever
+// thread drives progress: an application thread polling a CQ the connection feeds (no system
+// call, no wakeup), or the device's progress thread, which sleeps on this side's doorbell
+// eventfd when nobody polls. Lock order: rx_mutex_, then the QP lock.
+//
+// Sends and small writes are copied through the ring (fragmented to a quarter of the ring).
+// Large RDMA writes are pulled by the target and large RDMA reads pushed by it, each as one
+// process_vm_readv/writev after the target checked the key (shm_cma.h); a pulled write stays
+// the connection's current request until the target says it copied it, so the source buffer
+// is never reused early and later requests never overtake it. Atomics run at the target with
+// the CPU's atomic instructions, so they are atomic against each other and the target's CPUs.
+//
+// Errors follow the iWARP model the tcp provider has (no Capability::kRemoteErrorsInCompletion):
+// a responder that refuses something sends a terminate entry and fails its QP; the requester
+// fails its QP on the terminate (reads and atomics complete with the error, sends and writes
+// were already complete) and raises kQpFatal. A malformed entry, the peer's hang-up or death
+// fail the QP with kTransportError.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "progress.h"
+#include "shm_protocol.h"
+#include "shm_ring.h"
+#include "soft_completion_queue.h"
+#include "soft_queue_pair.h"
+#include "wv/verbs/operation.h"
+
+namespace wv::verbs::shm {
+
+// How a connection ended, shared with the endpoint that made it (notify_disconnect).
+class ConnectionEvents {
+ public:
+  void closed();
+  Operation<void> wait_closed();
+  bool is_closed();
+
+ private:
+  std::mutex mutex_;
+  bool closed_ = false;
+  std::vector<Completer<void>> waiters_;
+};
+
+struct ConnectionOptions {
+  int side = 0;           // 0: the connecting side, 1: the accepting side
+  pid_t peer_pid = 0;     // from SO_PEERCRED
+  bool can_pull = false;  // this side copies from/to the peer with CMA
+  int64_t rnr_timeout_ms = 2000;
+  uint32_t inbound_read_depth = 1;
+};
+
+// Payloads at least this long go by CMA (when both sides can): below it the ring's two
+// copies cost less than a system call and the round trip of the pull's acknowledgement.
+inline constexpr uint64_t kPullThreshold = 16 * 1024;
+
+class ShmConnection final : public soft::Wire,
+                            public soft::PollHandler,
+                            public soft::ProgressSource,
+                            public std::enable_shared_from_this<ShmConnection> {
+ public:
+  // Takes ownership of the descriptors: the socket, this side's doorbell and the peer's.
+  ShmConnection(std::unique_ptr<Segment> segment, int socket_fd, int doorbell_fd,
+                int peer_doorbell_fd, soft::Progress& progress,
+                const std::shared_ptr<soft::SoftConnectQueuePair>& qp,
+                std::shared_ptr<ConnectionEvents> events, const ConnectionOptions& options);
+  ~ShmConnection() override;
+
+  // Starts serving the connection on the progress thread and on polls of the QP's CQs.
+  Status start(soft::SoftCompletionQueue& send_cq, soft::SoftCompletionQueue& receive_cq);
+
+  void kick_locked(soft::SoftConnectQueuePair& qp) override;
+  void receive_posted() override;
+  void close() override;
+  void on_events(uint32_t events) override;  // the doorbell
+  void on_deadline() override;               // park check
+  void progress_from_poll() override;
+  void poller_sleeping() override;
+  // The socket (hang-up) and its deadline (receiver not ready).
+  void on_socket_events(uint32_t events);
+  void on_rnr_deadline();
+
+ private:
+  struct Response {
+    enum class Kind : uint8_t { kReadData, kReadDone, kAtomicReply, kWriteDone } kind;
+    uint32_t tag = 0;
+    const std::byte* source = nullptr;
+    uint64_t length = 0;
+    uint64_t sent = 0;
+    uint64_t value = 0;
+  };
+  enum class Emit : uint8_t { kDone, kFull, kHeld };
+  enum class Outcome : uint8_t { kDone, kStall, kFailed };
+
+  // ---- transmit (QP lock) ----
+  void pump_locked(soft::SoftConnectQueuePair& qp);
+  Emit emit_request_locked(soft::SendWorkRequest& request, bool* ring);
+  bool emit_response_locked(Response& response, bool* ring);
+  // Reserves an entry for `payload` bytes; null when the ring is full (blocked_bytes_ is set).
+  std::byte* reserve_locked(uint32_t payload, EntryHeader& header);
+  bool commit_locked(const EntryHeader& header);
+  bool queue_response_locked(soft::SoftConnectQueuePair& qp, const Response& response);
+  void ring_peer();
+  void ring_self();
+
+  // ---- receive (rx_mutex_) ----
+  void drain(soft::SoftConnectQueuePair& qp);
+  Outcome handle(soft::SoftConnectQueuePair& qp, const EntryHeader& header,
+                 const std::byte* payload);
+  Outcome on_send(soft::SoftConnectQueuePair& qp, const EntryHeader& header,
+                  const std::byte* payload);
+  Outcome on_write(soft::SoftConnectQueuePair& qp, const EntryHeader& header,
+                   const std::byte* payload);
+  Outcome on_write_pull(soft::SoftConnectQueuePair& qp, const EntryHeader& header,
+                        const std::byte* payload);
+  Outcome on_read_request(soft::SoftConnectQueuePair& qp, const EntryHeader& header,
+                          const std::byte* payload);
+  Outcome on_atomic(soft::SoftConnectQueuePair& qp, const EntryHeader& header,
+                    const std::byte* payload);
+  Outcome on_response(soft::SoftConnectQueuePair& qp, const EntryHeader& header,
+                      const std::byte* payload);
+  Outcome on_terminate(soft::SoftConnectQueuePair& qp, const EntryHeader& header,
+                       const std::byte* payload);
+  // Receiver not ready: the entry stays in the ring until a receive is posted.
+  Outcome stall(soft::SoftConnectQueuePair& qp);
+  // Runs the receive side on the progress thread, then arms the doorbell and sleeps.
+  void service();
+  bool poller_active() const;
+  void park();
+  void unpark();
+
+  // An error found here: tell the peer (best effort), fail the QP with `local_status`.
+  void terminate(soft::SoftConnectQueuePair& qp, bool about_request,
+                 CompletionStatus requester_status, CompletionStatus local_status,
+                 const std::string& reason);
+  Outcome malformed(soft::SoftConnectQueuePair& qp, const std::string& why);
+  void lost(soft::SoftConnectQueuePair& qp, const std::string& reason);
+
+  std::unique_ptr<Segment> segment_;
+  const int socket_fd_;
+  const int doorbell_fd_;
+  const int peer_doorbell_fd_;
+  soft::Progress& progress_;
+  std::weak_ptr<soft::SoftConnectQueuePair> qp_;
+  std::shared_ptr<ConnectionEvents> events_;
+  const ConnectionOptions options_;
+  std::atomic<bool> closed_{false};
+  std::atomic<bool> cma_;  // starts as options_.can_pull; cleared if the kernel refuses
+  std::shared_ptr<soft::PollHandler> socket_watch_;
+
+  // Transmit state, under the QP lock.
+  RingProducer producer_;
+  uint32_t max_payload_ = 0;
+  soft::SendWorkRequest* current_ = nullptr;  // partly transmitted (ring full)
+  soft::SendWorkRequest* held_ = nullptr;     // a pulled write waiting for kWriteDone
+  std::vector<Response> responses_;           // ring bounded by the inbound read depth
+  size_t responses_head_ = 0;
+  size_t responses_count_ = 0;
+  uint32_t tag_sequence_ = 0;
+  uint32_t blocked_bytes_ = 0;
+  std::atomic<bool> tx_blocked_{false};
+
+  // Receive state, under rx_mutex_.
+  std::mutex rx_mutex_;
+  RingConsumer consumer_;
+  bool receiving_ = false;
+  uint64_t receive_offset_ = 0;
+  soft::ReceiveWorkRequest receive_;
+  bool pull_done_ = false;  // a pulled write with immediate waits for a receive
+  std::atomic<bool> rnr_stalled_{false};
+  std::atomic<bool> parked_{false};
+  std::atomic<int64_t> last_poll_ns_{0};
+};
+
+}  // namespace wv::verbs::shm

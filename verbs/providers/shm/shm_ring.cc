@@ -1,0 +1,207 @@
+#include "shm_ring.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <new>
+#include <string>
+
+namespace wv::verbs::shm {
+namespace {
+
+bool power_of_two(uint64_t value) {
+  return value != 0 && (value & (value - 1)) == 0;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Segment>> Segment::create(uint32_t ring_bytes) {
+  if (!power_of_two(ring_bytes) || ring_bytes < kMinRingBytes || ring_bytes > kMaxRingBytes) {
+    return Status(Errc::kInvalidArgument, "shm ring size " + std::to_string(ring_bytes) +
+                                              " must be a power of two between " +
+                                              std::to_string(kMinRingBytes) + " and " +
+                                              std::to_string(kMaxRingBytes));
+  }
+  const int fd = ::memfd_create("wv-shm-connection", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return errno_status(Errc::kIoError, "memfd_create");
+  const size_t size = kDataOffset + size_t{ring_bytes} * 2;
+  if (::ftruncate(fd, static_cast<off_t>(size)) != 0 ||
+      ::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    Status status = errno_status(Errc::kIoError, "sizing and sealing the shm segment");
+    ::close(fd);
+    return status;
+  }
+  void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) {
+    Status status = errno_status(Errc::kIoError, "mmap of the shm segment");
+    ::close(fd);
+    return status;
+  }
+  auto* header = new (base) SegmentHeader();
+  header->ring_bytes = ring_bytes;
+  header->version = kSegmentVersion;
+  header->magic = kSegmentMagic;
+  std::unique_ptr<Segment> segment(new Segment());
+  segment->base_ = base;
+  segment->size_ = size;
+  segment->ring_bytes_ = ring_bytes;
+  segment->fd_ = fd;
+  return segment;
+}
+
+Result<std::unique_ptr<Segment>> Segment::attach(int fd) {
+  std::unique_ptr<Segment> segment(new Segment());
+  segment->fd_ = fd;
+  const int seals = ::fcntl(fd, F_GET_SEALS);
+  if (seals < 0 || (seals & F_SEAL_SHRINK) == 0) {
+    return Status(Errc::kProtocolError, "the peer's shm segment is not sealed against shrinking");
+  }
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) return errno_status(Errc::kIoError, "fstat of the shm segment");
+  const auto size = static_cast<uint64_t>(info.st_size);
+  if (size < kDataOffset + 2 * uint64_t{kMinRingBytes} ||
+      size > kDataOffset + 2 * uint64_t{kMaxRingBytes}) {
+    return Status(Errc::kProtocolError,
+                  "the peer's shm segment has an impossible size " + std::to_string(size));
+  }
+  void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) return errno_status(Errc::kIoError, "mmap of the peer's shm segment");
+  segment->base_ = base;
+  segment->size_ = size;
+  // Read once: the peer may change the header later, the ring size used here never changes.
+  const auto* header = static_cast<const SegmentHeader*>(base);
+  const uint64_t magic = header->magic;
+  const uint32_t version = header->version;
+  const uint32_t ring_bytes = header->ring_bytes;
+  if (magic != kSegmentMagic || version != kSegmentVersion) {
+    return Status(Errc::kProtocolError, "the peer's shm segment has a bad magic or version");
+  }
+  if (!power_of_two(ring_bytes) || ring_bytes < kMinRingBytes || ring_bytes > kMaxRingBytes ||
+      kDataOffset + 2 * uint64_t{ring_bytes} > size) {
+    return Status(Errc::kProtocolError,
+                  "the peer's shm segment names a bad ring size " + std::to_string(ring_bytes));
+  }
+  segment->ring_bytes_ = ring_bytes;
+  return segment;
+}
+
+Segment::~Segment() {
+  if (base_ != nullptr) ::munmap(base_, size_);
+  close_fd();
+}
+
+void Segment::close_fd() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+// ---- RingProducer ----
+
+bool RingProducer::fits(uint32_t bytes) const {
+  const uint64_t pos = head_ & (capacity_ - 1);
+  const uint64_t contiguous = capacity_ - pos;
+  const uint64_t need = bytes <= contiguous ? bytes : contiguous + bytes;
+  return head_ + need - cached_tail_ <= capacity_;
+}
+
+std::byte* RingProducer::reserve(uint32_t bytes, bool* malformed) {
+  if (!fits(bytes)) {
+    const uint64_t tail = control_->tail.load(std::memory_order_acquire);
+    if (tail > head_ || head_ - tail > capacity_) {
+      *malformed = true;
+      return nullptr;
+    }
+    cached_tail_ = tail;
+    if (!fits(bytes)) return nullptr;
+  }
+  uint64_t pos = head_ & (capacity_ - 1);
+  const uint64_t contiguous = capacity_ - pos;
+  if (bytes > contiguous) {
+    // The entry would cross the end: a pad fills the rest, the entry starts at 0.
+    const uint32_t pad[2] = {static_cast<uint32_t>(contiguous), kPadType};
+    std::memcpy(data_ + pos, pad, sizeof(pad));
+    head_ += contiguous;
+    pos = 0;
+  }
+  return data_ + pos;
+}
+
+bool RingProducer::commit(uint32_t bytes) {
+  head_ += bytes;
+  control_->head.store(head_, std::memory_order_seq_cst);
+  return control_->consumer_sleeping.load(std::memory_order_seq_cst) != 0 &&
+         control_->consumer_sleeping.exchange(0, std::memory_order_seq_cst) != 0;
+}
+
+bool RingProducer::wait_for_space(uint32_t bytes) {
+  control_->producer_waiting.store(1, std::memory_order_seq_cst);
+  const uint64_t tail = control_->tail.load(std::memory_order_seq_cst);
+  if (tail <= head_ && head_ - tail <= capacity_) cached_tail_ = tail;
+  if (!fits(bytes)) return false;
+  control_->producer_waiting.store(0, std::memory_order_relaxed);
+  return true;
+}
+
+// ---- RingConsumer ----
+
+RingConsumer::Peek RingConsumer::peek(EntryHeader& header, const std::byte** payload,
+                                      const char** why) {
+  for (;;) {
+    if (cached_head_ == tail_) {
+      cached_head_ = control_->head.load(std::memory_order_acquire);
+      if (cached_head_ == tail_) return Peek::kEmpty;
+    }
+    if (cached_head_ < tail_ || cached_head_ - tail_ > capacity_) {
+      *why = "ring head index out of range";
+      return Peek::kMalformed;
+    }
+    const uint64_t available = cached_head_ - tail_;
+    const uint64_t pos = tail_ & (capacity_ - 1);
+    const uint64_t contiguous = capacity_ - pos;
+    // One copy of the header out of shared memory; only the copy is checked and used.
+    header = EntryHeader{};
+    std::memcpy(&header, data_ + pos,
+                std::min<uint64_t>({kEntryHeaderBytes, contiguous, available}));
+    const uint32_t size = header.size;
+    if (available < 8 || size < 8 || size % 8 != 0 || size > available || size > contiguous) {
+      *why = "ring entry size out of range";
+      return Peek::kMalformed;
+    }
+    if (header.type == kPadType) {
+      tail_ += size;
+      continue;
+    }
+    if (size < kEntryHeaderBytes || uint64_t{kEntryHeaderBytes} + header.length > size) {
+      *why = "ring entry shorter than its header and payload";
+      return Peek::kMalformed;
+    }
+    *payload = data_ + pos + kEntryHeaderBytes;
+    return Peek::kEntry;
+  }
+}
+
+bool RingConsumer::release(const EntryHeader& header) {
+  tail_ += header.size;
+  control_->tail.store(tail_, std::memory_order_seq_cst);
+  return control_->producer_waiting.load(std::memory_order_seq_cst) != 0 &&
+         control_->producer_waiting.exchange(0, std::memory_order_seq_cst) != 0;
+}
+
+bool RingConsumer::prepare_to_sleep() {
+  control_->consumer_sleeping.store(1, std::memory_order_seq_cst);
+  cached_head_ = control_->head.load(std::memory_order_seq_cst);
+  if (cached_head_ == tail_) return false;
+  control_->consumer_sleeping.store(0, std::memory_order_relaxed);
+  return true;
+}
+
+bool RingConsumer::empty() {
+  if (cached_head_ != tail_) return false;
+  cached_head_ = control_->head.load(std::memory_order_acquire);
+  return cached_head_ == tail_;
+}
+
+}  // namespace wv::verbs::shm

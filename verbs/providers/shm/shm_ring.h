@@ -1,0 +1,174 @@
+// The shared memory of one shm connection: a header and two single-producer single-consumer
+// byte rings, one per direction, in a memfd that both processes map.
+//
+// Why a memfd: it has no name in /dev/shm or anywhere else, it travels to the peer over the
+// connection's unix socket (SCM_RIGHTS), and the kernel frees it when the last mapping and
+// descriptor are gone, so processes that exit, crash or are killed leave nothing behind. The
+// creator seals its size (F_SEAL_SHRINK | F_SEAL_GROW), and the side that maps a peer's memfd
+// checks the seals first: a peer that could shrink the file would make every access a SIGBUS.
+//
+// Ring protocol. The producer writes entries at `head`, the consumer reads them at `tail`; both
+// are byte counts that only grow (the position is count & (capacity - 1)). Each side writes only
+// its own cache line, so a message costs the two cache-line transfers it must, and no system
+// call. An entry is contiguous in the ring: one that would cross the end is preceded by a pad
+// entry filling the rest of the ring. Entries are 8-byte aligned.
+//
+// Sleeping. A consumer about to sleep sets `consumer_sleeping` and looks at `head` once more;
+// a producer publishes `head` and then looks at `consumer_sleeping`, ringing the consumer's
+// doorbell (an eventfd) only when it is set. Both are sequentially consistent, so one of the two
+// sees the other and no wakeup is lost. A producer that finds the ring full does the same with
+// `producer_waiting`, and the consumer rings the producer's doorbell after freeing space.
+//
+// Everything the peer writes is checked before use: a peer that writes garbage (indices out of
+// range, entry sizes that overrun, unknown types) produces kMalformed, never a wild access.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+#include "wv/result.h"
+
+namespace wv::verbs::shm {
+
+inline constexpr size_t kCacheLine = 64;
+inline constexpr uint64_t kSegmentMagic = 0x31474553'4d485357ull;  // "WSHMSEG1"
+inline constexpr uint32_t kSegmentVersion = 1;
+inline constexpr uint32_t kMinRingBytes = 16 * 1024;
+inline constexpr uint32_t kMaxRingBytes = 64 * 1024 * 1024;
+
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "ring indices must be lock-free");
+static_assert(std::atomic<uint32_t>::is_always_lock_free, "ring flags must be lock-free");
+
+struct alignas(kCacheLine) RingControl {
+  // Written by the producer (and exchanged by the consumer when it rings the doorbell).
+  alignas(kCacheLine) std::atomic<uint64_t> head{0};
+  std::atomic<uint32_t> producer_waiting{0};
+  // Written by the consumer (and exchanged by the producer when it rings the doorbell).
+  alignas(kCacheLine) std::atomic<uint64_t> tail{0};
+  std::atomic<uint32_t> consumer_sleeping{0};
+};
+
+// Side 0 is the connecting side (it creates the segment), side 1 the accepting side. Ring i
+// carries what side i sends.
+struct SegmentHeader {
+  uint64_t magic = 0;
+  uint32_t version = 0;
+  uint32_t ring_bytes = 0;
+  // can_pull[i]: side i copies with process_vm_readv/writev from/to its peer, so the peer may
+  // hand it large RDMA writes as a pull request instead of copying them through the ring.
+  alignas(kCacheLine) std::atomic<uint32_t> can_pull[2];
+  RingControl rings[2];
+};
+
+inline constexpr size_t kDataOffset = 4096;  // ring data starts on its own page
+static_assert(sizeof(SegmentHeader) <= kDataOffset);
+
+// A mapped segment (the memfd is closed once mapped, or kept for sending to the peer).
+class Segment {
+ public:
+  // Creates a sealed memfd with rings of `ring_bytes` (a power of two) and maps it.
+  static Result<std::unique_ptr<Segment>> create(uint32_t ring_bytes);
+  // Maps a peer's memfd after checking its seals, size and header. Takes ownership of `fd`.
+  static Result<std::unique_ptr<Segment>> attach(int fd);
+  ~Segment();
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+
+  SegmentHeader& header() { return *static_cast<SegmentHeader*>(base_); }
+  std::byte* ring_data(int side) {
+    return static_cast<std::byte*>(base_) + kDataOffset + size_t{ring_bytes_} * side;
+  }
+  uint32_t ring_bytes() const { return ring_bytes_; }
+  int fd() const { return fd_; }
+  // Closes the memfd (after it was sent to the peer); the mapping stays.
+  void close_fd();
+
+ private:
+  Segment() = default;
+  void* base_ = nullptr;
+  size_t size_ = 0;
+  uint32_t ring_bytes_ = 0;
+  int fd_ = -1;
+};
+
+// The fixed part of every ring entry after the first 8 bytes (size, type, flags, count).
+struct EntryHeader {
+  uint32_t size = 0;       // bytes of the entry, this header included; a multiple of 8
+  uint8_t type = 0;        // EntryType
+  uint8_t flags = 0;       // EntryFlags
+  uint16_t count = 0;      // iovecs in the payload (pull / push requests)
+  uint32_t length = 0;     // payload bytes in this entry
+  uint32_t key = 0;        // rkey, or the key a send invalidates, or a status (terminate)
+  uint32_t tag = 0;        // names the read, atomic or pulled write a response answers
+  uint32_t immediate = 0;  // immediate data
+  uint64_t address = 0;    // remote address, or the offset of a fragment in its message
+  uint64_t value = 0;      // total length, compare operand, or an atomic's original value
+};
+static_assert(sizeof(EntryHeader) == 40);
+inline constexpr uint32_t kEntryHeaderBytes = sizeof(EntryHeader);
+inline constexpr uint32_t kPadType = 1;
+
+inline constexpr uint32_t align8(uint64_t bytes) {
+  return static_cast<uint32_t>((bytes + 7) & ~uint64_t{7});
+}
+
+class RingProducer {
+ public:
+  RingProducer() = default;
+  RingProducer(RingControl* control, std::byte* data, uint32_t capacity)
+      : control_(control), data_(data), capacity_(capacity) {}
+
+  // Room for an entry of `bytes` (from entry_bytes()) at once, or null when the ring is full.
+  // The entry is published by commit(). Sets *malformed when the consumer's index is impossible.
+  std::byte* reserve(uint32_t bytes, bool* malformed);
+  // Publishes the entry reserve() returned. Returns true when the consumer sleeps and must be
+  // woken (its flag is cleared: one doorbell per sleep).
+  bool commit(uint32_t bytes);
+  // The ring is full: ask the consumer for a doorbell once it frees space. Returns true if
+  // space for `bytes` appeared meanwhile (then no doorbell is owed).
+  bool wait_for_space(uint32_t bytes);
+  // The largest entry reserve() ever grants (so any entry eventually fits).
+  uint32_t max_entry() const { return capacity_ / 4; }
+  uint64_t head() const { return head_; }
+
+ private:
+  bool fits(uint32_t bytes) const;
+
+  RingControl* control_ = nullptr;
+  std::byte* data_ = nullptr;
+  uint32_t capacity_ = 0;
+  uint64_t head_ = 0;
+  uint64_t cached_tail_ = 0;
+};
+
+class RingConsumer {
+ public:
+  enum class Peek : uint8_t { kEmpty, kEntry, kMalformed };
+
+  RingConsumer() = default;
+  RingConsumer(RingControl* control, const std::byte* data, uint32_t capacity)
+      : control_(control), data_(data), capacity_(capacity) {}
+
+  // The next entry (pads skipped): its header copied out (the peer cannot change it after the
+  // checks) and its payload, `header.length` bytes, still in the ring until release().
+  Peek peek(EntryHeader& header, const std::byte** payload, const char** why);
+  // Frees the entry peek() returned. Returns true when the producer waits for space and must
+  // be woken.
+  bool release(const EntryHeader& header);
+  // About to sleep: sets the flag and returns true if an entry arrived meanwhile (then the
+  // consumer must not sleep).
+  bool prepare_to_sleep();
+  bool empty();
+
+ private:
+  RingControl* control_ = nullptr;
+  const std::byte* data_ = nullptr;
+  uint32_t capacity_ = 0;
+  uint64_t tail_ = 0;
+  uint64_t cached_head_ = 0;
+};
+
+}  // namespace wv::verbs::shm
