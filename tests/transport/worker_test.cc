@@ -1,0 +1,615 @@
+// The messaging engine between two workers in one process (and, for the failure cases, in a
+// child process), on every provider built in, with both rendezvous schemes.
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "wv/transport/worker.h"
+#include "wv/verbs/provider.h"
+
+namespace wv::transport {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr std::chrono::milliseconds kBound = 20s;
+
+std::vector<std::byte> pattern(size_t length, uint32_t seed) {
+  std::vector<std::byte> bytes(length);
+  uint32_t x = seed * 2654435761u + 1;
+  for (auto& b : bytes) {
+    x = x * 1664525u + 1013904223u;
+    b = static_cast<std::byte>(x >> 24);
+  }
+  return bytes;
+}
+
+struct Params {
+  std::string provider;
+  std::string scheme;
+};
+void PrintTo(const Params& params, std::ostream* os) {
+  *os << params.provider << "/" << params.scheme;
+}
+
+std::vector<Params> all_params() {
+  std::vector<Params> params;
+  for (std::string_view name : verbs::Provider::names()) {
+    for (const char* scheme : {"read", "write"}) params.push_back({std::string(name), scheme});
+  }
+  return params;
+}
+
+class WorkerTest : public testing::TestWithParam<Params> {
+ protected:
+  WorkerOptions options(std::vector<std::pair<std::string, std::string>> extra = {}) const {
+    WorkerOptions o;
+    o.provider = GetParam().provider;
+    o.listen_address = "127.0.0.1:0";
+    o.settings = {{"transport_rendezvous", GetParam().scheme},
+                  {"transport_eager_limit", "8K"},
+                  {"transport_fragment_size", "256K"}};
+    for (auto& setting : extra) o.settings.push_back(setting);
+    return o;
+  }
+
+  void SetUp() override {
+    auto provider = verbs::Provider::open(GetParam().provider);
+    if (!provider.is_ok()) {
+      GTEST_SKIP() << "provider " << GetParam().provider
+                   << " cannot run here: " << provider.status().to_string();
+    }
+  }
+
+  void make_pair(std::vector<std::pair<std::string, std::string>> extra = {}) {
+    auto a = Worker::create(options(extra));
+    ASSERT_TRUE(a.is_ok()) << a.status().to_string();
+    auto b = Worker::create(options(extra));
+    ASSERT_TRUE(b.is_ok()) << b.status().to_string();
+    a_ = std::move(a).value();
+    b_ = std::move(b).value();
+    auto ab = a_->add_peer(b_->address());
+    auto ba = b_->add_peer(a_->address());
+    ASSERT_TRUE(ab.is_ok() && ba.is_ok());
+    to_b_ = *ab;
+    to_a_ = *ba;
+  }
+
+  // Progresses both workers until `request` of `worker` is done.
+  Status wait(Worker& worker, Request request, RequestResult* result = nullptr) {
+    auto deadline = std::chrono::steady_clock::now() + kBound;
+    while (std::chrono::steady_clock::now() < deadline) {
+      a_->progress();
+      b_->progress();
+      auto done = worker.test(request, result);
+      if (!done.is_ok()) return done.status();
+      if (*done) return Status::ok();
+    }
+    return Status(Errc::kTimedOut, "request not done in the test's bound");
+  }
+
+  std::unique_ptr<Worker> a_, b_;
+  PeerId to_b_ = 0, to_a_ = 0;
+};
+
+TEST_P(WorkerTest, MessagesOfEverySizeArriveIntact) {
+  make_pair();
+  const size_t eager = a_->thresholds().eager_limit;
+  std::vector<size_t> sizes = {0, 1, 8, 31, a_->thresholds().inline_limit, eager - 1, eager,
+                               eager + 1, 100000, 256 << 10, (1 << 20) + 3, 3 << 20};
+  uint32_t seed = 1;
+  for (size_t size : sizes) {
+    SCOPED_TRACE("size " + std::to_string(size));
+    auto sent = pattern(size, seed++);
+    std::vector<std::byte> received(size + 16, std::byte{0x5a});
+    auto recv = b_->irecv(to_a_, 7, kTagMaskAll, received.data(), received.size());
+    ASSERT_TRUE(recv.is_ok());
+    auto send = a_->isend(to_b_, 7, sent.data(), sent.size());
+    ASSERT_TRUE(send.is_ok()) << send.status().to_string();
+    RequestResult result;
+    ASSERT_TRUE(wait(*b_, *recv, &result).is_ok());
+    ASSERT_TRUE(wait(*a_, *send).is_ok());
+    EXPECT_EQ(result.length, size);
+    EXPECT_EQ(result.source, to_a_);
+    EXPECT_EQ(result.tag, 7u);
+    EXPECT_EQ(0, std::memcmp(received.data(), sent.data(), size));
+    EXPECT_EQ(received[size], std::byte{0x5a}) << "wrote past the message";
+  }
+  EXPECT_GT(a_->counters().rendezvous_transfers, 0u);
+  EXPECT_EQ(a_->counters().connections, 1u);
+}
+
+TEST_P(WorkerTest, MessagesBetweenTwoWorkersAreNotOvertaken) {
+  make_pair();
+  // Mixed eager and rendezvous sizes, posted before any receive: all go unexpected first.
+  constexpr int kCount = 300;
+  std::vector<std::vector<std::byte>> sent;
+  std::vector<Request> sends;
+  for (int i = 0; i < kCount; ++i) {
+    size_t size = (i % 7 == 0) ? 20000 + static_cast<size_t>(i) : static_cast<size_t>(i);
+    sent.push_back(pattern(size, static_cast<uint32_t>(i)));
+    auto send = a_->isend(to_b_, 5, sent.back().data(), size);
+    ASSERT_TRUE(send.is_ok());
+    sends.push_back(*send);
+  }
+  for (int i = 0; i < 50; ++i) {
+    a_->progress();
+    b_->progress();
+  }
+  for (int i = 0; i < kCount; ++i) {
+    std::vector<std::byte> received(30000);
+    auto recv = b_->irecv(kAnyPeer, 5, kTagMaskAll, received.data(), received.size());
+    ASSERT_TRUE(recv.is_ok());
+    RequestResult result;
+    ASSERT_TRUE(wait(*b_, *recv, &result).is_ok()) << "message " << i;
+    ASSERT_EQ(result.length, sent[static_cast<size_t>(i)].size()) << "message " << i;
+    ASSERT_EQ(0, std::memcmp(received.data(), sent[static_cast<size_t>(i)].data(), result.length));
+  }
+  for (Request& send : sends) ASSERT_TRUE(wait(*a_, send).is_ok());
+  EXPECT_GT(b_->counters().unexpected_messages, 0u);
+}
+
+TEST_P(WorkerTest, WildcardsAndMasksMatchTheOldestMessage) {
+  make_pair();
+  uint64_t values[3] = {0x100, 0x201, 0x302};
+  for (uint64_t& v : values) {
+    auto send = a_->isend(to_b_, v, &v, sizeof v);
+    ASSERT_TRUE(send.is_ok());
+    ASSERT_TRUE(wait(*a_, *send).is_ok());
+  }
+  // Low byte 0x01 only: the second message, though older ones are unexpected too.
+  uint64_t got = 0;
+  auto recv = b_->irecv(kAnyPeer, 0x01, 0xff, &got, sizeof got);
+  RequestResult result;
+  ASSERT_TRUE(wait(*b_, *recv, &result).is_ok());
+  EXPECT_EQ(got, 0x201u);
+  EXPECT_EQ(result.tag, 0x201u);
+  // Any tag: the oldest remaining.
+  recv = b_->irecv(to_a_, 0, 0, &got, sizeof got);
+  ASSERT_TRUE(wait(*b_, *recv, &result).is_ok());
+  EXPECT_EQ(got, 0x100u);
+  auto probed = b_->probe(kAnyPeer, 0, 0, kBound);
+  ASSERT_TRUE(probed.is_ok());
+  EXPECT_EQ(probed->tag, 0x302u);
+  EXPECT_EQ(probed->length, sizeof(uint64_t));
+  EXPECT_EQ(b_->iprobe(kAnyPeer, 0x999, kTagMaskAll).status().code(), Errc::kNotFound);
+}
+
+TEST_P(WorkerTest, PostedReceivesMatchInPostingOrder) {
+  make_pair();
+  uint64_t first = 0, second = 0, third = 0;
+  auto wild = b_->irecv(kAnyPeer, 0, 0, &first, 8);
+  auto exact = b_->irecv(to_a_, 9, kTagMaskAll, &second, 8);
+  auto exact2 = b_->irecv(to_a_, 9, kTagMaskAll, &third, 8);
+  for (uint64_t v : {11ull, 22ull, 33ull}) {
+    auto send = a_->isend(to_b_, 9, &v, 8);
+    ASSERT_TRUE(wait(*a_, *send).is_ok());
+  }
+  ASSERT_TRUE(wait(*b_, *wild).is_ok());
+  ASSERT_TRUE(wait(*b_, *exact).is_ok());
+  ASSERT_TRUE(wait(*b_, *exact2).is_ok());
+  EXPECT_EQ(first, 11u);
+  EXPECT_EQ(second, 22u);
+  EXPECT_EQ(third, 33u);
+}
+
+TEST_P(WorkerTest, TruncationIsAnErrorOfTheReceiveOnly) {
+  make_pair();
+  for (size_t size : {size_t{100}, size_t{50000}}) {
+    auto sent = pattern(size, 3);
+    std::vector<std::byte> small(10);
+    auto recv = b_->irecv(to_a_, 1, kTagMaskAll, small.data(), small.size());
+    auto send = a_->isend(to_b_, 1, sent.data(), size);
+    Status status = wait(*b_, *recv);
+    EXPECT_EQ(status.code(), Errc::kInvalidArgument) << status.to_string();
+    EXPECT_NE(status.message().find("truncated"), std::string::npos);
+    EXPECT_TRUE(wait(*a_, *send).is_ok());
+  }
+  // The connection is still good.
+  uint32_t v = 7, got = 0;
+  auto recv = b_->irecv(to_a_, 2, kTagMaskAll, &got, 4);
+  auto send = a_->isend(to_b_, 2, &v, 4);
+  ASSERT_TRUE(wait(*b_, *recv).is_ok());
+  EXPECT_EQ(got, 7u);
+  ASSERT_TRUE(wait(*a_, *send).is_ok());
+}
+
+TEST_P(WorkerTest, SynchronousSendWaitsForTheMatch) {
+  make_pair();
+  uint32_t v = 42, got = 0;
+  auto send = a_->isend(to_b_, 3, &v, 4, SendMode::kSynchronous);
+  ASSERT_TRUE(send.is_ok());
+  for (int i = 0; i < 200; ++i) {
+    a_->progress();
+    b_->progress();
+  }
+  auto early = a_->test(*send);
+  ASSERT_TRUE(early.is_ok());
+  EXPECT_FALSE(*early) << "a synchronous send completed before the receive was posted";
+  auto recv = b_->irecv(to_a_, 3, kTagMaskAll, &got, 4);
+  ASSERT_TRUE(wait(*b_, *recv).is_ok());
+  ASSERT_TRUE(wait(*a_, *send).is_ok());
+  EXPECT_EQ(got, 42u);
+}
+
+TEST_P(WorkerTest, CancelledReceiveMatchesNothing) {
+  make_pair();
+  uint32_t got = 0;
+  auto recv = b_->irecv(to_a_, 4, kTagMaskAll, &got, 4);
+  ASSERT_TRUE(b_->cancel(*recv).is_ok());
+  RequestResult result;
+  ASSERT_TRUE(wait(*b_, *recv, &result).is_ok());
+  EXPECT_TRUE(result.cancelled);
+  uint32_t v = 9;
+  auto send = a_->isend(to_b_, 4, &v, 4);
+  ASSERT_TRUE(wait(*a_, *send).is_ok());
+  auto probed = b_->probe(to_a_, 4, kTagMaskAll, kBound);
+  ASSERT_TRUE(probed.is_ok()) << "the message went to the cancelled receive";
+}
+
+TEST_P(WorkerTest, ReleasedRequestIsAClearError) {
+  make_pair();
+  uint32_t v = 1;
+  auto send = a_->isend(to_b_, 1, &v, 4);
+  ASSERT_TRUE(wait(*a_, *send).is_ok());
+  auto again = a_->test(*send);
+  EXPECT_EQ(again.status().code(), Errc::kInvalidArgument);
+  EXPECT_EQ(a_->test(Request::from_id(12345)).status().code(), Errc::kInvalidArgument);
+  EXPECT_EQ(a_->isend(99, 1, &v, 4).status().code(), Errc::kInvalidArgument);
+  EXPECT_EQ(a_->irecv(99, 1, kTagMaskAll, &v, 4).status().code(), Errc::kInvalidArgument);
+  const std::byte junk[] = {std::byte{1}, std::byte{2}};
+  EXPECT_EQ(a_->add_peer(junk).status().code(), Errc::kInvalidArgument);
+}
+
+TEST_P(WorkerTest, SendToSelf) {
+  make_pair();
+  auto self = a_->add_peer(a_->address());
+  ASSERT_TRUE(self.is_ok());
+  for (size_t size : {size_t{16}, size_t{1 << 20}}) {
+    auto sent = pattern(size, 5);
+    std::vector<std::byte> received(size);
+    auto recv = a_->irecv(*self, 8, kTagMaskAll, received.data(), size);
+    auto send = a_->isend(*self, 8, sent.data(), size);
+    ASSERT_TRUE(send.is_ok());
+    ASSERT_TRUE(wait(*a_, *recv).is_ok());
+    ASSERT_TRUE(wait(*a_, *send).is_ok());
+    EXPECT_EQ(received, sent);
+  }
+}
+
+TEST_P(WorkerTest, SimultaneousConnectsEndInOneConnection) {
+  make_pair();
+  uint32_t x = 1, y = 2, got_a = 0, got_b = 0;
+  // Both send before either progresses: both connect at once.
+  auto send_a = a_->isend(to_b_, 1, &x, 4);
+  auto send_b = b_->isend(to_a_, 1, &y, 4);
+  auto recv_a = a_->irecv(to_b_, 1, kTagMaskAll, &got_a, 4);
+  auto recv_b = b_->irecv(to_a_, 1, kTagMaskAll, &got_b, 4);
+  ASSERT_TRUE(wait(*a_, *send_a).is_ok());
+  ASSERT_TRUE(wait(*b_, *send_b).is_ok());
+  ASSERT_TRUE(wait(*a_, *recv_a).is_ok());
+  ASSERT_TRUE(wait(*b_, *recv_b).is_ok());
+  EXPECT_EQ(got_a, 2u);
+  EXPECT_EQ(got_b, 1u);
+  EXPECT_EQ(a_->counters().connections, 1u);
+  EXPECT_EQ(b_->counters().connections, 1u);
+  EXPECT_GE(a_->counters().connect_races_resolved + b_->counters().connect_races_resolved, 1u);
+}
+
+TEST_P(WorkerTest, CreditsLetManyMoreMessagesThanTheWindowThrough) {
+  make_pair({{"transport_credits", "4"}, {"transport_receive_buffers", "16"}});
+  constexpr int kCount = 500;
+  std::vector<uint32_t> values(kCount);
+  std::iota(values.begin(), values.end(), 0u);
+  std::vector<Request> sends;
+  for (uint32_t& v : values) {
+    auto send = a_->isend(to_b_, 6, &v, 4);
+    ASSERT_TRUE(send.is_ok()) << "isend must queue, never refuse: " << send.status().to_string();
+    sends.push_back(*send);
+  }
+  for (int i = 0; i < kCount; ++i) {
+    uint32_t got = 0;
+    auto recv = b_->irecv(to_a_, 6, kTagMaskAll, &got, 4);
+    ASSERT_TRUE(wait(*b_, *recv).is_ok());
+    ASSERT_EQ(got, static_cast<uint32_t>(i));
+  }
+  for (Request& send : sends) ASSERT_TRUE(wait(*a_, send).is_ok());
+}
+
+TEST_P(WorkerTest, ActiveMessagesRunTheirHandlerInOrder) {
+  make_pair();
+  std::vector<std::pair<std::string, std::string>> seen;
+  ASSERT_TRUE(b_->set_am_handler(3, [&](PeerId source, std::span<const std::byte> header,
+                                        std::span<const std::byte> payload) {
+                    EXPECT_EQ(source, to_a_);
+                    seen.emplace_back(std::string(reinterpret_cast<const char*>(header.data()),
+                                                  header.size()),
+                                      std::string(reinterpret_cast<const char*>(payload.data()),
+                                                  payload.size()));
+                  }).is_ok());
+  for (int i = 0; i < 20; ++i) {
+    std::string header = "h" + std::to_string(i);
+    std::string payload(static_cast<size_t>(i * 100), static_cast<char>('a' + i));
+    Status status;
+    do {
+      status = a_->am_send(to_b_, 3, std::as_bytes(std::span(header)),
+                           std::as_bytes(std::span(payload)));
+      a_->progress();
+    } while (status.code() == Errc::kQueueFull);
+    ASSERT_TRUE(status.is_ok()) << status.to_string();
+  }
+  auto deadline = std::chrono::steady_clock::now() + kBound;
+  while (seen.size() < 20 && std::chrono::steady_clock::now() < deadline) {
+    a_->progress();
+    b_->progress();
+  }
+  ASSERT_EQ(seen.size(), 20u);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(seen[static_cast<size_t>(i)].first, "h" + std::to_string(i));
+    EXPECT_EQ(seen[static_cast<size_t>(i)].second.size(), static_cast<size_t>(i * 100));
+  }
+  std::vector<std::byte> too_big(a_->am_limit() + 1);
+  EXPECT_EQ(a_->am_send(to_b_, 3, {}, too_big).code(), Errc::kInvalidArgument);
+}
+
+TEST_P(WorkerTest, PutGetAndAtomics) {
+  make_pair();
+  std::vector<std::byte> window(1 << 20);
+  auto registered = b_->register_memory(window.data(), window.size());
+  ASSERT_TRUE(registered.is_ok());
+  RemoteMemory remote = (*registered)->remote();
+  auto data = pattern(700000, 9);
+  auto put = a_->put(to_b_, data.data(), data.size(), {remote.address + 64, remote.key});
+  ASSERT_TRUE(put.is_ok());
+  Status put_status = wait(*a_, *put);
+  ASSERT_TRUE(put_status.is_ok()) << put_status.to_string();
+  // Flush: the target serves one-sided operations without calling progress().
+  std::vector<Request> puts;
+  for (int i = 0; i < 8; ++i) {
+    auto p = a_->put(to_b_, data.data(), 4096, {remote.address + 64, remote.key});
+    ASSERT_TRUE(p.is_ok());
+    puts.push_back(*p);
+  }
+  ASSERT_TRUE(a_->flush(to_b_, kBound).is_ok());
+  for (Request& p : puts) {
+    auto done = a_->test(p);
+    ASSERT_TRUE(done.is_ok() && *done) << "flush returned before a put was done";
+  }
+  EXPECT_EQ(0, std::memcmp(window.data() + 64, data.data(), data.size()));
+  std::vector<std::byte> back(data.size());
+  auto get = a_->get(to_b_, back.data(), back.size(), {remote.address + 64, remote.key});
+  ASSERT_TRUE(wait(*a_, *get).is_ok());
+  EXPECT_EQ(back, data);
+
+  auto* counter = reinterpret_cast<uint64_t*>(window.data());
+  *counter = 10;
+  uint64_t before = 0;
+  auto add = a_->atomic_fetch_add(to_b_, remote, 5, &before);
+  if (!add.is_ok() && add.status().code() == Errc::kNotSupported) {
+    GTEST_SKIP() << "device lacks atomics";
+  }
+  ASSERT_TRUE(wait(*a_, *add).is_ok());
+  EXPECT_EQ(before, 10u);
+  EXPECT_EQ(*counter, 15u);
+  auto cas = a_->atomic_compare_swap(to_b_, remote, 15, 99, &before);
+  ASSERT_TRUE(wait(*a_, *cas).is_ok());
+  EXPECT_EQ(before, 15u);
+  EXPECT_EQ(*counter, 99u);
+  EXPECT_EQ(a_->atomic_fetch_add(to_b_, {remote.address + 1, remote.key}, 1, nullptr)
+                .status()
+                .code(),
+            Errc::kInvalidArgument);
+}
+
+TEST_P(WorkerTest, BadRemoteKeyFailsTheRequestNotTheProcess) {
+  make_pair();
+  std::vector<std::byte> window(4096);
+  auto registered = b_->register_memory(window.data(), window.size());
+  ASSERT_TRUE(registered.is_ok());
+  RemoteMemory remote = (*registered)->remote();
+  std::vector<std::byte> back(128);
+  auto get = a_->get(to_b_, back.data(), back.size(), {remote.address, remote.key ^ 0x5555});
+  ASSERT_TRUE(get.is_ok());
+  Status status = wait(*a_, *get);
+  EXPECT_FALSE(status.is_ok());
+  EXPECT_NE(status.code(), Errc::kTimedOut) << status.to_string();
+}
+
+TEST_P(WorkerTest, UnmappedAndRemappedBufferIsNeverSentFromAStaleRegistration) {
+  make_pair();
+  const size_t size = 256 << 10;  // rendezvous: registered through the cache
+  void* address = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(address, MAP_FAILED);
+  std::vector<std::byte> received(size);
+  auto exchange = [&](uint8_t fill) {
+    std::memset(address, fill, size);
+    auto recv = b_->irecv(to_a_, 1, kTagMaskAll, received.data(), size);
+    auto send = a_->isend(to_b_, 1, address, size);
+    ASSERT_TRUE(send.is_ok());
+    ASSERT_TRUE(wait(*b_, *recv).is_ok());
+    ASSERT_TRUE(wait(*a_, *send).is_ok());
+    EXPECT_EQ(received[0], std::byte{fill});
+    EXPECT_EQ(received[size - 1], std::byte{fill});
+  };
+  exchange(1);
+  exchange(2);
+  const WorkerCounters before = a_->counters();
+  EXPECT_GE(before.registration_cache_hits, 1u);
+  ASSERT_EQ(munmap(address, size), 0);
+  void* again = mmap(address, size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  ASSERT_EQ(again, address) << "could not map the same address again";
+  exchange(3);
+  const WorkerCounters after = a_->counters();
+  EXPECT_GT(after.registration_cache_invalidations, before.registration_cache_invalidations);
+  EXPECT_GT(after.registration_cache_misses, before.registration_cache_misses)
+      << "the remapped buffer was sent from the old registration";
+  munmap(address, size);
+}
+
+TEST_P(WorkerTest, ManyThreadsOnOneWorkerPair) {
+  make_pair();
+  constexpr int kThreads = 4;
+  constexpr int kRounds = 200;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kRounds; ++i) {
+        const size_t size = (i % 10 == 0) ? 30000 : 64;
+        auto sent = pattern(size, static_cast<uint32_t>(t * 1000 + i));
+        std::vector<std::byte> echoed(size), relay(size);
+        auto tag = static_cast<uint64_t>(t);
+        auto r1 = b_->irecv(to_a_, tag, kTagMaskAll, relay.data(), size);
+        auto s1 = a_->isend(to_b_, tag, sent.data(), size);
+        if (!r1.is_ok() || !s1.is_ok() || !b_->wait(*r1, nullptr, kBound).is_ok()) {
+          ++failures;
+          return;
+        }
+        auto r2 = a_->irecv(to_b_, tag, kTagMaskAll, echoed.data(), size);
+        auto s2 = b_->isend(to_a_, tag, relay.data(), size);
+        if (!r2.is_ok() || !s2.is_ok() || !a_->wait(*r2, nullptr, kBound).is_ok() ||
+            !a_->wait(*s1, nullptr, kBound).is_ok() || !b_->wait(*s2, nullptr, kBound).is_ok() ||
+            echoed != sent) {
+          ++failures;
+          return;
+        }
+      }
+    });
+  }
+  // Each thread's waits progress only its own worker; these keep the other side moving.
+  std::atomic<bool> stop{false};
+  std::thread helper([&] {
+    while (!stop) {
+      a_->progress();
+      b_->progress();
+    }
+  });
+  for (auto& thread : threads) thread.join();
+  stop = true;
+  helper.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+TEST_P(WorkerTest, ProgressThreadAndBlockingWaits) {
+  make_pair({{"transport_progress", "block"}});
+  ASSERT_TRUE(b_->start_progress_thread().is_ok());
+  EXPECT_EQ(b_->start_progress_thread().code(), Errc::kInvalidState);
+  ASSERT_TRUE(b_->set_am_handler(1, [&](PeerId source, std::span<const std::byte> header,
+                                        std::span<const std::byte>) {
+                    // Echo from inside progress (re-entrant call).
+                    (void)b_->am_send(source, 2, header, {});
+                  }).is_ok());
+  std::atomic<int> echoes{0};
+  ASSERT_TRUE(a_->set_am_handler(2, [&](PeerId, std::span<const std::byte>,
+                                        std::span<const std::byte>) { ++echoes; })
+                  .is_ok());
+  const std::byte hello[4] = {};
+  ASSERT_TRUE(a_->am_send(to_b_, 1, hello, {}).is_ok());
+  auto deadline = std::chrono::steady_clock::now() + kBound;
+  while (echoes == 0 && std::chrono::steady_clock::now() < deadline) {
+    a_->progress();
+    (void)a_->wait_for_event(10ms);
+  }
+  EXPECT_EQ(echoes.load(), 1);
+  b_->stop_progress_thread();
+}
+
+TEST_P(WorkerTest, ConnectingToNobodyFailsTheSendInBound) {
+  WorkerOptions o = options({{"connect_timeout_ms", "2000"}});
+  auto a = Worker::create(o);
+  ASSERT_TRUE(a.is_ok());
+  // A worker address whose port nobody listens on.
+  std::string text = "wv1 00000000000000aa 127.0.0.1:1";
+  auto peer = (*a)->add_peer(std::as_bytes(std::span(text)));
+  ASSERT_TRUE(peer.is_ok());
+  uint32_t v = 0;
+  auto send = (*a)->isend(*peer, 1, &v, 4);
+  if (!send.is_ok()) {
+    EXPECT_NE(send.status().code(), Errc::kOk);
+    return;
+  }
+  Status status = (*a)->wait(*send, nullptr, kBound);
+  EXPECT_FALSE(status.is_ok());
+  EXPECT_NE(status.code(), Errc::kTimedOut) << "the connect bound did not fire";
+  // The peer stays failed; later sends fail at once with the cause.
+  auto later = (*a)->isend(*peer, 1, &v, 4);
+  EXPECT_FALSE(later.is_ok());
+}
+
+TEST_P(WorkerTest, KilledPeerFailsItsRequestsAndNothingHangs) {
+  // A separate program (fork + exec: this process has threads) that prints its address.
+  int to_parent[2];
+  ASSERT_EQ(pipe(to_parent), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    dup2(to_parent[1], STDOUT_FILENO);
+    close(to_parent[0]);
+    std::string provider = "WV_PROVIDER=" + GetParam().provider;
+    putenv(provider.data());
+    execl(WV_TRANSPORT_PEER, WV_TRANSPORT_PEER, static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(to_parent[1]);
+  std::string line;
+  char c;
+  while (read(to_parent[0], &c, 1) == 1 && c != '\n') line += c;
+  close(to_parent[0]);
+  ASSERT_FALSE(line.empty()) << "the peer program printed no address";
+  std::vector<std::byte> address(line.size());
+  std::memcpy(address.data(), line.data(), line.size());
+
+  auto worker = Worker::create(options());
+  ASSERT_TRUE(worker.is_ok());
+  auto peer = (*worker)->add_peer(address);
+  ASSERT_TRUE(peer.is_ok());
+  uint32_t v = 1;
+  auto first = (*worker)->isend(*peer, 0, &v, 4);
+  ASSERT_TRUE(first.is_ok());
+  ASSERT_TRUE((*worker)->wait(*first, nullptr, kBound).is_ok());
+  // A receive from the child that will never come, and a large send it will never read.
+  uint32_t got = 0;
+  auto recv = (*worker)->irecv(*peer, 9, kTagMaskAll, &got, 4);
+  std::vector<std::byte> big(1 << 20);
+  auto send = (*worker)->isend(*peer, 9, big.data(), big.size());
+  ASSERT_TRUE(recv.is_ok() && send.is_ok());
+  ASSERT_EQ(kill(child, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  // The send's rendezvous never finishes: it must fail once the connection dies. Sends keep
+  // probing the connection, so the failure is seen even on providers that report it late.
+  Status send_status;
+  auto deadline = std::chrono::steady_clock::now() + kBound;
+  bool done = false;
+  while (!done && std::chrono::steady_clock::now() < deadline) {
+    auto probe = (*worker)->isend(*peer, 10, &v, 4);
+    if (probe.is_ok()) (void)(*worker)->wait(*probe, nullptr, 100ms);
+    auto tested = (*worker)->test(*send);
+    done = !tested.is_ok() || *tested;
+    if (!tested.is_ok()) send_status = tested.status();
+  }
+  ASSERT_TRUE(done) << "the send to a killed peer never completed";
+  EXPECT_FALSE(send_status.is_ok());
+  Status recv_status = (*worker)->wait(*recv, nullptr, kBound);
+  EXPECT_FALSE(recv_status.is_ok());
+  EXPECT_NE(recv_status.code(), Errc::kTimedOut);
+}
+
+std::string param_name(const testing::TestParamInfo<Params>& info) {
+  return info.param.provider + "_" + info.param.scheme;
+}
+
+INSTANTIATE_TEST_SUITE_P(Providers, WorkerTest, testing::ValuesIn(all_params()), param_name);
+
+}  // namespace
+}  // namespace wv::transport
