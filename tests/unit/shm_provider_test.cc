@@ -1,0 +1,348 @@
+// The shm provider against what the conformance suite cannot do through the API:
+// - a hostile peer that completes the handshake by hand and then writes garbage into the shared
+//   ring must give an error completion and a QP error (with a kQpFatal event), never a crash;
+// - a peer killed with SIGKILL leaves nothing behind: no /dev/shm entry, no mapping or
+//   descriptor of the connection's segment once the surviving side let go of its objects;
+// - the device says whether RDMA read/write are a single copy (what wv_info prints).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "shm_protocol.h"
+#include "shm_ring.h"
+#include "wv/verbs.h"
+
+namespace wv::verbs::shm {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr auto kBound = 10s;
+
+struct Side {
+  std::shared_ptr<Provider> provider;
+  std::shared_ptr<Device> device;
+  std::shared_ptr<ProtectionDomain> pd;
+  std::shared_ptr<CompletionQueue> cq;
+  std::shared_ptr<ConnectQueuePair> qp;
+};
+
+void open_side(Side& side) {
+  auto provider = Provider::open("shm");
+  ASSERT_TRUE(provider.is_ok()) << provider.status().to_string();
+  side.provider = provider.value();
+  auto device = side.provider->open_device("");
+  ASSERT_TRUE(device.is_ok()) << device.status().to_string();
+  side.device = device.value();
+  side.pd = side.device->allocate_protection_domain().value();
+  side.cq = side.device->create_completion_queue(64).value();
+  QueuePairOptions options;
+  options.send_cq = side.cq;
+  options.receive_cq = side.cq;
+  auto qp = side.pd->create_connect_queue_pair(options);
+  ASSERT_TRUE(qp.is_ok()) << qp.status().to_string();
+  side.qp = qp.value();
+}
+
+bool poll_one(CompletionQueue& cq, Completion& out) {
+  const auto deadline = std::chrono::steady_clock::now() + kBound;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (cq.poll(std::span(&out, 1)) == 1) return true;
+    std::this_thread::sleep_for(1ms);
+  }
+  return false;
+}
+
+bool wait_state(const QueuePair& qp, QpState state) {
+  const auto deadline = std::chrono::steady_clock::now() + kBound;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (qp.query().state == state) return true;
+    std::this_thread::sleep_for(1ms);
+  }
+  return false;
+}
+
+// A client that speaks the handshake by hand and then owns the ring it sends on.
+class RawClient {
+ public:
+  ~RawClient() {
+    if (fd_ >= 0) ::close(fd_);
+    if (doorbell_ >= 0) ::close(doorbell_);
+    if (peer_doorbell_ >= 0) ::close(peer_doorbell_);
+  }
+  void connect(uint16_t port) {
+    auto segment = Segment::create(kMinRingBytes);
+    ASSERT_TRUE(segment.is_ok());
+    segment_ = std::move(segment).value();
+    doorbell_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    fd_ = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    timeval timeout{5, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    sockaddr_storage name;
+    const socklen_t length = unix_address(socket_name(SocketAddress::ipv4_loopback(port)), name);
+    ASSERT_EQ(::connect(fd_, reinterpret_cast<sockaddr*>(&name), length), 0)
+        << std::strerror(errno);
+    Handshake request;
+    request.qp_number = 0x123;
+    request.inbound_read_depth = 4;
+    request.outbound_read_depth = 4;
+    request.source = SocketAddress::ipv4_loopback(40000);
+    request.destination = SocketAddress::ipv4_loopback(port);
+    std::vector<std::byte> bytes;
+    ASSERT_TRUE(encode_handshake(request, bytes).is_ok());
+    const int fds[] = {segment_->fd(), doorbell_};
+    ASSERT_TRUE(send_message(fd_, bytes, fds).is_ok());
+  }
+  void await_accept() {
+    std::array<std::byte, 1024> buffer;
+    std::vector<int> fds;
+    size_t got = 0;
+    // The socket blocks (with a timeout), so one call waits for the reply.
+    pollfd entry{fd_, POLLIN, 0};
+    ASSERT_EQ(::poll(&entry, 1, 5000), 1);
+    ASSERT_TRUE(receive_message(fd_, buffer, &got, fds, 1).is_ok());
+    ASSERT_GT(got, 0u);
+    auto reply = decode_handshake({buffer.data(), got});
+    ASSERT_TRUE(reply.is_ok());
+    ASSERT_EQ(reply->type, HandshakeType::kAccept);
+    ASSERT_EQ(fds.size(), 1u);
+    peer_doorbell_ = fds[0];
+  }
+  // Writes `bytes` at the ring's start and publishes `head`, then rings the doorbell.
+  void write_raw(std::span<const std::byte> bytes, uint64_t head) {
+    std::memcpy(segment_->ring_data(0), bytes.data(), bytes.size());
+    segment_->header().rings[0].head.store(head);
+    const uint64_t one = 1;
+    ASSERT_EQ(::write(peer_doorbell_, &one, sizeof(one)), 8);
+  }
+
+ private:
+  std::unique_ptr<Segment> segment_;
+  int fd_ = -1;
+  int doorbell_ = -1;
+  int peer_doorbell_ = -1;
+};
+
+struct HostileCase {
+  const char* name;
+  std::vector<std::byte> bytes;
+  uint64_t head;
+};
+
+std::vector<std::byte> entry_bytes(uint32_t size, uint8_t type, uint8_t flags, uint32_t length,
+                                   uint64_t address = 0) {
+  EntryHeader header{};
+  header.size = size;
+  header.type = type;
+  header.flags = flags;
+  header.length = length;
+  header.address = address;
+  std::vector<std::byte> bytes(std::max<size_t>(size, sizeof(header)));
+  std::memcpy(bytes.data(), &header, sizeof(header));
+  return bytes;
+}
+
+class ShmHostilePeer : public testing::TestWithParam<int> {};
+
+TEST_P(ShmHostilePeer, GarbageInTheRingFailsTheQpNotTheProcess) {
+  const std::vector<HostileCase> cases = {
+      {"head beyond the ring", {}, uint64_t{1} << 40},
+      {"entry size not a multiple of 8", entry_bytes(44, 2, 3, 0), 48},
+      {"entry longer than published", entry_bytes(4096, 2, 3, 0), 48},
+      {"payload longer than its entry", entry_bytes(48, 2, 3, 100), 48},
+      {"unknown entry type", entry_bytes(48, 99, 0, 0), 48},
+      {"send fragment that starts mid-message", entry_bytes(48, 2, 2, 8, 1000), 48},
+      {"response nobody asked for", entry_bytes(40, 9, 0, 0), 40},
+      {"pulled write with bad iovecs", entry_bytes(48, 4, 0, 8), 48},
+  };
+  const HostileCase& hostile = cases[static_cast<size_t>(GetParam())];
+  SCOPED_TRACE(hostile.name);
+  Side server;
+  ASSERT_NO_FATAL_FAILURE(open_side(server));
+  auto listener = server.provider->create_connect_endpoint().value();
+  ASSERT_TRUE(listener->bind(SocketAddress::ipv4_loopback(0)).is_ok());
+  ASSERT_TRUE(listener->listen(4).is_ok());
+  const uint16_t port = listener->query().local.port();
+
+  RawClient client;
+  ASSERT_NO_FATAL_FAILURE(client.connect(port));
+  auto request = listener->get_request().wait(kBound);
+  ASSERT_TRUE(request.is_ok()) << request.status().to_string();
+  std::vector<std::byte> memory(4096);
+  auto region = server.pd->register_memory(memory.data(), memory.size(), Access::kLocalWrite);
+  ASSERT_TRUE(region.is_ok());
+  const Sge receive = region.value()->sge(memory.data(), 64);
+  ASSERT_TRUE(server.qp->post_receive(7, std::span(&receive, 1)).is_ok());
+  ASSERT_TRUE(request.value()->accept(server.qp, {}).wait(kBound).is_ok());
+  ASSERT_NO_FATAL_FAILURE(client.await_accept());
+
+  client.write_raw(hostile.bytes, hostile.head);
+  Completion c;
+  ASSERT_TRUE(poll_one(*server.cq, c)) << "the posted receive completes";
+  EXPECT_EQ(c.wr_id, 7u);
+  EXPECT_NE(c.status, CompletionStatus::kSuccess);
+  EXPECT_TRUE(wait_state(*server.qp, QpState::kError));
+  auto event = server.device->next_event().wait(kBound);
+  ASSERT_TRUE(event.is_ok()) << event.status().to_string();
+  EXPECT_EQ(event->type, EventType::kQpFatal);
+  EXPECT_NE(event->detail.find("malformed"), std::string::npos) << event->detail;
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, ShmHostilePeer, testing::Range(0, 8));
+
+// ---- Cleanup after SIGKILL ----------------------------------------------------------------
+
+constexpr const char* kRoleVariable = "SHM_PROVIDER_TEST_ROLE";
+constexpr const char* kPipeVariable = "SHM_PROVIDER_TEST_PIPE";
+
+std::set<std::string> dev_shm() {
+  std::set<std::string> names;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm", error)) {
+    names.insert(entry.path().filename().string());
+  }
+  return names;
+}
+
+// Mappings and descriptors of shm segments in this process.
+int segments_in_this_process() {
+  int count = 0;
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    if (line.find("wv-shm-connection") != std::string::npos) ++count;
+  }
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", error)) {
+    std::error_code ignored;
+    const auto target = std::filesystem::read_symlink(entry.path(), ignored).string();
+    if (target.find("wv-shm-connection") != std::string::npos) ++count;
+  }
+  return count;
+}
+
+// The victim: listens, reports its port and a registered buffer, serves until killed.
+[[noreturn]] void run_victim(int pipe_fd) {
+  ::alarm(60);
+  Side side;
+  open_side(side);
+  if (testing::Test::HasFailure()) ::_exit(1);
+  auto listener = side.provider->create_connect_endpoint().value();
+  if (!listener->bind(SocketAddress::ipv4_loopback(0)).is_ok()) ::_exit(2);
+  if (!listener->listen(4).is_ok()) ::_exit(3);
+  static std::vector<std::byte> memory(1 << 20, std::byte{0x5a});
+  auto region =
+      side.pd->register_memory(memory.data(), memory.size(),
+                               Access::kLocalWrite | Access::kRemoteRead | Access::kRemoteWrite);
+  if (!region.is_ok()) ::_exit(4);
+  struct {
+    uint16_t port;
+    RemoteAddress remote;
+  } info{listener->query().local.port(), region.value()->remote(memory.data())};
+  if (::write(pipe_fd, &info, sizeof(info)) != sizeof(info)) ::_exit(5);
+  auto request = listener->get_request().wait(kBound);
+  if (!request.is_ok()) ::_exit(6);
+  if (!request.value()->accept(side.qp, {}).wait(kBound).is_ok()) ::_exit(7);
+  for (;;) ::pause();
+}
+
+TEST(ShmCleanup, PeerKilledLeavesNoSharedMemoryBehind) {
+  if (const char* role = std::getenv(kRoleVariable); role != nullptr) {
+    run_victim(std::atoi(std::getenv(kPipeVariable)));
+  }
+  const std::set<std::string> before = dev_shm();
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(126);
+    ::fcntl(fds[1], F_SETFD, 0);
+    const std::string role = std::string(kRoleVariable) + "=victim";
+    const std::string pipe = std::string(kPipeVariable) + "=" + std::to_string(fds[1]);
+    const std::string filter = "--gtest_filter=ShmCleanup.PeerKilledLeavesNoSharedMemoryBehind";
+    char* argv[] = {const_cast<char*>("shm_provider_test"), const_cast<char*>(filter.c_str()),
+                    nullptr};
+    char* envp[] = {const_cast<char*>(role.c_str()), const_cast<char*>(pipe.c_str()), nullptr};
+    ::execve("/proc/self/exe", argv, envp);
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  struct {
+    uint16_t port;
+    RemoteAddress remote;
+  } info{};
+  pollfd entry{fds[0], POLLIN, 0};
+  ASSERT_EQ(::poll(&entry, 1, 10000), 1) << "the victim did not report";
+  ASSERT_EQ(::read(fds[0], &info, sizeof(info)), static_cast<ssize_t>(sizeof(info)));
+  ::close(fds[0]);
+  {
+    Side side;
+    ASSERT_NO_FATAL_FAILURE(open_side(side));
+    auto endpoint = side.provider->create_connect_endpoint().value();
+    ASSERT_TRUE(endpoint->resolve_address(SocketAddress::ipv4_loopback(info.port), kBound)
+                    .wait(kBound)
+                    .is_ok());
+    ASSERT_TRUE(endpoint->resolve_route(kBound).wait(kBound).is_ok());
+    ASSERT_TRUE(endpoint->connect(side.qp, {}).wait(kBound).is_ok());
+    EXPECT_GT(segments_in_this_process(), 0) << "the connection's segment is mapped";
+    std::vector<std::byte> local(1 << 20);
+    auto region = side.pd->register_memory(local.data(), local.size(), Access::kLocalWrite);
+    ASSERT_TRUE(region.is_ok());
+    const Sge sge = region.value()->sge(local.data(), 1 << 20);
+    ASSERT_TRUE(
+        side.qp->rdma_read(1, std::span(&sge, 1), info.remote, SendFlags::kSignaled).is_ok());
+    Completion c;
+    ASSERT_TRUE(poll_one(*side.cq, c));
+    EXPECT_EQ(c.status, CompletionStatus::kSuccess);
+    EXPECT_EQ(local[12345], std::byte{0x5a});
+
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFSIGNALED(status));
+    EXPECT_TRUE(wait_state(*side.qp, QpState::kError)) << "the peer's death fails the QP";
+    EXPECT_TRUE(endpoint->notify_disconnect().wait(kBound).is_ok());
+  }
+  // The provider's objects are gone: nothing of the connection is left in this process, and
+  // nothing was ever created in /dev/shm (the kernel freed the victim's side with it).
+  const auto deadline = std::chrono::steady_clock::now() + kBound;
+  while (segments_in_this_process() != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(segments_in_this_process(), 0);
+  EXPECT_EQ(dev_shm(), before) << "an entry appeared in (or vanished from) /dev/shm";
+}
+
+TEST(ShmDevice, SaysWhetherReadAndWriteAreOneCopy) {
+  Side side;
+  ASSERT_NO_FATAL_FAILURE(open_side(side));
+  const std::string firmware = side.device->attributes().firmware_version;
+  std::printf("[ info ] %s\n", firmware.c_str());
+  EXPECT_NE(firmware.find("RDMA read/write:"), std::string::npos) << firmware;
+  const char* setting = std::getenv("WV_SHM_CMA");
+  if (setting != nullptr && std::string(setting) == "off") {
+    EXPECT_NE(firmware.find("shm_cma=off"), std::string::npos) << firmware;
+  }
+  EXPECT_EQ(side.device->query_port(1).value().transport, Transport::kSoftware);
+}
+
+}  // namespace
+}  // namespace wv::verbs::shm
