@@ -18,6 +18,7 @@
 
 #include "process.h"
 #include "report.h"
+#include "shm_baseline.h"
 #include "stats.h"
 #include "subcommand.h"
 #include "verbs_session.h"
@@ -175,8 +176,8 @@ class VerbsSubcommand final : public Subcommand {
   int run_server(const verbs::SocketAddress& bind, int port_fd);
   int run_client(const verbs::SocketAddress& server, const Plan& plan, Child* child,
                  const std::string& mode);
-  Status measure(verbs_bench::Session& session, const Plan& plan, bool baseline,
-                 Reporter& reporter);
+  Status measure(verbs_bench::Session& session, const Plan& plan, const std::string& floor,
+                 ShmPingPong* shm_floor, Reporter& reporter);
 
   std::string ops_ = std::string(kDefaultOps);
   uint32_t window_ = 64;
@@ -202,9 +203,9 @@ void VerbsSubcommand::add_options(CLI::App& command) {
   command.add_option("--device", device_, "Device; overrides WV_DEVICE and the config file");
   command
       .add_option("--baseline", baseline_,
-                  "Measure the plain TCP floor and print wv/floor ratios: tcp, none, or auto "
-                  "(tcp when the provider is tcp)")
-      ->check(CLI::IsMember({"auto", "tcp", "none"}))
+                  "Measure a floor and print wv/floor ratios: tcp (plain TCP), shm (two-process "
+                  "shared-memory ping-pong and memcpy), none, or auto (the provider's own)")
+      ->check(CLI::IsMember({"auto", "tcp", "shm", "none"}))
       ->capture_default_str();
   auto* server = command.add_flag("--server", server_,
                                   "Run only the server side and serve one client (which chooses "
@@ -379,8 +380,13 @@ int VerbsSubcommand::run_client(const verbs::SocketAddress& server, const Plan& 
   auto peer = session.hello();
   if (!peer) return fail(peer.status());
 
-  const bool baseline =
-      baseline_ == "tcp" || (baseline_ == "auto" && session.provider_name() == "tcp");
+  std::string floor = baseline_;
+  if (floor == "auto") {
+    floor = session.provider_name() == "tcp" || session.provider_name() == "shm"
+                ? std::string(session.provider_name())
+                : "none";
+  }
+  const bool baseline = floor != "none";
   const verbs::DeviceAttributes& device = session.device_attributes();
 
   RunHeader header;
@@ -405,8 +411,13 @@ int VerbsSubcommand::run_client(const verbs::SocketAddress& server, const Plan& 
       "min/median/p99 of per-iteration steady_clock times; send_lat, write_lat and tcp_lat are "
       "half round trips, read_lat a full round trip";
   header.details["units"] = "us; MB/s = 10^6 bytes/s; Mops/s = 10^6 operations/s";
-  header.details["baseline"] = baseline ? "tcp" : "none";
-  if (baseline) {
+  header.details["baseline"] = floor;
+  if (floor == "shm") {
+    header.details["ratio"] =
+        "wv / floor at the same size: latency median / median of the two-process shared-memory "
+        "ping-pong (shm_lat; read_lat against its full round trip), bandwidth MB/s / single-"
+        "threaded memcpy MB/s (memcpy_bw)";
+  } else if (baseline) {
     header.details["ratio"] =
         "wv / TCP floor at the same size: latency median / median (read_lat against the TCP "
         "round trip, 2 x tcp_lat), bandwidth MB/s / MB/s; the floor sends 1 byte for size 0";
@@ -414,10 +425,18 @@ int VerbsSubcommand::run_client(const verbs::SocketAddress& server, const Plan& 
   Reporter reporter("verbs", common_.json ? Format::kJson : Format::kTable, stdout);
   reporter.header(header);
 
-  if (baseline) {
+  std::unique_ptr<ShmPingPong> shm_floor;
+  if (floor == "tcp") {
     if (Status s = session.tcp_connect(); !s) return fail(s);
+  } else if (floor == "shm" && !plan.latency_ops.empty()) {
+    // Pinned like the verbs pair: this process on the first CPU, its pong on the second.
+    const int cpu = common_.pin && cpus_.size() >= 2 ? cpus_[1] : -1;
+    auto started = ShmPingPong::start(plan.max_size, cpu, common_.timeout());
+    if (!started) return fail(started.status());
+    shm_floor = std::move(started).value();
   }
-  if (Status s = measure(session, plan, baseline, reporter); !s) return fail(s);
+  if (Status s = measure(session, plan, floor, shm_floor.get(), reporter); !s) return fail(s);
+  shm_floor.reset();
   if (Status s = session.quit(); !s) return fail(s);
   connected.value().reset();
   if (child != nullptr) {
@@ -431,8 +450,10 @@ int VerbsSubcommand::run_client(const verbs::SocketAddress& server, const Plan& 
   return kExitOk;
 }
 
-Status VerbsSubcommand::measure(verbs_bench::Session& session, const Plan& plan, bool baseline,
+Status VerbsSubcommand::measure(verbs_bench::Session& session, const Plan& plan,
+                                const std::string& floor_kind, ShmPingPong* shm_floor,
                                 Reporter& reporter) {
+  const bool baseline = floor_kind != "none";
   const int64_t iterations =
       common_.iterations > 0 ? common_.iterations : kDefaultLatencyIterations;
   const auto warmup = static_cast<uint64_t>(common_.warmup >= 0 ? common_.warmup : kDefaultWarmup);
@@ -511,15 +532,56 @@ Status VerbsSubcommand::measure(verbs_bench::Session& session, const Plan& plan,
     return Status::ok();
   };
 
-  if (baseline && !plan.latency_ops.empty()) {
+  // The shm floors: measured here, not by the session (they involve no verbs).
+  auto shm_latency_floor = [&]() -> Status {
+    reporter.begin_section({.op = "shm_lat",
+                            .description = "floor: two-process shared-memory ping-pong (copy size "
+                                           "bytes in, publish a flag, the peer spins, copies out "
+                                           "and answers), half round trip",
+                            .metric = Metric::kLatency,
+                            .has_ratio = false});
+    for (uint64_t size : plan.sizes) {
+      if (Status s = shm_floor->ping(size, warmup, samples); !s) return s;
+      Measurement m;
+      m.size = size;
+      m.iterations = samples.size();
+      m.latency = summarize(samples, 2);
+      floor_latency_us[std::max<uint64_t>(size, 1)] = m.latency->median_us;
+      reporter.add(m);
+    }
+    reporter.end_section();
+    return Status::ok();
+  };
+  auto memcpy_floor = [&]() {
+    reporter.begin_section({.op = "memcpy_bw",
+                            .description = "floor: single-threaded memcpy of size bytes",
+                            .metric = Metric::kBandwidth,
+                            .has_ratio = false});
+    for (uint64_t size : plan.sizes) {
+      if (size == 0) continue;
+      Measurement m;
+      m.size = size;
+      m.bandwidth_mbps = memcpy_mbps(size, 0.1);
+      m.msg_rate_mops = *m.bandwidth_mbps / static_cast<double>(size);
+      floor_mbps[size] = *m.bandwidth_mbps;
+      reporter.add(m);
+    }
+    reporter.end_section();
+  };
+
+  if (floor_kind == "tcp" && !plan.latency_ops.empty()) {
     if (Status s = latency_section(Op::kTcpLat); !s) return s;
+  }
+  if (floor_kind == "shm" && shm_floor != nullptr) {
+    if (Status s = shm_latency_floor(); !s) return s;
   }
   for (Op op : plan.latency_ops) {
     if (Status s = latency_section(op); !s) return s;
   }
-  if (baseline && !plan.bandwidth_ops.empty()) {
+  if (floor_kind == "tcp" && !plan.bandwidth_ops.empty()) {
     if (Status s = bandwidth_section(Op::kTcpBw); !s) return s;
   }
+  if (floor_kind == "shm" && !plan.bandwidth_ops.empty()) memcpy_floor();
   for (Op op : plan.bandwidth_ops) {
     if (Status s = bandwidth_section(op); !s) return s;
   }
