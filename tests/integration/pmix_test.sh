@@ -16,6 +16,11 @@ if [ "$(id -u)" -eq 0 ]; then
   args+=(--allow-run-as-root)
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
+# Under ASan, libpmix's own start-up leaks must not fail the job (see pmix_lsan.supp).
+# libpmix has no frame pointers, so the fast unwinder would cut its stacks before the frames the
+# suppressions name.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
+export LSAN_OPTIONS="suppressions=$(cd "$(dirname "$0")" && pwd)/pmix_lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 out=$(timeout -k 5 120 "$mpirun" "${args[@]}" "$prog" --expect-kind pmix 2>&1)
 rc=$?
 echo "$out"

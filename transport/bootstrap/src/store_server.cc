@@ -32,7 +32,8 @@ using store::Writer;
 // frame is refused before it is buffered, so strangers cannot make the server hold memory.
 constexpr std::size_t kHelloBodyBytes = store::kBodyHeaderBytes + 4 + store::kTokenBytes + 4 + 4;
 constexpr std::size_t kReadChunk = 64 * 1024;
-constexpr int kTickMs = 100;  // how often hello deadlines are checked
+constexpr int kTickMs = 100;
+constexpr std::size_t kMaxUnsentBytes = std::size_t{16} << 20;  // how often hello deadlines are checked
 
 struct Connection {
   UniqueFd fd;
@@ -422,6 +423,8 @@ class StoreServer::Impl {
   void send(Connection& c, std::vector<std::byte> frame) {
     c.out.insert(c.out.end(), frame.begin(), frame.end());
     flush(c);
+    // A client that keeps asking without reading the answers is not one of ours.
+    if (c.out.size() - c.out_sent > kMaxUnsentBytes) c.dead = true;
   }
 
   void flush(Connection& c) {
