@@ -12,9 +12,10 @@
 //   - One Bootstrap per process: the wvrun store admits one connection per rank (a second
 //     from_environment() in the same process gets kBusy); share the object. Its calls may come
 //     from several threads (they are serialised).
-//   - Keys are 1 to 1024 bytes (PMIx: 1 to 508), values at most 64 KiB; a put is not visible,
-//     not even to its own rank, before the next fence; a later put under the same key replaces
-//     the value at the next fence. barrier() does not publish puts.
+//   - Keys are 1 to 1024 bytes (PMIx: 1 to 508), values at most 64 KiB; a put is visible only
+//     after the next fence (the wvrun store and singleton hide it even from its own rank
+//     until then; do not rely on either behaviour with PMIx); a later put under the same key
+//     replaces the value at the next fence. barrier() does not publish puts.
 //   - fence() and barrier() are collective: every rank makes the same sequence of them. After
 //     one times out the job's collectives cannot resume (later ones return kInvalidState);
 //     treat it as fatal. A rank that goes away before joining fails the others' fence with
