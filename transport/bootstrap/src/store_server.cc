@@ -32,8 +32,9 @@ using store::Writer;
 // frame is refused before it is buffered, so strangers cannot make the server hold memory.
 constexpr std::size_t kHelloBodyBytes = store::kBodyHeaderBytes + 4 + store::kTokenBytes + 4 + 4;
 constexpr std::size_t kReadChunk = 64 * 1024;
-constexpr int kTickMs = 100;
-constexpr std::size_t kMaxUnsentBytes = std::size_t{16} << 20;  // how often hello deadlines are checked
+constexpr int kTickMs = 100;  // how often hello deadlines are checked
+// Answers a client has not read yet; past this the client is dropped.
+constexpr std::size_t kMaxUnsentBytes = std::size_t{16} << 20;
 
 struct Connection {
   UniqueFd fd;
