@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "collect.h"
+#include "protocols.h"
 #include "wv/config/config.h"
 #include "wv/config/names.h"
 
@@ -30,12 +31,15 @@ int main(int argc, char** argv) {
   app.name("wv_info");
   bool json = false;
   bool params_only = false;
+  bool protocols = false;
   std::string provider;
   std::string level = "developer";
   app.add_flag("--json", json, "Print one JSON document with the same content");
   app.add_option("--provider", provider,
                  "Set the provider parameter (auto|tcp|shm|ibverbs) as a command-line override");
   app.add_flag("--params", params_only, "Print the configuration parameters only");
+  app.add_flag("--protocols", protocols,
+               "Print the messaging engine's protocol per provider and message size only");
   app.add_option("--level", level,
                  "Show parameters of this level and below: user, tuner or developer (all)")
       ->check(CLI::IsMember({"user", "tuner", "developer"}))
@@ -59,6 +63,16 @@ int main(int argc, char** argv) {
   config::Level max_level = config::Level::kDeveloper;
   if (level == "user") max_level = config::Level::kUser;
   if (level == "tuner") max_level = config::Level::kTuner;
+
+  if (protocols) {
+    Json document = wv::info::collect_protocols(provider);
+    if (json) {
+      fmt::print("{}\n", document.dump(2, ' ', false, Json::error_handler_t::replace));
+    } else {
+      wv::info::print_protocols(document, stdout);
+    }
+    return 0;
+  }
 
   Json document;
   document["wv_version"] = WV_VERSION;

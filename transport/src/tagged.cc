@@ -250,8 +250,7 @@ void WorkerImpl::deliver_rendezvous(Peer& peer, const wire::Header& header,
 
 Result<RequestResult> WorkerImpl::iprobe(PeerId source, uint64_t tag, uint64_t mask) {
   std::lock_guard lock(mutex_);
-  (void)poll_completions();
-  progress_connections();
+  (void)progress_locked();
   const uint32_t found = unexpected_.find_matching(source, tag, mask);
   if (found == MatchQueue::kNone) return Status(Errc::kNotFound, "no matching message yet");
   const UnexpectedMessage& message = unexpected_messages_[found];
@@ -284,8 +283,7 @@ Result<bool> WorkerImpl::test(Request handle, RequestResult* result) {
                   "not a live request (already completed and released, or never issued)");
   }
   if (!request->done) {
-    (void)poll_completions();
-    progress_connections();
+    (void)progress_locked();
     request = find_request(handle.id());
     if (!request || !request->done) return false;
   }

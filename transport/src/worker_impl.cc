@@ -1,7 +1,9 @@
 #include "worker_impl.h"
 
+#include <poll.h>
 #include <sys/random.h>
 
+#include <cerrno>
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -302,6 +304,7 @@ void WorkerImpl::start_connect(Peer& peer) {
   peer.outgoing->step.emplace(peer.outgoing->endpoint->resolve_address(*destination,
                                                                        connect_timeout_));
   peer.state = PeerState::kConnecting;
+  unsettle(peer);
 }
 
 void WorkerImpl::progress_listener() {
@@ -363,6 +366,7 @@ void WorkerImpl::handle_request(std::shared_ptr<verbs::ConnectEndpoint> endpoint
   verbs::ConnectParameters parameters;
   parameters.private_data = hello();
   connection->step.emplace(connection->endpoint->accept(connection->qp, parameters));
+  unsettle(peer);
   if (self) {
     peer.loopback = std::move(connection);
     return;
@@ -450,30 +454,46 @@ void WorkerImpl::progress_peer_connection(Peer& peer) {
 }
 
 bool WorkerImpl::anything_connecting() const {
-  for (const auto& peer : peers_) {
-    if (peer->state == PeerState::kConnecting || peer->state == PeerState::kAccepting ||
-        peer->state == PeerState::kAwaiting || peer->outgoing ||
-        (peer->loopback && peer->loopback->step)) {
-      return true;
-    }
-  }
-  return false;
+  return !unsettled_.empty();
 }
 
-void WorkerImpl::progress_connections() {
-  progress_listener();
-  for (auto& peer : peers_) {
-    if (peer->state != PeerState::kConnected && peer->state != PeerState::kFailed &&
-        peer->state != PeerState::kIdle) {
-      progress_peer_connection(*peer);
-    } else if (peer->outgoing || (peer->loopback && peer->loopback->step)) {
-      progress_peer_connection(*peer);
+void WorkerImpl::unsettle(Peer& peer) {
+  if (std::find(unsettled_.begin(), unsettled_.end(), peer.id) == unsettled_.end()) {
+    unsettled_.push_back(peer.id);
+  }
+}
+
+void WorkerImpl::progress_connections(bool thorough) {
+  if (thorough) {
+    progress_listener();
+    for (auto& peer : peers_) {
+      if (peer->state != PeerState::kConnected || !peer->active || !peer->active->closed ||
+          !peer->active->closed->ready()) {
+        continue;
+      }
+      peer->active->closed.reset();
+      fail_peer(*peer, Status(Errc::kDisconnected, "peer " + std::to_string(peer->id) + " at " +
+                                                       peer->address + " disconnected"));
+    }
+  }
+  // Indices: handling one peer may add another (an accepted request) to the list.
+  for (size_t i = 0; i < unsettled_.size();) {
+    Peer& peer = *peers_[unsettled_[i]];
+    progress_peer_connection(peer);
+    const bool settled = (peer.state == PeerState::kConnected || peer.state == PeerState::kFailed) &&
+                         !peer.outgoing && !(peer.loopback && peer.loopback->step);
+    if (settled) {
+      unsettled_[i] = unsettled_.back();
+      unsettled_.pop_back();
+    } else {
+      ++i;
     }
   }
 }
 
 void WorkerImpl::connected(Peer& peer) {
   peer.state = PeerState::kConnected;
+  peer.active->closed.emplace(peer.active->endpoint->notify_disconnect());
   peer.credits = credit_window_;
   ++counters_.connections;
   pump(peer);
@@ -619,25 +639,36 @@ int WorkerImpl::poll_completions() {
 
 int WorkerImpl::progress() {
   std::lock_guard lock(mutex_);
+  return progress_locked();
+}
+
+int WorkerImpl::progress_locked() {
   int handled = poll_completions();
-  progress_connections();
+  progress_connections((++progress_calls_ & 31) == 0);
   return handled;
 }
 
 Status WorkerImpl::wait_for_event(std::chrono::milliseconds bound) {
   if (mode_ == ProgressMode::kPoll) return Status::ok();
   bool connecting;
+  int request_fd = -1;
   {
     std::lock_guard lock(mutex_);
     connecting = anything_connecting();
+    if (next_request_) request_fd = next_request_->fd();
   }
   auto notification = cq_->notify(verbs::NotifyOn::kNextCompletion);
-  if (cq_->peek() > 0) return Status::ok();
-  // Connection set-up completes outside the CQ: look again soon while any is under way.
-  auto sleep = connecting ? std::min(bound, std::chrono::milliseconds(1)) : bound;
-  auto result = notification.wait(sleep);
+  if (cq_->peek() > 0) {
+    notification.cancel();
+    return Status::ok();
+  }
+  // Sleep until a completion or a connection request; connection set-up under way completes
+  // outside the CQ, so look again soon while any is.
+  pollfd fds[2] = {{notification.fd(), POLLIN, 0}, {request_fd, POLLIN, 0}};
+  const auto sleep = connecting ? std::min(bound, std::chrono::milliseconds(1)) : bound;
+  int ready = ::poll(fds, request_fd >= 0 ? 2 : 1, static_cast<int>(sleep.count()));
   notification.cancel();
-  if (!result.is_ok() && result.status().code() != Errc::kTimedOut) return result.status();
+  if (ready < 0 && errno != EINTR) return errno_status(Errc::kIoError, "poll");
   return Status::ok();
 }
 

@@ -107,6 +107,8 @@ struct Connection {
   std::shared_ptr<verbs::ConnectQueuePair> qp;
   std::optional<verbs::Operation<void>> step;  // resolve_address, resolve_route or accept
   std::optional<verbs::Operation<verbs::ConnectParameters>> connect;
+  // Done when the connection ends (the peer disconnected or died); armed once connected.
+  std::optional<verbs::Operation<void>> closed;
   int stage = 0;  // outgoing: 0 resolving address, 1 resolving route, 2 connecting
   bool incoming = false;
 };
@@ -197,13 +199,17 @@ class WorkerImpl final : public Worker {
   Result<Peer*> peer_for_send(PeerId id);
   void start_connect(Peer& peer);
   Result<std::shared_ptr<verbs::ConnectQueuePair>> create_qp(Peer& peer);
-  void progress_connections();
+  // Connection set-up and teardown. `thorough`: also look for new requests and for
+  // connections that ended (not on every call: these are rare and cost a lock each).
+  void progress_connections(bool thorough);
+  void unsettle(Peer& peer);
   void progress_listener();
   void handle_request(std::shared_ptr<verbs::ConnectEndpoint> endpoint);
   void progress_peer_connection(Peer& peer);
   void connected(Peer& peer);
   void fail_peer(Peer& peer, Status status);
   int poll_completions();
+  int progress_locked();  // one pass of progress() with the lock held
   void handle_completion(const verbs::Completion& completion);
   void repost_receive(uint32_t buffer);
   Peer* peer_of(const verbs::Completion& completion);
@@ -290,6 +296,9 @@ class WorkerImpl final : public Worker {
   std::chrono::milliseconds connect_timeout_{10000};
 
   std::vector<std::unique_ptr<Peer>> peers_;
+  // Peers with connection work under way: progress looks only at these.
+  std::vector<PeerId> unsettled_;
+  uint64_t progress_calls_ = 0;
   std::unordered_map<uint64_t, PeerId> peer_by_uuid_;
 
   std::deque<RequestSlot> requests_;  // a deque: slots never move while others are added
