@@ -186,8 +186,9 @@ constexpr Definition kDefinitions[] = {
      .choices = kTransportProgressChoices},
     {.name = names::kTransportSpinUs,
      .type = Type::kInteger,
-     .default_value = "50",
-     .description = "Microseconds a hybrid wait spins before sleeping.",
+     .default_value = "1000",
+     .description = "Microseconds a hybrid wait spins before sleeping (longer than a wake-up, "
+                    "or a ping-pong pays one per message).",
      .level = Level::kTuner,
      .min = 0,
      .max = 10000000},
