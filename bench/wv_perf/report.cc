@@ -63,8 +63,9 @@ void Reporter::header(const RunHeader& header) {
   std::fflush(out_);
 }
 
-void Reporter::begin_section(const Section& section) {
+void Reporter::begin_section(const Section& section, std::string_view label_name) {
   section_ = section;
+  label_name_ = label_name;
   if (format_ == Format::kJson) return;
   fmt::print(out_, "\n## {}: {}\n", section.op, section.description);
   if (section.metric == Metric::kLatency) {
@@ -74,6 +75,7 @@ void Reporter::begin_section(const Section& section) {
     fmt::print(out_, "{:>9} {:>9} {:>11} {:>9}", "bytes", "iters", "MB/s", "Mops/s");
   }
   if (section.has_ratio) fmt::print(out_, " {:>7}", "ratio");
+  if (!label_name_.empty()) fmt::print(out_, "  {}", label_name_);
   fmt::print(out_, "\n");
   std::fflush(out_);
 }
@@ -96,6 +98,7 @@ void Reporter::add(const Measurement& m) {
     record["bandwidth_mbps"] = optional_number(m.bandwidth_mbps);
     record["msg_rate_mops"] = optional_number(m.msg_rate_mops);
     if (section_.has_ratio) record["ratio"] = optional_number(m.ratio);
+    if (!label_name_.empty()) record[label_name_] = m.label;
     print_json(record);
     return;
   }
@@ -113,12 +116,14 @@ void Reporter::add(const Measurement& m) {
   }
   if (section_.has_ratio)
     fmt::print(out_, " {:>7}", m.ratio ? fmt::format("{:.2f}", *m.ratio) : "-");
+  if (!label_name_.empty()) fmt::print(out_, "  {}", m.label);
   fmt::print(out_, "\n");
   std::fflush(out_);
 }
 
 void Reporter::end_section() {
   section_ = Section{};
+  label_name_.clear();
 }
 
 void Reporter::note(std::string_view text) {

@@ -53,6 +53,7 @@ struct Measurement {
   std::optional<double> bandwidth_mbps;  // 10^6 bytes per second
   std::optional<double> msg_rate_mops;   // 10^6 operations per second
   std::optional<double> ratio;           // wv / floor, when the section has a ratio
+  std::string label;                     // the section's label column, if it has one
 };
 
 class Reporter {
@@ -60,7 +61,9 @@ class Reporter {
   Reporter(std::string benchmark, Format format, std::FILE* out);
 
   void header(const RunHeader& header);
-  void begin_section(const Section& section);
+  // `label_name`, when not empty, adds a text column of that name (e.g. "path": the protocol
+  // a size takes), filled from Measurement::label.
+  void begin_section(const Section& section, std::string_view label_name = {});
   void add(const Measurement& measurement);
   void end_section();
   // Something the reader should know about the results (skipped sizes, substitutions).
@@ -74,6 +77,7 @@ class Reporter {
   std::FILE* out_;
   std::string provider_;
   Section section_;
+  std::string label_name_;
 };
 
 }  // namespace wv::perf

@@ -48,6 +48,11 @@ class Subcommand {
 };
 
 std::unique_ptr<Subcommand> make_verbs_subcommand();
+std::unique_ptr<Subcommand> make_pt2pt_subcommand();
+
+// Adds the CommonOptions flags (--json, --sizes, --iterations, ...) to a (sub)command; also
+// used by wv_mpi_perf so that both programs take the same options.
+void add_common_options(CLI::App& command, CommonOptions& common);
 
 // "8,4096,64K,1MiB" -> sizes in bytes, in the order given (duplicates removed).
 Result<std::vector<uint64_t>> parse_sizes(std::string_view text);
