@@ -126,7 +126,7 @@ class RawClient {
   }
   // Writes `bytes` at the ring's start and publishes `head`, then rings the doorbell.
   void write_raw(std::span<const std::byte> bytes, uint64_t head) {
-    std::memcpy(segment_->ring_data(0), bytes.data(), bytes.size());
+    if (!bytes.empty()) std::memcpy(segment_->ring_data(0), bytes.data(), bytes.size());
     segment_->header().rings[0].head.store(head);
     const uint64_t one = 1;
     ASSERT_EQ(::write(peer_doorbell_, &one, sizeof(one)), 8);
