@@ -128,6 +128,35 @@ TEST_P(WorkerTest, MessagesOfEverySizeArriveIntact) {
   EXPECT_EQ(a_->counters().connections, 1u);
 }
 
+TEST_P(WorkerTest, WorkersWithDifferentEagerLimitsInteroperate) {
+  // Ranks on different machines choose different limits; each must send within the other's
+  // receive buffers, whatever its own limit.
+  auto big = Worker::create(options({{"transport_eager_limit", "64K"}}));
+  auto small = Worker::create(options({{"transport_eager_limit", "2K"}}));
+  ASSERT_TRUE(big.is_ok() && small.is_ok());
+  a_ = std::move(big).value();
+  b_ = std::move(small).value();
+  to_b_ = a_->add_peer(b_->address()).value();
+  to_a_ = b_->add_peer(a_->address()).value();
+  for (size_t size : {size_t{1000}, size_t{3000}, size_t{40000}}) {
+    for (int direction = 0; direction < 2; ++direction) {
+      Worker& from = direction ? *b_ : *a_;
+      Worker& to = direction ? *a_ : *b_;
+      auto sent = pattern(size, static_cast<uint32_t>(size) + direction);
+      std::vector<std::byte> received(size);
+      auto recv = to.irecv(direction ? to_b_ : to_a_, 1, kTagMaskAll, received.data(), size);
+      auto send = from.isend(direction ? to_a_ : to_b_, 1, sent.data(), size);
+      ASSERT_TRUE(recv.is_ok() && send.is_ok());
+      ASSERT_TRUE(wait(to, *recv).is_ok()) << size << " bytes, direction " << direction;
+      ASSERT_TRUE(wait(from, *send).is_ok());
+      EXPECT_EQ(received, sent);
+    }
+  }
+  std::vector<std::byte> too_big(3000);
+  EXPECT_EQ(a_->am_send(to_b_, 1, {}, too_big).code(), Errc::kInvalidArgument)
+      << "an active message larger than the peer's buffers was accepted";
+}
+
 TEST_P(WorkerTest, MessagesBetweenTwoWorkersAreNotOvertaken) {
   make_pair();
   // Mixed eager and rendezvous sizes, posted before any receive: all go unexpected first.
@@ -529,7 +558,7 @@ TEST_P(WorkerTest, ConnectingToNobodyFailsTheSendInBound) {
   auto a = Worker::create(o);
   ASSERT_TRUE(a.is_ok());
   // A worker address whose port nobody listens on.
-  std::string text = "wv1 00000000000000aa 127.0.0.1:1";
+  std::string text = "wv1 00000000000000aa 127.0.0.1:1 65536";
   auto peer = (*a)->add_peer(std::as_bytes(std::span(text)));
   ASSERT_TRUE(peer.is_ok());
   uint32_t v = 0;

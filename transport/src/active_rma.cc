@@ -45,6 +45,12 @@ Status WorkerImpl::am_send(PeerId peer_id, uint8_t id, std::span<const std::byte
   }
   auto peer = peer_for_send(peer_id);
   if (!peer.is_ok()) return peer.status();
+  if (bytes > (*peer)->eager_limit) {
+    return Status(Errc::kInvalidArgument, "active message of " + std::to_string(bytes) +
+                                              " bytes exceeds what peer " +
+                                              std::to_string(peer_id) + " receives (" +
+                                              std::to_string((*peer)->eager_limit) + ")");
+  }
   const uint32_t buffer = send_buffers_->take();
   if (buffer == BufferPool::kNone) {
     return Status(Errc::kQueueFull, "every eager send buffer is in flight; progress and retry");

@@ -34,7 +34,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kMinEager = 1024;
-constexpr size_t kMaxEager = 65536;
+constexpr size_t kMaxEager = kMaxEagerLimit;
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();

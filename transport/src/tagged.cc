@@ -103,7 +103,9 @@ Result<Request> WorkerImpl::isend(PeerId peer_id, uint64_t tag, const void* buff
   request.buffer = static_cast<std::byte*>(const_cast<void*>(buffer));
   request.length = length;
   request.mode = mode;
-  request.path = thresholds_.path_for(length);
+  request.path = length <= thresholds_.inline_limit   ? Path::kInline
+                 : length <= (*peer)->eager_limit     ? Path::kEager
+                                                      : Path::kRendezvous;
   if (request.path == Path::kRendezvous) {
     const verbs::Access access = thresholds_.scheme == RendezvousScheme::kRead
                                      ? verbs::Access::kRemoteRead

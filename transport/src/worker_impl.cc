@@ -26,18 +26,26 @@ void* peer_context(PeerId id) {
   return reinterpret_cast<void*>(static_cast<uintptr_t>(id) + 1);
 }
 
-// "wv1 <uuid as 16 hex digits> <ip:port>": the address a worker publishes and the private
-// data of its connects, so an acceptor knows which peer is calling.
-std::vector<std::byte> encode_address(uint64_t uuid, std::string_view address) {
+// "wv1 <uuid as 16 hex digits> <ip:port> <receive capacity>": the address a worker publishes
+// and the private data of its connects. The acceptor learns which peer is calling, and every
+// sender learns how large an eager message the receiver's buffers take (workers of one job
+// may choose different eager limits: their cost models run on different machines).
+std::vector<std::byte> encode_address(uint64_t uuid, std::string_view address, size_t capacity) {
   char prefix[32];
   std::snprintf(prefix, sizeof prefix, "wv1 %016llx ", static_cast<unsigned long long>(uuid));
-  std::string text = prefix + std::string(address);
+  std::string text = prefix + std::string(address) + " " + std::to_string(capacity);
   std::vector<std::byte> bytes(text.size());
   std::memcpy(bytes.data(), text.data(), text.size());
   return bytes;
 }
 
-bool decode_address(std::span<const std::byte> bytes, uint64_t* uuid, std::string* address) {
+struct DecodedAddress {
+  uint64_t uuid = 0;
+  std::string address;
+  size_t capacity = 0;
+};
+
+bool decode_address(std::span<const std::byte> bytes, DecodedAddress* out) {
   std::string text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
   if (text.size() < 22 || text.size() > 200 || text.compare(0, 4, "wv1 ") != 0 ||
       text[20] != ' ') {
@@ -50,9 +58,18 @@ bool decode_address(std::span<const std::byte> bytes, uint64_t* uuid, std::strin
     if (digit < 0) return false;
     value = value << 4 | static_cast<uint64_t>(digit);
   }
-  *uuid = value;
-  *address = text.substr(21);
-  return verbs::SocketAddress::parse(*address).is_ok();
+  const size_t space = text.find(' ', 21);
+  if (space == std::string::npos) return false;
+  const std::string capacity = text.substr(space + 1);
+  if (capacity.empty() || capacity.size() > 9 ||
+      capacity.find_first_not_of("0123456789") != std::string::npos) {
+    return false;
+  }
+  out->uuid = value;
+  out->address = text.substr(21, space - 21);
+  out->capacity = std::stoul(capacity);
+  return out->capacity >= sizeof(wire::ReadyBody) &&
+         verbs::SocketAddress::parse(out->address).is_ok();
 }
 
 std::string private_text(const std::vector<std::byte>& data) {
@@ -149,8 +166,14 @@ Status WorkerImpl::init(const WorkerOptions& options) {
 
   const auto receive_count = static_cast<uint32_t>(config.get_int(names::kTransportReceiveBuffers));
   const auto send_count = static_cast<uint32_t>(config.get_int(names::kTransportSendBuffers));
-  const size_t buffer_size =
+  // Receive buffers take the largest eager message any peer may choose (kMaxEager unless
+  // configured), so this worker's own cost model never limits what peers send.
+  const uint64_t eager_setting = config.get_size(names::kTransportEagerLimit);
+  receive_capacity_ = std::max<size_t>(eager_setting ? eager_setting : kMaxEagerLimit,
+                                       sizeof(wire::ReadyBody));
+  const size_t send_size =
       sizeof(wire::Header) + std::max(thresholds_.eager_limit, sizeof(wire::ReadyBody));
+  const size_t receive_size = sizeof(wire::Header) + receive_capacity_;
   uint32_t cq_entries = receive_count + 4 * send_depth_ + 64;
   if (attributes.max_cqe) cq_entries = std::min(cq_entries, attributes.max_cqe);
   auto cq = device_->create_completion_queue(cq_entries);
@@ -160,11 +183,11 @@ Status WorkerImpl::init(const WorkerOptions& options) {
   if (!srq.is_ok()) return srq.status();
   srq_ = std::move(srq).value();
 
-  auto send_buffers = BufferPool::create(*domain_, send_count, buffer_size, verbs::Access::kNone);
+  auto send_buffers = BufferPool::create(*domain_, send_count, send_size, verbs::Access::kNone);
   if (!send_buffers.is_ok()) return send_buffers.status();
   send_buffers_ = std::move(send_buffers).value();
   auto receive_buffers =
-      BufferPool::create(*domain_, receive_count, buffer_size, verbs::Access::kLocalWrite);
+      BufferPool::create(*domain_, receive_count, receive_size, verbs::Access::kLocalWrite);
   if (!receive_buffers.is_ok()) return receive_buffers.status();
   receive_buffers_ = std::move(receive_buffers).value();
   auto atomic_buffers = BufferPool::create(*domain_, 256, 8, verbs::Access::kLocalWrite);
@@ -215,11 +238,12 @@ Status WorkerImpl::init(const WorkerOptions& options) {
   if (Status status = listener_->listen(kListenBacklog); !status.is_ok()) return status;
   listen_address_ = listener_->query().local.to_string();
   next_request_.emplace(listener_->get_request());
+  device_event_.emplace(device_->next_event());
   return Status::ok();
 }
 
 std::vector<std::byte> WorkerImpl::address() const {
-  return encode_address(uuid_, listen_address_);
+  return encode_address(uuid_, listen_address_, receive_capacity_);
 }
 
 std::vector<std::byte> WorkerImpl::hello() const {
@@ -228,18 +252,18 @@ std::vector<std::byte> WorkerImpl::hello() const {
 
 Result<PeerId> WorkerImpl::add_peer(std::span<const std::byte> address) {
   std::lock_guard lock(mutex_);
-  uint64_t uuid = 0;
-  std::string text;
-  if (!decode_address(address, &uuid, &text)) {
+  DecodedAddress decoded;
+  if (!decode_address(address, &decoded)) {
     return Status(Errc::kInvalidArgument,
-                  "not a wv worker address (expected \"wv1 <uuid> <ip:port>\")");
+                  "not a wv worker address (expected \"wv1 <uuid> <ip:port> <capacity>\")");
   }
-  if (auto it = peer_by_uuid_.find(uuid); it != peer_by_uuid_.end()) return it->second;
+  if (auto it = peer_by_uuid_.find(decoded.uuid); it != peer_by_uuid_.end()) return it->second;
   auto peer = std::make_unique<Peer>();
   peer->id = static_cast<PeerId>(peers_.size());
-  peer->uuid = uuid;
-  peer->address = std::move(text);
-  peer_by_uuid_.emplace(uuid, peer->id);
+  peer->uuid = decoded.uuid;
+  peer->address = std::move(decoded.address);
+  peer->eager_limit = std::min(thresholds_.eager_limit, decoded.capacity);
+  peer_by_uuid_.emplace(decoded.uuid, peer->id);
   peers_.push_back(std::move(peer));
   return peers_.back()->id;
 }
@@ -317,12 +341,12 @@ void WorkerImpl::progress_listener() {
 
 void WorkerImpl::handle_request(std::shared_ptr<verbs::ConnectEndpoint> endpoint) {
   const verbs::ConnectAttributes attributes = endpoint->query();
-  uint64_t uuid = 0;
-  std::string address;
-  if (!decode_address(attributes.peer_parameters.private_data, &uuid, &address)) {
+  DecodedAddress decoded;
+  if (!decode_address(attributes.peer_parameters.private_data, &decoded)) {
     (void)endpoint->reject(std::as_bytes(std::span(kMalformedHello)));
     return;
   }
+  const uint64_t uuid = decoded.uuid;
   auto id = add_peer(attributes.peer_parameters.private_data);
   if (!id.is_ok()) {
     (void)endpoint->reject(std::as_bytes(std::span(kMalformedHello)));
@@ -457,6 +481,22 @@ bool WorkerImpl::anything_connecting() const {
   return !unsettled_.empty();
 }
 
+void WorkerImpl::progress_device_events() {
+  // A QP the device gave up on says why here (before its endpoint reports the disconnect).
+  while (device_event_ && device_event_->ready()) {
+    auto event = device_event_->result();
+    device_event_.emplace(device_->next_event());
+    if (!event.is_ok()) return;
+    if (event->type != verbs::EventType::kQpFatal) continue;
+    const auto context = reinterpret_cast<uintptr_t>(event->context);
+    if (context == 0 || context > peers_.size()) continue;
+    Peer& peer = *peers_[context - 1];
+    fail_peer(peer, Status(Errc::kDisconnected, "connection to peer " + std::to_string(peer.id) +
+                                                    " at " + peer.address +
+                                                    " failed: " + event->detail));
+  }
+}
+
 void WorkerImpl::unsettle(Peer& peer) {
   if (std::find(unsettled_.begin(), unsettled_.end(), peer.id) == unsettled_.end()) {
     unsettled_.push_back(peer.id);
@@ -466,12 +506,14 @@ void WorkerImpl::unsettle(Peer& peer) {
 void WorkerImpl::progress_connections(bool thorough) {
   if (thorough) {
     progress_listener();
+    progress_device_events();
     for (auto& peer : peers_) {
       if (peer->state != PeerState::kConnected || !peer->active || !peer->active->closed ||
           !peer->active->closed->ready()) {
         continue;
       }
       peer->active->closed.reset();
+      progress_device_events();
       fail_peer(*peer, Status(Errc::kDisconnected, "peer " + std::to_string(peer->id) + " at " +
                                                        peer->address + " disconnected"));
     }
@@ -548,7 +590,7 @@ void WorkerImpl::handle_completion(const verbs::Completion& completion) {
         if (!wire::read_at(bytes, 0, &header)) {
           problem = "short message";
         } else {
-          problem = wire::check(header, bytes.size(), thresholds_.eager_limit);
+          problem = wire::check(header, bytes.size(), receive_capacity_);
         }
         if (!problem.empty()) {
           fail_peer(*peer, Status(Errc::kProtocolError, "malformed message from peer " +

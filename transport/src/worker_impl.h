@@ -42,6 +42,9 @@ inline uint64_t make_wr_id(WorkKind kind, uint64_t value) {
 inline WorkKind wr_kind(uint64_t wr_id) { return static_cast<WorkKind>(wr_id >> 56); }
 inline uint64_t wr_value(uint64_t wr_id) { return wr_id & ((uint64_t{1} << 56) - 1); }
 
+// The largest eager limit the cost model chooses, and the receive buffers' default capacity.
+inline constexpr size_t kMaxEagerLimit = 65536;
+
 enum class RequestKind : uint8_t { kFree, kSend, kReceive, kPut, kGet, kAtomic };
 
 struct RequestSlot {
@@ -116,7 +119,8 @@ struct Connection {
 struct Peer {
   PeerId id = 0;
   uint64_t uuid = 0;
-  std::string address;  // "ip:port"
+  std::string address;     // "ip:port"
+  size_t eager_limit = 0;  // ours, within the peer's receive buffers
   PeerState state = PeerState::kIdle;
   std::unique_ptr<Connection> active;    // carries traffic once connected
   std::unique_ptr<Connection> outgoing;  // our attempt while connecting or after losing
@@ -203,6 +207,7 @@ class WorkerImpl final : public Worker {
   // connections that ended (not on every call: these are rare and cost a lock each).
   void progress_connections(bool thorough);
   void unsettle(Peer& peer);
+  void progress_device_events();
   void progress_listener();
   void handle_request(std::shared_ptr<verbs::ConnectEndpoint> endpoint);
   void progress_peer_connection(Peer& peer);
@@ -275,6 +280,7 @@ class WorkerImpl final : public Worker {
   std::shared_ptr<verbs::SharedReceiveQueue> srq_;
   std::shared_ptr<verbs::ConnectEndpoint> listener_;
   std::optional<verbs::Operation<std::shared_ptr<verbs::ConnectEndpoint>>> next_request_;
+  std::optional<verbs::Operation<verbs::DeviceEvent>> device_event_;
   std::unique_ptr<BufferPool> send_buffers_;
   std::unique_ptr<BufferPool> receive_buffers_;
   std::unique_ptr<BufferPool> atomic_buffers_;
@@ -283,6 +289,7 @@ class WorkerImpl final : public Worker {
   verbs::Capability capabilities_ = verbs::Capability::kNone;
   std::string listen_address_;
   size_t inline_bytes_ = 0;  // largest inline message with its header; 0: no inline
+  size_t receive_capacity_ = 0;  // payload bytes one receive buffer takes
   uint64_t uuid_ = 0;
 
   // Settings (from the configuration).

@@ -857,6 +857,9 @@ void ShmConnection::on_deadline() {
 }
 
 void ShmConnection::poller_sleeping() {
+  // Forget the last poll: a doorbell ringing before the poller's next poll must be served
+  // now, not parked for kParkCheck on the word of a poller that went to sleep.
+  last_poll_ns_.store(0, std::memory_order_relaxed);
   if (parked_.load(std::memory_order_relaxed)) {
     progress_.post([self = shared_from_this()] { self->unpark(); });
   }

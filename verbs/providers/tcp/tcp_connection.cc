@@ -533,6 +533,9 @@ void TcpConnection::unpark() {
 }
 
 void TcpConnection::poller_sleeping() {
+  // Forget the last poll: a stream event arriving before the poller's next poll must be
+  // served now, not parked for kParkCheck on the word of a poller that went to sleep.
+  last_poll_ns_.store(0, std::memory_order_relaxed);
   if (parked_) progress_.post([self = shared_from_this()] { self->unpark(); });
 }
 
