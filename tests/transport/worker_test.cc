@@ -121,7 +121,9 @@ TEST_P(WorkerTest, MessagesOfEverySizeArriveIntact) {
     EXPECT_EQ(result.length, size);
     EXPECT_EQ(result.source, to_a_);
     EXPECT_EQ(result.tag, 7u);
-    EXPECT_EQ(0, std::memcmp(received.data(), sent.data(), size));
+    if (size) {
+      EXPECT_EQ(0, std::memcmp(received.data(), sent.data(), size));
+    }
     EXPECT_EQ(received[size], std::byte{0x5a}) << "wrote past the message";
   }
   EXPECT_GT(a_->counters().rendezvous_transfers, 0u);
@@ -352,6 +354,37 @@ TEST_P(WorkerTest, CreditsLetManyMoreMessagesThanTheWindowThrough) {
     ASSERT_EQ(got, static_cast<uint32_t>(i));
   }
   for (Request& send : sends) ASSERT_TRUE(wait(*a_, send).is_ok());
+}
+
+TEST_P(WorkerTest, FullUnexpectedQueueIsAClearErrorAndLosesNothing) {
+  make_pair({{"transport_unexpected_limit", "4096"}});
+  std::vector<std::vector<std::byte>> sent;
+  for (int i = 0; i < 10; ++i) {
+    sent.push_back(pattern(1000, static_cast<uint32_t>(i)));
+    auto send = a_->isend(to_b_, 3, sent.back().data(), 1000);
+    ASSERT_TRUE(send.is_ok());
+    ASSERT_TRUE(wait(*a_, *send).is_ok());
+  }
+  auto deadline = std::chrono::steady_clock::now() + kBound;
+  while (b_->counters().unexpected_messages < 10 && std::chrono::steady_clock::now() < deadline) {
+    a_->progress();
+    b_->progress();
+  }
+  uint32_t v = 0;
+  auto refused = b_->isend(to_a_, 4, &v, 4);
+  ASSERT_FALSE(refused.is_ok()) << "10000 unexpected bytes over a 4096-byte limit went unnoticed";
+  EXPECT_EQ(refused.status().code(), Errc::kQueueFull);
+  EXPECT_NE(refused.status().message().find("transport_unexpected_limit"), std::string::npos)
+      << refused.status().to_string();
+  for (int i = 0; i < 10; ++i) {
+    std::vector<std::byte> received(1000);
+    auto recv = b_->irecv(to_a_, 3, kTagMaskAll, received.data(), received.size());
+    ASSERT_TRUE(recv.is_ok());
+    ASSERT_TRUE(wait(*b_, *recv).is_ok());
+    EXPECT_EQ(received, sent[static_cast<size_t>(i)]) << "message " << i;
+  }
+  auto accepted = b_->isend(to_a_, 4, &v, 4);
+  EXPECT_TRUE(accepted.is_ok()) << "the queue drained but sends are still refused";
 }
 
 TEST_P(WorkerTest, ActiveMessagesRunTheirHandlerInOrder) {
