@@ -413,9 +413,31 @@ TEST_F(ConfigTest, EntriesFollowDefinitionOrder) {
 
 TEST(NamesTest, EveryNameConstantIsDefined) {
   const std::string_view kAll[] = {
-      names::kProvider,       names::kDevice,         names::kLogLevel,    names::kTcpCrc,
-      names::kTcpSegmentSize, names::kTcpReadDepth,   names::kTcpPortBase, names::kConnectTimeoutMs,
-      names::kRnrTimeoutMs,   names::kProgressSpinUs,
+      names::kProvider,
+      names::kDevice,
+      names::kLogLevel,
+      names::kTcpCrc,
+      names::kTcpSegmentSize,
+      names::kTcpReadDepth,
+      names::kTcpPortBase,
+      names::kShmCma,
+      names::kShmRingSize,
+      names::kConnectTimeoutMs,
+      names::kRnrTimeoutMs,
+      names::kProgressSpinUs,
+      names::kTransportAddress,
+      names::kTransportEagerLimit,
+      names::kTransportInlineLimit,
+      names::kTransportRendezvous,
+      names::kTransportFragmentSize,
+      names::kTransportCredits,
+      names::kTransportReceiveBuffers,
+      names::kTransportSendBuffers,
+      names::kTransportSendDepth,
+      names::kTransportUnexpectedLimit,
+      names::kTransportRegistrationCache,
+      names::kTransportProgress,
+      names::kTransportSpinUs,
   };
   for (std::string_view name : kAll) EXPECT_NE(find_definition(name), nullptr) << name;
   // One constant per definition: a new parameter needs its constant too.
