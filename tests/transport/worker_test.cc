@@ -387,6 +387,29 @@ TEST_P(WorkerTest, FullUnexpectedQueueIsAClearErrorAndLosesNothing) {
   EXPECT_TRUE(accepted.is_ok()) << "the queue drained but sends are still refused";
 }
 
+TEST_P(WorkerTest, SrqLimitEventPostsTheReserveDuringABurst) {
+  make_pair({{"transport_receive_buffers", "8"}, {"transport_credits", "64"}});
+  // 40 messages while the receiver does not progress: its SRQ drains below the limit.
+  std::vector<uint32_t> values(40);
+  std::iota(values.begin(), values.end(), 0u);
+  std::vector<Request> sends;
+  for (uint32_t& v : values) {
+    auto send = a_->isend(to_b_, 2, &v, 4);
+    ASSERT_TRUE(send.is_ok());
+    sends.push_back(*send);
+  }
+  for (int i = 0; i < 2000; ++i) a_->progress();
+  for (uint32_t i = 0; i < values.size(); ++i) {
+    uint32_t got = ~0u;
+    auto recv = b_->irecv(to_a_, 2, kTagMaskAll, &got, 4);
+    ASSERT_TRUE(wait(*b_, *recv).is_ok());
+    ASSERT_EQ(got, i);
+  }
+  for (Request& send : sends) ASSERT_TRUE(wait(*a_, send).is_ok());
+  EXPECT_EQ(b_->counters().receive_reserve_posted, 1u)
+      << "the SRQ ran below its limit but the reserve was not posted";
+}
+
 TEST_P(WorkerTest, ActiveMessagesRunTheirHandlerInOrder) {
   make_pair();
   std::vector<std::pair<std::string, std::string>> seen;

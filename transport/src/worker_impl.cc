@@ -174,12 +174,16 @@ Status WorkerImpl::init(const WorkerOptions& options) {
   const size_t send_size =
       sizeof(wire::Header) + std::max(thresholds_.eager_limit, sizeof(wire::ReadyBody));
   const size_t receive_size = sizeof(wire::Header) + receive_capacity_;
-  uint32_t cq_entries = receive_count + 4 * send_depth_ + 64;
+  uint32_t cq_entries = receive_count + std::max<uint32_t>(receive_count / 2, 8) + 4 * send_depth_ + 64;
   if (attributes.max_cqe) cq_entries = std::min(cq_entries, attributes.max_cqe);
   auto cq = device_->create_completion_queue(cq_entries);
   if (!cq.is_ok()) return cq.status();
   cq_ = std::move(cq).value();
-  auto srq = domain_->create_shared_receive_queue(receive_count, 1, 0);
+  // The SRQ starts with receive_count buffers and can take half as many again: a reserve
+  // posted when the SRQ's limit event says a burst is draining it faster than progress
+  // reposts (memory stays independent of the peer count either way).
+  const uint32_t reserve_count = std::max<uint32_t>(receive_count / 2, 8);
+  auto srq = domain_->create_shared_receive_queue(receive_count + reserve_count, 1, 0);
   if (!srq.is_ok()) return srq.status();
   srq_ = std::move(srq).value();
 
@@ -187,7 +191,8 @@ Status WorkerImpl::init(const WorkerOptions& options) {
   if (!send_buffers.is_ok()) return send_buffers.status();
   send_buffers_ = std::move(send_buffers).value();
   auto receive_buffers =
-      BufferPool::create(*domain_, receive_count, receive_size, verbs::Access::kLocalWrite);
+      BufferPool::create(*domain_, receive_count + reserve_count, receive_size,
+                         verbs::Access::kLocalWrite);
   if (!receive_buffers.is_ok()) return receive_buffers.status();
   receive_buffers_ = std::move(receive_buffers).value();
   auto atomic_buffers = BufferPool::create(*domain_, 256, 8, verbs::Access::kLocalWrite);
@@ -200,6 +205,14 @@ Status WorkerImpl::init(const WorkerOptions& options) {
         !status.is_ok()) {
       return status;
     }
+  }
+  if (has(capabilities_, verbs::Capability::kSrqLimitEvent)) {
+    if (Status status = srq_->modify(verbs::SharedReceiveQueue::kUnchanged,
+                                     std::max<uint32_t>(receive_count / 8, 1));
+        !status.is_ok()) {
+      return status;
+    }
+    srq_limit_.emplace(srq_->notify_limit());
   }
   cache_ = std::make_unique<RegistrationCache>(
       domain_, static_cast<size_t>(config.get_int(names::kTransportRegistrationCache)));
@@ -507,6 +520,15 @@ void WorkerImpl::progress_connections(bool thorough) {
   if (thorough) {
     progress_listener();
     progress_device_events();
+    if (srq_limit_ && srq_limit_->ready()) {
+      // The limit fired (and disarmed itself): post the reserve, once.
+      srq_limit_.reset();
+      for (uint32_t buffer = receive_buffers_->take(); buffer != BufferPool::kNone;
+           buffer = receive_buffers_->take()) {
+        repost_receive(buffer);
+      }
+      ++counters_.receive_reserve_posted;
+    }
     for (auto& peer : peers_) {
       if (peer->state != PeerState::kConnected || !peer->active || !peer->active->closed ||
           !peer->active->closed->ready()) {

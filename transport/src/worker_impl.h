@@ -281,6 +281,7 @@ class WorkerImpl final : public Worker {
   std::shared_ptr<verbs::ConnectEndpoint> listener_;
   std::optional<verbs::Operation<std::shared_ptr<verbs::ConnectEndpoint>>> next_request_;
   std::optional<verbs::Operation<verbs::DeviceEvent>> device_event_;
+  std::optional<verbs::Operation<void>> srq_limit_;  // armed until the reserve is posted
   std::unique_ptr<BufferPool> send_buffers_;
   std::unique_ptr<BufferPool> receive_buffers_;
   std::unique_ptr<BufferPool> atomic_buffers_;

@@ -83,8 +83,9 @@ Status QueuePairCore::post_receive_locked(uint64_t wr_id, std::span<const Sge> s
   return Status::ok();
 }
 
-bool QueuePairCore::take_receive_locked(ReceiveWorkRequest& out) {
-  return srq_ ? srq_->take(out) : receive_queue_.take(out);
+bool QueuePairCore::take_receive_locked(ReceiveWorkRequest& out,
+                                        const std::weak_ptr<Wire>& starved) {
+  return srq_ ? srq_->take(out, starved) : receive_queue_.take(out);
 }
 
 bool QueuePairCore::has_receive_locked() const {

@@ -109,7 +109,7 @@ Status SoftConnectQueuePair::post_receive(uint64_t wr_id, std::span<const Sge> s
 
 bool SoftConnectQueuePair::take_receive(ReceiveWorkRequest& out) {
   std::lock_guard lock(mutex_);
-  return core_.take_receive_locked(out);
+  return core_.take_receive_locked(out, wire_);
 }
 
 bool SoftConnectQueuePair::has_receive() const {

@@ -1,12 +1,25 @@
 #include "soft_shared_receive_queue.h"
 
+#include <algorithm>
 #include <string>
+
+#include "soft_queue_pair.h"
 
 namespace wv::verbs::soft {
 
 Status SoftSharedReceiveQueue::post_receive(uint64_t wr_id, std::span<const Sge> sges) {
-  std::lock_guard lock(mutex_);
-  return queue_.post(wr_id, sges, domain_);
+  std::vector<std::weak_ptr<Wire>> wake;
+  Status status;
+  {
+    std::lock_guard lock(mutex_);
+    status = queue_.post(wr_id, sges, domain_);
+    if (status && !starved_.empty()) wake.swap(starved_);
+  }
+  // Outside the lock: a woken wire may take the receive at once.
+  for (const auto& weak : wake) {
+    if (auto wire = weak.lock()) wire->receive_posted();
+  }
+  return status;
 }
 
 Status SoftSharedReceiveQueue::modify(uint32_t max_wr, uint32_t limit) {
@@ -47,9 +60,15 @@ SrqAttributes SoftSharedReceiveQueue::query() const {
   return {queue_.depth(), queue_.max_sge(), limit_, queue_.size()};
 }
 
-bool SoftSharedReceiveQueue::take(ReceiveWorkRequest& out) {
+bool SoftSharedReceiveQueue::take(ReceiveWorkRequest& out, const std::weak_ptr<Wire>& starved) {
   std::lock_guard lock(mutex_);
-  if (!queue_.take(out)) return false;
+  if (!queue_.take(out)) {
+    const bool known = std::any_of(starved_.begin(), starved_.end(), [&](const auto& weak) {
+      return !weak.owner_before(starved) && !starved.owner_before(weak);
+    });
+    if (!known && !starved.expired()) starved_.push_back(starved);
+    return false;
+  }
   if (limit_ != 0 && queue_.size() < limit_ && limit_reached_) {
     // The event disarms the limit, as the verbs SRQ limit event does.
     limit_ = 0;

@@ -1,12 +1,16 @@
 // The software SRQ: a locked receive queue plus the limit event.
 #pragma once
 
+#include <memory>
 #include <mutex>
+#include <vector>
 
 #include "receive_queue.h"
 #include "wv/verbs/shared_receive_queue.h"
 
 namespace wv::verbs::soft {
+
+class Wire;
 
 class SoftSharedReceiveQueue final : public SharedReceiveQueue {
  public:
@@ -19,7 +23,9 @@ class SoftSharedReceiveQueue final : public SharedReceiveQueue {
   SrqAttributes query() const override;
 
   // Engine side: takes the oldest receive, firing the limit event when the count drops below it.
-  bool take(ReceiveWorkRequest& out);
+  // When there is none, `starved` (a connection that will stall for want of a receive) is
+  // remembered and told by the next post_receive, as a QP's own receive queue would.
+  bool take(ReceiveWorkRequest& out, const std::weak_ptr<Wire>& starved = {});
   const void* domain() const { return domain_; }
 
  private:
@@ -28,6 +34,7 @@ class SoftSharedReceiveQueue final : public SharedReceiveQueue {
   ReceiveQueue queue_;
   uint32_t limit_;
   Completer<void> limit_reached_;
+  std::vector<std::weak_ptr<Wire>> starved_;
 };
 
 }  // namespace wv::verbs::soft

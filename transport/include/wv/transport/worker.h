@@ -108,6 +108,7 @@ struct WorkerCounters {
   uint64_t registration_cache_invalidations = 0;
   uint64_t connections = 0;
   uint64_t connect_races_resolved = 0;
+  uint64_t receive_reserve_posted = 0;  // the SRQ limit event fired and the reserve went in
 };
 
 class Worker {
