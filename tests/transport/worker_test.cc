@@ -159,6 +159,26 @@ TEST_P(WorkerTest, WorkersWithDifferentEagerLimitsInteroperate) {
       << "an active message larger than the peer's buffers was accepted";
 }
 
+TEST_P(WorkerTest, LargeTransfersRegisterFragmentByFragment) {
+  make_pair();  // 256 KiB fragments
+  const size_t size = 2 << 20;
+  auto sent = pattern(size, 77);
+  std::vector<std::byte> received(size);
+  const uint64_t sender_before = a_->counters().registration_cache_misses;
+  const uint64_t receiver_before = b_->counters().registration_cache_misses;
+  auto recv = b_->irecv(to_a_, 1, kTagMaskAll, received.data(), size);
+  auto send = a_->isend(to_b_, 1, sent.data(), size);
+  ASSERT_TRUE(wait(*b_, *recv).is_ok());
+  ASSERT_TRUE(wait(*a_, *send).is_ok());
+  EXPECT_EQ(received, sent);
+  // The side that moves the data registers each 256 KiB piece as it posts it (the receiver
+  // for reads, the sender for writes), so registration overlaps the transfer.
+  const bool read = GetParam().scheme == "read";
+  const uint64_t misses = read ? b_->counters().registration_cache_misses - receiver_before
+                               : a_->counters().registration_cache_misses - sender_before;
+  EXPECT_GE(misses, 8u);
+}
+
 TEST_P(WorkerTest, MessagesBetweenTwoWorkersAreNotOvertaken) {
   make_pair();
   // Mixed eager and rendezvous sizes, posted before any receive: all go unexpected first.

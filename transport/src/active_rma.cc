@@ -117,13 +117,18 @@ Result<Request> WorkerImpl::start_rma(RequestKind kind, PeerId peer_id, std::byt
     complete(*id, request, Status::ok());
     return Request::from_id(*id);
   }
-  auto region = cache_->get(local, length,
-                            kind == RequestKind::kGet ? sink_access(false) : verbs::Access::kNone);
-  if (!region.is_ok()) {
-    release(*id, request);
-    return region.status();
+  const verbs::Access access =
+      kind == RequestKind::kGet ? sink_access(false) : verbs::Access::kNone;
+  if (registers_per_fragment(length)) {
+    request.fragment_access = access;
+  } else {
+    auto region = cache_->get(local, length, access);
+    if (!region.is_ok()) {
+      release(*id, request);
+      return region.status();
+    }
+    request.region = std::move(region).value();
   }
-  request.region = std::move(region).value();
   ++(*peer)->rma_pending;
   (*peer)->rdma.push_back(*id);
   pump(**peer);

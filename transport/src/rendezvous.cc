@@ -39,7 +39,9 @@ void WorkerImpl::start_rendezvous_receive(uint64_t request_id, RequestSlot& requ
   request.transfer_length = std::min<uint64_t>(body.length, request.length);
   request.result.length = request.transfer_length;
   Status failure;
-  if (request.transfer_length > 0) {
+  if (!write_scheme && registers_per_fragment(request.transfer_length)) {
+    request.fragment_access = sink_access(false);  // registered as each read is posted
+  } else if (request.transfer_length > 0) {
     auto region =
         cache_->get(request.buffer, request.transfer_length, sink_access(write_scheme));
     if (region.is_ok()) {
@@ -155,12 +157,23 @@ bool WorkerImpl::post_rdma(Peer& peer, uint64_t request_id, RequestSlot& request
     if (read && peer.reads_in_flight >= outbound_read_depth_) return false;
     const size_t bytes = std::min(thresholds_.fragment_size,
                                   request.transfer_length - request.issued);
-    verbs::Sge sge{request.region.get(), request.buffer + request.issued,
-                   static_cast<uint32_t>(bytes)};
+    const verbs::MemoryRegion* region = request.region.get();
+    if (!region) {
+      auto fragment = cache_->get(request.buffer + request.issued, bytes, request.fragment_access);
+      if (!fragment.is_ok()) {
+        complete(request_id, request, fragment.status());
+        if (request.kind == RequestKind::kReceive) send_finish(peer, request.peer_cookie, true);
+        return true;
+      }
+      request.fragment_regions.push_back(std::move(fragment).value());
+      region = request.fragment_regions.back().get();
+    }
+    verbs::Sge sge{region, request.buffer + request.issued, static_cast<uint32_t>(bytes)};
     verbs::RemoteAddress remote{request.remote.address + request.issued, request.remote.key};
     Status status = read ? qp.rdma_read(wr_id, {&sge, 1}, remote, verbs::SendFlags::kSignaled)
                          : qp.rdma_write(wr_id, {&sge, 1}, remote, verbs::SendFlags::kSignaled);
     if (!status.is_ok()) {
+      if (!request.region) request.fragment_regions.pop_back();
       if (status.code() == Errc::kQueueFull) return false;
       complete(request_id, request, status);
       if (request.kind == RequestKind::kReceive) send_finish(peer, request.peer_cookie, true);
@@ -193,6 +206,7 @@ void WorkerImpl::fragment_done(Peer& peer, uint64_t request_id, bool ok, const S
                            : std::min(thresholds_.fragment_size,
                                       request->transfer_length - request->completed);
   request->completed += bytes;
+  if (!request->fragment_regions.empty()) request->fragment_regions.pop_front();
   const size_t total = request->kind == RequestKind::kAtomic ? 8 : request->transfer_length;
   if (request->completed < total) return;
   Status status;

@@ -66,6 +66,7 @@ void WorkerImpl::complete(uint64_t id, RequestSlot& request, Status status) {
     request.atomic_slot = BufferPool::kNone;
   }
   request.region.reset();  // registrations stay cached; only this use ends
+  request.fragment_regions.clear();
 }
 
 void WorkerImpl::release(uint64_t id, RequestSlot& request) {
@@ -106,7 +107,11 @@ Result<Request> WorkerImpl::isend(PeerId peer_id, uint64_t tag, const void* buff
   request.path = length <= thresholds_.inline_limit   ? Path::kInline
                  : length <= (*peer)->eager_limit     ? Path::kEager
                                                       : Path::kRendezvous;
-  if (request.path == Path::kRendezvous) {
+  if (request.path == Path::kRendezvous && thresholds_.scheme == RendezvousScheme::kWrite &&
+      registers_per_fragment(length)) {
+    request.fragment_access = verbs::Access::kNone;  // written from, fragment by fragment
+  } else if (request.path == Path::kRendezvous) {
+    // Read scheme: the receiver reads with one key, so the buffer is registered whole.
     const verbs::Access access = thresholds_.scheme == RendezvousScheme::kRead
                                      ? verbs::Access::kRemoteRead
                                      : verbs::Access::kNone;

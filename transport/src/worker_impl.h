@@ -62,8 +62,12 @@ struct RequestSlot {
   size_t length = 0;
   SendMode mode = SendMode::kStandard;
   Path path = Path::kEager;
-  // Rendezvous and RMA.
+  // Rendezvous and RMA. The local buffer is registered whole (`region`), or, for transfers of
+  // several fragments, one fragment at a time as each is posted, so that registering the next
+  // overlaps moving the previous ones (`fragment_regions`: those in flight, oldest first).
   std::shared_ptr<verbs::MemoryRegion> region;
+  std::deque<std::shared_ptr<verbs::MemoryRegion>> fragment_regions;
+  verbs::Access fragment_access = verbs::Access::kNone;
   RemoteMemory remote;
   uint64_t peer_cookie = 0;   // the other side's request
   size_t transfer_length = 0;  // bytes moved by RDMA (receiver: min(message, buffer))
@@ -262,6 +266,8 @@ class WorkerImpl final : public Worker {
   void fragment_done(Peer& peer, uint64_t request_id, bool ok, const Status& failure);
   void send_finish(Peer& peer, uint64_t cookie, bool truncated);
   verbs::Access sink_access(bool write_scheme) const;
+  // Whether a local buffer of `length` is registered fragment by fragment (see RequestSlot).
+  bool registers_per_fragment(size_t length) const { return length > thresholds_.fragment_size; }
 
   // ---- active_rma.cc ----
   void deliver_active(Peer& peer, const wire::Header& header, std::span<const std::byte> bytes);
