@@ -202,6 +202,11 @@ void WorkerImpl::deliver_eager(Peer& peer, const wire::Header& header,
     match_eager(make_request_id(request.generation, index), request, peer.id, header, payload);
     return;
   }
+  store_unexpected(peer, header).payload.assign(payload.begin(), payload.end());
+  unexpected_bytes_ += payload.size();
+}
+
+UnexpectedMessage& WorkerImpl::store_unexpected(Peer& peer, const wire::Header& header) {
   uint32_t slot;
   if (!free_unexpected_.empty()) {
     slot = free_unexpected_.back();
@@ -213,14 +218,12 @@ void WorkerImpl::deliver_eager(Peer& peer, const wire::Header& header,
   UnexpectedMessage& message = unexpected_messages_[slot];
   message.source = peer.id;
   message.tag = header.tag;
-  message.type = wire::Type::kEager;
+  message.type = header.type;
   message.flags = header.flags;
   message.cookie = header.cookie;
-  message.payload.assign(payload.begin(), payload.end());
-  message.used = true;
-  unexpected_bytes_ += payload.size();
   unexpected_.push(slot, peer.id, header.tag, kTagMaskAll);
   ++counters_.unexpected_messages;
+  return message;
 }
 
 void WorkerImpl::deliver_rendezvous(Peer& peer, const wire::Header& header,
@@ -235,24 +238,7 @@ void WorkerImpl::deliver_rendezvous(Peer& peer, const wire::Header& header,
                              header.cookie, body, write_scheme);
     return;
   }
-  uint32_t slot;
-  if (!free_unexpected_.empty()) {
-    slot = free_unexpected_.back();
-    free_unexpected_.pop_back();
-  } else {
-    slot = static_cast<uint32_t>(unexpected_messages_.size());
-    unexpected_messages_.emplace_back();
-  }
-  UnexpectedMessage& message = unexpected_messages_[slot];
-  message.source = peer.id;
-  message.tag = header.tag;
-  message.type = wire::Type::kRendezvous;
-  message.flags = header.flags;
-  message.cookie = header.cookie;
-  message.rendezvous = body;
-  message.used = true;
-  unexpected_.push(slot, peer.id, header.tag, kTagMaskAll);
-  ++counters_.unexpected_messages;
+  store_unexpected(peer, header).rendezvous = body;
 }
 
 Result<RequestResult> WorkerImpl::iprobe(PeerId source, uint64_t tag, uint64_t mask) {

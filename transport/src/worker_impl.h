@@ -150,7 +150,6 @@ struct UnexpectedMessage {
   uint64_t cookie = 0;
   wire::RendezvousBody rendezvous{};
   std::vector<std::byte> payload;
-  bool used = false;
 };
 
 class WorkerImpl final : public Worker {
@@ -248,6 +247,9 @@ class WorkerImpl final : public Worker {
   void deliver_eager(Peer& peer, const wire::Header& header, std::span<const std::byte> payload);
   void deliver_rendezvous(Peer& peer, const wire::Header& header,
                           const wire::RendezvousBody& body);
+  // A message nobody has asked for yet: queued in arrival order (kind, tag, cookie from
+  // `header`); the caller adds the payload or the rendezvous offer.
+  UnexpectedMessage& store_unexpected(Peer& peer, const wire::Header& header);
   void match_eager(uint64_t request_id, RequestSlot& request, PeerId source,
                    const wire::Header& header, std::span<const std::byte> payload);
   Status sticky_error() const;
