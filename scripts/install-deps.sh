@@ -8,6 +8,7 @@ packages=(
   clang-14 libclang-rt-14-dev clang-format clang-tidy
   iproute2 procps
   libpmix-dev openmpi-bin libopenmpi-dev
+  libibverbs-dev librdmacm-dev rdma-core ibverbs-providers
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -10,5 +10,8 @@ namespace wv::verbs {
 
 Result<std::shared_ptr<Provider>> open_tcp_provider();
 Result<std::shared_ptr<Provider>> open_shm_provider();
+#if WV_HAVE_IBVERBS
+Result<std::shared_ptr<Provider>> open_ibverbs_provider();
+#endif
 
 }  // namespace wv::verbs

@@ -17,13 +17,22 @@ struct ProviderEntry {
 
 // In the order `auto` tries them: the fastest transport that works on this machine first.
 constexpr ProviderEntry kProviders[] = {
+#if WV_HAVE_IBVERBS
+    // First: real RDMA where the machine has a device. Without one it fails to open ("no RDMA
+    // devices") and `auto` goes on to tcp.
+    {"ibverbs", open_ibverbs_provider},
+#endif
     {"tcp", open_tcp_provider},
     // After tcp, so that `auto` still opens tcp: shm reaches only this host; the transport
     // layer picks shm per peer on the same host.
     {"shm", open_shm_provider},
 };
 
-constexpr std::string_view kNames[] = {"tcp", "shm"};
+constexpr std::string_view kNames[] = {"tcp", "shm",
+#if WV_HAVE_IBVERBS
+                                       "ibverbs"
+#endif
+};
 
 }  // namespace
 

@@ -1,0 +1,78 @@
+// A completion queue on an ibv_cq with its own completion channel.
+//
+// Each completion carries the QP's user context. libibverbs only gives the QP number, so the CQ
+// keeps a table keyed by QP number. A QP being destroyed first moves its completions still in
+// the device's queue into this CQ's software queue (translated with its own context) and only
+// then leaves the table, so a later QP that reuses the number never inherits them.
+#pragma once
+
+#include <infiniband/verbs.h>
+
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "ib_device.h"
+#include "wv/verbs/completion_queue.h"
+
+namespace wv::verbs::ib {
+
+class IbSharedReceiveQueue;
+
+// What the CQ needs to know about a QP whose completions it receives.
+struct CqQpEntry {
+  void* context = nullptr;
+  uint32_t peer_qp_number = 0;  // reported as source_qp_number for connected receives
+  bool datagram = false;        // receives start with a 40-byte GRH the API does not show
+  IbSharedReceiveQueue* srq = nullptr;
+  ibv_qp* qp = nullptr;
+};
+
+class IbCompletionQueue final : public CompletionQueue,
+                                public std::enable_shared_from_this<IbCompletionQueue> {
+ public:
+  static Result<std::shared_ptr<IbCompletionQueue>> create(std::shared_ptr<IbDevice> device,
+                                                           uint32_t entries);
+  ~IbCompletionQueue() override;
+
+  int poll(std::span<Completion> out) override;
+  size_t peek() const override;
+  Operation<void> notify(NotifyOn kind) override;
+  Operation<void> batch_notify(size_t count) override;
+  int notification_fd() override;
+  Status resize(uint32_t entries) override;
+  uint32_t capacity() const override;
+  Status status() const override;
+
+  ibv_cq* cq() const { return cq_; }
+  void add_qp(uint32_t qp_number, const CqQpEntry& entry);
+  void set_peer(uint32_t qp_number, uint32_t peer_qp_number);
+  // Moves the QP's queued completions to the software queue, then forgets the QP.
+  void remove_qp(uint32_t qp_number);
+  // A completion made in software (a work request flushed at post time).
+  void push(const Completion& completion);
+  void on_overrun(std::string why);
+
+ private:
+  IbCompletionQueue(std::shared_ptr<IbDevice> device, ibv_comp_channel* channel, uint32_t entries)
+      : device_(std::move(device)), channel_(channel), capacity_(entries) {}
+  // Both with mutex_ held.
+  void translate(const ibv_wc& wc, Completion& out) const;
+  void drain_locked() const;
+  void on_channel_readable();
+
+  std::shared_ptr<IbDevice> device_;
+  ibv_comp_channel* channel_;
+  ibv_cq* cq_ = nullptr;
+  mutable std::mutex mutex_;
+  uint32_t capacity_;
+  mutable std::deque<Completion> queued_;  // drained from the device or made in software
+  mutable Status status_;
+  std::unordered_map<uint32_t, CqQpEntry> qps_;
+  std::vector<std::pair<NotifyOn, Completer<void>>> waiters_;
+  int event_fd_ = -1;
+};
+
+}  // namespace wv::verbs::ib

@@ -1,0 +1,560 @@
+#include "ib_queue_pair.h"
+
+#include <arpa/inet.h>
+
+#include <cstring>
+
+#include "ib_address_handle.h"
+#include "ib_convert.h"
+#include "ib_shared_receive_queue.h"
+
+namespace wv::verbs::ib {
+
+namespace {
+
+constexpr uint32_t kGrhBytes = 40;
+
+int send_flags_of(SendFlags flags) {
+  int out = 0;
+  if (has(flags, SendFlags::kSignaled)) out |= IBV_SEND_SIGNALED;
+  if (has(flags, SendFlags::kFence)) out |= IBV_SEND_FENCE;
+  if (has(flags, SendFlags::kSolicited)) out |= IBV_SEND_SOLICITED;
+  if (has(flags, SendFlags::kInline)) out |= IBV_SEND_INLINE;
+  return out;
+}
+
+bool pre_connection(QpState state) {
+  return state == QpState::kReset || state == QpState::kInit || state == QpState::kReadyToReceive;
+}
+
+}  // namespace
+
+// ---- QpCore ----------------------------------------------------------------------------------
+
+QpCore::~QpCore() {
+  if (qp_ == nullptr) return;
+  const uint32_t number = qp_->qp_num;
+  ibv_destroy_qp(qp_);
+  // After the QP is gone: its completions still queued are translated with its context now.
+  if (send_cq_) send_cq_->remove_qp(number);
+  if (receive_cq_ && receive_cq_ != send_cq_) receive_cq_->remove_qp(number);
+}
+
+Status QpCore::create(ibv_qp_type type, void* context) {
+  send_cq_ = std::dynamic_pointer_cast<IbCompletionQueue>(options_.send_cq);
+  receive_cq_ = std::dynamic_pointer_cast<IbCompletionQueue>(options_.receive_cq);
+  if (!send_cq_ || !receive_cq_) {
+    return Status(Errc::kInvalidArgument,
+                  "a QP of the ibverbs provider needs send and receive CQs of the same provider");
+  }
+  std::shared_ptr<IbSharedReceiveQueue> srq;
+  if (options_.srq) {
+    srq = std::dynamic_pointer_cast<IbSharedReceiveQueue>(options_.srq);
+    if (!srq) return Status(Errc::kInvalidArgument, "the SRQ is not of the ibverbs provider");
+    if (datagram_) {
+      return Status(Errc::kNotSupported, "datagram QPs of the ibverbs provider take no SRQ");
+    }
+    srq_ = srq.get();
+  }
+  const DeviceAttributes& device = domain_->device()->attributes();
+  ibv_qp_init_attr init{};
+  init.qp_context = context;
+  init.send_cq = send_cq_->cq();
+  init.recv_cq = receive_cq_->cq();
+  init.srq = srq ? srq->srq() : nullptr;
+  init.cap.max_send_wr = options_.send_depth;
+  init.cap.max_recv_wr = srq ? 0 : options_.receive_depth;
+  init.cap.max_send_sge = options_.send_sge;
+  init.cap.max_recv_sge = srq ? 0 : options_.receive_sge + (datagram_ ? 1 : 0);
+  init.cap.max_inline_data = options_.max_inline == 0 ? device.max_inline : options_.max_inline;
+  init.qp_type = type;
+  init.sq_sig_all = options_.signal_all_sends ? 1 : 0;
+  qp_ = ibv_create_qp(domain_->pd(), &init);
+  if (qp_ == nullptr) return verbs_status(-1, "ibv_create_qp");
+  max_inline_ = init.cap.max_inline_data;
+  send_depth_ = init.cap.max_send_wr;
+  receive_depth_ = init.cap.max_recv_wr;
+  send_sge_ = init.cap.max_send_sge;
+  receive_sge_ = init.cap.max_recv_sge - ((datagram_ && init.cap.max_recv_sge > 0) ? 1 : 0);
+  CqQpEntry entry;
+  entry.context = context;
+  entry.datagram = datagram_;
+  entry.srq = srq_;
+  entry.qp = qp_;
+  send_cq_->add_qp(qp_->qp_num, entry);
+  if (receive_cq_ != send_cq_) receive_cq_->add_qp(qp_->qp_num, entry);
+  return Status::ok();
+}
+
+void QpCore::set_peer(uint32_t peer_qp_number) {
+  peer_qp_number_ = peer_qp_number;
+  receive_cq_->set_peer(number(), peer_qp_number);
+}
+
+Status QpCore::convert(std::span<const Sge> sges, uint32_t max, bool inline_data, ibv_sge* out,
+                       uint32_t* total) const {
+  if (sges.size() > max || sges.size() > kMaxPostSge) {
+    return Status(Errc::kInvalidArgument, std::to_string(sges.size()) +
+                                              " SGEs, the QP takes at most " + std::to_string(max));
+  }
+  uint64_t sum = 0;
+  for (size_t i = 0; i < sges.size(); ++i) {
+    const Sge& sge = sges[i];
+    out[i].addr = reinterpret_cast<uint64_t>(sge.address);
+    out[i].length = sge.length;
+    out[i].lkey = 0;
+    sum += sge.length;
+    if (sge.region == nullptr) {
+      if (inline_data) continue;  // inline data needs no registration
+      return Status(Errc::kInvalidArgument, "SGE " + std::to_string(i) + " names no region");
+    }
+    if (detail::RegionAccess::domain(*sge.region) != domain_.get()) {
+      return Status(Errc::kInvalidArgument,
+                    "SGE " + std::to_string(i) + " is in a region of another protection domain");
+    }
+    const auto begin = reinterpret_cast<uintptr_t>(sge.region->address());
+    const auto at = reinterpret_cast<uintptr_t>(sge.address);
+    if (at < begin || at + sge.length > begin + sge.region->length()) {
+      return Status(Errc::kInvalidArgument,
+                    "SGE " + std::to_string(i) + " lies outside its memory region");
+    }
+    out[i].lkey = detail::RegionAccess::local_key(*sge.region);
+  }
+  if (total != nullptr) *total = static_cast<uint32_t>(std::min<uint64_t>(sum, UINT32_MAX));
+  return Status::ok();
+}
+
+void QpCore::flush_in_software(uint64_t wr_id, Opcode opcode, bool receive) {
+  Completion c;
+  c.wr_id = wr_id;
+  c.qp_context = options_.context;
+  c.opcode = opcode;
+  c.status = CompletionStatus::kFlushed;
+  c.qp_number = number();
+  (receive ? receive_cq_ : send_cq_)->push(c);
+}
+
+Status QpCore::post_send(ibv_send_wr& wr, Opcode opcode) {
+  if (pre_connection(state())) {
+    return Status(Errc::kInvalidState, "QP " + std::to_string(number()) + " is in state " +
+                                           std::string(to_string(state())) +
+                                           ": sends need a connected QP");
+  }
+  ibv_send_wr* bad = nullptr;
+  const int rc = ibv_post_send(qp_, &wr, &bad);
+  if (rc == 0) return Status::ok();
+  ibv_qp_attr attr{};
+  ibv_qp_init_attr init{};
+  if (ibv_query_qp(qp_, &attr, IBV_QP_STATE, &init) == 0 &&
+      (attr.qp_state == IBV_QPS_ERR || attr.qp_state == IBV_QPS_SQE)) {
+    // Some devices refuse posts to a QP in error; the API flushes them instead.
+    set_state(QpState::kError);
+    if ((wr.send_flags & IBV_SEND_SIGNALED) != 0 || options_.signal_all_sends) {
+      flush_in_software(wr.wr_id, opcode, false);
+    }
+    return Status::ok();
+  }
+  if (rc == ENOMEM) {
+    return Status(Errc::kQueueFull, "send queue of QP " + std::to_string(number()) + " is full");
+  }
+  return verbs_status(rc, "ibv_post_send");
+}
+
+Status QpCore::post_receive(uint64_t wr_id, std::span<const Sge> sges, const ibv_sge* prefix) {
+  if (srq_ != nullptr) {
+    return Status(Errc::kInvalidState, "QP " + std::to_string(number()) +
+                                           " takes its receives from a shared receive queue");
+  }
+  if (state() == QpState::kReset) {
+    return Status(Errc::kInvalidState,
+                  "QP " + std::to_string(number()) + " is in reset: receives need kInit");
+  }
+  ibv_sge list[kMaxPostSge + 1];
+  const uint32_t offset = prefix != nullptr ? 1 : 0;
+  if (prefix != nullptr) list[0] = *prefix;
+  if (Status status = convert(sges, receive_sge_, false, list + offset, nullptr); !status) {
+    return status;
+  }
+  ibv_recv_wr wr{};
+  wr.wr_id = wr_id;
+  wr.sg_list = list;
+  wr.num_sge = static_cast<int>(sges.size() + offset);
+  ibv_recv_wr* bad = nullptr;
+  const int rc = ibv_post_recv(qp_, &wr, &bad);
+  if (rc == 0) return Status::ok();
+  ibv_qp_attr attr{};
+  ibv_qp_init_attr init{};
+  if (ibv_query_qp(qp_, &attr, IBV_QP_STATE, &init) == 0 && attr.qp_state == IBV_QPS_ERR) {
+    set_state(QpState::kError);
+    flush_in_software(wr_id, Opcode::kReceive, true);
+    return Status::ok();
+  }
+  if (rc == ENOMEM) {
+    return Status(Errc::kQueueFull, "receive queue of QP " + std::to_string(number()) + " is full");
+  }
+  return verbs_status(rc, "ibv_post_recv");
+}
+
+QpAttributes QpCore::query() const {
+  QpAttributes out;
+  out.qp_number = number();
+  out.peer_qp_number = peer_qp_number_;
+  out.send_depth = send_depth_;
+  out.receive_depth = receive_depth_;
+  out.send_sge = send_sge_;
+  out.receive_sge = receive_sge_;
+  out.max_inline = max_inline_;
+  out.qkey = qkey_;
+  out.state = state();
+  ibv_qp_attr attr{};
+  ibv_qp_init_attr init{};
+  int mask = IBV_QP_STATE;
+  if (!datagram_) mask |= IBV_QP_MAX_QP_RD_ATOMIC | IBV_QP_MAX_DEST_RD_ATOMIC;
+  if (ibv_query_qp(qp_, &attr, mask, &init) == 0) {
+    out.state = from_ibv_state(attr.qp_state);
+    if (!datagram_) {
+      out.inbound_read_depth = attr.max_dest_rd_atomic;
+      out.outbound_read_depth = attr.max_rd_atomic;
+    }
+  }
+  return out;
+}
+
+Status QpCore::transition(QpState target) {
+  ibv_qp_attr attr{};
+  attr.qp_state = to_ibv_state(target);
+  int mask = IBV_QP_STATE;
+  if (target == QpState::kInit) {
+    attr.pkey_index = 0;
+    attr.port_num = 1;
+    mask |= IBV_QP_PKEY_INDEX | IBV_QP_PORT;
+    if (datagram_) {
+      attr.qkey = qkey_;
+      mask |= IBV_QP_QKEY;
+    } else {
+      attr.qp_access_flags =
+          IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC;
+      mask |= IBV_QP_ACCESS_FLAGS;
+    }
+  } else if (target == QpState::kReadyToSend && datagram_ &&
+             state() != QpState::kSendQueueDrained) {
+    attr.sq_psn = 0;
+    mask |= IBV_QP_SQ_PSN;
+  }
+  if (int rc = ibv_modify_qp(qp_, &attr, mask); rc != 0) {
+    return verbs_status(rc, "ibv_modify_qp(" + std::string(to_string(target)) + ")");
+  }
+  set_state(target);
+  if (target == QpState::kReset) peer_qp_number_ = 0;
+  return Status::ok();
+}
+
+Status QpCore::user_modify(QpState target) {
+  const QpState now = query().state;
+  bool allowed = false;
+  switch (target) {
+    case QpState::kError:
+      allowed = true;
+      break;
+    case QpState::kReset:
+      allowed = now == QpState::kError || now == QpState::kReset;
+      break;
+    case QpState::kInit:
+      allowed = now == QpState::kReset;
+      break;
+    case QpState::kReadyToReceive:
+      allowed = datagram_ && now == QpState::kInit;
+      break;
+    case QpState::kReadyToSend:
+      allowed = now == QpState::kSendQueueDrained || (datagram_ && now == QpState::kReadyToReceive);
+      break;
+    case QpState::kSendQueueDrained:
+      allowed = now == QpState::kReadyToSend;
+      break;
+  }
+  if (!allowed) {
+    return Status(Errc::kInvalidState,
+                  "QP " + std::to_string(number()) + ": " + std::string(to_string(now)) + " -> " +
+                      std::string(to_string(target)) +
+                      " is not a user transition (the endpoint connects the QP)");
+  }
+  set_state(now);
+  return transition(target);
+}
+
+// ---- IbConnectQueuePair ----------------------------------------------------------------------
+
+Result<std::shared_ptr<IbConnectQueuePair>> IbConnectQueuePair::create(
+    std::shared_ptr<IbProtectionDomain> domain, const QueuePairOptions& options) {
+  std::shared_ptr<IbConnectQueuePair> qp(new IbConnectQueuePair(std::move(domain), options));
+  if (Status status = qp->core_.create(IBV_QPT_RC, options.context); !status) return status;
+  // A new connected QP is in kInit so that receives can be posted before it connects.
+  if (Status status = qp->core_.transition(QpState::kInit); !status) return status;
+  return qp;
+}
+
+Status IbConnectQueuePair::post_receive(uint64_t wr_id, std::span<const Sge> sges) {
+  return core_.post_receive(wr_id, sges, nullptr);
+}
+
+Status IbConnectQueuePair::post(uint64_t wr_id, std::span<const Sge> sges, ibv_wr_opcode opcode,
+                                Opcode api_opcode, SendFlags flags, ibv_send_wr& wr) {
+  ibv_sge list[kMaxPostSge];
+  uint32_t total = 0;
+  const bool inline_data = has(flags, SendFlags::kInline);
+  if (Status status = core_.convert(sges, core_.send_sge(), inline_data, list, &total); !status) {
+    return status;
+  }
+  if (inline_data && total > core_.max_inline()) {
+    return Status(Errc::kInvalidArgument, "inline send of " + std::to_string(total) +
+                                              " bytes; the QP's inline limit is " +
+                                              std::to_string(core_.max_inline()));
+  }
+  wr.wr_id = wr_id;
+  wr.sg_list = list;
+  wr.num_sge = static_cast<int>(sges.size());
+  wr.opcode = opcode;
+  wr.send_flags = send_flags_of(flags);
+  return core_.post_send(wr, api_opcode);
+}
+
+Status IbConnectQueuePair::send(uint64_t wr_id, std::span<const Sge> sges, SendFlags flags) {
+  ibv_send_wr wr{};
+  return post(wr_id, sges, IBV_WR_SEND, Opcode::kSend, flags, wr);
+}
+
+Status IbConnectQueuePair::send_with_immediate(uint64_t wr_id, std::span<const Sge> sges,
+                                               uint32_t immediate, SendFlags flags) {
+  ibv_send_wr wr{};
+  wr.imm_data = htonl(immediate);
+  return post(wr_id, sges, IBV_WR_SEND_WITH_IMM, Opcode::kSend, flags, wr);
+}
+
+Status IbConnectQueuePair::send_with_invalidate(uint64_t wr_id, std::span<const Sge> sges,
+                                                uint32_t rkey, SendFlags flags) {
+  ibv_send_wr wr{};
+  wr.invalidate_rkey = rkey;
+  return post(wr_id, sges, IBV_WR_SEND_WITH_INV, Opcode::kSend, flags, wr);
+}
+
+Status IbConnectQueuePair::rdma_write(uint64_t wr_id, std::span<const Sge> sges,
+                                      RemoteAddress remote, SendFlags flags) {
+  ibv_send_wr wr{};
+  wr.wr.rdma.remote_addr = remote.address;
+  wr.wr.rdma.rkey = remote.rkey;
+  return post(wr_id, sges, IBV_WR_RDMA_WRITE, Opcode::kRdmaWrite, flags, wr);
+}
+
+Status IbConnectQueuePair::rdma_write_with_immediate(uint64_t wr_id, std::span<const Sge> sges,
+                                                     RemoteAddress remote, uint32_t immediate,
+                                                     SendFlags flags) {
+  ibv_send_wr wr{};
+  wr.wr.rdma.remote_addr = remote.address;
+  wr.wr.rdma.rkey = remote.rkey;
+  wr.imm_data = htonl(immediate);
+  return post(wr_id, sges, IBV_WR_RDMA_WRITE_WITH_IMM, Opcode::kRdmaWrite, flags, wr);
+}
+
+Status IbConnectQueuePair::rdma_read(uint64_t wr_id, std::span<const Sge> sges,
+                                     RemoteAddress remote, SendFlags flags) {
+  if (has(flags, SendFlags::kInline)) {
+    return Status(Errc::kInvalidArgument, "an RDMA read cannot be inline");
+  }
+  ibv_send_wr wr{};
+  wr.wr.rdma.remote_addr = remote.address;
+  wr.wr.rdma.rkey = remote.rkey;
+  return post(wr_id, sges, IBV_WR_RDMA_READ, Opcode::kRdmaRead, flags, wr);
+}
+
+Status IbConnectQueuePair::compare_and_swap(uint64_t wr_id, const Sge& result, RemoteAddress remote,
+                                            uint64_t compare, uint64_t swap, SendFlags flags) {
+  if (!has(core_.domain()->device()->attributes().capabilities, Capability::kAtomics)) {
+    return Status(Errc::kNotSupported, "the device has no atomics");
+  }
+  if (result.length != 8 || remote.address % 8 != 0) {
+    return Status(Errc::kInvalidArgument, "atomics take an 8-byte result and an aligned word");
+  }
+  ibv_send_wr wr{};
+  wr.wr.atomic.remote_addr = remote.address;
+  wr.wr.atomic.rkey = remote.rkey;
+  wr.wr.atomic.compare_add = compare;
+  wr.wr.atomic.swap = swap;
+  return post(wr_id, std::span(&result, 1), IBV_WR_ATOMIC_CMP_AND_SWP, Opcode::kCompareAndSwap,
+              flags, wr);
+}
+
+Status IbConnectQueuePair::fetch_and_add(uint64_t wr_id, const Sge& result, RemoteAddress remote,
+                                         uint64_t add, SendFlags flags) {
+  if (!has(core_.domain()->device()->attributes().capabilities, Capability::kAtomics)) {
+    return Status(Errc::kNotSupported, "the device has no atomics");
+  }
+  if (result.length != 8 || remote.address % 8 != 0) {
+    return Status(Errc::kInvalidArgument, "atomics take an 8-byte result and an aligned word");
+  }
+  ibv_send_wr wr{};
+  wr.wr.atomic.remote_addr = remote.address;
+  wr.wr.atomic.rkey = remote.rkey;
+  wr.wr.atomic.compare_add = add;
+  return post(wr_id, std::span(&result, 1), IBV_WR_ATOMIC_FETCH_AND_ADD, Opcode::kFetchAndAdd,
+              flags, wr);
+}
+
+Result<uint32_t> IbConnectQueuePair::bind_memory_window(uint64_t wr_id, MemoryWindow& window,
+                                                        const MemoryRegion& region, void* address,
+                                                        uint64_t length, Access access,
+                                                        SendFlags flags) {
+  auto* mw = dynamic_cast<IbMemoryWindow*>(&window);
+  const auto* mr = dynamic_cast<const IbMemoryRegion*>(&region);
+  if (mw == nullptr || mr == nullptr || mw->domain() != core_.domain().get() ||
+      detail::RegionAccess::domain(region) != core_.domain().get()) {
+    return Status(Errc::kInvalidArgument,
+                  "window and region must belong to this QP's protection domain");
+  }
+  if (pre_connection(core_.state())) {
+    return Status(Errc::kInvalidState, "binding a window needs a connected QP");
+  }
+  const auto begin = reinterpret_cast<uintptr_t>(region.address());
+  const auto at = reinterpret_cast<uintptr_t>(address);
+  if (length > 0 && (at < begin || at + length > begin + region.length())) {
+    return Status(Errc::kInvalidArgument, "the window lies outside its region");
+  }
+  ibv_mw_bind_info info{};
+  info.mr = mr->mr();
+  info.addr = reinterpret_cast<uint64_t>(address);
+  info.length = length;
+  info.mw_access_flags = to_ibv_access(access) & (IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE |
+                                                  IBV_ACCESS_REMOTE_ATOMIC);
+  if (window.type() == MemoryWindowType::kType1) {
+    ibv_mw_bind bind{};
+    bind.wr_id = wr_id;
+    bind.send_flags = send_flags_of(flags) & ~IBV_SEND_INLINE;
+    if (core_.options().signal_all_sends) bind.send_flags |= IBV_SEND_SIGNALED;
+    bind.bind_info = info;
+    if (int rc = ibv_bind_mw(core_.qp(), mw->mw(), &bind); rc != 0) {
+      return verbs_status(rc, "ibv_bind_mw");
+    }
+    const uint32_t rkey = length == 0 ? 0 : mw->mw()->rkey;
+    mw->set_remote_key(rkey);
+    return rkey;
+  }
+  const uint32_t current = mw->remote_key() != 0 ? mw->remote_key() : mw->mw()->rkey;
+  const uint32_t rkey = ibv_inc_rkey(current);
+  ibv_send_wr wr{};
+  wr.wr_id = wr_id;
+  wr.opcode = IBV_WR_BIND_MW;
+  wr.send_flags = send_flags_of(flags) & ~IBV_SEND_INLINE;
+  wr.bind_mw.mw = mw->mw();
+  wr.bind_mw.rkey = rkey;
+  wr.bind_mw.bind_info = info;
+  if (Status status = core_.post_send(wr, Opcode::kBindMemoryWindow); !status) return status;
+  mw->mw()->rkey = rkey;
+  mw->set_remote_key(rkey);
+  return rkey;
+}
+
+Status IbConnectQueuePair::invalidate(uint64_t wr_id, uint32_t rkey, SendFlags flags) {
+  ibv_send_wr wr{};
+  wr.wr_id = wr_id;
+  wr.opcode = IBV_WR_LOCAL_INV;
+  wr.send_flags = send_flags_of(flags) & ~IBV_SEND_INLINE;
+  wr.invalidate_rkey = rkey;
+  return core_.post_send(wr, Opcode::kLocalInvalidate);
+}
+
+// ---- IbDatagramQueuePair ---------------------------------------------------------------------
+
+Result<std::shared_ptr<IbDatagramQueuePair>> IbDatagramQueuePair::create(
+    std::shared_ptr<IbProtectionDomain> domain, const QueuePairOptions& options, uint32_t qkey) {
+  std::shared_ptr<IbDatagramQueuePair> qp(new IbDatagramQueuePair(domain, options));
+  qp->core_.set_qkey(qkey);
+  if (Status status = qp->core_.create(IBV_QPT_UD, options.context); !status) return status;
+  qp->grh_mr_ = ibv_reg_mr(domain->pd(), qp->grh_, sizeof(qp->grh_), IBV_ACCESS_LOCAL_WRITE);
+  if (qp->grh_mr_ == nullptr) return verbs_status(-1, "ibv_reg_mr(GRH scratch)");
+  qp->mtu_ = domain->device()->active_mtu(1);
+  // Verbs walks a UD QP to RTS with no peer to name, so the API's datagram QP starts there.
+  for (QpState step : {QpState::kInit, QpState::kReadyToReceive, QpState::kReadyToSend}) {
+    if (Status status = qp->core_.transition(step); !status) return status;
+  }
+  return qp;
+}
+
+IbDatagramQueuePair::~IbDatagramQueuePair() {
+  if (grh_mr_ != nullptr) ibv_dereg_mr(grh_mr_);
+}
+
+Status IbDatagramQueuePair::post_receive(uint64_t wr_id, std::span<const Sge> sges) {
+  ibv_sge grh{};
+  grh.addr = reinterpret_cast<uint64_t>(grh_);
+  grh.length = kGrhBytes;
+  grh.lkey = grh_mr_->lkey;
+  return core_.post_receive(wr_id, sges, &grh);
+}
+
+Status IbDatagramQueuePair::post(uint64_t wr_id, std::span<const Sge> sges,
+                                 const AddressHandle& destination, uint32_t remote_qp_number,
+                                 uint32_t qkey, bool with_immediate, uint32_t immediate,
+                                 SendFlags flags) {
+  const auto* ah = dynamic_cast<const IbAddressHandle*>(&destination);
+  if (ah == nullptr || ah->domain() != core_.domain().get()) {
+    return Status(Errc::kInvalidArgument,
+                  "the address handle belongs to another protection domain or provider");
+  }
+  ibv_sge list[kMaxPostSge];
+  uint32_t total = 0;
+  const bool inline_data = has(flags, SendFlags::kInline);
+  if (Status status = core_.convert(sges, core_.send_sge(), inline_data, list, &total); !status) {
+    return status;
+  }
+  if (total > mtu_) {
+    return Status(Errc::kInvalidArgument, "datagram of " + std::to_string(total) +
+                                              " bytes exceeds the port's MTU of " +
+                                              std::to_string(mtu_));
+  }
+  if (inline_data && total > core_.max_inline()) {
+    return Status(Errc::kInvalidArgument, "inline send longer than the QP's inline limit");
+  }
+  ibv_send_wr wr{};
+  wr.wr_id = wr_id;
+  wr.sg_list = list;
+  wr.num_sge = static_cast<int>(sges.size());
+  wr.opcode = with_immediate ? IBV_WR_SEND_WITH_IMM : IBV_WR_SEND;
+  wr.send_flags = send_flags_of(flags);
+  if (with_immediate) wr.imm_data = htonl(immediate);
+  wr.wr.ud.ah = ah->ah();
+  wr.wr.ud.remote_qpn = remote_qp_number;
+  wr.wr.ud.remote_qkey = qkey;
+  return core_.post_send(wr, Opcode::kSend);
+}
+
+Status IbDatagramQueuePair::send(uint64_t wr_id, std::span<const Sge> sges,
+                                 const AddressHandle& destination, uint32_t remote_qp_number,
+                                 uint32_t qkey, SendFlags flags) {
+  return post(wr_id, sges, destination, remote_qp_number, qkey, false, 0, flags);
+}
+
+Status IbDatagramQueuePair::send_with_immediate(uint64_t wr_id, std::span<const Sge> sges,
+                                                const AddressHandle& destination,
+                                                uint32_t remote_qp_number, uint32_t qkey,
+                                                uint32_t immediate, SendFlags flags) {
+  return post(wr_id, sges, destination, remote_qp_number, qkey, true, immediate, flags);
+}
+
+Status IbDatagramQueuePair::attach_multicast(const Gid& group, uint16_t lid) {
+  ibv_gid gid{};
+  std::memcpy(gid.raw, group.raw.data(), 16);
+  if (int rc = ibv_attach_mcast(core_.qp(), &gid, lid); rc != 0) {
+    return verbs_status(rc, "ibv_attach_mcast");
+  }
+  return Status::ok();
+}
+
+Status IbDatagramQueuePair::detach_multicast(const Gid& group, uint16_t lid) {
+  ibv_gid gid{};
+  std::memcpy(gid.raw, group.raw.data(), 16);
+  if (int rc = ibv_detach_mcast(core_.qp(), &gid, lid); rc != 0) {
+    return verbs_status(rc, "ibv_detach_mcast");
+  }
+  return Status::ok();
+}
+
+}  // namespace wv::verbs::ib
