@@ -207,6 +207,9 @@ struct Module {
   std::vector<RdmaOp*> rdma_ops;
   std::atomic<size_t> rdma_count{0};
 
+  std::mutex endpoints_mutex;
+  std::vector<std::unique_ptr<mca_btl_base_endpoint_t>> endpoints;
+
   // Local registrations by key, for checking emulated atomics' targets.
   std::mutex registrations_mutex;
   std::unordered_map<uint32_t, std::pair<uint64_t, uint64_t>> registrations;
@@ -559,6 +562,10 @@ int module_add_procs(mca_btl_base_module_t* btl, size_t nprocs, opal_proc_t** pr
       continue;
     }
     auto* endpoint = new mca_btl_base_endpoint_t;
+    {
+      std::lock_guard lock(module->endpoints_mutex);
+      module->endpoints.emplace_back(endpoint);
+    }
     endpoint->proc = proc;
     endpoint->peer = peer.value();
     endpoint->am_limit = std::min<size_t>(peer_limit, module->worker->am_limit());
@@ -580,14 +587,10 @@ int module_add_procs(mca_btl_base_module_t* btl, size_t nprocs, opal_proc_t** pr
   return OPAL_ERROR;
 }
 
-int module_del_procs(mca_btl_base_module_t* btl, size_t nprocs, opal_proc_t** /*procs*/,
-                     mca_btl_base_endpoint_t** endpoints) {
-  (void)btl;
-  // The Worker keeps its peers for its lifetime; only the adapter's endpoints go.
-  for (size_t i = 0; i < nprocs; ++i) {
-    delete endpoints[i];
-    endpoints[i] = nullptr;
-  }
+int module_del_procs(mca_btl_base_module_t* /*btl*/, size_t /*nprocs*/, opal_proc_t** /*procs*/,
+                     mca_btl_base_endpoint_t** /*endpoints*/) {
+  // bml/r2 may hand over the same endpoint once per role (send and RDMA): endpoints are owned by
+  // the module and freed at finalize; the Worker keeps its peers for its lifetime.
   return OPAL_SUCCESS;
 }
 
@@ -744,8 +747,21 @@ int module_sendi(mca_btl_base_module_t* btl, mca_btl_base_endpoint_t* endpoint,
   return OPAL_ERROR;
 }
 
-transport::RemoteMemory remote_of(uint64_t address, const mca_btl_base_registration_handle_t* h) {
-  return transport::RemoteMemory{address, h != nullptr ? h->key : 0u};
+// osc/rdma passes no handle when it addresses its own memory on a single node (its shared
+// segment is reached by CPU there, except for the odd operation routed through the BTL): find
+// the key among this process's registrations.
+transport::RemoteMemory remote_of(Module* module, mca_btl_base_endpoint_t* endpoint,
+                                  uint64_t address, const mca_btl_base_registration_handle_t* h) {
+  if (h != nullptr) return transport::RemoteMemory{address, h->key};
+  if (endpoint != nullptr && endpoint->proc == opal_proc_local_get()) {
+    std::lock_guard lock(module->registrations_mutex);
+    for (const auto& [key, range] : module->registrations) {
+      if (address >= range.first && address < range.first + range.second) {
+        return transport::RemoteMemory{address, key};
+      }
+    }
+  }
+  return transport::RemoteMemory{address, 0};
 }
 
 int start_rdma(Module* module, mca_btl_base_endpoint_t* endpoint, bool is_put, void* local,
@@ -753,9 +769,9 @@ int start_rdma(Module* module, mca_btl_base_endpoint_t* endpoint, bool is_put, v
                mca_btl_base_registration_handle_t* remote_handle, size_t size,
                mca_btl_base_rdma_completion_fn_t cbfunc, void* cbcontext, void* cbdata) {
   auto request = is_put ? module->worker->put(endpoint->peer, local, size,
-                                              remote_of(remote_address, remote_handle))
+                                              remote_of(module, endpoint, remote_address, remote_handle))
                         : module->worker->get(endpoint->peer, local, size,
-                                              remote_of(remote_address, remote_handle));
+                                              remote_of(module, endpoint, remote_address, remote_handle));
   if (!request.is_ok()) {
     const int code = opal_code(request.status());
     if (code != OPAL_ERR_OUT_OF_RESOURCE) log_error(is_put ? "put" : "get", request.status());
@@ -812,7 +828,11 @@ int start_atomic(Module* module, mca_btl_base_endpoint_t* endpoint, void* local_
   op->cbfunc = cbfunc;
   op->cbcontext = cbcontext;
   op->cbdata = cbdata;
-  const transport::RemoteMemory remote = remote_of(remote_address, remote_handle);
+  const transport::RemoteMemory remote = remote_of(module, endpoint, remote_address, remote_handle);
+  if (g_verbose > 2) {
+    opal_output(0, "btl/wv: atomic %s peer %u remote 0x%llx key %u", compare_swap ? "cswap" : "fadd",
+                endpoint->peer, static_cast<unsigned long long>(remote_address), remote.key);
+  }
   if (!module->emulate_atomics) {
     auto request = compare_swap ? module->worker->atomic_compare_swap(endpoint->peer, remote,
                                                                       compare, operand, &op->result)
@@ -906,6 +926,10 @@ mca_btl_base_registration_handle_t* module_register_mem(mca_btl_base_module_t* b
   {
     std::lock_guard lock(module->registrations_mutex);
     module->registrations[remote.key] = {reinterpret_cast<uint64_t>(base), size};
+  }
+  if (g_verbose > 2) {
+    opal_output(0, "btl/wv: register %p size %zu -> 0x%llx key %u", base, size,
+                static_cast<unsigned long long>(remote.address), remote.key);
   }
   return &registration->handle;
 } catch (...) {
