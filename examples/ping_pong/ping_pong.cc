@@ -37,8 +37,7 @@ int main() {
       int64_t answer = 0;
       auto got = comm.recv(wv::kAnySource, kTag, &answer, sizeof answer);
       if (!got.is_ok()) return fail("recv", got.status());
-      std::printf("rank 0: rank %d answered %lld\n", got->source,
-                  static_cast<long long>(answer));
+      std::printf("rank 0: rank %d answered %lld\n", got->source, static_cast<long long>(answer));
     }
   } else {
     int64_t value = 0;
@@ -55,11 +54,15 @@ int main() {
     auto start = std::chrono::steady_clock::now();
     for (int i = 0; i < kRounds; ++i) {
       if (rank == 0) {
-        if (auto s = comm.send(1, 2, message.data(), message.size()); !s.is_ok()) return fail("ping", s);
-        if (auto r = comm.recv(1, 2, message.data(), message.size()); !r.is_ok()) return fail("pong", r.status());
+        if (auto s = comm.send(1, 2, message.data(), message.size()); !s.is_ok())
+          return fail("ping", s);
+        if (auto r = comm.recv(1, 2, message.data(), message.size()); !r.is_ok())
+          return fail("pong", r.status());
       } else {
-        if (auto r = comm.recv(0, 2, message.data(), message.size()); !r.is_ok()) return fail("ping", r.status());
-        if (auto s = comm.send(0, 2, message.data(), message.size()); !s.is_ok()) return fail("pong", s);
+        if (auto r = comm.recv(0, 2, message.data(), message.size()); !r.is_ok())
+          return fail("ping", r.status());
+        if (auto s = comm.send(0, 2, message.data(), message.size()); !s.is_ok())
+          return fail("pong", s);
       }
     }
     std::chrono::duration<double, std::micro> elapsed = std::chrono::steady_clock::now() - start;

@@ -96,7 +96,8 @@ int main() {
     if (add.is_ok()) {
       check(comm.wait(*add), "fetch_add");
     } else {
-      check(add.status().code() == wv::Errc::kNotSupported, "fetch_add: " + add.status().to_string());
+      check(add.status().code() == wv::Errc::kNotSupported,
+            "fetch_add: " + add.status().to_string());
     }
     uint64_t mine = static_cast<uint64_t>(rank) + 1000;
     auto put = w.put(0, (static_cast<size_t>(rank) + 1) * 8, &mine, 8);
@@ -113,8 +114,8 @@ int main() {
     check(comm.barrier(), "barrier after gets");
     if (rank == 0 && add.is_ok()) {
       const uint64_t expected = static_cast<uint64_t>(size) * (size + 1) / 2;
-      check(exposed[0] == expected, "counter is " + std::to_string(exposed[0]) + ", expected " +
-                                        std::to_string(expected));
+      check(exposed[0] == expected,
+            "counter is " + std::to_string(exposed[0]) + ", expected " + std::to_string(expected));
     }
   }
   check(comm.barrier(), "final barrier");

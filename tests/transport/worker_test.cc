@@ -1,5 +1,7 @@
 // The messaging engine between two workers in one process (and, for the failure cases, in a
 // child process), on every provider built in, with both rendezvous schemes.
+#include "wv/transport/worker.h"
+
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -14,7 +16,6 @@
 #include <tuple>
 #include <vector>
 
-#include "wv/transport/worker.h"
 #include "wv/verbs/provider.h"
 
 namespace wv::transport {
@@ -104,8 +105,18 @@ class WorkerTest : public testing::TestWithParam<Params> {
 TEST_P(WorkerTest, MessagesOfEverySizeArriveIntact) {
   make_pair();
   const size_t eager = a_->thresholds().eager_limit;
-  std::vector<size_t> sizes = {0, 1, 8, 31, a_->thresholds().inline_limit, eager - 1, eager,
-                               eager + 1, 100000, 256 << 10, (1 << 20) + 3, 3 << 20};
+  std::vector<size_t> sizes = {0,
+                               1,
+                               8,
+                               31,
+                               a_->thresholds().inline_limit,
+                               eager - 1,
+                               eager,
+                               eager + 1,
+                               100000,
+                               256 << 10,
+                               (1 << 20) + 3,
+                               3 << 20};
   uint32_t seed = 1;
   for (size_t size : sizes) {
     SCOPED_TRACE("size " + std::to_string(size));
@@ -435,12 +446,11 @@ TEST_P(WorkerTest, ActiveMessagesRunTheirHandlerInOrder) {
   std::vector<std::pair<std::string, std::string>> seen;
   ASSERT_TRUE(b_->set_am_handler(3, [&](PeerId source, std::span<const std::byte> header,
                                         std::span<const std::byte> payload) {
-                    EXPECT_EQ(source, to_a_);
-                    seen.emplace_back(std::string(reinterpret_cast<const char*>(header.data()),
-                                                  header.size()),
-                                      std::string(reinterpret_cast<const char*>(payload.data()),
-                                                  payload.size()));
-                  }).is_ok());
+                  EXPECT_EQ(source, to_a_);
+                  seen.emplace_back(
+                      std::string(reinterpret_cast<const char*>(header.data()), header.size()),
+                      std::string(reinterpret_cast<const char*>(payload.data()), payload.size()));
+                }).is_ok());
   for (int i = 0; i < 20; ++i) {
     std::string header = "h" + std::to_string(i);
     std::string payload(static_cast<size_t>(i * 100), static_cast<char>('a' + i));
@@ -509,10 +519,9 @@ TEST_P(WorkerTest, PutGetAndAtomics) {
   ASSERT_TRUE(wait(*a_, *cas).is_ok());
   EXPECT_EQ(before, 15u);
   EXPECT_EQ(*counter, 99u);
-  EXPECT_EQ(a_->atomic_fetch_add(to_b_, {remote.address + 1, remote.key}, 1, nullptr)
-                .status()
-                .code(),
-            Errc::kInvalidArgument);
+  EXPECT_EQ(
+      a_->atomic_fetch_add(to_b_, {remote.address + 1, remote.key}, 1, nullptr).status().code(),
+      Errc::kInvalidArgument);
 }
 
 TEST_P(WorkerTest, BadRemoteKeyFailsTheRequestNotTheProcess) {
@@ -611,13 +620,14 @@ TEST_P(WorkerTest, ProgressThreadAndBlockingWaits) {
   EXPECT_EQ(b_->start_progress_thread().code(), Errc::kInvalidState);
   ASSERT_TRUE(b_->set_am_handler(1, [&](PeerId source, std::span<const std::byte> header,
                                         std::span<const std::byte>) {
-                    // Echo from inside progress (re-entrant call).
-                    (void)b_->am_send(source, 2, header, {});
-                  }).is_ok());
+                  // Echo from inside progress (re-entrant call).
+                  (void)b_->am_send(source, 2, header, {});
+                }).is_ok());
   std::atomic<int> echoes{0};
-  ASSERT_TRUE(a_->set_am_handler(2, [&](PeerId, std::span<const std::byte>,
-                                        std::span<const std::byte>) { ++echoes; })
-                  .is_ok());
+  ASSERT_TRUE(
+      a_->set_am_handler(2, [&](PeerId, std::span<const std::byte>, std::span<const std::byte>) {
+          ++echoes;
+        }).is_ok());
   const std::byte hello[4] = {};
   ASSERT_TRUE(a_->am_send(to_b_, 1, hello, {}).is_ok());
   auto deadline = std::chrono::steady_clock::now() + kBound;

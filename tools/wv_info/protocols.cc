@@ -11,9 +11,8 @@ namespace wv::info {
 
 namespace {
 
-constexpr size_t kSizes[] = {0,        8,         64,        256,       1024,
-                             4096,     16384,     65536,     262144,    1 << 20,
-                             16 << 20, 64 << 20};
+constexpr size_t kSizes[] = {0,     8,     64,     256,     1024,     4096,
+                             16384, 65536, 262144, 1 << 20, 16 << 20, 64 << 20};
 
 std::string size_text(size_t bytes) {
   if (bytes >= (1 << 20) && bytes % (1 << 20) == 0) return fmt::format("{} MiB", bytes >> 20);

@@ -39,9 +39,9 @@ Status WorkerImpl::am_send(PeerId peer_id, uint8_t id, std::span<const std::byte
   std::lock_guard lock(mutex_);
   const size_t bytes = header.size() + payload.size();
   if (bytes > am_limit() || header.size() > 0xffff) {
-    return Status(Errc::kInvalidArgument, "active message of " + std::to_string(bytes) +
-                                              " bytes exceeds am_limit() = " +
-                                              std::to_string(am_limit()));
+    return Status(Errc::kInvalidArgument,
+                  "active message of " + std::to_string(bytes) +
+                      " bytes exceeds am_limit() = " + std::to_string(am_limit()));
   }
   auto peer = peer_for_send(peer_id);
   if (!peer.is_ok()) return peer.status();
@@ -89,7 +89,8 @@ Result<std::unique_ptr<RegisteredMemory>> WorkerImpl::register_memory(void* addr
   std::lock_guard lock(mutex_);
   verbs::Access access =
       verbs::Access::kLocalWrite | verbs::Access::kRemoteRead | verbs::Access::kRemoteWrite;
-  if (has(capabilities_, verbs::Capability::kAtomics)) access = access | verbs::Access::kRemoteAtomic;
+  if (has(capabilities_, verbs::Capability::kAtomics))
+    access = access | verbs::Access::kRemoteAtomic;
   auto region = domain_->register_memory(address, length, access);
   if (!region.is_ok()) return region.status();
   return std::unique_ptr<RegisteredMemory>(
@@ -164,9 +165,8 @@ Result<Request> WorkerImpl::atomic_fetch_add(PeerId peer, RemoteMemory remote, u
   return atomic_compare_swap_or_add(peer, remote, false, 0, add, result);
 }
 
-Result<Request> WorkerImpl::atomic_compare_swap(PeerId peer, RemoteMemory remote,
-                                                uint64_t compare, uint64_t swap,
-                                                uint64_t* result) {
+Result<Request> WorkerImpl::atomic_compare_swap(PeerId peer, RemoteMemory remote, uint64_t compare,
+                                                uint64_t swap, uint64_t* result) {
   return atomic_compare_swap_or_add(peer, remote, true, compare, swap, result);
 }
 

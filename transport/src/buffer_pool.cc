@@ -14,8 +14,8 @@ Result<std::unique_ptr<BufferPool>> BufferPool::create(verbs::ProtectionDomain& 
   const size_t bytes = buffer_size * count;
   void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (memory == MAP_FAILED) {
-    return errno_status(Errc::kNoMemory, "cannot map " + std::to_string(bytes) +
-                                             " bytes of message buffers");
+    return errno_status(Errc::kNoMemory,
+                        "cannot map " + std::to_string(bytes) + " bytes of message buffers");
   }
   std::unique_ptr<BufferPool> pool(
       new BufferPool(static_cast<std::byte*>(memory), bytes, count, buffer_size));

@@ -17,9 +17,8 @@ class BufferPool {
  public:
   static constexpr uint32_t kNone = 0xffffffffu;
 
-  static Result<std::unique_ptr<BufferPool>> create(verbs::ProtectionDomain& domain,
-                                                    uint32_t count, size_t buffer_size,
-                                                    verbs::Access access);
+  static Result<std::unique_ptr<BufferPool>> create(verbs::ProtectionDomain& domain, uint32_t count,
+                                                    size_t buffer_size, verbs::Access access);
   ~BufferPool();
   BufferPool(const BufferPool&) = delete;
   BufferPool& operator=(const BufferPool&) = delete;

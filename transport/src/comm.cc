@@ -40,8 +40,8 @@ Result<std::unique_ptr<Comm>> Comm::init(const Options& options) {
     auto bytes = rank == comm->rank_ ? Result<std::vector<std::byte>>(address)
                                      : comm->bootstrap_->get(rank, kAddressKey, options.timeout);
     if (!bytes.is_ok()) {
-      return Status(bytes.status().code(), "address of rank " + std::to_string(rank) + ": " +
-                                               bytes.status().message());
+      return Status(bytes.status().code(),
+                    "address of rank " + std::to_string(rank) + ": " + bytes.status().message());
     }
     auto peer = comm->worker_->add_peer(*bytes);
     if (!peer.is_ok()) return peer.status();
@@ -56,8 +56,8 @@ Comm::~Comm() = default;
 
 Result<transport::PeerId> Comm::peer(int rank) const {
   if (rank < 0 || rank >= size_) {
-    return Status(Errc::kInvalidArgument, "rank " + std::to_string(rank) + " is not in 0.." +
-                                              std::to_string(size_ - 1));
+    return Status(Errc::kInvalidArgument,
+                  "rank " + std::to_string(rank) + " is not in 0.." + std::to_string(size_ - 1));
   }
   return peers_[static_cast<size_t>(rank)];
 }
@@ -75,8 +75,8 @@ MessageStatus Comm::to_status(const transport::RequestResult& result) const {
 
 Status Comm::check_tag(uint64_t tag) const {
   if (tag & kInternalTag) {
-    return Status(Errc::kInvalidArgument, "tag " + std::to_string(tag) +
-                                              " has bit 63 set, which wv reserves");
+    return Status(Errc::kInvalidArgument,
+                  "tag " + std::to_string(tag) + " has bit 63 set, which wv reserves");
   }
   return Status::ok();
 }
@@ -187,8 +187,8 @@ Status Comm::barrier() {
     if (!send.is_ok()) return send.status();
     transport::Request both[] = {*send, *receive};
     if (Status status = worker_->wait_all(both, {}, timeout_); !status.is_ok()) {
-      return Status(status.code(), "barrier round " + std::to_string(round) + ": " +
-                                       status.message());
+      return Status(status.code(),
+                    "barrier round " + std::to_string(round) + ": " + status.message());
     }
   }
   return Status::ok();
@@ -246,24 +246,22 @@ Result<transport::RemoteMemory> Window::target(int rank, size_t offset, size_t l
   }
   const uint64_t exposed = lengths_[static_cast<size_t>(rank)];
   if (offset > exposed || length > exposed - offset) {
-    return Status(Errc::kInvalidArgument,
-                  "window access [" + std::to_string(offset) + ", +" + std::to_string(length) +
-                      ") outside the " + std::to_string(exposed) + " bytes rank " +
-                      std::to_string(rank) + " exposed");
+    return Status(Errc::kInvalidArgument, "window access [" + std::to_string(offset) + ", +" +
+                                              std::to_string(length) + ") outside the " +
+                                              std::to_string(exposed) + " bytes rank " +
+                                              std::to_string(rank) + " exposed");
   }
   const transport::RemoteMemory& remote = remotes_[static_cast<size_t>(rank)];
   return transport::RemoteMemory{remote.address + offset, remote.key};
 }
 
-Result<transport::Request> Window::put(int rank, size_t offset, const void* source,
-                                       size_t length) {
+Result<transport::Request> Window::put(int rank, size_t offset, const void* source, size_t length) {
   auto remote = target(rank, offset, length);
   if (!remote.is_ok()) return remote.status();
   return comm_->worker_->put(comm_->peers_[static_cast<size_t>(rank)], source, length, *remote);
 }
 
-Result<transport::Request> Window::get(int rank, size_t offset, void* destination,
-                                       size_t length) {
+Result<transport::Request> Window::get(int rank, size_t offset, void* destination, size_t length) {
   auto remote = target(rank, offset, length);
   if (!remote.is_ok()) return remote.status();
   return comm_->worker_->get(comm_->peers_[static_cast<size_t>(rank)], destination, length,

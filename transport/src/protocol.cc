@@ -62,9 +62,8 @@ double measure_registration_us(verbs::ProtectionDomain& domain, size_t bytes) {
   double best = 1e9;
   for (int i = 0; i < 3; ++i) {
     auto start = Clock::now();
-    auto region =
-        domain.register_memory(buffer.data(), bytes, verbs::Access::kLocalWrite |
-                                                         verbs::Access::kRemoteRead);
+    auto region = domain.register_memory(buffer.data(), bytes,
+                                         verbs::Access::kLocalWrite | verbs::Access::kRemoteRead);
     if (!region.is_ok()) return -1;
     region->reset();
     best = std::min(best, seconds_since(start));
@@ -93,8 +92,7 @@ Status WorkerImpl::choose_thresholds() {
   const config::Config& config = *config_;
   const verbs::DeviceAttributes& attributes = device_->attributes();
   auto port = device_->query_port(1);
-  const verbs::Transport transport =
-      port.is_ok() ? port->transport : verbs::Transport::kSoftware;
+  const verbs::Transport transport = port.is_ok() ? port->transport : verbs::Transport::kSoftware;
   ProtocolThresholds& t = thresholds_;
   std::string& why = t.rationale;
 
@@ -153,7 +151,8 @@ Status WorkerImpl::choose_thresholds() {
 
   const uint64_t fragment_setting = config.get_size(names::kTransportFragmentSize);
   size_t fragment = fragment_setting ? fragment_setting : size_t{512} << 10;
-  if (attributes.max_message_size) fragment = std::min<size_t>(fragment, attributes.max_message_size);
+  if (attributes.max_message_size)
+    fragment = std::min<size_t>(fragment, attributes.max_message_size);
   t.fragment_size = fragment;
   why += "fragment: " + std::to_string(fragment) + " B (" +
          (fragment_setting ? "transport_fragment_size" : "512 KiB, within max_message_size") +

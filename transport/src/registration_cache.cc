@@ -26,8 +26,8 @@ RegistrationCache::~RegistrationCache() {
 }
 
 Result<std::shared_ptr<verbs::MemoryRegion>> RegistrationCache::get(const void* address,
-                                                                   size_t length,
-                                                                   verbs::Access access) {
+                                                                    size_t length,
+                                                                    verbs::Access access) {
   const auto start = reinterpret_cast<uintptr_t>(address);
   const uintptr_t end = start + std::max<size_t>(length, 1);
   uint64_t epoch;
@@ -50,8 +50,8 @@ Result<std::shared_ptr<verbs::MemoryRegion>> RegistrationCache::get(const void* 
   // runs unlocked, so a hook firing meanwhile (from any thread) never waits for it.
   const uintptr_t page_start = start & ~(page_size() - 1);
   const uintptr_t page_end = (end + page_size() - 1) & ~(page_size() - 1);
-  auto region = domain_->register_memory(reinterpret_cast<void*>(page_start),
-                                         page_end - page_start, access);
+  auto region =
+      domain_->register_memory(reinterpret_cast<void*>(page_start), page_end - page_start, access);
   if (!region.is_ok()) return region.status();
   std::shared_ptr<verbs::MemoryRegion> registered = std::move(region).value();
 

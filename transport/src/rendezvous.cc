@@ -20,15 +20,15 @@ verbs::Access WorkerImpl::sink_access(bool write_scheme) const {
 }
 
 void WorkerImpl::send_finish(Peer& peer, uint64_t cookie, bool truncated) {
-  queue_control(peer, ControlMessage{.type = wire::Type::kFinish,
-                                     .flags = static_cast<uint8_t>(truncated ? wire::kTruncated
-                                                                             : 0),
-                                     .cookie = cookie});
+  queue_control(peer,
+                ControlMessage{.type = wire::Type::kFinish,
+                               .flags = static_cast<uint8_t>(truncated ? wire::kTruncated : 0),
+                               .cookie = cookie});
 }
 
-void WorkerImpl::start_rendezvous_receive(uint64_t request_id, RequestSlot& request,
-                                          PeerId source, uint64_t sender_cookie,
-                                          const wire::RendezvousBody& body, bool write_scheme) {
+void WorkerImpl::start_rendezvous_receive(uint64_t request_id, RequestSlot& request, PeerId source,
+                                          uint64_t sender_cookie, const wire::RendezvousBody& body,
+                                          bool write_scheme) {
   Peer& peer = *peers_[source];
   request.started = true;
   request.peer = source;
@@ -42,8 +42,7 @@ void WorkerImpl::start_rendezvous_receive(uint64_t request_id, RequestSlot& requ
   if (!write_scheme && registers_per_fragment(request.transfer_length)) {
     request.fragment_access = sink_access(false);  // registered as each read is posted
   } else if (request.transfer_length > 0) {
-    auto region =
-        cache_->get(request.buffer, request.transfer_length, sink_access(write_scheme));
+    auto region = cache_->get(request.buffer, request.transfer_length, sink_access(write_scheme));
     if (region.is_ok()) {
       request.region = std::move(region).value();
     } else {
@@ -59,11 +58,11 @@ void WorkerImpl::start_rendezvous_receive(uint64_t request_id, RequestSlot& requ
       ready.key = request.region->remote_key();
     }
     ready.receiver_cookie = request_id;
-    queue_control(peer, ControlMessage{.type = wire::Type::kReadyToReceive,
-                                       .flags = static_cast<uint8_t>(
-                                           request.truncated ? wire::kTruncated : 0),
-                                       .cookie = sender_cookie,
-                                       .ready = ready});
+    queue_control(peer, ControlMessage{
+                            .type = wire::Type::kReadyToReceive,
+                            .flags = static_cast<uint8_t>(request.truncated ? wire::kTruncated : 0),
+                            .cookie = sender_cookie,
+                            .ready = ready});
     if (!failure.is_ok()) complete(request_id, request, failure);
     return;  // the sender's kFinish completes the request
   }
@@ -87,9 +86,9 @@ void WorkerImpl::handle_ready(Peer& peer, const wire::Header& header, const wire
   RequestSlot* request = find_request(header.cookie);
   if (!request || request->kind != RequestKind::kSend || request->peer != peer.id ||
       request->done || !request->started || body.length > request->length) {
-    fail_peer(peer, Status(Errc::kProtocolError,
-                           "peer " + std::to_string(peer.id) +
-                               " answered a rendezvous this worker did not offer"));
+    fail_peer(peer,
+              Status(Errc::kProtocolError, "peer " + std::to_string(peer.id) +
+                                               " answered a rendezvous this worker did not offer"));
     return;
   }
   request->transfer_length = body.length;
@@ -107,10 +106,9 @@ void WorkerImpl::handle_ready(Peer& peer, const wire::Header& header, const wire
 
 void WorkerImpl::handle_finish(Peer& peer, const wire::Header& header) {
   RequestSlot* request = find_request(header.cookie);
-  const bool expected =
-      request && request->peer == peer.id && !request->done && request->started &&
-      (request->kind == RequestKind::kSend ||
-       (request->kind == RequestKind::kReceive && request->write_scheme));
+  const bool expected = request && request->peer == peer.id && !request->done && request->started &&
+                        (request->kind == RequestKind::kSend ||
+                         (request->kind == RequestKind::kReceive && request->write_scheme));
   if (!expected) {
     // A receive that failed locally (registration) completed early; its finish is late.
     if (request && request->done) return;
@@ -121,9 +119,8 @@ void WorkerImpl::handle_finish(Peer& peer, const wire::Header& header) {
   }
   Status status;
   if (request->kind == RequestKind::kReceive && request->truncated) {
-    status = Status(Errc::kInvalidArgument,
-                    "message truncated to the receive buffer of " +
-                        std::to_string(request->length) + " bytes");
+    status = Status(Errc::kInvalidArgument, "message truncated to the receive buffer of " +
+                                                std::to_string(request->length) + " bytes");
   }
   complete(header.cookie, *request, status);
 }
@@ -155,8 +152,8 @@ bool WorkerImpl::post_rdma(Peer& peer, uint64_t request_id, RequestSlot& request
   const bool read = request.kind == RequestKind::kReceive || request.kind == RequestKind::kGet;
   while (request.issued < request.transfer_length && can_post(peer)) {
     if (read && peer.reads_in_flight >= outbound_read_depth_) return false;
-    const size_t bytes = std::min(thresholds_.fragment_size,
-                                  request.transfer_length - request.issued);
+    const size_t bytes =
+        std::min(thresholds_.fragment_size, request.transfer_length - request.issued);
     const verbs::MemoryRegion* region = request.region.get();
     if (!region) {
       auto fragment = cache_->get(request.buffer + request.issued, bytes, request.fragment_access);
@@ -201,10 +198,10 @@ void WorkerImpl::fragment_done(Peer& peer, uint64_t request_id, bool ok, const S
     complete(request_id, *request, failure);
     return;
   }
-  const size_t bytes = request->kind == RequestKind::kAtomic
-                           ? 8
-                           : std::min(thresholds_.fragment_size,
-                                      request->transfer_length - request->completed);
+  const size_t bytes =
+      request->kind == RequestKind::kAtomic
+          ? 8
+          : std::min(thresholds_.fragment_size, request->transfer_length - request->completed);
   request->completed += bytes;
   if (!request->fragment_regions.empty()) request->fragment_regions.pop_front();
   const size_t total = request->kind == RequestKind::kAtomic ? 8 : request->transfer_length;

@@ -63,8 +63,8 @@ bool WorkerImpl::post_message(Peer& peer, wire::Header& header, std::span<const 
       std::memcpy(out + sizeof header + body.size(), payload.data(), payload.size());
     }
     verbs::Sge sge = send_buffers_->sge(buffer, total);
-    status = qp.send(make_wr_id(WorkKind::kSendBuffer, buffer), {&sge, 1},
-                     verbs::SendFlags::kSignaled);
+    status =
+        qp.send(make_wr_id(WorkKind::kSendBuffer, buffer), {&sge, 1}, verbs::SendFlags::kSignaled);
   }
   if (!status.is_ok()) {
     if (buffer != BufferPool::kNone) send_buffers_->give(buffer);
@@ -107,7 +107,8 @@ bool WorkerImpl::post_control(Peer& peer, const ControlMessage& message) {
   header.flags = message.flags;
   header.cookie = message.cookie;
   std::span<const std::byte> body;
-  if (message.type == wire::Type::kReadyToReceive) body = std::as_bytes(std::span(&message.ready, 1));
+  if (message.type == wire::Type::kReadyToReceive)
+    body = std::as_bytes(std::span(&message.ready, 1));
   const bool posted = post_message(peer, header, body, {});
   if (!posted && message.type == wire::Type::kCredit) peer.credit_queued = true;
   return posted;
@@ -115,9 +116,8 @@ bool WorkerImpl::post_control(Peer& peer, const ControlMessage& message) {
 
 WorkerImpl::Posted WorkerImpl::post_data(Peer& peer, const DataItem& item) {
   if (!item.is_request) {
-    return post_from_buffer(peer, static_cast<uint32_t>(item.value), item.bytes)
-               ? Posted::kSent
-               : Posted::kBlocked;
+    return post_from_buffer(peer, static_cast<uint32_t>(item.value), item.bytes) ? Posted::kSent
+                                                                                 : Posted::kBlocked;
   }
   RequestSlot* request = find_request(item.value);
   if (!request || request->done) return Posted::kSkipped;  // cancelled while queued

@@ -86,13 +86,13 @@ Status WorkerImpl::sticky_error() const {
                     std::to_string(unexpected_limit_) + "); post receives before peers send");
 }
 
-Result<Request> WorkerImpl::isend(PeerId peer_id, uint64_t tag, const void* buffer,
-                                  size_t length, SendMode mode) {
+Result<Request> WorkerImpl::isend(PeerId peer_id, uint64_t tag, const void* buffer, size_t length,
+                                  SendMode mode) {
   std::lock_guard lock(mutex_);
   if (Status status = sticky_error(); !status.is_ok()) return status;
   if (buffer == nullptr && length != 0) {
-    return Status(Errc::kInvalidArgument, "isend of " + std::to_string(length) +
-                                              " bytes from a null buffer");
+    return Status(Errc::kInvalidArgument,
+                  "isend of " + std::to_string(length) + " bytes from a null buffer");
   }
   auto peer = peer_for_send(peer_id);
   if (!peer.is_ok()) return peer.status();
@@ -104,9 +104,9 @@ Result<Request> WorkerImpl::isend(PeerId peer_id, uint64_t tag, const void* buff
   request.buffer = static_cast<std::byte*>(const_cast<void*>(buffer));
   request.length = length;
   request.mode = mode;
-  request.path = length <= thresholds_.inline_limit   ? Path::kInline
-                 : length <= (*peer)->eager_limit     ? Path::kEager
-                                                      : Path::kRendezvous;
+  request.path = length <= thresholds_.inline_limit ? Path::kInline
+                 : length <= (*peer)->eager_limit   ? Path::kEager
+                                                    : Path::kRendezvous;
   if (request.path == Path::kRendezvous && thresholds_.scheme == RendezvousScheme::kWrite &&
       registers_per_fragment(length)) {
     request.fragment_access = verbs::Access::kNone;  // written from, fragment by fragment
@@ -134,8 +134,8 @@ Result<Request> WorkerImpl::irecv(PeerId source, uint64_t tag, uint64_t mask, vo
     return Status(Errc::kInvalidArgument, "no peer " + std::to_string(source));
   }
   if (buffer == nullptr && length != 0) {
-    return Status(Errc::kInvalidArgument, "irecv of " + std::to_string(length) +
-                                              " bytes into a null buffer");
+    return Status(Errc::kInvalidArgument,
+                  "irecv of " + std::to_string(length) + " bytes into a null buffer");
   }
   auto id = new_request(RequestKind::kReceive);
   if (!id.is_ok()) return id.status();
@@ -161,8 +161,8 @@ Result<Request> WorkerImpl::irecv(PeerId source, uint64_t tag, uint64_t mask, vo
       match_eager(*id, request, message.source, header, message.payload);
     } else {
       request.result.tag = message.tag;
-      start_rendezvous_receive(*id, request, message.source, message.cookie,
-                               message.rendezvous, (message.flags & wire::kWriteScheme) != 0);
+      start_rendezvous_receive(*id, request, message.source, message.cookie, message.rendezvous,
+                               (message.flags & wire::kWriteScheme) != 0);
     }
     unexpected_bytes_ -= message.payload.size();
     message = UnexpectedMessage{};
@@ -188,9 +188,9 @@ void WorkerImpl::match_eager(uint64_t request_id, RequestSlot& request, PeerId s
     queue_control(*peers_[source],
                   ControlMessage{.type = wire::Type::kSyncAck, .cookie = header.cookie});
   }
-  complete(request_id, request,
-           payload.size() > request.length ? truncation(payload.size(), request.length)
-                                           : Status::ok());
+  complete(
+      request_id, request,
+      payload.size() > request.length ? truncation(payload.size(), request.length) : Status::ok());
 }
 
 void WorkerImpl::deliver_eager(Peer& peer, const wire::Header& header,
@@ -250,8 +250,8 @@ Result<RequestResult> WorkerImpl::iprobe(PeerId source, uint64_t tag, uint64_t m
   RequestResult result;
   result.source = message.source;
   result.tag = message.tag;
-  result.length = message.type == wire::Type::kEager ? message.payload.size()
-                                                     : message.rendezvous.length;
+  result.length =
+      message.type == wire::Type::kEager ? message.payload.size() : message.rendezvous.length;
   return result;
 }
 
@@ -301,8 +301,8 @@ Status WorkerImpl::progress_until(const std::function<bool()>& done,
     if (progress() == 0 && mode_ != ProgressMode::kPoll &&
         (mode_ == ProgressMode::kBlock || now - start > spin_)) {
       auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
-      (void)wait_for_event(std::clamp(remaining, std::chrono::milliseconds(1),
-                                      std::chrono::milliseconds(100)));
+      (void)wait_for_event(
+          std::clamp(remaining, std::chrono::milliseconds(1), std::chrono::milliseconds(100)));
     }
   }
 }

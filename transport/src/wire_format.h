@@ -13,12 +13,12 @@
 namespace wv::transport::wire {
 
 enum class Type : uint8_t {
-  kEager = 1,        // tagged message with its payload
-  kRendezvous = 2,   // ready-to-send: a tagged message too large for eager (RendezvousBody)
-  kActive = 3,       // active message: handler id, header length, header + payload
-  kCredit = 4,       // only returns credits
-  kSyncAck = 5,      // the receiver matched a synchronous eager send (cookie = sender request)
-  kFinish = 6,       // rendezvous done (cookie = request of the side that waits for it)
+  kEager = 1,           // tagged message with its payload
+  kRendezvous = 2,      // ready-to-send: a tagged message too large for eager (RendezvousBody)
+  kActive = 3,          // active message: handler id, header length, header + payload
+  kCredit = 4,          // only returns credits
+  kSyncAck = 5,         // the receiver matched a synchronous eager send (cookie = sender request)
+  kFinish = 6,          // rendezvous done (cookie = request of the side that waits for it)
   kReadyToReceive = 7,  // write scheme: the receiver's buffer (ReadyBody)
 };
 
@@ -36,9 +36,9 @@ inline bool consumes_credit(Type type) {
 struct Header {
   Type type;
   uint8_t flags;
-  uint8_t am_id;         // kActive
-  uint8_t reserved = 0;  // zero on the wire
-  uint16_t credits;      // credits the sender returns to the receiver
+  uint8_t am_id;              // kActive
+  uint8_t reserved = 0;       // zero on the wire
+  uint16_t credits;           // credits the sender returns to the receiver
   uint16_t am_header_length;  // kActive: header bytes at the start of the payload
   uint32_t payload_length;    // bytes after the header (and after a body)
   uint32_t reserved2 = 0;

@@ -3,8 +3,8 @@
 #include <poll.h>
 #include <sys/random.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 
@@ -47,8 +47,7 @@ struct DecodedAddress {
 
 bool decode_address(std::span<const std::byte> bytes, DecodedAddress* out) {
   std::string text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-  if (text.size() < 22 || text.size() > 200 || text.compare(0, 4, "wv1 ") != 0 ||
-      text[20] != ' ') {
+  if (text.size() < 22 || text.size() > 200 || text.compare(0, 4, "wv1 ") != 0 || text[20] != ' ') {
     return false;
   }
   uint64_t value = 0;
@@ -130,14 +129,14 @@ Status WorkerImpl::init(const WorkerOptions& options) {
   if (!provider.is_ok()) return provider.status();
   provider_ = std::move(provider).value();
 
-  std::string device_name = options.device.empty() ? config.get_string(names::kDevice)
-                                                   : options.device;
+  std::string device_name =
+      options.device.empty() ? config.get_string(names::kDevice) : options.device;
   if (device_name.empty()) {
     auto devices = provider_->devices();
     if (!devices.is_ok()) return devices.status();
     if (devices->empty()) {
-      return Status(Errc::kNotFound, "provider " + std::string(provider_->name()) +
-                                         " has no device");
+      return Status(Errc::kNotFound,
+                    "provider " + std::string(provider_->name()) + " has no device");
     }
     device_name = devices->front().name;
   }
@@ -153,7 +152,7 @@ Status WorkerImpl::init(const WorkerOptions& options) {
   outbound_read_depth_ = std::max<uint32_t>(1, attributes.max_outbound_read_depth);
   unexpected_limit_ = config.get_size(names::kTransportUnexpectedLimit);
   const std::string& mode = config.get_string(names::kTransportProgress);
-  mode_ = mode == "poll" ? ProgressMode::kPoll
+  mode_ = mode == "poll"    ? ProgressMode::kPoll
           : mode == "block" ? ProgressMode::kBlock
                             : ProgressMode::kHybrid;
   spin_ = std::chrono::microseconds(config.get_int(names::kTransportSpinUs));
@@ -169,12 +168,13 @@ Status WorkerImpl::init(const WorkerOptions& options) {
   // Receive buffers take the largest eager message any peer may choose (kMaxEager unless
   // configured), so this worker's own cost model never limits what peers send.
   const uint64_t eager_setting = config.get_size(names::kTransportEagerLimit);
-  receive_capacity_ = std::max<size_t>(eager_setting ? eager_setting : kMaxEagerLimit,
-                                       sizeof(wire::ReadyBody));
+  receive_capacity_ =
+      std::max<size_t>(eager_setting ? eager_setting : kMaxEagerLimit, sizeof(wire::ReadyBody));
   const size_t send_size =
       sizeof(wire::Header) + std::max(thresholds_.eager_limit, sizeof(wire::ReadyBody));
   const size_t receive_size = sizeof(wire::Header) + receive_capacity_;
-  uint32_t cq_entries = receive_count + std::max<uint32_t>(receive_count / 2, 8) + 4 * send_depth_ + 64;
+  uint32_t cq_entries =
+      receive_count + std::max<uint32_t>(receive_count / 2, 8) + 4 * send_depth_ + 64;
   if (attributes.max_cqe) cq_entries = std::min(cq_entries, attributes.max_cqe);
   auto cq = device_->create_completion_queue(cq_entries);
   if (!cq.is_ok()) return cq.status();
@@ -190,9 +190,8 @@ Status WorkerImpl::init(const WorkerOptions& options) {
   auto send_buffers = BufferPool::create(*domain_, send_count, send_size, verbs::Access::kNone);
   if (!send_buffers.is_ok()) return send_buffers.status();
   send_buffers_ = std::move(send_buffers).value();
-  auto receive_buffers =
-      BufferPool::create(*domain_, receive_count + reserve_count, receive_size,
-                         verbs::Access::kLocalWrite);
+  auto receive_buffers = BufferPool::create(*domain_, receive_count + reserve_count, receive_size,
+                                            verbs::Access::kLocalWrite);
   if (!receive_buffers.is_ok()) return receive_buffers.status();
   receive_buffers_ = std::move(receive_buffers).value();
   auto atomic_buffers = BufferPool::create(*domain_, 256, 8, verbs::Access::kLocalWrite);
@@ -222,9 +221,8 @@ Status WorkerImpl::init(const WorkerOptions& options) {
   }
 
   // The listener: an explicit address, else the provider's first non-loopback address.
-  std::string listen = options.listen_address.empty()
-                           ? config.get_string(names::kTransportAddress)
-                           : options.listen_address;
+  std::string listen = options.listen_address.empty() ? config.get_string(names::kTransportAddress)
+                                                      : options.listen_address;
   if (listen.empty()) {
     listen = "127.0.0.1:0";
     auto addresses = provider_->addresses();
@@ -316,9 +314,8 @@ Result<std::shared_ptr<verbs::ConnectQueuePair>> WorkerImpl::create_qp(Peer& pee
   options.max_inline = static_cast<uint32_t>(inline_bytes_);
   options.context = peer_context(peer.id);
   // Every connection may fill its send queue: the CQ must hold all of it plus the receives.
-  const uint64_t connections = std::count_if(peers_.begin(), peers_.end(), [](const auto& p) {
-    return p->state != PeerState::kIdle;
-  });
+  const uint64_t connections = std::count_if(
+      peers_.begin(), peers_.end(), [](const auto& p) { return p->state != PeerState::kIdle; });
   const uint64_t needed = receive_buffers_->count() + (connections + 2) * send_depth_ + 64;
   if (needed > cq_->capacity()) {
     if (Status status = cq_->resize(static_cast<uint32_t>(needed)); !status.is_ok()) {
@@ -338,8 +335,8 @@ void WorkerImpl::start_connect(Peer& peer) {
   }
   peer.outgoing = std::make_unique<Connection>();
   peer.outgoing->endpoint = std::move(endpoint).value();
-  peer.outgoing->step.emplace(peer.outgoing->endpoint->resolve_address(*destination,
-                                                                       connect_timeout_));
+  peer.outgoing->step.emplace(
+      peer.outgoing->endpoint->resolve_address(*destination, connect_timeout_));
   peer.state = PeerState::kConnecting;
   unsettle(peer);
 }
@@ -504,9 +501,9 @@ void WorkerImpl::progress_device_events() {
     const auto context = reinterpret_cast<uintptr_t>(event->context);
     if (context == 0 || context > peers_.size()) continue;
     Peer& peer = *peers_[context - 1];
-    fail_peer(peer, Status(Errc::kDisconnected, "connection to peer " + std::to_string(peer.id) +
-                                                    " at " + peer.address +
-                                                    " failed: " + event->detail));
+    fail_peer(peer,
+              Status(Errc::kDisconnected, "connection to peer " + std::to_string(peer.id) + " at " +
+                                              peer.address + " failed: " + event->detail));
   }
 }
 
@@ -544,8 +541,9 @@ void WorkerImpl::progress_connections(bool thorough) {
   for (size_t i = 0; i < unsettled_.size();) {
     Peer& peer = *peers_[unsettled_[i]];
     progress_peer_connection(peer);
-    const bool settled = (peer.state == PeerState::kConnected || peer.state == PeerState::kFailed) &&
-                         !peer.outgoing && !(peer.loopback && peer.loopback->step);
+    const bool settled =
+        (peer.state == PeerState::kConnected || peer.state == PeerState::kFailed) &&
+        !peer.outgoing && !(peer.loopback && peer.loopback->step);
     if (settled) {
       unsettled_[i] = unsettled_.back();
       unsettled_.pop_back();
@@ -568,9 +566,9 @@ void WorkerImpl::fail_peer(Peer& peer, Status status) {
   peer.state = PeerState::kFailed;
   peer.failure = status;
   if (peer.active && peer.active->qp) (void)peer.active->qp->modify(verbs::QpState::kError);
-  for (const DataItem& item : peer.data) {
+  peer.data.for_each([&](const DataItem& item) {
     if (!item.is_request) send_buffers_->give(static_cast<uint32_t>(item.value));
-  }
+  });
   peer.data.clear();
   peer.control.clear();
   peer.rdma.clear();
@@ -615,9 +613,9 @@ void WorkerImpl::handle_completion(const verbs::Completion& completion) {
           problem = wire::check(header, bytes.size(), receive_capacity_);
         }
         if (!problem.empty()) {
-          fail_peer(*peer, Status(Errc::kProtocolError, "malformed message from peer " +
-                                                            std::to_string(peer->id) + ": " +
-                                                            problem));
+          fail_peer(*peer,
+                    Status(Errc::kProtocolError, "malformed message from peer " +
+                                                     std::to_string(peer->id) + ": " + problem));
         } else if (peer->state != PeerState::kFailed) {
           peer->credits += header.credits;
           const auto body = bytes.subspan(sizeof(wire::Header));
@@ -669,12 +667,12 @@ void WorkerImpl::handle_completion(const verbs::Completion& completion) {
     case WorkKind::kFragment:
       if (peer) {
         const bool ok = completion.status == verbs::CompletionStatus::kSuccess;
-        fragment_done(*peer, value, ok,
-                      ok ? Status::ok()
-                         : Status(Errc::kIoError,
-                                  "RDMA operation to peer " + std::to_string(peer->id) +
-                                      " failed: " +
-                                      std::string(verbs::to_string(completion.status))));
+        fragment_done(
+            *peer, value, ok,
+            ok ? Status::ok()
+               : Status(Errc::kIoError,
+                        "RDMA operation to peer " + std::to_string(peer->id) +
+                            " failed: " + std::string(verbs::to_string(completion.status))));
       }
       break;
   }
@@ -682,8 +680,8 @@ void WorkerImpl::handle_completion(const verbs::Completion& completion) {
   if (peer->in_flight > 0) --peer->in_flight;
   if (completion.status != verbs::CompletionStatus::kSuccess) {
     fail_peer(*peer, Status(Errc::kDisconnected,
-                            "connection to peer " + std::to_string(peer->id) + " failed: " +
-                                std::string(verbs::to_string(completion.status))));
+                            "connection to peer " + std::to_string(peer->id) +
+                                " failed: " + std::string(verbs::to_string(completion.status))));
     return;
   }
   pump(*peer);

@@ -22,6 +22,7 @@
 #include "buffer_pool.h"
 #include "match_queue.h"
 #include "registration_cache.h"
+#include "ring_queue.h"
 #include "wire_format.h"
 #include "wv/config/config.h"
 #include "wv/transport/worker.h"
@@ -31,16 +32,20 @@ namespace wv::transport {
 
 // What a work request id names; the kind is the top byte.
 enum class WorkKind : uint8_t {
-  kSendBuffer = 1,   // a send from an eager send buffer (value: buffer index)
-  kInlineSend = 2,   // an inline send (nothing to release)
-  kFragment = 3,     // an RDMA operation of a request (value: request id)
-  kReceive = 4,      // a shared receive queue buffer (value: buffer index)
+  kSendBuffer = 1,  // a send from an eager send buffer (value: buffer index)
+  kInlineSend = 2,  // an inline send (nothing to release)
+  kFragment = 3,    // an RDMA operation of a request (value: request id)
+  kReceive = 4,     // a shared receive queue buffer (value: buffer index)
 };
 inline uint64_t make_wr_id(WorkKind kind, uint64_t value) {
   return (uint64_t{static_cast<uint8_t>(kind)} << 56) | (value & ((uint64_t{1} << 56) - 1));
 }
-inline WorkKind wr_kind(uint64_t wr_id) { return static_cast<WorkKind>(wr_id >> 56); }
-inline uint64_t wr_value(uint64_t wr_id) { return wr_id & ((uint64_t{1} << 56) - 1); }
+inline WorkKind wr_kind(uint64_t wr_id) {
+  return static_cast<WorkKind>(wr_id >> 56);
+}
+inline uint64_t wr_value(uint64_t wr_id) {
+  return wr_id & ((uint64_t{1} << 56) - 1);
+}
 
 // The largest eager limit the cost model chooses, and the receive buffers' default capacity.
 inline constexpr size_t kMaxEagerLimit = 65536;
@@ -69,7 +74,7 @@ struct RequestSlot {
   std::deque<std::shared_ptr<verbs::MemoryRegion>> fragment_regions;
   verbs::Access fragment_access = verbs::Access::kNone;
   RemoteMemory remote;
-  uint64_t peer_cookie = 0;   // the other side's request
+  uint64_t peer_cookie = 0;    // the other side's request
   size_t transfer_length = 0;  // bytes moved by RDMA (receiver: min(message, buffer))
   size_t issued = 0;           // bytes of RDMA posted so far
   size_t completed = 0;        // bytes of RDMA completed
@@ -135,9 +140,9 @@ struct Peer {
   uint32_t credits_to_return = 0;  // messages of the peer we processed
   bool credit_queued = false;
   uint32_t in_flight = 0;  // work requests posted, not completed
-  std::deque<ControlMessage> control;
-  std::deque<DataItem> data;
-  std::deque<uint64_t> rdma;  // requests with RDMA left to post
+  RingQueue<ControlMessage> control;
+  RingQueue<DataItem> data;
+  RingQueue<uint64_t> rdma;  // requests with RDMA left to post
   uint32_t reads_in_flight = 0;
   uint32_t rma_pending = 0;  // put/get/atomic requests not done
 };
@@ -187,10 +192,8 @@ class WorkerImpl final : public Worker {
   Status am_send(PeerId peer, uint8_t id, std::span<const std::byte> header,
                  std::span<const std::byte> payload) override;
 
-  Result<std::unique_ptr<RegisteredMemory>> register_memory(void* address,
-                                                            size_t length) override;
-  Result<Request> put(PeerId peer, const void* local, size_t length,
-                      RemoteMemory remote) override;
+  Result<std::unique_ptr<RegisteredMemory>> register_memory(void* address, size_t length) override;
+  Result<Request> put(PeerId peer, const void* local, size_t length, RemoteMemory remote) override;
   Result<Request> get(PeerId peer, void* local, size_t length, RemoteMemory remote) override;
   Result<Request> atomic_fetch_add(PeerId peer, RemoteMemory remote, uint64_t add,
                                    uint64_t* result) override;
@@ -245,8 +248,7 @@ class WorkerImpl final : public Worker {
   void complete(uint64_t id, RequestSlot& request, Status status);
   void release(uint64_t id, RequestSlot& request);
   void deliver_eager(Peer& peer, const wire::Header& header, std::span<const std::byte> payload);
-  void deliver_rendezvous(Peer& peer, const wire::Header& header,
-                          const wire::RendezvousBody& body);
+  void deliver_rendezvous(Peer& peer, const wire::Header& header, const wire::RendezvousBody& body);
   // A message nobody has asked for yet: queued in arrival order (kind, tag, cookie from
   // `header`); the caller adds the payload or the rendezvous offer.
   UnexpectedMessage& store_unexpected(Peer& peer, const wire::Header& header);
@@ -276,8 +278,7 @@ class WorkerImpl final : public Worker {
   Result<Request> start_rma(RequestKind kind, PeerId peer, std::byte* local, size_t length,
                             RemoteMemory remote);
   Result<Request> atomic_compare_swap_or_add(PeerId peer, RemoteMemory remote, bool compare_swap,
-                                             uint64_t compare, uint64_t operand,
-                                             uint64_t* result);
+                                             uint64_t compare, uint64_t operand, uint64_t* result);
 
   // ---- state ----
   mutable std::recursive_mutex mutex_;
@@ -297,7 +298,7 @@ class WorkerImpl final : public Worker {
   ProtocolThresholds thresholds_;
   verbs::Capability capabilities_ = verbs::Capability::kNone;
   std::string listen_address_;
-  size_t inline_bytes_ = 0;  // largest inline message with its header; 0: no inline
+  size_t inline_bytes_ = 0;      // largest inline message with its header; 0: no inline
   size_t receive_capacity_ = 0;  // payload bytes one receive buffer takes
   uint64_t uuid_ = 0;
 

@@ -89,8 +89,8 @@ class Comm {
 
   std::unique_ptr<transport::Bootstrap> bootstrap_;
   std::unique_ptr<transport::Worker> worker_;
-  std::vector<transport::PeerId> peers_;   // by rank
-  std::vector<int> ranks_;                 // by PeerId
+  std::vector<transport::PeerId> peers_;  // by rank
+  std::vector<int> ranks_;                // by PeerId
   int rank_ = 0;
   int size_ = 1;
   int local_rank_ = 0;
@@ -108,8 +108,8 @@ class Window {
   Result<transport::Request> get(int rank, size_t offset, void* destination, size_t length);
   // 64-bit atomics at an 8-byte aligned offset; the old value in *result.
   Result<transport::Request> fetch_add(int rank, size_t offset, uint64_t add, uint64_t* result);
-  Result<transport::Request> compare_swap(int rank, size_t offset, uint64_t compare,
-                                          uint64_t swap, uint64_t* result);
+  Result<transport::Request> compare_swap(int rank, size_t offset, uint64_t compare, uint64_t swap,
+                                          uint64_t* result);
   // Every operation this rank issued on the window (to `rank`, or all) is done.
   Status flush(int rank = kAnySource);
 
@@ -121,7 +121,7 @@ class Window {
   Comm* comm_ = nullptr;
   std::unique_ptr<transport::RegisteredMemory> memory_;
   std::vector<transport::RemoteMemory> remotes_;  // by rank
-  std::vector<uint64_t> lengths_;                  // by rank
+  std::vector<uint64_t> lengths_;                 // by rank
 };
 
 }  // namespace wv

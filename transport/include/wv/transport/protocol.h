@@ -23,14 +23,14 @@ enum class Path : uint8_t { kInline, kEager, kRendezvous };
 std::string_view to_string(Path path);
 
 struct ProtocolThresholds {
-  size_t inline_limit = 0;   // payloads up to this go inline (copied by the device at post)
-  size_t eager_limit = 0;    // payloads up to this are copied through pre-registered buffers
+  size_t inline_limit = 0;  // payloads up to this go inline (copied by the device at post)
+  size_t eager_limit = 0;   // payloads up to this are copied through pre-registered buffers
   RendezvousScheme scheme = RendezvousScheme::kRead;
   size_t fragment_size = 0;  // rendezvous transfers are cut into RDMA operations of this size
   // Measured at start-up; the inputs of the choice, printed by wv_info --protocols.
-  double copy_bandwidth_gbps = 0;    // single-core memcpy, GB/s
-  double registration_cost_us = 0;   // register + deregister of one eager-limit buffer
-  std::string rationale;             // one line per decision: what decided it
+  double copy_bandwidth_gbps = 0;   // single-core memcpy, GB/s
+  double registration_cost_us = 0;  // register + deregister of one eager-limit buffer
+  std::string rationale;            // one line per decision: what decided it
 
   Path path_for(size_t payload) const {
     if (payload <= inline_limit) return Path::kInline;

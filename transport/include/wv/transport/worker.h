@@ -157,8 +157,7 @@ class Worker {
   // true (and `result` filled, the request released) when done; an error Status when the
   // request failed (also released) or the handle is not a live request.
   virtual Result<bool> test(Request request, RequestResult* result = nullptr) = 0;
-  virtual Status wait(Request request, RequestResult* result,
-                      std::chrono::milliseconds bound) = 0;
+  virtual Status wait(Request request, RequestResult* result, std::chrono::milliseconds bound) = 0;
   virtual Status wait_all(std::span<Request> requests, std::span<RequestResult> results,
                           std::chrono::milliseconds bound) = 0;
   // A receive not yet matched, or a send not yet started, completes with cancelled = true;
