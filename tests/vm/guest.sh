@@ -1,0 +1,55 @@
+#!/bin/bash
+# Runs inside the tests/vm/run.sh guest as its first process: sets up rxe0 and siw0 on dummy
+# interfaces (rdma_cm cannot route over lo), runs the conformance suite against the ibverbs
+# provider on each, leaves counts and the exit status in <cache>/run, and powers the guest off.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+set -a
+. "$repo/build-vm/run/env" 2>/dev/null || . "${WV_VM_CACHE:-$repo/build-vm}/run/env"
+set +a
+run="$WV_VM_CACHE/run"
+finish() {
+  echo "$1" > "$run/status"
+  sync
+  echo 1 > /proc/sys/kernel/sysrq
+  echo b > /proc/sysrq-trigger  # -no-reboot turns the reboot into QEMU's exit
+  sleep 10
+}
+hostname wv-vm 2>/dev/null
+ip link set lo up
+modprobe -a rdma_rxe ib_uverbs rdma_ucm dummy libcrc32c ib_core || { echo "modprobe failed"; finish 1; }
+insmod "$WV_VM_CACHE/siw-$WV_VM_KVER.ko" || { echo "insmod siw failed"; finish 1; }
+ip link add dummy0 type dummy && ip addr add 10.77.0.1/24 dev dummy0 && ip link set dummy0 up
+ip link add dummy1 type dummy && ip addr add 10.78.0.1/24 dev dummy1 && ip link set dummy1 up
+rdma link add rxe0 type rxe netdev dummy0 || { echo "rxe0 failed"; finish 1; }
+rdma link add siw0 type siw netdev dummy1 || { echo "siw0 failed"; finish 1; }
+ulimit -l unlimited
+cd /tmp
+status=0
+for pair in rxe0:10.77.0.1 siw0:10.78.0.1; do
+  dev="${pair%%:*}"
+  ip="${pair#*:}"
+  echo "=== verbs conformance: ibverbs on $dev ($ip) ==="
+  out="$run/conformance.$dev.log"
+  WV_PROVIDER=ibverbs WV_DEVICE=$dev VERBS_CONFORMANCE_ADDRESS=$ip \
+    timeout 900 "$WV_VM_BUILD/tests/conformance/verbs_conformance" \
+    --gtest_filter="$WV_VM_FILTER" --gtest_color=no > "$out" 2>&1
+  rc=$?
+  [ $rc -ne 0 ] && status=1
+  grep -E '^\[ +(OK|FAILED|SKIPPED) +\]|Skipped|skipped|Failure|failed' "$out" | grep -v '^\[ +OK' | head -300
+  ok=$(grep -cE '^\[ +OK +\]' "$out")
+  failed=$(grep -E '^\[ +FAILED +\] .*\(' "$out" | grep -c '')
+  skipped=$(grep -cE '^\[ +SKIPPED +\] .*\(' "$out")
+  echo "$ok" > "$run/passed.$dev"
+  echo "$failed" > "$run/failed.$dev"
+  echo "$skipped" > "$run/skipped.$dev"
+  echo "=== $dev: $ok passed, $failed failed, $skipped skipped (exit $rc) ==="
+done
+if [ -x "$WV_VM_BUILD/tests/vm/wv_vm_interop" ]; then
+  echo "=== interop: tcp provider <-> ibverbs on siw0 ==="
+  timeout 120 "$WV_VM_BUILD/tests/vm/wv_vm_interop" 10.78.0.1 > "$run/interop.log" 2>&1
+  rc=$?
+  cat "$run/interop.log"
+  echo "=== interop exit $rc ==="
+fi
+finish $status
