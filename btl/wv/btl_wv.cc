@@ -63,6 +63,11 @@ struct mca_btl_base_endpoint_t {
   opal_proc_t* proc = nullptr;
   transport::PeerId peer = 0;
   size_t am_limit = 0;  // what this peer receives in one active message
+  // The last put's target, for flush: a read behind the writes on the same connection returns
+  // only once they are placed (a put's completion may be local only on iWARP-like providers).
+  std::atomic<bool> put_since_flush{false};
+  std::atomic<uint64_t> last_put_address{0};
+  std::atomic<uint32_t> last_put_key{0};
 };
 
 // What ob1 copies (exactly btl_registration_handle_size bytes) into its control messages and
@@ -747,31 +752,58 @@ int module_sendi(mca_btl_base_module_t* btl, mca_btl_base_endpoint_t* endpoint,
   return OPAL_ERROR;
 }
 
-// osc/rdma passes no handle when it addresses its own memory on a single node (its shared
-// segment is reached by CPU there, except for the odd operation routed through the BTL): find
-// the key among this process's registrations.
-transport::RemoteMemory remote_of(Module* module, mca_btl_base_endpoint_t* endpoint,
-                                  uint64_t address, const mca_btl_base_registration_handle_t* h) {
-  if (h != nullptr) return transport::RemoteMemory{address, h->key};
-  if (endpoint != nullptr && endpoint->proc == opal_proc_local_get()) {
-    std::lock_guard lock(module->registrations_mutex);
-    for (const auto& [key, range] : module->registrations) {
-      if (address >= range.first && address < range.first + range.second) {
-        return transport::RemoteMemory{address, key};
-      }
-    }
-  }
-  return transport::RemoteMemory{address, 0};
+transport::RemoteMemory remote_of(uint64_t address, const mca_btl_base_registration_handle_t* h) {
+  return transport::RemoteMemory{address, h->key};
+}
+
+// osc/rdma on a single node keeps its window state in a shared-memory segment that every process
+// maps, and reaches it with CPU atomics; a few operations still come through the BTL, addressed
+// in this process's mapping with no registration (a null or zeroed handle). They can only mean
+// memory this process reaches itself, so they are done here by the CPU, atomically with respect
+// to the other processes' CPU atomics on the same segment.
+bool is_local_memory(const mca_btl_base_registration_handle_t* h) {
+  return h == nullptr || (h->key == 0 && h->address == 0);
+}
+
+void complete_later(Module* module, RdmaOp* op, bool ok) {
+  op->emulated = true;
+  op->emulated_state.store(ok ? 1 : 2, std::memory_order_release);
+  add_rdma_op(module, op);
 }
 
 int start_rdma(Module* module, mca_btl_base_endpoint_t* endpoint, bool is_put, void* local,
                uint64_t remote_address, mca_btl_base_registration_handle_t* local_handle,
                mca_btl_base_registration_handle_t* remote_handle, size_t size,
                mca_btl_base_rdma_completion_fn_t cbfunc, void* cbcontext, void* cbdata) {
+  if (g_verbose > 2) {
+    opal_output(0, "btl/wv: %s peer %u local %p remote 0x%llx key %u size %zu%s",
+                is_put ? "put" : "get", endpoint->peer, local,
+                static_cast<unsigned long long>(remote_address),
+                remote_handle != nullptr ? remote_handle->key : 0u, size,
+                is_local_memory(remote_handle) ? " (by the CPU)" : "");
+  }
+  if (is_local_memory(remote_handle)) {
+    auto* op = new RdmaOp;
+    op->endpoint = endpoint;
+    op->local_address = local;
+    op->local_handle = local_handle;
+    op->cbfunc = cbfunc;
+    op->cbcontext = cbcontext;
+    op->cbdata = cbdata;
+    auto* remote = reinterpret_cast<void*>(remote_address);
+    if (size) std::memmove(is_put ? remote : local, is_put ? local : remote, size);
+    complete_later(module, op, true);
+    return OPAL_SUCCESS;
+  }
+  if (is_put && size > 0) {
+    endpoint->last_put_address.store(remote_address, std::memory_order_relaxed);
+    endpoint->last_put_key.store(remote_handle->key, std::memory_order_relaxed);
+    endpoint->put_since_flush.store(true, std::memory_order_release);
+  }
   auto request = is_put ? module->worker->put(endpoint->peer, local, size,
-                                              remote_of(module, endpoint, remote_address, remote_handle))
+                                              remote_of(remote_address, remote_handle))
                         : module->worker->get(endpoint->peer, local, size,
-                                              remote_of(module, endpoint, remote_address, remote_handle));
+                                              remote_of(remote_address, remote_handle));
   if (!request.is_ok()) {
     const int code = opal_code(request.status());
     if (code != OPAL_ERR_OUT_OF_RESOURCE) log_error(is_put ? "put" : "get", request.status());
@@ -828,7 +860,21 @@ int start_atomic(Module* module, mca_btl_base_endpoint_t* endpoint, void* local_
   op->cbfunc = cbfunc;
   op->cbcontext = cbcontext;
   op->cbdata = cbdata;
-  const transport::RemoteMemory remote = remote_of(module, endpoint, remote_address, remote_handle);
+  if (is_local_memory(remote_handle)) {
+    if (remote_address % 8 != 0) return OPAL_ERR_BAD_PARAM;
+    auto* target = reinterpret_cast<uint64_t*>(remote_address);
+    if (compare_swap) {
+      uint64_t expected = compare;
+      __atomic_compare_exchange_n(target, &expected, operand, false, __ATOMIC_SEQ_CST,
+                                  __ATOMIC_SEQ_CST);
+      op->result = expected;
+    } else {
+      op->result = __atomic_fetch_add(target, operand, __ATOMIC_SEQ_CST);
+    }
+    complete_later(module, op.release(), true);
+    return OPAL_SUCCESS;
+  }
+  const transport::RemoteMemory remote = remote_of(remote_address, remote_handle);
   if (g_verbose > 2) {
     opal_output(0, "btl/wv: atomic %s peer %u remote 0x%llx key %u", compare_swap ? "cswap" : "fadd",
                 endpoint->peer, static_cast<unsigned long long>(remote_address), remote.key);
@@ -957,6 +1003,31 @@ int module_flush(mca_btl_base_module_t* btl, mca_btl_base_endpoint_t* endpoint) 
   const transport::PeerId peer = (endpoint == nullptr || endpoint == MCA_BTL_ENDPOINT_ANY)
                                      ? transport::kAnyPeer
                                      : endpoint->peer;
+  // Puts are remote-complete only once a read behind them on the same connection returned.
+  std::vector<mca_btl_base_endpoint_t*> targets;
+  if (peer == transport::kAnyPeer) {
+    std::lock_guard lock(module->endpoints_mutex);
+    for (auto& e : module->endpoints) targets.push_back(e.get());
+  } else {
+    targets.push_back(endpoint);
+  }
+  thread_local unsigned char scratch[8];
+  for (mca_btl_base_endpoint_t* target : targets) {
+    if (!target->put_since_flush.exchange(false, std::memory_order_acq_rel)) continue;
+    auto read = module->worker->get(
+        target->peer, scratch, 1,
+        transport::RemoteMemory{target->last_put_address.load(std::memory_order_relaxed),
+                                target->last_put_key.load(std::memory_order_relaxed)});
+    if (!read.is_ok()) {
+      log_error("flush read", read.status());
+      return opal_code(read.status());
+    }
+    wv::Status waited = module->worker->wait(read.value(), nullptr, kFlushBound);
+    if (!waited.is_ok()) {
+      log_error("flush read", waited);
+      return opal_code(waited);
+    }
+  }
   wv::Status status = module->worker->flush(peer, kFlushBound);
   if (!status.is_ok()) {
     log_error("flush", status);
