@@ -876,8 +876,9 @@ int start_atomic(Module* module, mca_btl_base_endpoint_t* endpoint, void* local_
   }
   const transport::RemoteMemory remote = remote_of(remote_address, remote_handle);
   if (g_verbose > 2) {
-    opal_output(0, "btl/wv: atomic %s peer %u remote 0x%llx key %u", compare_swap ? "cswap" : "fadd",
-                endpoint->peer, static_cast<unsigned long long>(remote_address), remote.key);
+    opal_output(0, "btl/wv: atomic %s peer %u remote 0x%llx key %u",
+                compare_swap ? "cswap" : "fadd", endpoint->peer,
+                static_cast<unsigned long long>(remote_address), remote.key);
   }
   if (!module->emulate_atomics) {
     auto request = compare_swap ? module->worker->atomic_compare_swap(endpoint->peer, remote,
