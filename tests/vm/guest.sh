@@ -4,9 +4,10 @@
 # provider on each, leaves counts and the exit status in <cache>/run, and powers the guest off.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
-set -a
-. "$repo/build-vm/run/env" 2>/dev/null || . "${WV_VM_CACHE:-$repo/build-vm}/run/env"
-set +a
+
+# Plain shell variables, never exported: WV_* in the environment is the configuration's.
+. "$repo/build-vm/run/env"
+
 run="$WV_VM_CACHE/run"
 finish() {
   echo "$1" > "$run/status"
@@ -32,7 +33,7 @@ for pair in rxe0:10.77.0.1 siw0:10.78.0.1; do
   echo "=== verbs conformance: ibverbs on $dev ($ip) ==="
   out="$run/conformance.$dev.log"
   WV_PROVIDER=ibverbs WV_DEVICE=$dev VERBS_CONFORMANCE_ADDRESS=$ip \
-    timeout 900 "$WV_VM_BUILD/tests/conformance/verbs_conformance" \
+    timeout 900 "$WV_VM_BUILD/bin/verbs_conformance" \
     --gtest_filter="$WV_VM_FILTER" --gtest_color=no > "$out" 2>&1
   rc=$?
   [ $rc -ne 0 ] && status=1
@@ -45,9 +46,9 @@ for pair in rxe0:10.77.0.1 siw0:10.78.0.1; do
   echo "$skipped" > "$run/skipped.$dev"
   echo "=== $dev: $ok passed, $failed failed, $skipped skipped (exit $rc) ==="
 done
-if [ -x "$WV_VM_BUILD/tests/vm/wv_vm_interop" ]; then
+if [ -x "$WV_VM_BUILD/bin/wv_vm_interop" ]; then
   echo "=== interop: tcp provider <-> ibverbs on siw0 ==="
-  timeout 120 "$WV_VM_BUILD/tests/vm/wv_vm_interop" 10.78.0.1 > "$run/interop.log" 2>&1
+  timeout 120 "$WV_VM_BUILD/bin/wv_vm_interop" 10.78.0.1 > "$run/interop.log" 2>&1
   rc=$?
   cat "$run/interop.log"
   echo "=== interop exit $rc ==="

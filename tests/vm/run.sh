@@ -13,14 +13,14 @@ start=$(date +%s)
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 build="${1:-}"
 if [ -z "$build" ]; then
-  if [ -x "$repo/build-ib/tests/conformance/verbs_conformance" ]; then build="$repo/build-ib"; else build="$repo/build"; fi
+  if [ -x "$repo/build-ib/bin/verbs_conformance" ]; then build="$repo/build-ib"; else build="$repo/build"; fi
 fi
 build="$(cd "$build" && pwd)"
 cache="${WV_VM_CACHE:-$repo/build-vm}"
 mkdir -p "$cache"
 cache="$(cd "$cache" && pwd)"
-[ -n "${WV_VM_PREPARE_ONLY:-}" ] || [ -x "$build/tests/conformance/verbs_conformance" ] || [ -n "${WV_VM_ALLOW_MISSING:-}" ] || {
-  echo "run.sh: $build/tests/conformance/verbs_conformance is missing (build it first)" >&2; exit 2; }
+[ -n "${WV_VM_PREPARE_ONLY:-}" ] || [ -x "$build/bin/verbs_conformance" ] || [ -n "${WV_VM_ALLOW_MISSING:-}" ] || {
+  echo "run.sh: $build/bin/verbs_conformance is missing (build it first)" >&2; exit 2; }
 
 "$repo/tests/vm/install-deps.sh" >/dev/null
 
