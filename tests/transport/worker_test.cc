@@ -487,14 +487,19 @@ TEST_P(WorkerTest, PutGetAndAtomics) {
   ASSERT_TRUE(put.is_ok());
   Status put_status = wait(*a_, *put);
   ASSERT_TRUE(put_status.is_ok()) << put_status.to_string();
-  // Flush: the target serves one-sided operations without calling progress().
+  // Flush: the target serves one-sided operations without calling progress(), and once
+  // flush returns the data is in the target's memory (not merely sent).
   std::vector<Request> puts;
-  for (int i = 0; i < 8; ++i) {
-    auto p = a_->put(to_b_, data.data(), 4096, {remote.address + 64, remote.key});
+  auto later = pattern(8 * 4096, 10);
+  for (size_t i = 0; i < 8; ++i) {
+    auto p = a_->put(to_b_, later.data() + i * 4096, 4096,
+                     {remote.address + 800000 + i * 4096, remote.key});
     ASSERT_TRUE(p.is_ok());
     puts.push_back(*p);
   }
   ASSERT_TRUE(a_->flush(to_b_, kBound).is_ok());
+  EXPECT_EQ(0, std::memcmp(window.data() + 800000, later.data(), later.size()))
+      << "flush returned before the puts' data was in place";
   for (Request& p : puts) {
     auto done = a_->test(p);
     ASSERT_TRUE(done.is_ok() && *done) << "flush returned before a put was done";

@@ -1,4 +1,5 @@
 // Active messages and RMA: the API the Open MPI BTL maps onto.
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -130,6 +131,7 @@ Result<Request> WorkerImpl::start_rma(RequestKind kind, PeerId peer_id, std::byt
     }
     request.region = std::move(region).value();
   }
+  if (kind == RequestKind::kPut) (*peer)->unfenced_put = remote;
   ++(*peer)->rma_pending;
   (*peer)->rdma.push_back(*id);
   pump(**peer);
@@ -209,16 +211,33 @@ Status WorkerImpl::flush(PeerId peer, std::chrono::milliseconds bound) {
       return Status(Errc::kInvalidArgument, "no peer " + std::to_string(peer));
     }
   }
-  return progress_until(
-      [&] {
-        std::lock_guard lock(mutex_);
-        if (peer != kAnyPeer) return peers_[peer]->rma_pending == 0;
-        for (const auto& p : peers_) {
-          if (p->rma_pending) return false;
-        }
-        return true;
-      },
-      bound, "flush");
+  auto all_done = [&] {
+    std::lock_guard lock(mutex_);
+    if (peer != kAnyPeer) return peers_[peer]->rma_pending == 0;
+    return std::none_of(peers_.begin(), peers_.end(), [](const auto& p) { return p->rma_pending; });
+  };
+  // Puts complete when sent; a read from the last put's target comes back only after the
+  // target has placed every write ahead of it on the connection.
+  std::vector<Request> fences;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& p : peers_) {
+      if ((peer != kAnyPeer && p->id != peer) || !p->unfenced_put) continue;
+      const RemoteMemory target = *p->unfenced_put;
+      p->unfenced_put.reset();
+      auto fence = start_rma(RequestKind::kGet, p->id, fence_sink_.data(), 1, target);
+      if (!fence.is_ok()) return fence.status();
+      fences.push_back(*fence);
+    }
+  }
+  Status status = progress_until(all_done, bound, "flush");
+  if (!status.is_ok()) return status;
+  for (Request& fence : fences) {
+    if (Status done = wait(fence, nullptr, bound); !done.is_ok()) {
+      return Status(done.code(), "flush: reading back behind the puts: " + done.message());
+    }
+  }
+  return Status::ok();
 }
 
 }  // namespace wv::transport

@@ -145,6 +145,8 @@ struct Peer {
   RingQueue<uint64_t> rdma;  // requests with RDMA left to post
   uint32_t reads_in_flight = 0;
   uint32_t rma_pending = 0;  // put/get/atomic requests not done
+  // Target of the last put not yet fenced by a read (flush reads one byte from it).
+  std::optional<RemoteMemory> unfenced_put;
 };
 
 struct UnexpectedMessage {
@@ -327,6 +329,7 @@ class WorkerImpl final : public Worker {
   size_t unexpected_bytes_ = 0;
 
   std::array<AmHandler, 256> am_handlers_;
+  std::array<std::byte, 64> fence_sink_{};  // where flush's fencing reads land
   WorkerCounters counters_;
   std::array<verbs::Completion, 32> completions_{};
 

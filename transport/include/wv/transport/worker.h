@@ -182,8 +182,10 @@ class Worker {
   // Registers memory peers may put to, get from and use for atomics.
   virtual Result<std::unique_ptr<RegisteredMemory>> register_memory(void* address,
                                                                     size_t length) = 0;
-  // Local buffers need no registration (the registration cache handles them). Done when the
-  // data is in place at the target (put) or here (get).
+  // Local buffers need no registration (the registration cache handles them). A get is done
+  // when the data is here. A put is done when its buffer may be reused; its data is in place
+  // at the target once flush() returns, and before any later message of this worker arrives
+  // there (on iWARP and the software providers a write completes when it is sent).
   virtual Result<Request> put(PeerId peer, const void* local, size_t length,
                               RemoteMemory remote) = 0;
   virtual Result<Request> get(PeerId peer, void* local, size_t length, RemoteMemory remote) = 0;
@@ -193,7 +195,10 @@ class Worker {
                                            uint64_t* result) = 0;
   virtual Result<Request> atomic_compare_swap(PeerId peer, RemoteMemory remote, uint64_t compare,
                                               uint64_t swap, uint64_t* result) = 0;
-  // Waits until every RMA operation issued to `peer` (kAnyPeer: to all) is done.
+  // Waits until every RMA operation issued to `peer` (kAnyPeer: to all) is done and every put
+  // is in place at its target: after the puts, one byte is read back from the last put's
+  // target (reads are not served before the writes ahead of them), so that memory must allow
+  // remote reads, as register_memory()'s does.
   virtual Status flush(PeerId peer, std::chrono::milliseconds bound) = 0;
 
  protected:
