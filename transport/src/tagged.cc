@@ -287,8 +287,8 @@ Result<bool> WorkerImpl::test(Request handle, RequestResult* result) {
   return true;
 }
 
-Status WorkerImpl::progress_until(const std::function<bool()>& done,
-                                  std::chrono::milliseconds bound, std::string_view what) {
+Status WorkerImpl::progress_until(DoneCheck done, std::chrono::milliseconds bound,
+                                  std::string_view what) {
   const auto start = Clock::now();
   const auto deadline = start + bound;
   for (;;) {
@@ -343,7 +343,7 @@ Status WorkerImpl::wait_all(std::span<Request> requests, std::span<RequestResult
         }
         return remaining == 0;
       },
-      bound, std::to_string(remaining) + " requests");
+      bound, "wait_all");
   return status.is_ok() ? first_error : status;
 }
 

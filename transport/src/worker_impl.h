@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -257,9 +258,23 @@ class WorkerImpl final : public Worker {
   void match_eager(uint64_t request_id, RequestSlot& request, PeerId source,
                    const wire::Header& header, std::span<const std::byte> payload);
   Status sticky_error() const;
+  // A non-owning reference to the condition of a wait: std::function would allocate for a
+  // lambda with several captures, on every wait.
+  class DoneCheck {
+   public:
+    template <typename F>
+    DoneCheck(F&& check)  // NOLINT(google-explicit-constructor): lambdas convert implicitly
+        : object_(&check), call_([](void* object) {
+            return (*static_cast<std::remove_reference_t<F>*>(object))();
+          }) {}
+    bool operator()() const { return call_(object_); }
+
+   private:
+    void* object_;
+    bool (*call_)(void*);
+  };
   // Progresses until done() holds or `bound` passes, sleeping per the progress mode.
-  Status progress_until(const std::function<bool()>& done, std::chrono::milliseconds bound,
-                        std::string_view what);
+  Status progress_until(DoneCheck done, std::chrono::milliseconds bound, std::string_view what);
 
   // ---- rendezvous.cc ----
   void start_rendezvous_receive(uint64_t request_id, RequestSlot& request, PeerId source,
