@@ -192,6 +192,20 @@ constexpr Definition kDefinitions[] = {
      .level = Level::kTuner,
      .min = 0,
      .max = 10000000},
+    {.name = names::kCollectivesTable,
+     .type = Type::kString,
+     .default_value = "",
+     .description = "Path of a JSON decision table (collective -> algorithm by message size, "
+                    "process count and hosts) replacing the built-in one; empty: built-in.",
+     .level = Level::kUser},
+    {.name = names::kTopologyFakeHosts,
+     .type = Type::kInteger,
+     .default_value = "0",
+     .description = "Testing: split the ranks of each real host into this many virtual hosts "
+                    "(in rank order) so hierarchical collectives run on one machine; 0: off.",
+     .level = Level::kDeveloper,
+     .min = 0,
+     .max = 65536},
 };
 
 }  // namespace

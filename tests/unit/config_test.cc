@@ -438,6 +438,8 @@ TEST(NamesTest, EveryNameConstantIsDefined) {
       names::kTransportRegistrationCache,
       names::kTransportProgress,
       names::kTransportSpinUs,
+      names::kCollectivesTable,
+      names::kTopologyFakeHosts,
   };
   for (std::string_view name : kAll) EXPECT_NE(find_definition(name), nullptr) << name;
   // One constant per definition: a new parameter needs its constant too.

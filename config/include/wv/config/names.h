@@ -31,5 +31,7 @@ inline constexpr std::string_view kTransportUnexpectedLimit = "transport_unexpec
 inline constexpr std::string_view kTransportRegistrationCache = "transport_registration_cache";
 inline constexpr std::string_view kTransportProgress = "transport_progress";
 inline constexpr std::string_view kTransportSpinUs = "transport_spin_us";
+inline constexpr std::string_view kCollectivesTable = "collectives_table";
+inline constexpr std::string_view kTopologyFakeHosts = "topology_fake_hosts";
 
 }  // namespace wv::config::names

@@ -1,0 +1,46 @@
+// The collectives and the names of their algorithms (what the decision table and the
+// `algorithm` argument of every Communicator call speak).
+#pragma once
+
+#include <span>
+#include <string_view>
+
+#include "wv/result.h"
+
+namespace wv::coll {
+
+// The v-variants (allgatherv, gatherv, ...) share the table and names of their base collective.
+enum class Collective : uint8_t {
+  kBarrier,
+  kBcast,
+  kReduce,
+  kAllreduce,
+  kAllgather,
+  kReduceScatter,
+  kAlltoall,
+  kGather,
+  kScatter,
+};
+inline constexpr Collective kAllCollectives[] = {
+    Collective::kBarrier,   Collective::kBcast,     Collective::kReduce,
+    Collective::kAllreduce, Collective::kAllgather, Collective::kReduceScatter,
+    Collective::kAlltoall,  Collective::kGather,    Collective::kScatter};
+
+std::string_view to_string(Collective collective);
+Result<Collective> parse_collective(std::string_view name);
+
+// Algorithm names, e.g. allreduce: recursive_doubling, rabenseifner, ring, hierarchical.
+//   barrier        dissemination, hierarchical
+//   bcast          binomial, scatter_allgather (van de Geijn), chain (pipelined), hierarchical
+//   reduce         binomial
+//   allreduce      recursive_doubling, rabenseifner, ring, hierarchical
+//   allgather      recursive_doubling, bruck, ring
+//   reduce_scatter recursive_halving, ring
+//   alltoall       pairwise, bruck (equal blocks only: not alltoallv), linear
+//   gather         binomial (equal blocks only: not gatherv), linear
+//   scatter        binomial (equal blocks only: not scatterv), linear
+std::span<const std::string_view> algorithm_names(Collective collective);
+// kInvalidArgument naming the valid choices when `name` is not one of them.
+Status check_algorithm(Collective collective, std::string_view name);
+
+}  // namespace wv::coll

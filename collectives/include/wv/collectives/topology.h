@@ -1,0 +1,51 @@
+// Where the ranks of a job run: grouped by host, and by socket inside a host.
+//
+// Each rank describes its own machine with hwloc (sockets, NUMA nodes, cores, the socket its
+// thread last ran on) and its host name; Communicator::create() exchanges the descriptions
+// and builds this table, identical on every rank. Hierarchical algorithms run an intra-host
+// step among the ranks of a host and an inter-host step among one leader per host (the
+// host's lowest rank).
+//
+// Testing on one machine: the configuration parameter topology_fake_hosts (environment
+// WV_TOPOLOGY_FAKE_HOSTS=F) splits each real host's ranks, in rank order, into F contiguous
+// virtual hosts, so 4 ranks with F=2 form hosts {0,1} and {2,3}.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "wv/result.h"
+
+namespace wv::coll {
+
+// What hwloc reports about the calling process's machine.
+struct MachineInfo {
+  std::string host_name;
+  int sockets = 1;
+  int numa_nodes = 1;
+  int cores = 1;
+  int processing_units = 1;
+  int socket = 0;  // the socket this thread last ran on (0 if unknown)
+  bool from_hwloc = false;
+};
+MachineInfo describe_this_machine();
+
+struct Topology {
+  std::vector<int> host_of_rank;             // by job rank
+  std::vector<int> socket_of_rank;           // by job rank
+  std::vector<std::vector<int>> host_ranks;  // by host: its job ranks, ascending
+  int fake_hosts = 0;                        // the split applied (0: real hosts)
+  MachineInfo machine;                       // this rank's machine
+
+  int host_count() const { return static_cast<int>(host_ranks.size()); }
+  int leader_of(int host) const { return host_ranks[static_cast<size_t>(host)].front(); }
+  // One line per host: its ranks, plus this machine's hwloc summary.
+  std::string describe() const;
+
+  // The table from every rank's (host key, socket), in rank order; `fake_hosts` as above.
+  static Topology build(const std::vector<uint64_t>& host_keys, const std::vector<int>& sockets,
+                        int fake_hosts);
+};
+
+}  // namespace wv::coll

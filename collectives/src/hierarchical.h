@@ -1,0 +1,22 @@
+// Hierarchical algorithms: an intra-host step among the ranks of each host, an inter-host
+// step among one leader per host (the host's lowest rank), then the intra-host step back.
+#pragma once
+
+#include "algorithms.h"
+#include "wv/collectives/topology.h"
+
+namespace wv::coll::detail {
+
+struct Hierarchy {
+  const Group* world;
+  const Group* host;     // this rank's host
+  const Group* leaders;  // valid only on leaders (host group rank 0)
+  const Topology* topology;
+};
+
+Status barrier_hierarchical(Channel& c, const Hierarchy& h);
+Status bcast_hierarchical(Channel& c, const Hierarchy& h, void* buffer, size_t bytes, int root);
+Status allreduce_hierarchical(Channel& c, const Hierarchy& h, void* buffer, size_t count,
+                              const Reduction& r);
+
+}  // namespace wv::coll::detail

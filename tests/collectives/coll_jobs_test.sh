@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Collectives under wvrun: coll_job with 1-8 ranks on shm (a few on tcp), and as virtual hosts
+# (WV_TOPOLOGY_FAKE_HOSTS) so the hierarchical algorithms have more than one host. Runs with
+# more ranks than cores use blocking progress. Every rank must print "coll ok".
+# usage: coll_jobs_test.sh WVRUN COLL_JOB
+set -uo pipefail
+wvrun=${1:?usage: coll_jobs_test.sh WVRUN COLL_JOB}
+prog=${2:?usage: coll_jobs_test.sh WVRUN COLL_JOB}
+cores=$(nproc)
+failures=0
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+# provider ranks fake_hosts
+configs=(
+  "shm 1 0" "shm 2 0" "shm 3 0" "shm 4 0" "shm 5 0" "shm 6 0" "shm 7 0" "shm 8 0"
+  "shm 4 2" "shm 5 2" "shm 7 3" "shm 8 2"
+  "tcp 2 0" "tcp 3 2"
+)
+for config in "${configs[@]}"; do
+  read -r provider n hosts <<<"$config"
+  progress=hybrid
+  [ "$n" -gt "$cores" ] && progress=block
+  start=$(date +%s)
+  WV_TRANSPORT_PROGRESS=$progress WV_TOPOLOGY_FAKE_HOSTS=$hosts \
+    timeout -k 5 300 "$wvrun" -n "$n" --provider "$provider" --timeout 280 "$prog" >"$out" 2>&1
+  rc=$?
+  ok=$(grep -c "coll ok" "$out")
+  label="$provider -n $n fake_hosts=$hosts ($progress)"
+  if [ $rc -ne 0 ] || [ "$ok" -ne "$n" ]; then
+    echo "FAIL: $label: exit $rc, $ok of $n ranks ok"
+    head -60 "$out"
+    failures=$((failures + 1))
+  else
+    echo "ok: $label: $(grep -m1 'coll ok' "$out" | sed 's/.*: //') per rank, $(($(date +%s) - start)) s"
+  fi
+done
+[ $failures -eq 0 ]
