@@ -7,7 +7,7 @@ packages=(
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libfmt-dev
   clang-14 libclang-rt-14-dev clang-format clang-tidy
   iproute2 procps
-  libpmix-dev openmpi-bin libopenmpi-dev
+  libpmix-dev openmpi-bin libopenmpi-dev libhwloc-dev
   libibverbs-dev librdmacm-dev rdma-core ibverbs-providers
 )
 missing=()
