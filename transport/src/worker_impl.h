@@ -72,7 +72,7 @@ struct RequestSlot {
   // several fragments, one fragment at a time as each is posted, so that registering the next
   // overlaps moving the previous ones (`fragment_regions`: those in flight, oldest first).
   std::shared_ptr<verbs::MemoryRegion> region;
-  std::deque<std::shared_ptr<verbs::MemoryRegion>> fragment_regions;
+  RingQueue<std::shared_ptr<verbs::MemoryRegion>> fragment_regions;
   verbs::Access fragment_access = verbs::Access::kNone;
   RemoteMemory remote;
   uint64_t peer_cookie = 0;    // the other side's request
