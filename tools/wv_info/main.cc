@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "collect.h"
+#include "collectives.h"
 #include "protocols.h"
 #include "wv/config/config.h"
 #include "wv/config/names.h"
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
   bool json = false;
   bool params_only = false;
   bool protocols = false;
+  bool collectives = false;
   std::string provider;
   std::string level = "developer";
   app.add_flag("--json", json, "Print one JSON document with the same content");
@@ -40,6 +42,8 @@ int main(int argc, char** argv) {
   app.add_flag("--params", params_only, "Print the configuration parameters only");
   app.add_flag("--protocols", protocols,
                "Print the messaging engine's protocol per provider and message size only");
+  app.add_flag("--collectives", collectives,
+               "Print the collectives' decision table (algorithm by size, processes, hosts) only");
   app.add_option("--level", level,
                  "Show parameters of this level and below: user, tuner or developer (all)")
       ->check(CLI::IsMember({"user", "tuner", "developer"}))
@@ -70,6 +74,16 @@ int main(int argc, char** argv) {
       fmt::print("{}\n", document.dump(2, ' ', false, Json::error_handler_t::replace));
     } else {
       wv::info::print_protocols(document, stdout);
+    }
+    return 0;
+  }
+
+  if (collectives) {
+    Json document = wv::info::collect_collectives();
+    if (json) {
+      fmt::print("{}\n", document.dump(2, ' ', false, Json::error_handler_t::replace));
+    } else {
+      wv::info::print_collectives(document, stdout);
     }
     return 0;
   }
