@@ -1,5 +1,7 @@
 #include "progress.h"
 
+#include <algorithm>
+
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -86,7 +88,7 @@ void Progress::remove(int fd) {
     if (it == handlers_.end()) return;
     released = std::move(it->second);
     handlers_.erase(it);
-    deadlines_.erase(fd);
+    erase_deadline_locked(fd);
   }
   // The handler may be running on the progress thread right now; let it go there.
   if (!on_progress_thread()) post([released = std::move(released)] {});
@@ -95,14 +97,28 @@ void Progress::remove(int fd) {
 void Progress::set_deadline(int fd, Clock::time_point when) {
   {
     std::lock_guard lock(mutex_);
-    deadlines_[fd] = when;
+    auto it = std::find_if(deadlines_.begin(), deadlines_.end(),
+                           [fd](const auto& entry) { return entry.first == fd; });
+    if (it == deadlines_.end()) {
+      deadlines_.emplace_back(fd, when);
+    } else {
+      it->second = when;
+    }
   }
   if (!on_progress_thread()) wake();
 }
 
 void Progress::clear_deadline(int fd) {
   std::lock_guard lock(mutex_);
-  deadlines_.erase(fd);
+  erase_deadline_locked(fd);
+}
+
+void Progress::erase_deadline_locked(int fd) {
+  auto it = std::find_if(deadlines_.begin(), deadlines_.end(),
+                         [fd](const auto& entry) { return entry.first == fd; });
+  if (it == deadlines_.end()) return;
+  *it = deadlines_.back();
+  deadlines_.pop_back();
 }
 
 void Progress::post(std::function<void()> task) {
@@ -137,31 +153,32 @@ void Progress::wake() {
 }
 
 void Progress::run_tasks() {
-  std::vector<std::function<void()>> tasks;
   {
     std::lock_guard lock(mutex_);
-    tasks.swap(tasks_);
+    running_tasks_.swap(tasks_);
   }
-  for (auto& task : tasks) task();
+  for (auto& task : running_tasks_) task();
+  running_tasks_.clear();  // keeps the capacity for the next swap
 }
 
 void Progress::fire_deadlines() {
   const auto now = Clock::now();
-  std::vector<std::shared_ptr<PollHandler>> due;
   {
     std::lock_guard lock(mutex_);
-    for (auto it = deadlines_.begin(); it != deadlines_.end();) {
-      if (it->second <= now) {
-        if (auto handler = handlers_.find(it->first); handler != handlers_.end()) {
-          due.push_back(handler->second);
+    for (size_t i = 0; i < deadlines_.size();) {
+      if (deadlines_[i].second <= now) {
+        if (auto handler = handlers_.find(deadlines_[i].first); handler != handlers_.end()) {
+          due_.push_back(handler->second);
         }
-        it = deadlines_.erase(it);
+        deadlines_[i] = deadlines_.back();
+        deadlines_.pop_back();
       } else {
-        ++it;
+        ++i;
       }
     }
   }
-  for (auto& handler : due) handler->on_deadline();
+  for (auto& handler : due_) handler->on_deadline();
+  due_.clear();
 }
 
 void Progress::loop() {

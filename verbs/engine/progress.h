@@ -60,6 +60,7 @@ class Progress : public std::enable_shared_from_this<Progress> {
   void wake();
   void run_tasks();
   void fire_deadlines();
+  void erase_deadline_locked(int fd);
 
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
@@ -67,7 +68,12 @@ class Progress : public std::enable_shared_from_this<Progress> {
   std::mutex mutex_;  // guards tasks_, handlers_ and deadlines_
   std::vector<std::function<void()>> tasks_;
   std::unordered_map<int, std::shared_ptr<PollHandler>> handlers_;
-  std::unordered_map<int, Clock::time_point> deadlines_;
+  // A few entries (one per parked or stalled connection), set and cleared often: a vector
+  // reuses its storage where a node-based map would allocate on every set.
+  std::vector<std::pair<int, Clock::time_point>> deadlines_;
+  // The progress thread's own scratch, kept to reuse their storage.
+  std::vector<std::function<void()>> running_tasks_;
+  std::vector<std::shared_ptr<PollHandler>> due_;
   bool stopping_ = false;
   int64_t spin_us_ = 0;
 };
