@@ -11,15 +11,14 @@ include(CMakePackageConfigHelpers)
 add_library(wv SHARED cmake/wv_library.cc)
 target_compile_definitions(wv PRIVATE WV_VERSION="${PROJECT_VERSION}")
 add_library(wv::wv ALIAS wv)
-# The objects of every layer, and the external libraries those layers use.
-foreach(layer wv_transport wv_bootstrap wv_verbs wv_tcp_wire wv_config)
+# The objects of every layer; the layers' own targets after them bring their external
+# libraries (PMIx, rdma-core, toml++, fmt) and nothing else: every symbol of the archives is
+# already defined by the objects, so no archive member is pulled in twice.
+set(wv_layers wv_transport wv_bootstrap wv_verbs wv_tcp_wire wv_config)
+foreach(layer ${wv_layers})
   target_sources(wv PRIVATE $<TARGET_OBJECTS:${layer}>)
 endforeach()
-target_link_libraries(wv PRIVATE PkgConfig::TOMLPLUSPLUS fmt::fmt Threads::Threads)
-pkg_check_modules(WV_PACKAGE_PMIX QUIET IMPORTED_TARGET pmix)  # as transport/bootstrap does
-if(WV_PACKAGE_PMIX_FOUND)
-  target_link_libraries(wv PRIVATE PkgConfig::WV_PACKAGE_PMIX)
-endif()
+target_link_libraries(wv PRIVATE ${wv_layers})
 # Every symbol resolved when the library is linked, not when an application is.
 target_link_options(wv PRIVATE "LINKER:--no-undefined")
 target_include_directories(wv PUBLIC
