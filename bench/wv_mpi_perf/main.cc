@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "coll_driver.h"
+#include "mpi_coll_link.h"
 #include "mpi_link.h"
 #include "process.h"
 #include "pt2pt_driver.h"
@@ -82,6 +84,22 @@ int run_pt2pt(const wv::perf::CommonOptions& common, const wv::perf::Pt2ptOption
   return kExitOk;
 }
 
+int run_coll(const wv::perf::CommonOptions& common, const wv::perf::CollOptions& options) {
+  wv::perf::MpiCollLink link;
+  wv::perf::CollRun run;
+  run.common = &common;
+  run.options = &options;
+  run.benchmark = "coll (wv_mpi_perf)";
+  run.transport = transport_name() + " coll " +
+                  (std::getenv("OMPI_MCA_coll") ? std::getenv("OMPI_MCA_coll") : "default");
+  run.notes = library_version();
+  if (wv::Status s = wv::perf::run_coll(link, run); !s) {
+    fmt::print(stderr, "wv_mpi_perf coll rank {}: {}\n", link.rank(), s.to_string());
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -96,11 +114,17 @@ int main(int argc, char** argv) {
       "between two ranks (the default)");
   wv::perf::add_common_options(*pt2pt, common);
   wv::perf::add_pt2pt_options(*pt2pt, pt2pt_options);
+  wv::perf::CommonOptions coll_common;
+  wv::perf::CollOptions coll_options;
+  CLI::App* coll = app.add_subcommand(
+      "coll", "Collectives (time, algbw, busbw per NCCL) from 8 B to 64 MiB, like wv_perf coll");
+  wv::perf::add_common_options(*coll, coll_common);
+  wv::perf::add_coll_options(*coll, coll_options);
 
   // pt2pt is the default: `wv_mpi_perf --sizes 8` means `wv_mpi_perf pt2pt --sizes 8`.
   std::vector<std::string> args(argv + 1, argv + argc);
   const bool help = !args.empty() && (args[0] == "-h" || args[0] == "--help");
-  if (!help && (args.empty() || args[0] != "pt2pt")) args.insert(args.begin(), "pt2pt");
+  if (!help && (args.empty() || (args[0] != "pt2pt" && args[0] != "coll"))) args.insert(args.begin(), "pt2pt");
   std::reverse(args.begin(), args.end());  // CLI11 takes the arguments reversed
   try {
     app.parse(args);
@@ -116,6 +140,7 @@ int main(int argc, char** argv) {
   }
   int status = kExitOk;
   if (pt2pt->parsed()) status = run_pt2pt(common, pt2pt_options);
+  if (coll->parsed()) status = run_coll(coll_common, coll_options);
   if (status != kExitOk) MPI_Abort(MPI_COMM_WORLD, status);
   MPI_Finalize();
   return status;

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<Subcommand>> subcommands;
   subcommands.push_back(wv::perf::make_verbs_subcommand());
   subcommands.push_back(wv::perf::make_pt2pt_subcommand());
+  subcommands.push_back(wv::perf::make_coll_subcommand());
 
   wv::perf::CommonOptions common;
   for (auto& subcommand : subcommands) {

@@ -49,6 +49,7 @@ class Subcommand {
 
 std::unique_ptr<Subcommand> make_verbs_subcommand();
 std::unique_ptr<Subcommand> make_pt2pt_subcommand();
+std::unique_ptr<Subcommand> make_coll_subcommand();
 
 // Adds the CommonOptions flags (--json, --sizes, --iterations, ...) to a (sub)command; also
 // used by wv_mpi_perf so that both programs take the same options.

@@ -44,6 +44,7 @@ Status Channel::post_recv(int from, uint32_t step, void* buffer, size_t length) 
 // non-blocking collective is seen within a few milliseconds, and the whole wait stays bounded.
 Status Channel::wait() {
   const auto deadline = std::chrono::steady_clock::now() + group_.timeout;
+  auto idle_since = std::chrono::steady_clock::now();
   Status first_error;
   while (!pending_.empty()) {
     bool progressed = false;
@@ -87,12 +88,17 @@ Status Channel::wait() {
       abandon();
       return Status(Errc::kCancelled, "collective cancelled");
     }
-    if (std::chrono::steady_clock::now() >= deadline) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
       abandon();
       return Status(Errc::kTimedOut, "collective step not done within " +
                                          std::to_string(group_.timeout.count()) + " ms");
     }
-    if (!progressed) (void)group_.worker->wait_for_event(std::chrono::milliseconds(5));
+    if (progressed) {
+      idle_since = now;
+    } else if (now - idle_since >= group_.spin) {
+      (void)group_.worker->wait_for_event(std::chrono::milliseconds(5));
+    }
   }
   return Status::ok();
 }

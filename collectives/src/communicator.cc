@@ -71,18 +71,25 @@ Result<std::unique_ptr<Communicator>> Communicator::create(Comm& comm, const Opt
     if (!table.is_ok()) return table.status();
     c->table_ = *table;
   }
+  const auto& config = config::global();
+  if (!config.is_ok()) return config.status();
   int fake_hosts = options.fake_hosts;
   if (fake_hosts < 0) {
-    const auto& config = config::global();
-    if (!config.is_ok()) return config.status();
     fake_hosts = static_cast<int>(config->get_int(config::names::kTopologyFakeHosts));
   }
+  const std::string& progress = config->get_string(config::names::kTransportProgress);
+  const std::chrono::microseconds spin =
+      progress == "block" ? std::chrono::microseconds(0)
+      : progress == "poll"
+          ? std::chrono::microseconds(std::chrono::hours(1))
+          : std::chrono::microseconds(config->get_int(config::names::kTransportSpinUs));
 
   auto world = std::make_unique<Group>();
   world->worker = &comm.worker();
   world->rank = comm.rank();
   world->size = comm.size();
   world->timeout = options.timeout;
+  world->spin = spin;
   for (int rank = 0; rank < comm.size(); ++rank) {
     auto address = rank == comm.rank() ? Result<std::vector<std::byte>>(comm.worker().address())
                                        : comm.bootstrap().get(rank, kAddressKey, options.timeout);
@@ -123,6 +130,7 @@ Result<std::unique_ptr<Communicator>> Communicator::create(Comm& comm, const Opt
     auto g = std::make_unique<Group>();
     g->worker = &comm.worker();
     g->timeout = options.timeout;
+    g->spin = spin;
     g->size = static_cast<int>(members.size());
     for (size_t i = 0; i < members.size(); ++i) {
       g->peers.push_back(c->world_->peers[static_cast<size_t>(members[i])]);

@@ -1,0 +1,163 @@
+#include "coll_driver.h"
+
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace wv::perf {
+
+namespace {
+
+constexpr CollKind kKinds[] = {CollKind::kAllreduce, CollKind::kBcast,         CollKind::kReduce,
+                               CollKind::kAllgather, CollKind::kReduceScatter, CollKind::kAlltoall,
+                               CollKind::kGather,    CollKind::kScatter,       CollKind::kBarrier};
+
+double bus_factor(CollKind kind, int n) {
+  const double d = n;
+  switch (kind) {
+    case CollKind::kAllreduce:
+      return 2 * (d - 1) / d;
+    case CollKind::kBcast:
+    case CollKind::kReduce:
+      return 1;
+    case CollKind::kBarrier:
+      return 0;
+    default:
+      return (d - 1) / d;
+  }
+}
+
+const std::vector<uint64_t> kDefaultSizes = {8,      64,      512,      4096,    32768,
+                                             262144, 2097152, 16777216, 67108864};
+
+}  // namespace
+
+std::string_view to_string(CollKind kind) {
+  switch (kind) {
+    case CollKind::kAllreduce:
+      return "allreduce";
+    case CollKind::kBcast:
+      return "bcast";
+    case CollKind::kReduce:
+      return "reduce";
+    case CollKind::kAllgather:
+      return "allgather";
+    case CollKind::kReduceScatter:
+      return "reduce_scatter";
+    case CollKind::kAlltoall:
+      return "alltoall";
+    case CollKind::kGather:
+      return "gather";
+    case CollKind::kScatter:
+      return "scatter";
+    case CollKind::kBarrier:
+      return "barrier";
+  }
+  return "unknown";
+}
+
+Result<CollKind> parse_coll_kind(std::string_view name) {
+  for (CollKind kind : kKinds) {
+    if (to_string(kind) == name) return kind;
+  }
+  return Status(Errc::kInvalidArgument, "unknown collective '" + std::string(name) + "'");
+}
+
+void add_coll_options(CLI::App& command, CollOptions& options) {
+  command
+      .add_option("--collectives", options.collectives, "Comma-separated collectives to measure")
+      ->capture_default_str();
+}
+
+Status run_coll(CollLink& link, const CollRun& run) {
+  const CommonOptions& common = *run.common;
+  std::vector<CollKind> kinds;
+  std::stringstream list(run.options->collectives);
+  for (std::string name; std::getline(list, name, ',');) {
+    auto kind = parse_coll_kind(name);
+    if (!kind.is_ok()) return kind.status();
+    kinds.push_back(*kind);
+  }
+  std::vector<uint64_t> sizes = kDefaultSizes;
+  if (!common.sizes.empty()) {
+    auto parsed = parse_sizes(common.sizes);
+    if (!parsed.is_ok()) return parsed.status();
+    sizes = *parsed;
+  }
+  const int n = link.size();
+  const bool lead = link.rank() == 0;
+  uint64_t largest = 4;
+  for (uint64_t s : sizes) largest = std::max(largest, s);
+  std::vector<float> send(largest / 4 + 1, 1.0f), recv(largest / 4 + 1, 0.0f);
+  if (lead) {
+    if (common.json) {
+      nlohmann::ordered_json header = {{"benchmark", run.benchmark},
+                                       {"transport", run.transport},
+                                       {"ranks", n},
+                                       {"notes", run.notes}};
+      fmt::print("{}\n", header.dump());
+    } else {
+      fmt::print("# {}: {} ranks, {}\n# {}\n", run.benchmark, n, run.transport, run.notes);
+      fmt::print(
+          "# time: slowest rank's average per call; algbw = S/time; busbw = algbw * NCCL "
+          "bus factor; S in bytes of float\n");
+      fmt::print("{:<15}{:>10}{:>7}{:>12}{:>11}{:>11}  {}\n", "collective", "S", "iters",
+                 "time(us)", "algbw", "busbw", "algorithm");
+    }
+    std::fflush(stdout);
+  }
+  for (CollKind kind : kinds) {
+    for (uint64_t bytes : (kind == CollKind::kBarrier ? std::vector<uint64_t>{0} : sizes)) {
+      CollShape shape;
+      shape.total = bytes / 4;
+      shape.per_rank = shape.total / static_cast<size_t>(n);
+      const bool split = kind != CollKind::kAllreduce && kind != CollKind::kBcast &&
+                         kind != CollKind::kReduce && kind != CollKind::kBarrier;
+      if (split) shape.total = shape.per_rank * static_cast<size_t>(n);
+      if (kind != CollKind::kBarrier && shape.total == 0) continue;
+      const uint64_t s = shape.total * 4;
+      int64_t iterations =
+          common.iterations > 0
+              ? common.iterations
+              : std::clamp<int64_t>(
+                    static_cast<int64_t>((uint64_t{256} << 20) / std::max<uint64_t>(s, 1)), 5, 200);
+      const int64_t warmup =
+          common.warmup >= 0 ? common.warmup : std::max<int64_t>(1, iterations / 10);
+      for (int64_t i = 0; i < warmup; ++i) {
+        if (Status st = link.run(kind, shape, send.data(), recv.data()); !st.is_ok()) return st;
+      }
+      if (Status st = link.barrier(); !st.is_ok()) return st;
+      const auto start = std::chrono::steady_clock::now();
+      for (int64_t i = 0; i < iterations; ++i) {
+        if (Status st = link.run(kind, shape, send.data(), recv.data()); !st.is_ok()) return st;
+      }
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
+          static_cast<double>(iterations);
+      auto slowest = link.max(seconds);
+      if (!slowest.is_ok()) return slowest.status();
+      const double algbw = static_cast<double>(s) / *slowest / 1e9;
+      const double busbw = algbw * bus_factor(kind, n);
+      const std::string algorithm = link.algorithm(kind, shape);
+      if (!lead) continue;
+      if (common.json) {
+        nlohmann::ordered_json record = {{"op", to_string(kind)},    {"size", s},
+                                         {"iterations", iterations}, {"time_us", *slowest * 1e6},
+                                         {"algbw_gbps", algbw},      {"busbw_gbps", busbw},
+                                         {"algorithm", algorithm}};
+        fmt::print("{}\n", record.dump());
+      } else {
+        fmt::print("{:<15}{:>10}{:>7}{:>12.2f}{:>11.3f}{:>11.3f}  {}\n", to_string(kind), s,
+                   iterations, *slowest * 1e6, algbw, busbw, algorithm);
+      }
+      std::fflush(stdout);
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace wv::perf
