@@ -19,8 +19,6 @@ using detail::Reduction;
 namespace {
 
 // wv::Comm publishes each worker's address under this bootstrap key (transport/src/comm.cc);
-// add_peer() of the same address gives the PeerId Comm uses, which Comm does not expose.
-constexpr std::string_view kAddressKey = "wv.worker.address";
 
 std::atomic<uint32_t> next_context{0};
 
@@ -91,10 +89,7 @@ Result<std::unique_ptr<Communicator>> Communicator::create(Comm& comm, const Opt
   world->timeout = options.timeout;
   world->spin = spin;
   for (int rank = 0; rank < comm.size(); ++rank) {
-    auto address = rank == comm.rank() ? Result<std::vector<std::byte>>(comm.worker().address())
-                                       : comm.bootstrap().get(rank, kAddressKey, options.timeout);
-    if (!address.is_ok()) return address.status();
-    auto peer = comm.worker().add_peer(*address);
+    auto peer = comm.peer(rank);
     if (!peer.is_ok()) return peer.status();
     world->peers.push_back(*peer);
     world->world.push_back(rank);

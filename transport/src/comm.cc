@@ -8,6 +8,7 @@ namespace wv {
 namespace {
 
 constexpr uint64_t kInternalTag = uint64_t{1} << 63;
+constexpr uint64_t kReservedTagBits = kInternalTag | uint64_t{1} << 62;
 constexpr std::string_view kAddressKey = "wv.worker.address";
 
 struct WindowDescriptor {
@@ -74,9 +75,9 @@ MessageStatus Comm::to_status(const transport::RequestResult& result) const {
 }
 
 Status Comm::check_tag(uint64_t tag) const {
-  if (tag & kInternalTag) {
+  if (tag & kReservedTagBits) {
     return Status(Errc::kInvalidArgument,
-                  "tag " + std::to_string(tag) + " has bit 63 set, which wv reserves");
+                  "tag " + std::to_string(tag) + " sets bit 62 or 63, which wv reserves");
   }
   return Status::ok();
 }
@@ -100,7 +101,7 @@ Result<transport::Request> Comm::irecv(int source, uint64_t tag, void* buffer, s
     if (!p.is_ok()) return p.status();
     from = *p;
   }
-  if (tag == kAnyTag) return worker_->irecv(from, 0, kInternalTag, buffer, length);
+  if (tag == kAnyTag) return worker_->irecv(from, 0, kReservedTagBits, buffer, length);
   if (Status status = check_tag(tag); !status.is_ok()) return status;
   return worker_->irecv(from, tag, transport::kTagMaskAll, buffer, length);
 }
@@ -153,7 +154,7 @@ Result<MessageStatus> Comm::iprobe(int source, uint64_t tag) {
     if (!p.is_ok()) return p.status();
     from = *p;
   }
-  auto found = tag == kAnyTag ? worker_->iprobe(from, 0, kInternalTag)
+  auto found = tag == kAnyTag ? worker_->iprobe(from, 0, kReservedTagBits)
                               : worker_->iprobe(from, tag, transport::kTagMaskAll);
   if (!found.is_ok()) return found.status();
   return to_status(*found);
@@ -166,7 +167,7 @@ Result<MessageStatus> Comm::probe(int source, uint64_t tag) {
     if (!p.is_ok()) return p.status();
     from = *p;
   }
-  auto found = tag == kAnyTag ? worker_->probe(from, 0, kInternalTag, timeout_)
+  auto found = tag == kAnyTag ? worker_->probe(from, 0, kReservedTagBits, timeout_)
                               : worker_->probe(from, tag, transport::kTagMaskAll, timeout_);
   if (!found.is_ok()) return found.status();
   return to_status(*found);

@@ -6,7 +6,8 @@
 //   if (c.rank() == 0) c.send(1, /*tag=*/7, data, bytes);
 //   else c.recv(0, 7, buffer, bytes);
 //
-// Ranks are numbered 0..size()-1. Tags are 63-bit (bit 63 is reserved for wv's own traffic).
+// Ranks are numbered 0..size()-1. Tags are 62-bit: bits 62 and 63 are reserved for wv's own
+// traffic (bit 63 for Comm's barrier and windows, bit 62 for the collectives).
 // Blocking calls wait at most Options::timeout and fail with kTimedOut after it; a dead peer
 // fails them sooner with the reason. The non-blocking calls return transport::Request values
 // that wait()/test() complete. Thread safety: as transport::Worker (any thread, any time).
@@ -55,6 +56,8 @@ class Comm {
   int size() const { return size_; }
   int local_rank() const { return local_rank_; }
   transport::Worker& worker() { return *worker_; }
+  // The worker's PeerId of `rank`, for layers that talk to the worker directly.
+  Result<transport::PeerId> peer(int rank) const;
   transport::Bootstrap& bootstrap() { return *bootstrap_; }
 
   // ---- Point to point ----
@@ -81,7 +84,6 @@ class Comm {
  private:
   friend class Window;
   Comm() = default;
-  Result<transport::PeerId> peer(int rank) const;
   int rank_of(transport::PeerId peer) const;
   MessageStatus to_status(const transport::RequestResult& result) const;
   Status check_tag(uint64_t tag) const;

@@ -21,9 +21,8 @@
 // kTimedOut after Options::timeout (per step). A failed collective leaves the communicator
 // usable only if every rank saw the failure; treat it as fatal otherwise.
 //
-// Traffic: tagged messages on comm.worker() with tag bit 62 set (bit 63 is wv::Comm's), so
-// user tags on the same Comm must keep bits 62 and 63 clear, and a user receive with
-// kAnyTag must not be pending while a collective runs (it would match collective traffic).
+// Traffic: tagged messages on comm.worker() with tag bit 62 set (bit 63 is wv::Comm's); Comm
+// refuses user tags with either bit and its kAnyTag receives never match them.
 //
 // Threads: blocking calls from one thread at a time per communicator; non-blocking
 // collectives run on a helper thread each (the worker is thread-safe), complete through
