@@ -16,6 +16,9 @@ namespace {
 std::atomic<uint64_t> allocations{0};
 }  // namespace
 
+// The replacements pair malloc with free, which GCC cannot see through operator new/delete.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 void* operator new(std::size_t size) {
   allocations.fetch_add(1, std::memory_order_relaxed);
   if (void* p = std::malloc(size ? size : 1)) return p;
@@ -26,6 +29,7 @@ void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#pragma GCC diagnostic pop
 
 namespace wv::transport {
 namespace {
@@ -84,8 +88,12 @@ std::vector<std::string> providers() {
   return names;
 }
 
+std::string provider_name(const testing::TestParamInfo<std::string>& param) {
+  return param.param;
+}
+
 INSTANTIATE_TEST_SUITE_P(Providers, AllocationTest, testing::ValuesIn(providers()),
-                         [](const auto& info) { return info.param; });
+                         provider_name);
 
 }  // namespace
 }  // namespace wv::transport
