@@ -14,7 +14,13 @@
 
 namespace wv::verbs::soft {
 
-Progress::Progress() = default;
+Progress::Progress() {
+  // Room for the usual few connections up front: the first park check of a busy run must not
+  // be the one that allocates.
+  deadlines_.reserve(kReserved);
+  running_tasks_.reserve(kReserved);
+  due_.reserve(kReserved);
+}
 
 Progress::~Progress() {
   stop();

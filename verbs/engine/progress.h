@@ -74,6 +74,7 @@ class Progress : public std::enable_shared_from_this<Progress> {
   // The progress thread's own scratch, kept to reuse their storage.
   std::vector<std::function<void()>> running_tasks_;
   std::vector<std::shared_ptr<PollHandler>> due_;
+  static constexpr size_t kReserved = 64;
   bool stopping_ = false;
   int64_t spin_us_ = 0;
 };
