@@ -12,6 +12,13 @@ if [ ! -f "$plugin_dir/mca_btl_wv.so" ]; then
   echo "SKIP: $plugin_dir/mca_btl_wv.so was not built (Open MPI development headers missing)"; exit 77
 fi
 if [ ! -x "$prog" ]; then echo "SKIP: $prog was not built"; exit 77; fi
+if [ "$mode" = threads ] && [ -n "${TSAN_OPTIONS:-}" ]; then
+  # ob1's request mutexes and wait-sync objects are not instrumented: TSan reports races and
+  # lock-order cycles inside Open MPI it cannot attribute. wv's own thread safety is covered
+  # under TSan by the transport tests (ManyThreadsOnOneWorkerPair).
+  echo "SKIP: MPI_THREAD_MULTIPLE under TSan reports inside uninstrumented Open MPI (ob1)"
+  exit 77
+fi
 args=(-n "$np" --oversubscribe --mca mca_base_component_path "$plugin_dir:$sys_dir"
       --mca pml ob1 --mca btl self,wv --mca osc rdma -x "WV_PROVIDER=$provider")
 if [ "$(id -u)" -eq 0 ]; then
