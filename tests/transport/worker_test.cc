@@ -544,6 +544,10 @@ TEST_P(WorkerTest, BadRemoteKeyFailsTheRequestNotTheProcess) {
 }
 
 TEST_P(WorkerTest, UnmappedAndRemappedBufferIsNeverSentFromAStaleRegistration) {
+#if defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "TSan build: the munmap/mremap/madvise hooks are not built (TSan's symbolizer "
+                  "unmaps under its own lock); the default and ASan tiers run this test";
+#endif
   make_pair();
   const size_t size = 256 << 10;  // rendezvous: registered through the cache
   void* address = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

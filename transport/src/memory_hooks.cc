@@ -32,7 +32,7 @@ std::vector<RegistrationCache*>& caches() {
 // Lets every hook skip the lock while no cache exists (most of a program's life, often).
 std::atomic<int> live_caches{0};
 
-void invalidate_range(const void* address, size_t length) {
+[[maybe_unused]] void invalidate_range(const void* address, size_t length) {
   if (live_caches.load(std::memory_order_acquire) == 0 || length == 0) return;
   const auto start = reinterpret_cast<uintptr_t>(address);
   invalidate_all_caches(start, start + length);
@@ -59,6 +59,9 @@ void invalidate_all_caches(uintptr_t start, uintptr_t end) {
 
 }  // namespace wv::transport
 
+// Not in TSan builds: TSan's own symbolizer unmaps memory while it holds its thread-registry
+// lock, and an instrumented hook there reports a race of its own and deadlocks the process.
+#if !defined(__SANITIZE_THREAD__)
 extern "C" {
 
 int munmap(void* address, size_t length) {
@@ -88,3 +91,4 @@ int madvise(void* address, size_t length, int advice) {
 }
 
 }  // extern "C"
+#endif
