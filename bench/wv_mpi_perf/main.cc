@@ -124,7 +124,8 @@ int main(int argc, char** argv) {
   // pt2pt is the default: `wv_mpi_perf --sizes 8` means `wv_mpi_perf pt2pt --sizes 8`.
   std::vector<std::string> args(argv + 1, argv + argc);
   const bool help = !args.empty() && (args[0] == "-h" || args[0] == "--help");
-  if (!help && (args.empty() || (args[0] != "pt2pt" && args[0] != "coll"))) args.insert(args.begin(), "pt2pt");
+  if (!help && (args.empty() || (args[0] != "pt2pt" && args[0] != "coll")))
+    args.insert(args.begin(), "pt2pt");
   std::reverse(args.begin(), args.end());  // CLI11 takes the arguments reversed
   try {
     app.parse(args);

@@ -24,11 +24,21 @@ void* operator new(std::size_t size) {
   if (void* p = std::malloc(size ? size : 1)) return p;
   throw std::bad_alloc();
 }
-void* operator new[](std::size_t size) { return operator new(size); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void* operator new[](std::size_t size) {
+  return operator new(size);
+}
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+  std::free(p);
+}
 #pragma GCC diagnostic pop
 
 namespace wv::transport {
@@ -92,8 +102,7 @@ std::string provider_name(const testing::TestParamInfo<std::string>& param) {
   return param.param;
 }
 
-INSTANTIATE_TEST_SUITE_P(Providers, AllocationTest, testing::ValuesIn(providers()),
-                         provider_name);
+INSTANTIATE_TEST_SUITE_P(Providers, AllocationTest, testing::ValuesIn(providers()), provider_name);
 
 }  // namespace
 }  // namespace wv::transport

@@ -271,15 +271,18 @@ Result<RequestResult> WorkerImpl::probe(PeerId source, uint64_t tag, uint64_t ma
 Result<bool> WorkerImpl::test(Request handle, RequestResult* result) {
   std::lock_guard lock(mutex_);
   RequestSlot* request = find_request(handle.id());
+  if (request && !request->done) (void)progress_locked();
+  return take_if_done(handle, result);
+}
+
+Result<bool> WorkerImpl::take_if_done(Request handle, RequestResult* result) {
+  std::lock_guard lock(mutex_);
+  RequestSlot* request = find_request(handle.id());
   if (!request) {
     return Status(Errc::kInvalidArgument,
                   "not a live request (already completed and released, or never issued)");
   }
-  if (!request->done) {
-    (void)progress_locked();
-    request = find_request(handle.id());
-    if (!request || !request->done) return false;
-  }
+  if (!request->done) return false;
   if (result) *result = request->result;
   Status status = request->status;
   release(handle.id(), *request);
@@ -311,7 +314,7 @@ Status WorkerImpl::wait(Request handle, RequestResult* result, std::chrono::mill
   Status outcome;
   Status status = progress_until(
       [&] {
-        auto done = test(handle, result);
+        auto done = take_if_done(handle, result);
         if (!done.is_ok()) {
           outcome = done.status();
           return true;
@@ -334,7 +337,7 @@ Status WorkerImpl::wait_all(std::span<Request> requests, std::span<RequestResult
       [&] {
         for (size_t i = 0; i < requests.size(); ++i) {
           if (finished[i]) continue;
-          auto done = test(requests[i], results.empty() ? nullptr : &results[i]);
+          auto done = take_if_done(requests[i], results.empty() ? nullptr : &results[i]);
           if (done.is_ok() && !*done) continue;
           if (!done.is_ok() && first_error.is_ok()) first_error = done.status();
           finished[i] = true;

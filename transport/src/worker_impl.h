@@ -258,6 +258,8 @@ class WorkerImpl final : public Worker {
   void match_eager(uint64_t request_id, RequestSlot& request, PeerId source,
                    const wire::Header& header, std::span<const std::byte> payload);
   Status sticky_error() const;
+  // test() without progress: the waits progress between checks themselves.
+  Result<bool> take_if_done(Request request, RequestResult* result);
   // A non-owning reference to the condition of a wait: std::function would allocate for a
   // lambda with several captures, on every wait.
   class DoneCheck {

@@ -1,10 +1,9 @@
 #include "progress.h"
 
-#include <algorithm>
-
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
