@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -124,10 +125,13 @@ class RawClient {
     ASSERT_EQ(fds.size(), 1u);
     peer_doorbell_ = fds[0];
   }
-  // Writes `bytes` at the ring's start and publishes `head`, then rings the doorbell.
-  void write_raw(std::span<const std::byte> bytes, uint64_t head) {
-    if (!bytes.empty()) std::memcpy(segment_->ring_data(0), bytes.data(), bytes.size());
-    segment_->header().rings[0].head.store(head);
+  // Writes `bytes` at the ring's start, stamps them as the entry at position 0 (so the peer
+  // takes them for a published entry), then rings the doorbell.
+  void write_raw(std::span<const std::byte> bytes) {
+    std::memcpy(segment_->ring_data(0), bytes.data(), bytes.size());
+    const uint64_t stamp = segment_->header().rings[0].salt;
+    std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(segment_->ring_data(0)))
+        .store(stamp, std::memory_order_seq_cst);
     const uint64_t one = 1;
     ASSERT_EQ(::write(peer_doorbell_, &one, sizeof(one)), 8);
   }
@@ -142,18 +146,18 @@ class RawClient {
 struct HostileCase {
   const char* name;
   std::vector<std::byte> bytes;
-  uint64_t head;
 };
 
-std::vector<std::byte> entry_bytes(uint32_t size, uint8_t type, uint8_t flags, uint32_t length,
-                                   uint64_t address = 0) {
+std::vector<std::byte> hostile_entry(uint32_t size, uint8_t type, uint8_t flags, uint32_t length,
+                                     uint64_t address = 0) {
   EntryHeader header{};
   header.size = size;
   header.type = type;
   header.flags = flags;
   header.length = length;
   header.address = address;
-  std::vector<std::byte> bytes(std::max<size_t>(size, sizeof(header)));
+  // The header only: what follows it in the ring is whatever was there.
+  std::vector<std::byte> bytes(sizeof(header));
   std::memcpy(bytes.data(), &header, sizeof(header));
   return bytes;
 }
@@ -162,14 +166,14 @@ class ShmHostilePeer : public testing::TestWithParam<int> {};
 
 TEST_P(ShmHostilePeer, GarbageInTheRingFailsTheQpNotTheProcess) {
   const std::vector<HostileCase> cases = {
-      {"head beyond the ring", {}, uint64_t{1} << 40},
-      {"entry size not a multiple of 8", entry_bytes(44, 2, 3, 0), 48},
-      {"entry longer than published", entry_bytes(4096, 2, 3, 0), 48},
-      {"payload longer than its entry", entry_bytes(48, 2, 3, 100), 48},
-      {"unknown entry type", entry_bytes(48, 99, 0, 0), 48},
-      {"send fragment that starts mid-message", entry_bytes(48, 2, 2, 8, 1000), 48},
-      {"response nobody asked for", entry_bytes(40, 9, 0, 0), 40},
-      {"pulled write with bad iovecs", entry_bytes(48, 4, 0, 8), 48},
+      {"entry size not whole cache lines", hostile_entry(72, 2, 3, 0)},
+      {"entry longer than the ring", hostile_entry(1 << 20, 2, 3, 0)},
+      {"pad across the ring's end", hostile_entry(1 << 20, kPadType, 0, 0)},
+      {"payload longer than its entry", hostile_entry(64, 2, 3, 100)},
+      {"unknown entry type", hostile_entry(64, 99, 0, 0)},
+      {"send fragment that starts mid-message", hostile_entry(64, 2, 2, 8, 1000)},
+      {"response nobody asked for", hostile_entry(64, 9, 0, 0)},
+      {"pulled write with bad iovecs", hostile_entry(64, 4, 0, 8)},
   };
   const HostileCase& hostile = cases[static_cast<size_t>(GetParam())];
   SCOPED_TRACE(hostile.name);
@@ -192,7 +196,7 @@ TEST_P(ShmHostilePeer, GarbageInTheRingFailsTheQpNotTheProcess) {
   ASSERT_TRUE(request.value()->accept(server.qp, {}).wait(kBound).is_ok());
   ASSERT_NO_FATAL_FAILURE(client.await_accept());
 
-  client.write_raw(hostile.bytes, hostile.head);
+  client.write_raw(hostile.bytes);
   Completion c;
   ASSERT_TRUE(poll_one(*server.cq, c)) << "the posted receive completes";
   EXPECT_EQ(c.wr_id, 7u);

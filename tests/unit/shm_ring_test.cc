@@ -32,7 +32,7 @@ void make_pair(Pair& pair) {
 
 // Writes one entry of `payload` bytes whose payload is `seed` repeated; false when full.
 bool produce(RingProducer& producer, uint32_t payload, uint8_t seed, bool* ring = nullptr) {
-  const uint32_t bytes = align8(uint64_t{kEntryHeaderBytes} + payload);
+  const uint32_t bytes = entry_bytes(payload);
   bool malformed = false;
   std::byte* at = producer.reserve(bytes, &malformed);
   EXPECT_FALSE(malformed);
@@ -42,9 +42,8 @@ bool produce(RingProducer& producer, uint32_t payload, uint8_t seed, bool* ring 
   header.type = 2;
   header.length = payload;
   header.tag = seed;
-  std::memcpy(at, &header, sizeof(header));
   std::memset(at + kEntryHeaderBytes, seed, payload);
-  const bool woke = producer.commit(bytes);
+  const bool woke = producer.commit(header);
   if (ring != nullptr) *ring = woke;
   return true;
 }
@@ -126,7 +125,7 @@ TEST(ShmRing, FullRingPushesBackUntilTheConsumerFreesSpace) {
   const uint32_t payload = 1000;
   int written = 0;
   while (produce(pair.producer, payload, static_cast<uint8_t>(written))) ++written;
-  const uint32_t entry = align8(kEntryHeaderBytes + payload);
+  const uint32_t entry = entry_bytes(payload);
   EXPECT_EQ(written, static_cast<int>(kRing / entry)) << "the ring takes what fits, no more";
   // The producer asks for a doorbell; the consumer's release owes it exactly one.
   EXPECT_FALSE(pair.producer.wait_for_space(entry));
@@ -158,43 +157,67 @@ TEST(ShmRing, SleepingConsumerGetsOneDoorbell) {
   EXPECT_TRUE(pair.consumer.prepare_to_sleep()) << "an entry is there: do not sleep";
 }
 
-TEST(ShmRing, HostileIndicesAndEntriesAreMalformed) {
-  Pair pair;
-  ASSERT_NO_FATAL_FAILURE(make_pair(pair));
-  RingControl& control = pair.segment->header().rings[0];
+TEST(ShmRing, OnlyAnEntryStampedForThisPositionIsSeen) {
+  // Zeroed memory, an older lap's entry at the same offset and bytes a payload left there all
+  // carry another stamp than the one the consumer expects at its position (0 here).
   EntryHeader header;
   const std::byte* data = nullptr;
   const char* why = "";
-  // Head far beyond what a ring can hold.
-  control.head.store(uint64_t{kRing} * 3);
-  EXPECT_EQ(pair.consumer.peek(header, &data, &why), RingConsumer::Peek::kMalformed);
-  EXPECT_STRNE(why, "");
-
-  const auto fresh_with = [&](uint32_t size, uint8_t type, uint32_t length, uint64_t head) {
+  const auto peek_with_stamp = [&](bool salted, uint64_t position) {
     Pair p;
     make_pair(p);
+    EntryHeader entry{};
+    entry.stamp = salted ? position ^ p.segment->header().rings[0].salt : position;
+    entry.size = entry_bytes(8);
+    entry.type = 2;
+    entry.length = 8;
+    std::memcpy(p.segment->ring_data(0), &entry, sizeof(entry));
+    return p.consumer.peek(header, &data, &why);
+  };
+  EXPECT_EQ(peek_with_stamp(true, 0), RingConsumer::Peek::kEntry) << why;
+  EXPECT_EQ(peek_with_stamp(true, kRing), RingConsumer::Peek::kEmpty) << "an older lap";
+  EXPECT_EQ(peek_with_stamp(true, uint64_t{kRing} * 7), RingConsumer::Peek::kEmpty);
+  EXPECT_EQ(peek_with_stamp(true, 64), RingConsumer::Peek::kEmpty) << "another position";
+  EXPECT_EQ(peek_with_stamp(false, 0), RingConsumer::Peek::kEmpty) << "an unsalted stamp";
+}
+
+TEST(ShmRing, HostileIndicesAndEntriesAreMalformed) {
+  EntryHeader header;
+  const std::byte* data = nullptr;
+  const char* why = "";
+  const auto fresh_with = [&](uint32_t size, uint8_t type, uint32_t length, Pair& p) {
+    make_pair(p);
     EntryHeader bad{};
+    bad.stamp = p.segment->header().rings[0].salt;  // a published entry at position 0
     bad.size = size;
     bad.type = type;
     bad.length = length;
     std::memcpy(p.segment->ring_data(0), &bad, sizeof(bad));
-    p.segment->header().rings[0].head.store(head);
-    return p;
   };
-  {  // size not a multiple of 8
-    Pair p = fresh_with(44, 2, 0, 48);
+  {  // size not whole cache lines
+    Pair p;
+    ASSERT_NO_FATAL_FAILURE(fresh_with(72, 2, 0, p));
+    EXPECT_EQ(p.consumer.peek(header, &data, &why), RingConsumer::Peek::kMalformed);
+    EXPECT_STRNE(why, "");
+  }
+  {  // size beyond the end of the ring
+    Pair p;
+    ASSERT_NO_FATAL_FAILURE(fresh_with(2 * kRing, 2, 0, p));
     EXPECT_EQ(p.consumer.peek(header, &data, &why), RingConsumer::Peek::kMalformed);
   }
-  {  // size beyond what was published
-    Pair p = fresh_with(4096, 2, 0, 48);
+  {  // a pad that would cross the end
+    Pair p;
+    ASSERT_NO_FATAL_FAILURE(fresh_with(kRing + 64, kPadType, 0, p));
     EXPECT_EQ(p.consumer.peek(header, &data, &why), RingConsumer::Peek::kMalformed);
   }
   {  // payload longer than the entry
-    Pair p = fresh_with(48, 2, 100, 48);
+    Pair p;
+    ASSERT_NO_FATAL_FAILURE(fresh_with(64, 2, 100, p));
     EXPECT_EQ(p.consumer.peek(header, &data, &why), RingConsumer::Peek::kMalformed);
   }
-  {  // zero size (zeroed memory is never an entry)
-    Pair p = fresh_with(0, 0, 0, 48);
+  {  // zero size
+    Pair p;
+    ASSERT_NO_FATAL_FAILURE(fresh_with(0, 0, 0, p));
     EXPECT_EQ(p.consumer.peek(header, &data, &why), RingConsumer::Peek::kMalformed);
   }
   {  // a consumer index the producer can never have given
@@ -204,8 +227,10 @@ TEST(ShmRing, HostileIndicesAndEntriesAreMalformed) {
     bool malformed = false;
     // Fill until the producer has to look at the tail.
     for (int i = 0; i < 100 && !malformed; ++i) {
-      if (p.producer.reserve(align8(kEntryHeaderBytes + 1000), &malformed) == nullptr) break;
-      p.producer.commit(align8(kEntryHeaderBytes + 1000));
+      EntryHeader entry{};
+      entry.size = entry_bytes(1000);
+      if (p.producer.reserve(entry.size, &malformed) == nullptr) break;
+      p.producer.commit(entry);
     }
     EXPECT_TRUE(malformed);
   }

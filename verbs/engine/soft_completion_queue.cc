@@ -15,13 +15,17 @@ SoftCompletionQueue::~SoftCompletionQueue() {
 }
 
 int SoftCompletionQueue::poll(std::span<Completion> out) {
-  {
-    std::lock_guard lock(mutex_);
-    if (count_ > 0 || out.empty()) return take_locked(out);
+  // An empty CQ is the common case of a spinning poller: it is seen without the lock.
+  if (!has_news()) {
+    drive_progress();
+    if (!has_news() || out.empty()) return 0;
   }
-  drive_progress();
   std::lock_guard lock(mutex_);
   return take_locked(out);
+}
+
+bool SoftCompletionQueue::has_news() const {
+  return count_.load(std::memory_order_acquire) > 0 || overrun_.load(std::memory_order_acquire);
 }
 
 void SoftCompletionQueue::add_progress_source(std::weak_ptr<ProgressSource> source) {
@@ -47,19 +51,19 @@ void SoftCompletionQueue::pollers_sleeping() {
 }
 
 int SoftCompletionQueue::take_locked(std::span<Completion> out) {
-  const size_t n = std::min(out.size(), count_);
+  const size_t count = count_.load(std::memory_order_relaxed);
+  const size_t n = std::min(out.size(), count);
   for (size_t i = 0; i < n; ++i) {
     out[i] = ring_[head_];
     head_ = head_ + 1 == ring_.size() ? 0 : head_ + 1;
   }
-  count_ -= n;
-  if (n == 0 && overrun_) return -1;
+  count_.store(count - n, std::memory_order_relaxed);
+  if (n == 0 && overrun_.load(std::memory_order_relaxed)) return -1;
   return static_cast<int>(n);
 }
 
 size_t SoftCompletionQueue::peek() const {
-  std::lock_guard lock(mutex_);
-  return count_;
+  return count_.load(std::memory_order_acquire);
 }
 
 void SoftCompletionQueue::fire_locked(Completer<void>& completer) {
@@ -74,20 +78,21 @@ void SoftCompletionQueue::fire_locked(Completer<void>& completer) {
 
 bool SoftCompletionQueue::push(const Completion& completion, bool solicited) {
   std::lock_guard lock(mutex_);
-  if (count_ == ring_.size()) {
-    overrun_ = true;
+  const size_t count = count_.load(std::memory_order_relaxed);
+  if (count == ring_.size()) {
+    overrun_.store(true, std::memory_order_release);
     fire_locked(next_);
     fire_locked(solicited_);
     fire_locked(batch_);
     return false;
   }
-  size_t tail = head_ + count_;
+  size_t tail = head_ + count;
   if (tail >= ring_.size()) tail -= ring_.size();
   ring_[tail] = completion;
-  ++count_;
+  count_.store(count + 1, std::memory_order_release);
   fire_locked(next_);
   if (solicited || completion.status != CompletionStatus::kSuccess) fire_locked(solicited_);
-  if (batch_ && count_ >= batch_count_) fire_locked(batch_);
+  if (batch_ && count + 1 >= batch_count_) fire_locked(batch_);
   return true;
 }
 
@@ -112,7 +117,7 @@ Operation<void> SoftCompletionQueue::batch_notify(size_t count) {
   pollers_sleeping();
   auto [operation, completer] = Operation<void>::make();
   std::lock_guard lock(mutex_);
-  if (count_ >= count) {
+  if (count_.load(std::memory_order_relaxed) >= count) {
     completer.complete(Status::ok());
     return std::move(operation);
   }
@@ -130,13 +135,14 @@ int SoftCompletionQueue::notification_fd() {
 
 Status SoftCompletionQueue::resize(uint32_t entries) {
   std::lock_guard lock(mutex_);
-  if (entries == 0 || entries < count_) {
+  const size_t count = count_.load(std::memory_order_relaxed);
+  if (entries == 0 || entries < count) {
     return Status(Errc::kInvalidArgument, "cannot resize CQ to " + std::to_string(entries) +
-                                              " entries: " + std::to_string(count_) +
+                                              " entries: " + std::to_string(count) +
                                               " completions are queued");
   }
   std::vector<Completion> ring(entries);
-  for (size_t i = 0; i < count_; ++i) ring[i] = ring_[(head_ + i) % ring_.size()];
+  for (size_t i = 0; i < count; ++i) ring[i] = ring_[(head_ + i) % ring_.size()];
   ring_.swap(ring);
   head_ = 0;
   return Status::ok();
@@ -149,7 +155,7 @@ uint32_t SoftCompletionQueue::capacity() const {
 
 Status SoftCompletionQueue::status() const {
   std::lock_guard lock(mutex_);
-  if (overrun_) {
+  if (overrun_.load(std::memory_order_relaxed)) {
     return Status(Errc::kQueueFull, "completion queue overrun: more completions than its " +
                                         std::to_string(ring_.size()) + " entries");
   }

@@ -2,6 +2,7 @@
 // progress thread, drained by poll(). Notifications are armed Operations.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -46,11 +47,15 @@ class SoftCompletionQueue final : public CompletionQueue {
   void drive_progress();
   void pollers_sleeping();
 
-  mutable std::mutex mutex_;
+  // Completions queued or an overrun to report; read without the lock.
+  bool has_news() const;
+
+  mutable std::mutex mutex_;  // guards everything below; count_ and overrun_ are also read
+                              // without it, so they are atomic
   std::vector<Completion> ring_;
   size_t head_ = 0;
-  size_t count_ = 0;
-  bool overrun_ = false;
+  std::atomic<size_t> count_{0};
+  std::atomic<bool> overrun_{false};
   Completer<void> next_;
   Completer<void> solicited_;
   Completer<void> batch_;

@@ -21,15 +21,7 @@ using soft::WorkKind;
 
 namespace {
 
-// A CQ polled this recently means an application thread is driving the connection.
-constexpr int64_t kPollerActiveNs = 200'000;
 constexpr auto kParkCheck = std::chrono::milliseconds(1);
-
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // Copies `length` bytes at `offset` of a scattered buffer into `out` (the ring).
 void gather_payload(const soft::Segment* segments, uint32_t count, uint64_t offset, std::byte* out,
@@ -191,7 +183,7 @@ void ShmConnection::receive_posted() {
 }
 
 std::byte* ShmConnection::reserve_locked(uint32_t payload, EntryHeader& header) {
-  const uint32_t bytes = align8(uint64_t{kEntryHeaderBytes} + payload);
+  const uint32_t bytes = entry_bytes(payload);
   bool malformed = false;
   std::byte* at = producer_.reserve(bytes, &malformed);
   if (at == nullptr) {
@@ -204,7 +196,7 @@ std::byte* ShmConnection::reserve_locked(uint32_t payload, EntryHeader& header) 
 }
 
 bool ShmConnection::commit_locked(const EntryHeader& header) {
-  return producer_.commit(header.size);
+  return producer_.commit(header);
 }
 
 ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request, bool* ring) {
@@ -237,7 +229,6 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
         header.immediate = request.immediate;
         request.wire_tag = ++tag_sequence_;
         header.tag = request.wire_tag;
-        std::memcpy(at, &header, sizeof(header));
         for (uint32_t i = 0; i < count; ++i) {
           const PullIovec iov{reinterpret_cast<uint64_t>(request.segments[i].address),
                               request.segments[i].length};
@@ -267,7 +258,6 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
         header.immediate = request.kind == WorkKind::kSendWithInvalidate ? 0 : request.immediate;
         header.address = send ? offset : request.remote.address + offset;
         header.value = request.length;
-        std::memcpy(at, &header, sizeof(header));
         gather_payload(request.segments.data(), request.segment_count, offset,
                        at + kEntryHeaderBytes, chunk);
         *ring |= commit_locked(header);
@@ -287,7 +277,6 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
       header.value = request.length;
       request.wire_tag = ++tag_sequence_;
       header.tag = request.wire_tag;
-      std::memcpy(at, &header, sizeof(header));
       for (uint32_t i = 0; i < count; ++i) {
         const PullIovec iov{reinterpret_cast<uint64_t>(request.segments[i].address),
                             request.segments[i].length};
@@ -307,7 +296,6 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
       header.value = request.compare;
       request.wire_tag = ++tag_sequence_;
       header.tag = request.wire_tag;
-      std::memcpy(at, &header, sizeof(header));
       std::memcpy(at + kEntryHeaderBytes, &request.operand, sizeof(uint64_t));
       *ring |= commit_locked(header);
       return Emit::kDone;
@@ -333,7 +321,6 @@ bool ShmConnection::emit_response_locked(Response& response, bool* ring) {
         header.type = static_cast<uint8_t>(EntryType::kReadData);
         header.flags = offset + chunk == response.length ? entry_flags::kLast : 0;
         header.address = offset;
-        std::memcpy(at, &header, sizeof(header));
         if (chunk > 0) std::memcpy(at + kEntryHeaderBytes, response.source + offset, chunk);
         *ring |= commit_locked(header);
         response.sent = offset + chunk;
@@ -349,7 +336,6 @@ bool ShmConnection::emit_response_locked(Response& response, bool* ring) {
           : response.kind == Response::Kind::kAtomicReply ? EntryType::kAtomicReply
                                                           : EntryType::kWriteDone);
       header.value = response.value;
-      std::memcpy(at, &header, sizeof(header));
       *ring |= commit_locked(header);
       return true;
     }
@@ -775,7 +761,6 @@ void ShmConnection::terminate(SoftConnectQueuePair& qp, bool about_request,
       header.type = static_cast<uint8_t>(EntryType::kTerminate);
       header.flags = about_request ? entry_flags::kAboutRequest : 0;
       header.key = static_cast<uint32_t>(requester_status);
-      std::memcpy(at, &header, sizeof(header));
       std::memcpy(at + kEntryHeaderBytes, reason.data(), length);
       commit_locked(header);
       ring_peer();
@@ -797,11 +782,6 @@ void ShmConnection::lost(SoftConnectQueuePair& qp, const std::string& reason) {
 }
 
 // ---- progress ----
-
-bool ShmConnection::poller_active() const {
-  const int64_t last = last_poll_ns_.load(std::memory_order_relaxed);
-  return last != 0 && now_ns() - last < kPollerActiveNs;
-}
 
 void ShmConnection::service() {
   auto qp = qp_.lock();
@@ -826,7 +806,7 @@ void ShmConnection::on_events(uint32_t) {
   uint64_t value = 0;
   [[maybe_unused]] ssize_t got = ::read(doorbell_fd_, &value, sizeof(value));
   if (closed_) return;
-  if (poller_active()) {
+  if (poller_.active()) {
     park();
     return;
   }
@@ -849,7 +829,7 @@ void ShmConnection::unpark() {
 
 void ShmConnection::on_deadline() {
   if (!parked_.load(std::memory_order_relaxed)) return;
-  if (poller_active()) {
+  if (poller_.active()) {
     progress_.set_deadline(doorbell_fd_, soft::Progress::Clock::now() + kParkCheck);
   } else {
     unpark();
@@ -859,7 +839,7 @@ void ShmConnection::on_deadline() {
 void ShmConnection::poller_sleeping() {
   // Forget the last poll: a doorbell ringing before the poller's next poll must be served
   // now, not parked for kParkCheck on the word of a poller that went to sleep.
-  last_poll_ns_.store(0, std::memory_order_relaxed);
+  poller_.forget();
   if (parked_.load(std::memory_order_relaxed)) {
     progress_.post([self = shared_from_this()] { self->unpark(); });
   }
@@ -867,11 +847,7 @@ void ShmConnection::poller_sleeping() {
 
 void ShmConnection::progress_from_poll() {
   if (closed_.load(std::memory_order_relaxed)) return;
-  const int64_t now = now_ns();
-  // One store per few microseconds is enough to say "a poller is here".
-  if (now - last_poll_ns_.load(std::memory_order_relaxed) > 10'000) {
-    last_poll_ns_.store(now, std::memory_order_relaxed);
-  }
+  poller_.note_poll();
   auto qp = qp_.lock();
   if (!qp) return;
   if (tx_blocked_.load(std::memory_order_relaxed)) {

@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "poller_presence.h"
 #include "progress.h"
 #include "shm_protocol.h"
 #include "shm_ring.h"
@@ -134,7 +135,6 @@ class ShmConnection final : public soft::Wire,
   Outcome stall(soft::SoftConnectQueuePair& qp);
   // Runs the receive side on the progress thread, then arms the doorbell and sleeps.
   void service();
-  bool poller_active() const;
   void park();
   void unpark();
 
@@ -178,7 +178,7 @@ class ShmConnection final : public soft::Wire,
   bool pull_done_ = false;  // a pulled write with immediate waits for a receive
   std::atomic<bool> rnr_stalled_{false};
   std::atomic<bool> parked_{false};
-  std::atomic<int64_t> last_poll_ns_{0};
+  soft::PollerPresence poller_;
 };
 
 }  // namespace wv::verbs::shm

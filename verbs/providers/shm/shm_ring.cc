@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +15,22 @@ namespace {
 
 bool power_of_two(uint64_t value) {
   return value != 0 && (value & (value - 1)) == 0;
+}
+
+uint64_t random_salt() {
+  uint64_t salt = 0;
+  if (::getrandom(&salt, sizeof(salt), 0) != sizeof(salt)) {
+    salt = static_cast<uint64_t>(::getpid()) * 0x9e3779b97f4a7c15ull ^
+           reinterpret_cast<uintptr_t>(&salt);
+  }
+  // Odd, while positions are whole cache lines: a stamp is never zero, so zeroed memory is
+  // never an entry.
+  return salt | 1;
+}
+
+std::atomic_ref<uint64_t> stamp_word(const std::byte* entry) {
+  return std::atomic_ref<uint64_t>(
+      *reinterpret_cast<uint64_t*>(const_cast<std::byte*>(entry)));  // NOLINT: shared memory
 }
 
 }  // namespace
@@ -42,6 +59,7 @@ Result<std::unique_ptr<Segment>> Segment::create(uint32_t ring_bytes) {
   }
   auto* header = new (base) SegmentHeader();
   header->ring_bytes = ring_bytes;
+  for (RingControl& ring : header->rings) ring.salt = random_salt();
   header->version = kSegmentVersion;
   header->magic = kSegmentMagic;
   std::unique_ptr<Segment> segment(new Segment());
@@ -107,6 +125,15 @@ bool RingProducer::fits(uint32_t bytes) const {
   return head_ + need - cached_tail_ <= capacity_;
 }
 
+void RingProducer::publish(std::byte* entry, uint64_t position, const EntryHeader& header) {
+  // Everything but the stamp, then the stamp with release: the consumer that sees the stamp
+  // sees the whole entry.
+  std::memcpy(entry + sizeof(header.stamp),
+              reinterpret_cast<const std::byte*>(&header) + sizeof(header.stamp),
+              sizeof(header) - sizeof(header.stamp));
+  stamp_word(entry).store(position ^ salt_, std::memory_order_seq_cst);
+}
+
 std::byte* RingProducer::reserve(uint32_t bytes, bool* malformed) {
   if (!fits(bytes)) {
     const uint64_t tail = control_->tail.load(std::memory_order_acquire);
@@ -121,17 +148,21 @@ std::byte* RingProducer::reserve(uint32_t bytes, bool* malformed) {
   const uint64_t contiguous = capacity_ - pos;
   if (bytes > contiguous) {
     // The entry would cross the end: a pad fills the rest, the entry starts at 0.
-    const uint32_t pad[2] = {static_cast<uint32_t>(contiguous), kPadType};
-    std::memcpy(data_ + pos, pad, sizeof(pad));
+    EntryHeader pad{};
+    pad.size = static_cast<uint32_t>(contiguous);
+    pad.type = kPadType;
+    publish(data_ + pos, head_, pad);
     head_ += contiguous;
     pos = 0;
   }
-  return data_ + pos;
+  reserved_ = data_ + pos;
+  return reserved_;
 }
 
-bool RingProducer::commit(uint32_t bytes) {
-  head_ += bytes;
-  control_->head.store(head_, std::memory_order_seq_cst);
+bool RingProducer::commit(const EntryHeader& header) {
+  publish(reserved_, head_, header);
+  head_ += header.size;
+  reserved_ = nullptr;
   return control_->consumer_sleeping.load(std::memory_order_seq_cst) != 0 &&
          control_->consumer_sleeping.exchange(0, std::memory_order_seq_cst) != 0;
 }
@@ -147,26 +178,20 @@ bool RingProducer::wait_for_space(uint32_t bytes) {
 
 // ---- RingConsumer ----
 
+uint64_t RingConsumer::stamp_at_tail(std::memory_order order) const {
+  return stamp_word(data_ + (tail_ & (capacity_ - 1))).load(order);
+}
+
 RingConsumer::Peek RingConsumer::peek(EntryHeader& header, const std::byte** payload,
                                       const char** why) {
   for (;;) {
-    if (cached_head_ == tail_) {
-      cached_head_ = control_->head.load(std::memory_order_acquire);
-      if (cached_head_ == tail_) return Peek::kEmpty;
-    }
-    if (cached_head_ < tail_ || cached_head_ - tail_ > capacity_) {
-      *why = "ring head index out of range";
-      return Peek::kMalformed;
-    }
-    const uint64_t available = cached_head_ - tail_;
+    if (stamp_at_tail(std::memory_order_acquire) != (tail_ ^ salt_)) return Peek::kEmpty;
     const uint64_t pos = tail_ & (capacity_ - 1);
-    const uint64_t contiguous = capacity_ - pos;
+    const uint64_t contiguous = capacity_ - pos;  // whole cache lines, so the header fits
     // One copy of the header out of shared memory; only the copy is checked and used.
-    header = EntryHeader{};
-    std::memcpy(&header, data_ + pos,
-                std::min<uint64_t>({kEntryHeaderBytes, contiguous, available}));
+    std::memcpy(&header, data_ + pos, sizeof(header));
     const uint32_t size = header.size;
-    if (available < 8 || size < 8 || size % 8 != 0 || size > available || size > contiguous) {
+    if (size == 0 || size % kCacheLine != 0 || size > contiguous) {
       *why = "ring entry size out of range";
       return Peek::kMalformed;
     }
@@ -174,7 +199,7 @@ RingConsumer::Peek RingConsumer::peek(EntryHeader& header, const std::byte** pay
       tail_ += size;
       continue;
     }
-    if (size < kEntryHeaderBytes || uint64_t{kEntryHeaderBytes} + header.length > size) {
+    if (uint64_t{kEntryHeaderBytes} + header.length > size) {
       *why = "ring entry shorter than its header and payload";
       return Peek::kMalformed;
     }
@@ -192,16 +217,9 @@ bool RingConsumer::release(const EntryHeader& header) {
 
 bool RingConsumer::prepare_to_sleep() {
   control_->consumer_sleeping.store(1, std::memory_order_seq_cst);
-  cached_head_ = control_->head.load(std::memory_order_seq_cst);
-  if (cached_head_ == tail_) return false;
+  if (stamp_at_tail(std::memory_order_seq_cst) != (tail_ ^ salt_)) return false;
   control_->consumer_sleeping.store(0, std::memory_order_relaxed);
   return true;
-}
-
-bool RingConsumer::empty() {
-  if (cached_head_ != tail_) return false;
-  cached_head_ = control_->head.load(std::memory_order_acquire);
-  return cached_head_ == tail_;
 }
 
 }  // namespace wv::verbs::shm

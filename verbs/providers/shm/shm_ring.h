@@ -8,16 +8,22 @@
 // checks the seals first: a peer that could shrink the file would make every access a SIGBUS.
 //
 // Ring protocol. The producer writes entries at `head`, the consumer reads them at `tail`; both
-// are byte counts that only grow (the position is count & (capacity - 1)). Each side writes only
-// its own cache line, so a message costs the two cache-line transfers it must, and no system
-// call. An entry is contiguous in the ring: one that would cross the end is preceded by a pad
-// entry filling the rest of the ring. Entries are 8-byte aligned.
+// are byte counts that only grow (the position is count & (capacity - 1)) and private to their
+// side. An entry is published by the last store the producer makes to it: its first word, the
+// stamp, becomes `position ^ salt` (the salt is random per ring, so neither zeroed memory, nor
+// an older lap's entry, nor payload bytes left at that spot can look like the entry the consumer
+// expects). The consumer spins on the word at `tail` and finds the stamp and the entry in the
+// same cache line: a small message costs the one cache-line transfer it must, no index line, no
+// system call. Entries are whole cache lines; one that would cross the end is preceded by a pad
+// entry filling the rest of the ring. The consumer publishes `tail` for the producer, which
+// reads it only when its cached copy says the ring may be full.
 //
-// Sleeping. A consumer about to sleep sets `consumer_sleeping` and looks at `head` once more;
-// a producer publishes `head` and then looks at `consumer_sleeping`, ringing the consumer's
-// doorbell (an eventfd) only when it is set. Both are sequentially consistent, so one of the two
-// sees the other and no wakeup is lost. A producer that finds the ring full does the same with
-// `producer_waiting`, and the consumer rings the producer's doorbell after freeing space.
+// Sleeping. A consumer about to sleep sets `consumer_sleeping` and looks at the stamp once
+// more; a producer publishes a stamp and then looks at `consumer_sleeping`, ringing the
+// consumer's doorbell (an eventfd) only when it is set. Both are sequentially consistent, so one
+// of the two sees the other and no wakeup is lost. A producer that finds the ring full does the
+// same with `producer_waiting`, and the consumer rings the producer's doorbell after freeing
+// space.
 //
 // Everything the peer writes is checked before use: a peer that writes garbage (indices out of
 // range, entry sizes that overrun, unknown types) produces kMalformed, never a wild access.
@@ -35,20 +41,21 @@ namespace wv::verbs::shm {
 
 inline constexpr size_t kCacheLine = 64;
 inline constexpr uint64_t kSegmentMagic = 0x31474553'4d485357ull;  // "WSHMSEG1"
-inline constexpr uint32_t kSegmentVersion = 1;
+inline constexpr uint32_t kSegmentVersion = 2;                     // 2: stamped entries
 inline constexpr uint32_t kMinRingBytes = 16 * 1024;
 inline constexpr uint32_t kMaxRingBytes = 64 * 1024 * 1024;
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "ring indices must be lock-free");
 static_assert(std::atomic<uint32_t>::is_always_lock_free, "ring flags must be lock-free");
 
+// Each word on its own cache line: the flags change only around sleeps, so the producer's
+// per-message look at `consumer_sleeping` hits its own cached copy instead of pulling the line
+// the consumer writes `tail` to on every message.
 struct alignas(kCacheLine) RingControl {
-  // Written by the producer (and exchanged by the consumer when it rings the doorbell).
-  alignas(kCacheLine) std::atomic<uint64_t> head{0};
-  std::atomic<uint32_t> producer_waiting{0};
-  // Written by the consumer (and exchanged by the producer when it rings the doorbell).
-  alignas(kCacheLine) std::atomic<uint64_t> tail{0};
-  std::atomic<uint32_t> consumer_sleeping{0};
+  uint64_t salt = 0;  // set by the segment's creator; each side reads it once
+  alignas(kCacheLine) std::atomic<uint64_t> tail{0};               // written by the consumer
+  alignas(kCacheLine) std::atomic<uint32_t> producer_waiting{0};   // set by the producer
+  alignas(kCacheLine) std::atomic<uint32_t> consumer_sleeping{0};  // set by the consumer
 };
 
 // Side 0 is the connecting side (it creates the segment), side 1 the accepting side. Ring i
@@ -94,9 +101,10 @@ class Segment {
   int fd_ = -1;
 };
 
-// The fixed part of every ring entry after the first 8 bytes (size, type, flags, count).
+// The fixed part of every ring entry.
 struct EntryHeader {
-  uint32_t size = 0;       // bytes of the entry, this header included; a multiple of 8
+  uint64_t stamp = 0;      // written last, by RingProducer::commit (see the ring protocol)
+  uint32_t size = 0;       // bytes of the entry, this header included; whole cache lines
   uint8_t type = 0;        // EntryType
   uint8_t flags = 0;       // EntryFlags
   uint16_t count = 0;      // iovecs in the payload (pull / push requests)
@@ -107,26 +115,29 @@ struct EntryHeader {
   uint64_t address = 0;    // remote address, or the offset of a fragment in its message
   uint64_t value = 0;      // total length, compare operand, or an atomic's original value
 };
-static_assert(sizeof(EntryHeader) == 40);
+static_assert(sizeof(EntryHeader) == 48);
 inline constexpr uint32_t kEntryHeaderBytes = sizeof(EntryHeader);
 inline constexpr uint32_t kPadType = 1;
 
-inline constexpr uint32_t align8(uint64_t bytes) {
-  return static_cast<uint32_t>((bytes + 7) & ~uint64_t{7});
+// The ring bytes an entry with `payload` bytes takes.
+inline constexpr uint32_t entry_bytes(uint64_t payload) {
+  return static_cast<uint32_t>((kEntryHeaderBytes + payload + kCacheLine - 1) & ~(kCacheLine - 1));
 }
 
 class RingProducer {
  public:
   RingProducer() = default;
   RingProducer(RingControl* control, std::byte* data, uint32_t capacity)
-      : control_(control), data_(data), capacity_(capacity) {}
+      : control_(control), data_(data), capacity_(capacity), salt_(control->salt) {}
 
   // Room for an entry of `bytes` (from entry_bytes()) at once, or null when the ring is full.
-  // The entry is published by commit(). Sets *malformed when the consumer's index is impossible.
+  // The caller writes the payload after the header's place; commit() writes the header and
+  // publishes the entry. Sets *malformed when the consumer's index is impossible.
   std::byte* reserve(uint32_t bytes, bool* malformed);
-  // Publishes the entry reserve() returned. Returns true when the consumer sleeps and must be
-  // woken (its flag is cleared: one doorbell per sleep).
-  bool commit(uint32_t bytes);
+  // Writes `header` (its size is the reserved bytes) into the entry reserve() returned and
+  // publishes it. Returns true when the consumer sleeps and must be woken (its flag is cleared:
+  // one doorbell per sleep).
+  bool commit(const EntryHeader& header);
   // The ring is full: ask the consumer for a doorbell once it frees space. Returns true if
   // space for `bytes` appeared meanwhile (then no doorbell is owed).
   bool wait_for_space(uint32_t bytes);
@@ -136,12 +147,15 @@ class RingProducer {
 
  private:
   bool fits(uint32_t bytes) const;
+  void publish(std::byte* entry, uint64_t position, const EntryHeader& header);
 
   RingControl* control_ = nullptr;
   std::byte* data_ = nullptr;
   uint32_t capacity_ = 0;
+  uint64_t salt_ = 0;
   uint64_t head_ = 0;
   uint64_t cached_tail_ = 0;
+  std::byte* reserved_ = nullptr;
 };
 
 class RingConsumer {
@@ -150,7 +164,7 @@ class RingConsumer {
 
   RingConsumer() = default;
   RingConsumer(RingControl* control, const std::byte* data, uint32_t capacity)
-      : control_(control), data_(data), capacity_(capacity) {}
+      : control_(control), data_(data), capacity_(capacity), salt_(control->salt) {}
 
   // The next entry (pads skipped): its header copied out (the peer cannot change it after the
   // checks) and its payload, `header.length` bytes, still in the ring until release().
@@ -161,14 +175,16 @@ class RingConsumer {
   // About to sleep: sets the flag and returns true if an entry arrived meanwhile (then the
   // consumer must not sleep).
   bool prepare_to_sleep();
-  bool empty();
+  bool empty() const { return stamp_at_tail(std::memory_order_acquire) != (tail_ ^ salt_); }
 
  private:
+  uint64_t stamp_at_tail(std::memory_order order) const;
+
   RingControl* control_ = nullptr;
   const std::byte* data_ = nullptr;
   uint32_t capacity_ = 0;
+  uint64_t salt_ = 0;
   uint64_t tail_ = 0;
-  uint64_t cached_head_ = 0;
 };
 
 }  // namespace wv::verbs::shm

@@ -33,15 +33,7 @@ constexpr uint64_t kDirectReadThreshold = uint64_t{4} * 1024;
 // enough that a large payload is mostly left in the socket for direct placement.
 constexpr size_t kStagingRead = size_t{8} * 1024;
 constexpr size_t kRxBufferBytes = size_t{64} * 1024;
-// A CQ polled this recently means an application thread is driving the stream.
-constexpr int64_t kPollerActiveNs = 200'000;
 constexpr auto kParkCheck = std::chrono::milliseconds(1);
-
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 bool is_send(RdmapOpcode opcode) {
   return opcode == RdmapOpcode::kSend || opcode == RdmapOpcode::kSendInvalidate ||
@@ -492,7 +484,7 @@ void TcpConnection::on_events(uint32_t events) {
     return;
   }
   if (closed_) return;
-  if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == 0 && poller_active()) {
+  if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == 0 && poller_.active()) {
     park();
     return;
   }
@@ -504,11 +496,6 @@ void TcpConnection::on_events(uint32_t events) {
     std::lock_guard rx(rx_mutex_);
     on_readable(*qp);
   }
-}
-
-bool TcpConnection::poller_active() const {
-  const int64_t last = last_poll_ns_.load(std::memory_order_relaxed);
-  return last != 0 && now_ns() - last < kPollerActiveNs;
 }
 
 void TcpConnection::park() {
@@ -535,13 +522,13 @@ void TcpConnection::unpark() {
 void TcpConnection::poller_sleeping() {
   // Forget the last poll: a stream event arriving before the poller's next poll must be
   // served now, not parked for kParkCheck on the word of a poller that went to sleep.
-  last_poll_ns_.store(0, std::memory_order_relaxed);
+  poller_.forget();
   if (parked_) progress_.post([self = shared_from_this()] { self->unpark(); });
 }
 
 void TcpConnection::progress_from_poll() {
   if (closed_) return;
-  last_poll_ns_.store(now_ns(), std::memory_order_relaxed);
+  poller_.note_poll();
   // Wait rather than spin when the progress thread holds the stream: on a busy machine a spinning
   // poller would keep a preempted progress thread off the CPU for a whole scheduler slice.
   std::unique_lock rx(rx_mutex_);
@@ -556,7 +543,7 @@ void TcpConnection::progress_from_poll() {
 
 void TcpConnection::on_deadline() {
   if (parked_ && !rnr_stalled_) {
-    if (poller_active()) {
+    if (poller_.active()) {
       progress_.set_deadline(fd_, soft::Progress::Clock::now() + kParkCheck);
     } else {
       unpark();

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "ddp_rdmap.h"
+#include "poller_presence.h"
 #include "progress.h"
 #include "soft_completion_queue.h"
 #include "soft_queue_pair.h"
@@ -123,7 +124,6 @@ class TcpConnection final : public soft::Wire,
   Status handle_terminate(soft::SoftConnectQueuePair& qp, std::span<const std::byte> body);
   void stall_for_receive(soft::SoftConnectQueuePair& qp);
   // While an application thread polls, the progress thread leaves the stream to it.
-  bool poller_active() const;
   void park();
   void unpark();
   void resume_after_rnr();
@@ -187,7 +187,7 @@ class TcpConnection final : public soft::Wire,
   uint32_t pending_immediate_ = 0;
   std::atomic<bool> rnr_stalled_{false};
   std::atomic<bool> parked_{false};
-  std::atomic<int64_t> last_poll_ns_{0};
+  soft::PollerPresence poller_;
   bool first_fpdu_seen_ = false;
 };
 
