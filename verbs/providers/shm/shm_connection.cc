@@ -848,9 +848,12 @@ void ShmConnection::poller_sleeping() {
 void ShmConnection::progress_from_poll() {
   if (closed_.load(std::memory_order_relaxed)) return;
   poller_.note_poll();
+  // The common case of a spinning poller, decided without a lock or a reference count.
+  const bool tx_blocked = tx_blocked_.load(std::memory_order_relaxed);
+  if (!tx_blocked && !consumer_.maybe_ready()) return;
   auto qp = qp_.lock();
   if (!qp) return;
-  if (tx_blocked_.load(std::memory_order_relaxed)) {
+  if (tx_blocked) {
     std::lock_guard lock(qp->mutex());
     pump_locked(*qp);
   }

@@ -182,6 +182,17 @@ uint64_t RingConsumer::stamp_at_tail(std::memory_order order) const {
   return stamp_word(data_ + (tail_ & (capacity_ - 1))).load(order);
 }
 
+void RingConsumer::advance(uint64_t bytes) {
+  std::atomic_ref<uint64_t>(tail_).store(tail_ + bytes, std::memory_order_relaxed);
+}
+
+bool RingConsumer::maybe_ready() const {
+  const uint64_t tail =
+      std::atomic_ref<uint64_t>(const_cast<uint64_t&>(tail_)).load(std::memory_order_relaxed);
+  return stamp_word(data_ + (tail & (capacity_ - 1))).load(std::memory_order_acquire) ==
+         (tail ^ salt_);
+}
+
 RingConsumer::Peek RingConsumer::peek(EntryHeader& header, const std::byte** payload,
                                       const char** why) {
   for (;;) {
@@ -196,7 +207,7 @@ RingConsumer::Peek RingConsumer::peek(EntryHeader& header, const std::byte** pay
       return Peek::kMalformed;
     }
     if (header.type == kPadType) {
-      tail_ += size;
+      advance(size);
       continue;
     }
     if (uint64_t{kEntryHeaderBytes} + header.length > size) {
@@ -209,7 +220,7 @@ RingConsumer::Peek RingConsumer::peek(EntryHeader& header, const std::byte** pay
 }
 
 bool RingConsumer::release(const EntryHeader& header) {
-  tail_ += header.size;
+  advance(header.size);
   control_->tail.store(tail_, std::memory_order_seq_cst);
   return control_->producer_waiting.load(std::memory_order_seq_cst) != 0 &&
          control_->producer_waiting.exchange(0, std::memory_order_seq_cst) != 0;

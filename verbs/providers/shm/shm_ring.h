@@ -176,15 +176,19 @@ class RingConsumer {
   // consumer must not sleep).
   bool prepare_to_sleep();
   bool empty() const { return stamp_at_tail(std::memory_order_acquire) != (tail_ ^ salt_); }
+  // Whether an entry may be waiting, callable without the consumer's lock while another thread
+  // consumes (a hint for pollers of empty rings; peek() decides).
+  bool maybe_ready() const;
 
  private:
   uint64_t stamp_at_tail(std::memory_order order) const;
+  void advance(uint64_t bytes);
 
   RingControl* control_ = nullptr;
   const std::byte* data_ = nullptr;
   uint32_t capacity_ = 0;
   uint64_t salt_ = 0;
-  uint64_t tail_ = 0;
+  uint64_t tail_ = 0;  // stored atomically (advance()): maybe_ready() reads it without the lock
 };
 
 }  // namespace wv::verbs::shm
