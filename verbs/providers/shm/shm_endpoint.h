@@ -9,12 +9,12 @@
 
 #include <sys/types.h>
 
-#include <deque>
 #include <memory>
 #include <mutex>
 
 #include "shm_connection.h"
 #include "shm_protocol.h"
+#include "request_queue.h"
 #include "soft_device.h"
 #include "wv/verbs/connect_endpoint.h"
 
@@ -45,6 +45,10 @@ class ShmConnectEndpoint final : public ConnectEndpoint,
   Operation<void> notify_disconnect() override;
   ConnectAttributes query() const override;
 
+  // Requests this endpoint receives once listening go to `queue` (shared with another
+  // listener, so one get_request() serves both). Before listen().
+  void share_requests(std::shared_ptr<soft::RequestQueue> queue) { requests_ = std::move(queue); }
+
   // Progress-thread side of the handshakes. Descriptors passed in are owned by the callee.
   void on_incoming(int fd, Handshake request, int segment_fd, int doorbell_fd, pid_t pid);
   void on_reply(int fd, const Handshake& reply, int peer_doorbell_fd,
@@ -74,9 +78,7 @@ class ShmConnectEndpoint final : public ConnectEndpoint,
   std::shared_ptr<ConnectionEvents> events_;
   std::shared_ptr<soft::SoftConnectQueuePair> qp_;
   // Listening.
-  size_t backlog_ = 0;
-  std::deque<std::shared_ptr<ConnectEndpoint>> requests_;
-  std::deque<Completer<std::shared_ptr<ConnectEndpoint>>> request_waiters_;
+  std::shared_ptr<soft::RequestQueue> requests_ = std::make_shared<soft::RequestQueue>();
   // An incoming request before accept/reject.
   Handshake request_;
   int segment_fd_ = -1;

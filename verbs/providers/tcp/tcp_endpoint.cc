@@ -353,7 +353,7 @@ Status TcpConnectEndpoint::listen(int backlog) {
   }
   std::lock_guard lock(mutex_);
   if (::listen(fd_, backlog) != 0) return errno_status(Errc::kBusy, "listen");
-  backlog_ = static_cast<size_t>(backlog);
+  requests_->allow(static_cast<size_t>(backlog));
   state_ = EndpointState::kListening;
   auto listener = std::make_shared<Listener>(fd_, weak_from_this(), device_->progress(),
                                              provider_->settings().connect_timeout_ms);
@@ -370,25 +370,8 @@ void TcpConnectEndpoint::on_incoming(int fd, MpaFrame request) {
   child->peer_parameters_.inbound_read_depth = request.enhanced ? request.ird : 0;
   child->peer_parameters_.outbound_read_depth = request.enhanced ? request.ord : 0;
   child->request_ = std::move(request);
-  Completer<std::shared_ptr<ConnectEndpoint>> waiter;
-  {
-    std::lock_guard lock(mutex_);
-    while (!request_waiters_.empty()) {
-      waiter = std::move(request_waiters_.front());
-      request_waiters_.pop_front();
-      if (waiter.pending()) break;
-      waiter = Completer<std::shared_ptr<ConnectEndpoint>>();
-    }
-    if (!waiter) {
-      if (requests_.size() >= backlog_) return;  // the child's destructor drops the connection
-      requests_.push_back(child);
-      return;
-    }
-  }
-  if (!waiter.complete(std::shared_ptr<ConnectEndpoint>(child))) {
-    std::lock_guard lock(mutex_);
-    requests_.push_back(child);
-  }
+  // A full backlog lets the child go; its destructor drops the connection.
+  requests_->push(std::move(child));
 }
 
 Operation<std::shared_ptr<ConnectEndpoint>> TcpConnectEndpoint::get_request() {
@@ -398,14 +381,7 @@ Operation<std::shared_ptr<ConnectEndpoint>> TcpConnectEndpoint::get_request() {
         Errc::kInvalidState,
         "get_request needs a listening endpoint, this one is " + std::string(to_string(state_))));
   }
-  if (!requests_.empty()) {
-    auto request = requests_.front();
-    requests_.pop_front();
-    return Operation<std::shared_ptr<ConnectEndpoint>>::done(std::move(request));
-  }
-  auto [operation, completer] = Operation<std::shared_ptr<ConnectEndpoint>>::make();
-  request_waiters_.push_back(completer);
-  return std::move(operation);
+  return requests_->pop();
 }
 
 Operation<void> TcpConnectEndpoint::resolve_address(const SocketAddress& destination,

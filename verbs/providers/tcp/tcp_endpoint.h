@@ -2,11 +2,11 @@
 // (RFC 5044 / 6581), whose private data and read depths carry the verbs connect parameters.
 #pragma once
 
-#include <deque>
 #include <memory>
 #include <mutex>
 
 #include "mpa.h"
+#include "request_queue.h"
 #include "soft_device.h"
 #include "tcp_connection.h"
 #include "wv/verbs/connect_endpoint.h"
@@ -38,6 +38,10 @@ class TcpConnectEndpoint final : public ConnectEndpoint,
   Operation<void> notify_disconnect() override;
   ConnectAttributes query() const override;
 
+  // Requests this endpoint receives once listening go to `queue` (shared with another
+  // listener, so one get_request() serves both). Before listen().
+  void share_requests(std::shared_ptr<soft::RequestQueue> queue) { requests_ = std::move(queue); }
+
   // Progress-thread side of the handshakes.
   void on_incoming(int fd, MpaFrame request);
   void on_connected(int fd, const MpaFrame& request, const MpaFrame& reply,
@@ -64,9 +68,7 @@ class TcpConnectEndpoint final : public ConnectEndpoint,
   MpaFrame request_;  // an incoming request
   std::shared_ptr<ConnectionEvents> events_;
   std::shared_ptr<soft::SoftConnectQueuePair> qp_;
-  size_t backlog_ = 0;
-  std::deque<std::shared_ptr<ConnectEndpoint>> requests_;
-  std::deque<Completer<std::shared_ptr<ConnectEndpoint>>> request_waiters_;
+  std::shared_ptr<soft::RequestQueue> requests_ = std::make_shared<soft::RequestQueue>();
 };
 
 }  // namespace wv::verbs::tcp
