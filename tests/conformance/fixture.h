@@ -122,6 +122,15 @@ testing::AssertionResult check_errc(const R& result, Errc expected, const char* 
     }                                                                            \
   } while (0)
 
+// Skips the current test when the device has `limitation` (types.h), printing why.
+#define SKIP_IF_LIMITATION(limitation, why)                                                       \
+  do {                                                                                            \
+    if (::wv::verbs::has(attributes().limitations, (limitation))) {                               \
+      GTEST_SKIP() << "device " << attributes().name << " has limitation " << #limitation << ": " \
+                   << why;                                                                        \
+    }                                                                                             \
+  } while (0)
+
 // Names of the providers built into the library, the parameter of every suite.
 std::vector<std::string> provider_names();
 std::string provider_test_name(const testing::TestParamInfo<std::string>& info);
@@ -218,6 +227,9 @@ class VerbsTest : public testing::TestWithParam<std::string> {
   const DeviceAttributes& attributes() const { return device_->attributes(); }
   bool has_capability(Capability capability) const {
     return has(attributes().capabilities, capability);
+  }
+  bool has_limitation(Limitation limitation) const {
+    return has(attributes().limitations, limitation);
   }
   // The address the suite's pairs use, with `port`.
   static SocketAddress address(uint16_t port);

@@ -6,7 +6,9 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 
 # Plain shell variables, never exported: WV_* in the environment is the configuration's.
-. "$repo/build-vm/run/env"
+# run.sh names its run directory on the kernel command line (wvrun=).
+for arg in $(cat /proc/cmdline); do case "$arg" in wvrun=*) run="${arg#wvrun=}" ;; esac; done
+. "${run:-$repo/build-vm/run}/env"
 
 run="$WV_VM_CACHE/run"
 finish() {
@@ -26,6 +28,10 @@ rdma link add rxe0 type rxe netdev dummy0 || { echo "rxe0 failed"; finish 1; }
 rdma link add siw0 type siw netdev dummy1 || { echo "siw0 failed"; finish 1; }
 ulimit -l unlimited
 cd /tmp
+if [ -n "$WV_VM_SCRIPT" ]; then  # debugging: a script of one's own instead of the suites
+  bash "$WV_VM_SCRIPT" 2>&1 | tee "$run/script.log"
+  finish "${PIPESTATUS[0]}"
+fi
 status=0
 for pair in rxe0:10.77.0.1 siw0:10.78.0.1; do
   dev="${pair%%:*}"
@@ -39,8 +45,8 @@ for pair in rxe0:10.77.0.1 siw0:10.78.0.1; do
   [ $rc -ne 0 ] && status=1
   grep -E '^\[ +(OK|FAILED|SKIPPED) +\]|Skipped|skipped|Failure|failed' "$out" | grep -v '^\[ +OK' | head -300
   ok=$(grep -cE '^\[ +OK +\]' "$out")
-  failed=$(grep -E '^\[ +FAILED +\] .*\(' "$out" | grep -c '')
-  skipped=$(grep -cE '^\[ +SKIPPED +\] .*\(' "$out")
+  failed=$(grep -cE '^\[ +FAILED +\] .* \([0-9]+ ms\)$' "$out")
+  skipped=$(grep -cE '^\[ +SKIPPED +\] .* \([0-9]+ ms\)$' "$out")
   echo "$ok" > "$run/passed.$dev"
   echo "$failed" > "$run/failed.$dev"
   echo "$skipped" > "$run/skipped.$dev"
@@ -52,5 +58,8 @@ if [ -x "$WV_VM_BUILD/bin/wv_vm_interop" ]; then
   rc=$?
   cat "$run/interop.log"
   echo "=== interop exit $rc ==="
+  # Counted as one test in the tier's summary.
+  if [ $rc -eq 0 ]; then echo 1 > "$run/passed.interop"; echo 0 > "$run/failed.interop"
+  else echo 0 > "$run/passed.interop"; echo 1 > "$run/failed.interop"; status=1; fi
 fi
 finish $status

@@ -104,12 +104,13 @@ WV_VM_CACHE=$cache
 WV_VM_KVER=$kver
 WV_VM_FILTER=${WV_VM_FILTER:-*/ibverbs}
 WV_VM_PERF=${WV_VM_PERF:-0}
+WV_VM_SCRIPT=${WV_VM_SCRIPT:-}
 ENV
 set +e
 timeout "${WV_VM_TIMEOUT:-1500}" qemu-system-x86_64 "${accel[@]}" -smp "$(nproc)" -m 2048 \
   -nodefaults -display none -serial stdio -no-reboot -nic none \
   -bios /usr/share/qemu/qboot.rom -kernel "$cache/vmlinux-$kver" -initrd "$initrd" \
-  -append "console=ttyS0 panic=-1 quiet loglevel=3 wvrepo=$repo wvscript=$repo/tests/vm/guest.sh" \
+  -append "console=ttyS0 panic=-1 quiet loglevel=3 wvrepo=$repo wvrun=$run wvscript=$repo/tests/vm/guest.sh" \
   -fsdev local,id=hostroot,path=/,readonly=on,multidevs=remap,security_model=none \
   -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
   -fsdev local,id=repo,path="$repo",multidevs=remap,security_model=none \
@@ -125,4 +126,7 @@ failed=$(cat "$run"/failed.* 2>/dev/null | awk '{s+=$1} END {print s+0}')
 skipped=$(cat "$run"/skipped.* 2>/dev/null | awk '{s+=$1} END {print s+0}')
 echo "vm tier: $((end - start)) s (guest $([ "${accel[1]}" = kvm ] && echo KVM || echo TCG), kernel $kver)"
 echo "$passed passed, $failed failed ($skipped skipped)"
+# The same in ctest's words, for the summary of .ci/run.
+total=$((passed + failed))
+echo "$(( total > 0 ? passed * 100 / total : 0 ))% tests passed, $failed tests failed out of $total"
 exit "$status"

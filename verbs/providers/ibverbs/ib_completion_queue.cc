@@ -61,11 +61,21 @@ void IbCompletionQueue::translate(const ibv_wc& wc, Completion& c) const {
   auto it = qps_.find(wc.qp_num);
   const CqQpEntry* entry = it == qps_.end() ? nullptr : &it->second;
   if (entry != nullptr) c.qp_context = entry->context;
+  const bool receive = (wc.opcode & IBV_WC_RECV) != 0;
+  if (entry != nullptr && entry->shared) {
+    // A QP with separate CQs knows a receive by its CQ (the opcode of an error completion is
+    // undefined); one CQ for both queues tells them apart by the opcode.
+    if (entry->counts_receives && (entry->receive_only || receive)) {
+      entry->shared->receives_posted.fetch_sub(1, std::memory_order_relaxed);
+    }
+    if (wc.status != IBV_WC_SUCCESS) {
+      entry->shared->state.store(QpState::kError, std::memory_order_release);
+    }
+  }
   if (wc.status != IBV_WC_SUCCESS) {
     c.length = 0;
     return;
   }
-  const bool receive = (wc.opcode & IBV_WC_RECV) != 0;
   if (receive) {
     if (entry != nullptr && entry->datagram) {
       c.length = wc.byte_len >= kGrhBytes ? wc.byte_len - kGrhBytes : 0;
@@ -98,10 +108,13 @@ void IbCompletionQueue::drain_locked() const {
         if (status_.is_ok()) {
           status_ = Status(Errc::kQueueFull, "completion queue overrun: more than " +
                                                  std::to_string(capacity_) + " completions");
+          // The device raises no event for an overrun it never saw: the provider does, as
+          // for a QP that went to the error state on its own.
           for (const auto& [number, qp] : qps_) {
             ibv_qp_attr attr{};
             attr.qp_state = IBV_QPS_ERR;
             ibv_modify_qp(qp.qp, &attr, IBV_QP_STATE);
+            device_->qp_failed(number, qp.context, "completion queue overrun");
           }
         }
         continue;

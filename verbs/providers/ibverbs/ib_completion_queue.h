@@ -8,6 +8,7 @@
 
 #include <infiniband/verbs.h>
 
+#include <atomic>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -21,6 +22,16 @@ namespace wv::verbs::ib {
 
 class IbSharedReceiveQueue;
 
+// What a QP shares with its CQs and its device. The provider tracks the QP's state itself:
+// some devices (siw) report no state through ibv_query_qp, and a QP goes to kError on its own
+// when an error completion is polled or an async QP event arrives.
+struct QpShared {
+  std::atomic<QpState> state{QpState::kReset};
+  std::atomic<uint32_t> inbound_read_depth{0};  // as set when connected (iWARP: from rdma_cm)
+  std::atomic<uint32_t> outbound_read_depth{0};
+  std::atomic<int64_t> receives_posted{0};  // receives posted and not yet completed
+};
+
 // What the CQ needs to know about a QP whose completions it receives.
 struct CqQpEntry {
   void* context = nullptr;
@@ -28,6 +39,11 @@ struct CqQpEntry {
   bool datagram = false;        // receives start with a 40-byte GRH the API does not show
   IbSharedReceiveQueue* srq = nullptr;
   ibv_qp* qp = nullptr;
+  std::shared_ptr<QpShared> shared;
+  // This CQ takes the receive completions of a QP with its own receive queue; only those
+  // (receive_only), or mixed with its sends.
+  bool counts_receives = false;
+  bool receive_only = false;
 };
 
 class IbCompletionQueue final : public CompletionQueue,

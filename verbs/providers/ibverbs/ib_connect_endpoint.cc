@@ -389,6 +389,8 @@ void IbConnectEndpoint::on_event(rdma_cm_event* event) {
   const bool iwarp = is_iwarp(cm_.id());
   ConnectParameters peer = peer_of(event->param.conn, iwarp);
   const bool has_private_data = event->param.conn.private_data_len > 0;
+  const uint32_t local_ird = event->param.conn.initiator_depth;
+  const uint32_t local_ord = event->param.conn.responder_resources;
   rdma_ack_cm_event(event);
 
   std::lock_guard lock(mutex_);
@@ -438,20 +440,33 @@ void IbConnectEndpoint::on_event(rdma_cm_event* event) {
           }
         } else if (qp_) {
           qp_->core().set_state(QpState::kReadyToSend);
+          qp_->core().set_read_depths(local_ird, local_ord);
         }
         state_ = EndpointState::kConnected;
         accepting_.complete(Status::ok());
       } else if (connecting_.pending()) {
-        // iWARP: the device moved the QP to RTS during MPA negotiation.
-        if (qp_) qp_->core().set_state(QpState::kReadyToSend);
+        // iWARP: the device moved the QP to RTS during MPA negotiation. The event carries this
+        // side's negotiated IRD (initiator_depth) and ORD (responder_resources); the peer's are
+        // their mirror image.
+        if (qp_) {
+          qp_->core().set_state(QpState::kReadyToSend);
+          qp_->core().set_read_depths(local_ird, local_ord);
+        }
+        if (iwarp) {
+          peer.inbound_read_depth = local_ord;
+          peer.outbound_read_depth = local_ird;
+        }
         state_ = EndpointState::kConnected;
         peer_parameters_ = peer;
         connecting_.complete(peer);
       }
       break;
     case RDMA_CM_EVENT_REJECTED: {
+      // iWARP: an MPA reject arrives as ECONNRESET (siw) or ECONNREFUSED with the reject's
+      // private data; no listener is a TCP reset without any.
       const bool by_peer =
-          iwarp ? (status == -ECONNREFUSED && has_private_data) : status == kIbConsumerReject;
+          iwarp ? (status == -ECONNRESET || (status == -ECONNREFUSED && has_private_data))
+                : status == kIbConsumerReject;
       peer_parameters_ = peer;
       state_ = by_peer ? EndpointState::kRejected : EndpointState::kError;
       fail_connection(by_peer
@@ -476,6 +491,14 @@ void IbConnectEndpoint::on_event(rdma_cm_event* event) {
       if (!disconnect_sent_) {
         disconnect_sent_ = true;
         rdma_disconnect(cm_.id());  // answers the peer's request (IB DREP)
+        // iWARP reports a responder's error as a terminate that closes the connection; the
+        // device raises no event at this side (siw), so the provider does (types.h,
+        // kRemoteErrorsInCompletion).
+        if (iwarp && qp_ && state_ == EndpointState::kConnected) {
+          qp_->core().domain()->device()->qp_failed(
+              qp_->number(), qp_->core().context(),
+              "the iWARP connection was closed by the peer (a terminate or a disconnect)");
+        }
       }
       ended();
       break;

@@ -10,6 +10,10 @@
 namespace wv::verbs::ib {
 
 namespace {
+constexpr int kSidrReject = 2;  // IB_SIDR_REJECT, the SIDR REP status of a consumer's reject
+}  // namespace
+
+namespace {
 
 AddressVector address_of(const ibv_ah_attr& ah) {
   AddressVector out;
@@ -313,6 +317,13 @@ void IbDatagramEndpoint::on_event(rdma_cm_event* event) {
                                                                   status < 0 ? -status : status))));
       break;
     case RDMA_CM_EVENT_UNREACHABLE:
+      // A SIDR reply with status IB_SIDR_REJECT (2): the peer's consumer rejected the lookup.
+      if (phase_ == Phase::kAsking && status == kSidrReject) {
+        request_ = peer_of(copy, false);
+        fail(Status(Errc::kRejected, "the peer rejected the lookup"));
+        break;
+      }
+      [[fallthrough]];
     case RDMA_CM_EVENT_CONNECT_ERROR:
       fail(Status(status == -ETIMEDOUT ? Errc::kTimedOut : Errc::kConnectionRefused,
                   "lookup got no answer (status " + std::to_string(status) + ")"));

@@ -159,10 +159,66 @@ void IbDevice::probe_capabilities(const ibv_device_attr& device) {
       }
     }
     if (attributes_.max_inline > 0) caps = caps | Capability::kInline;
+    if (device.max_srq > 0) {
+      ibv_srq_init_attr srq_init{};
+      srq_init.attr.max_wr = 4;
+      srq_init.attr.max_sge = 1;
+      if (ibv_srq* srq = ibv_create_srq(pd, &srq_init); srq != nullptr) {
+        ibv_srq_attr grow{};
+        grow.max_wr = srq_init.attr.max_wr * 2;
+        resizes_srq_ = ibv_modify_srq(srq, &grow, IBV_SRQ_MAX_WR) == 0;
+        ibv_destroy_srq(srq);
+      }
+    }
+    // Does ibv_query_qp report the state? (siw's answer leaves it RESET.)
+    init.cap.max_inline_data = 0;
+    if (ibv_qp* rc = ibv_create_qp(pd, &init); rc != nullptr) {
+      ibv_qp_attr attr{};
+      attr.qp_state = IBV_QPS_INIT;
+      attr.port_num = 1;
+      attr.qp_access_flags = IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE;
+      if (ibv_modify_qp(rc, &attr,
+                        IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS) ==
+          0) {
+        ibv_qp_attr now{};
+        ibv_qp_init_attr now_init{};
+        reports_qp_state_ =
+            ibv_query_qp(rc, &now, IBV_QP_STATE, &now_init) == 0 && now.qp_state == IBV_QPS_INIT;
+      }
+      ibv_destroy_qp(rc);
+    }
   }
   if (cq != nullptr) ibv_destroy_cq(cq);
   if (pd != nullptr) ibv_dealloc_pd(pd);
   attributes_.capabilities = caps;
+
+  // Differences from the API's reference semantics (types.h). Those of a transport follow from
+  // it; the rest are the software devices' own, known by their driver's vendor id (Soft-RoCE
+  // 0xffffff, SoftiWARP 0x626d74 "bmt") because no attribute reports them.
+  constexpr uint32_t kSoftRoceVendor = 0xffffff;
+  constexpr uint32_t kSoftIwarpVendor = 0x626d74;
+  // rdma_cm refuses a specific bind on a port a wildcard id holds (cma_check_port).
+  Limitation limits =
+      Limitation::kNoSpecificListenBesideWildcard | Limitation::kOneSidedServedByDevice;
+  if (transport_ == Transport::kIwarp) {
+    limits = limits | Limitation::kNoSendQueueDrain | Limitation::kNoReceiverNotReadyRetry;
+  } else {
+    limits = limits | Limitation::kReceiverNotReadyFailsOnlyTheRequester;
+  }
+  if (device.vendor_id == kSoftIwarpVendor && transport_ == Transport::kIwarp) {
+    limits = limits | Limitation::kRefusedReadFlushed | Limitation::kReadDepthsRaisedToPeer |
+             Limitation::kNoSolicitedNotification | Limitation::kLatePostsLostAfterError |
+             Limitation::kNoReconnectAfterError | Limitation::kActiveSendFailsOnModifyToError |
+             Limitation::kReadScatterBroken | Limitation::kSendsOvertakeReads |
+             Limitation::kReadAccessNotChecked | Limitation::kRefusedWriteFailsLocally;
+  }
+  if (device.vendor_id == kSoftRoceVendor && transport_ == Transport::kRoce) {
+    limits = limits | Limitation::kLengthErrorAsOperationError;
+    if (has(caps, Capability::kMemoryWindowType1)) {
+      limits = limits | Limitation::kMemoryWindowsNotEnforced;
+    }
+  }
+  attributes_.limitations = limits;
 }
 
 Result<PortAttributes> IbDevice::query_port(uint8_t port) const {
@@ -182,7 +238,10 @@ Result<PortAttributes> IbDevice::query_port(uint8_t port) const {
   out.active_mtu = mtu_bytes(attr.active_mtu);
   out.max_message_size = attr.max_msg_sz;
   out.gid_table_length = attr.gid_tbl_len;
-  out.pkey_table_length = attr.pkey_tbl_len;
+  // iWARP has no partitions: everything is in the default one, which the API shows as a table
+  // of one full-member default P_Key.
+  out.pkey_table_length =
+      transport_ == Transport::kIwarp && attr.pkey_tbl_len == 0 ? uint16_t{1} : attr.pkey_tbl_len;
   out.lid = attr.lid;
   out.sm_lid = attr.sm_lid;
   out.lmc = attr.lmc;
@@ -222,6 +281,13 @@ Result<std::vector<uint16_t>> IbDevice::pkey_table(uint8_t port) const {
   auto attr = query_port(port);
   if (!attr.is_ok()) return attr.status();
   std::vector<uint16_t> table(attr->pkey_table_length);
+  if (transport_ == Transport::kIwarp) {
+    ibv_port_attr raw{};
+    if (ibv_query_port(context_, port, &raw) == 0 && raw.pkey_tbl_len == 0) {
+      table.assign(1, 0xffff);
+      return table;
+    }
+  }
   for (uint32_t i = 0; i < table.size(); ++i) {
     __be16 pkey = 0;
     if (int rc = ibv_query_pkey(context_, port, static_cast<int>(i), &pkey); rc != 0) {
@@ -294,6 +360,33 @@ void IbDevice::deliver(DeviceEvent event) {
   events_.push_back(std::move(event));
 }
 
+void IbDevice::register_qp(uint32_t number, std::weak_ptr<QpShared> shared) {
+  std::lock_guard lock(qps_mutex_);
+  qps_[number] = std::move(shared);
+}
+
+void IbDevice::unregister_qp(uint32_t number) {
+  std::lock_guard lock(qps_mutex_);
+  qps_.erase(number);
+}
+
+void IbDevice::qp_failed(uint32_t number, void* context, std::string detail) {
+  {
+    std::lock_guard lock(qps_mutex_);
+    if (auto it = qps_.find(number); it != qps_.end()) {
+      if (auto shared = it->second.lock()) {
+        shared->state.store(QpState::kError, std::memory_order_release);
+      }
+    }
+  }
+  DeviceEvent event;
+  event.type = EventType::kQpFatal;
+  event.context = context;
+  event.qp_number = number;
+  event.detail = std::move(detail);
+  deliver(std::move(event));
+}
+
 void IbDevice::on_async_event() {
   ibv_async_event event;
   while (ibv_get_async_event(context_, &event) == 0) {
@@ -317,6 +410,14 @@ void IbDevice::on_async_event() {
         // its context is the one given at creation.
         out.context = event.element.qp->qp_context;
         out.qp_number = event.element.qp->qp_num;
+        {
+          std::lock_guard guard(qps_mutex_);
+          if (auto it = qps_.find(out.qp_number); it != qps_.end()) {
+            if (auto shared = it->second.lock()) {
+              shared->state.store(QpState::kError, std::memory_order_release);
+            }
+          }
+        }
         break;
       case IBV_EVENT_CQ_ERR:
         out.type = EventType::kCompletionQueueError;

@@ -9,11 +9,14 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "ib_event_loop.h"
 #include "wv/verbs/device.h"
 
 namespace wv::verbs::ib {
+
+struct QpShared;
 
 class IbDevice final : public Device, public std::enable_shared_from_this<IbDevice> {
  public:
@@ -39,6 +42,16 @@ class IbDevice final : public Device, public std::enable_shared_from_this<IbDevi
   uint8_t source_gid_index(uint8_t port, const Gid& destination) const;
   // Queues an event for next_event() (also used by objects that see an error themselves).
   void deliver(DeviceEvent event);
+  // Whether ibv_query_qp reports the QP's state (siw answers RESET whatever the state is).
+  bool reports_qp_state() const { return reports_qp_state_; }
+  // Whether ibv_modify_srq can grow an SRQ (siw cannot: its SRQs get headroom instead).
+  bool resizes_srq() const { return resizes_srq_; }
+  // QPs by number, so that an async event moves the QP's tracked state to kError.
+  void register_qp(uint32_t number, std::weak_ptr<QpShared> shared);
+  void unregister_qp(uint32_t number);
+  // Raises kQpFatal for a QP that went to the error state without an event from the device
+  // (an emulated CQ overrun; an iWARP connection the peer closed).
+  void qp_failed(uint32_t number, void* context, std::string detail);
 
  private:
   IbDevice(ibv_context* context, std::shared_ptr<EventLoop> loop)
@@ -54,6 +67,10 @@ class IbDevice final : public Device, public std::enable_shared_from_this<IbDevi
   std::mutex mutex_;
   std::deque<DeviceEvent> events_;
   std::deque<Completer<DeviceEvent>> waiters_;
+  bool reports_qp_state_ = true;
+  bool resizes_srq_ = true;
+  std::mutex qps_mutex_;
+  std::unordered_map<uint32_t, std::weak_ptr<QpShared>> qps_;
 };
 
 }  // namespace wv::verbs::ib

@@ -32,13 +32,17 @@ Result<std::shared_ptr<SharedReceiveQueue>> IbProtectionDomain::create_shared_re
     return Status(Errc::kInvalidArgument, "an SRQ needs max_wr and max_sge above 0");
   }
   ibv_srq_init_attr init{};
-  init.attr.max_wr = max_wr;
+  // A device that cannot grow an SRQ gets one with room to grow into (modify() raises the
+  // software limit up to it); the depth asked for is enforced by the provider either way.
+  const uint32_t device_max = device_->attributes().max_srq_wr;
+  init.attr.max_wr =
+      device_->resizes_srq() ? max_wr : std::max(max_wr, std::min(max_wr * 4, device_max));
   init.attr.max_sge = max_sge;
   init.attr.srq_limit = 0;
   ibv_srq* srq = ibv_create_srq(pd_, &init);
   if (srq == nullptr) return verbs_status(-1, "ibv_create_srq");
-  auto out = std::make_shared<IbSharedReceiveQueue>(shared_from_this(), srq, init.attr.max_wr,
-                                                    init.attr.max_sge, 0);
+  auto out = std::make_shared<IbSharedReceiveQueue>(shared_from_this(), srq, max_wr,
+                                                    init.attr.max_sge, 0, init.attr.max_wr);
   srq->srq_context = out.get();
   if (limit != 0) {
     if (Status status = out->modify(SharedReceiveQueue::kUnchanged, limit); !status) return status;

@@ -34,6 +34,7 @@ bool pre_connection(QpState state) {
 QpCore::~QpCore() {
   if (qp_ == nullptr) return;
   const uint32_t number = qp_->qp_num;
+  domain_->device()->unregister_qp(number);
   ibv_destroy_qp(qp_);
   // After the QP is gone: its completions still queued are translated with its context now.
   if (send_cq_) send_cq_->remove_qp(number);
@@ -81,8 +82,15 @@ Status QpCore::create(ibv_qp_type type, void* context) {
   entry.datagram = datagram_;
   entry.srq = srq_;
   entry.qp = qp_;
+  entry.shared = shared_;
+  entry.counts_receives = receive_cq_ == send_cq_ && srq_ == nullptr;
   send_cq_->add_qp(qp_->qp_num, entry);
-  if (receive_cq_ != send_cq_) receive_cq_->add_qp(qp_->qp_num, entry);
+  if (receive_cq_ != send_cq_) {
+    entry.counts_receives = srq_ == nullptr;
+    entry.receive_only = true;
+    receive_cq_->add_qp(qp_->qp_num, entry);
+  }
+  domain_->device()->register_qp(qp_->qp_num, shared_);
   return Status::ok();
 }
 
@@ -140,13 +148,23 @@ Status QpCore::post_send(ibv_send_wr& wr, Opcode opcode) {
                                            std::string(to_string(state())) +
                                            ": sends need a connected QP");
   }
+  const bool tracked_only = !domain_->device()->reports_qp_state();
+  if (tracked_only && state() == QpState::kError) {
+    // The device's view of the QP is not readable (siw): flushed here, as the API promises.
+    if ((wr.send_flags & IBV_SEND_SIGNALED) != 0 || options_.signal_all_sends) {
+      flush_in_software(wr.wr_id, opcode, false);
+    }
+    return Status::ok();
+  }
   ibv_send_wr* bad = nullptr;
   const int rc = ibv_post_send(qp_, &wr, &bad);
   if (rc == 0) return Status::ok();
   ibv_qp_attr attr{};
   ibv_qp_init_attr init{};
-  if (ibv_query_qp(qp_, &attr, IBV_QP_STATE, &init) == 0 &&
-      (attr.qp_state == IBV_QPS_ERR || attr.qp_state == IBV_QPS_SQE)) {
+  if (state() == QpState::kError ||
+      (domain_->device()->reports_qp_state() &&
+       ibv_query_qp(qp_, &attr, IBV_QP_STATE, &init) == 0 &&
+       (attr.qp_state == IBV_QPS_ERR || attr.qp_state == IBV_QPS_SQE))) {
     // Some devices refuse posts to a QP in error; the API flushes them instead.
     set_state(QpState::kError);
     if ((wr.send_flags & IBV_SEND_SIGNALED) != 0 || options_.signal_all_sends) {
@@ -175,16 +193,34 @@ Status QpCore::post_receive(uint64_t wr_id, std::span<const Sge> sges, const ibv
   if (Status status = convert(sges, receive_sge_, false, list + offset, nullptr); !status) {
     return status;
   }
+  if (state() == QpState::kError) {
+    // Devices flush the receive queue when the QP enters kError, not receives posted later
+    // (rxe keeps them): flushed here, as the API promises.
+    flush_in_software(wr_id, Opcode::kReceive, true);
+    return Status::ok();
+  }
+  // The depth is enforced here: devices round queue depths up (rxe, siw) and would take more.
+  if (state() != QpState::kError && shared_->receives_posted.load(std::memory_order_relaxed) >=
+                                        static_cast<int64_t>(receive_depth_)) {
+    return Status(Errc::kQueueFull, "receive queue of QP " + std::to_string(number()) +
+                                        " is full (" + std::to_string(receive_depth_) +
+                                        " receives posted)");
+  }
   ibv_recv_wr wr{};
   wr.wr_id = wr_id;
   wr.sg_list = list;
   wr.num_sge = static_cast<int>(sges.size() + offset);
   ibv_recv_wr* bad = nullptr;
   const int rc = ibv_post_recv(qp_, &wr, &bad);
-  if (rc == 0) return Status::ok();
+  if (rc == 0) {
+    shared_->receives_posted.fetch_add(1, std::memory_order_relaxed);
+    return Status::ok();
+  }
   ibv_qp_attr attr{};
   ibv_qp_init_attr init{};
-  if (ibv_query_qp(qp_, &attr, IBV_QP_STATE, &init) == 0 && attr.qp_state == IBV_QPS_ERR) {
+  if (state() == QpState::kError ||
+      (ibv_query_qp(qp_, &attr, IBV_QP_STATE, &init) == 0 && attr.qp_state == IBV_QPS_ERR &&
+       domain_->device()->reports_qp_state())) {
     set_state(QpState::kError);
     flush_in_software(wr_id, Opcode::kReceive, true);
     return Status::ok();
@@ -206,6 +242,11 @@ QpAttributes QpCore::query() const {
   out.max_inline = max_inline_;
   out.qkey = qkey_;
   out.state = state();
+  out.inbound_read_depth = shared_->inbound_read_depth.load(std::memory_order_relaxed);
+  out.outbound_read_depth = shared_->outbound_read_depth.load(std::memory_order_relaxed);
+  // siw answers ibv_query_qp without the state and with IRD and ORD swapped: what the provider
+  // tracked stands there.
+  if (!domain_->device()->reports_qp_state()) return out;
   ibv_qp_attr attr{};
   ibv_qp_init_attr init{};
   int mask = IBV_QP_STATE;
@@ -245,7 +286,11 @@ Status QpCore::transition(QpState target) {
     return verbs_status(rc, "ibv_modify_qp(" + std::string(to_string(target)) + ")");
   }
   set_state(target);
-  if (target == QpState::kReset) peer_qp_number_ = 0;
+  if (target == QpState::kReset) {
+    peer_qp_number_ = 0;
+    shared_->receives_posted.store(0, std::memory_order_relaxed);
+    set_read_depths(0, 0);
+  }
   return Status::ok();
 }
 
@@ -270,6 +315,12 @@ Status QpCore::user_modify(QpState target) {
       break;
     case QpState::kSendQueueDrained:
       allowed = now == QpState::kReadyToSend;
+      if (allowed &&
+          has(domain_->device()->attributes().limitations, Limitation::kNoSendQueueDrain)) {
+        return Status(Errc::kNotSupported,
+                      "device " + domain_->device()->attributes().name +
+                          " has no send-queue-drained state (limitation no_send_queue_drain)");
+      }
       break;
   }
   if (!allowed) {

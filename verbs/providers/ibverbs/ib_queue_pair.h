@@ -35,8 +35,13 @@ class QpCore {
   ibv_qp* qp() const { return qp_; }
   uint32_t number() const { return qp_->qp_num; }
   void* context() const { return options_.context; }
-  QpState state() const { return state_.load(std::memory_order_acquire); }
-  void set_state(QpState state) { state_.store(state, std::memory_order_release); }
+  QpState state() const { return shared_->state.load(std::memory_order_acquire); }
+  void set_state(QpState state) { shared_->state.store(state, std::memory_order_release); }
+  // The read depths the connection settled on, for devices whose ibv_query_qp omits them.
+  void set_read_depths(uint32_t inbound, uint32_t outbound) {
+    shared_->inbound_read_depth.store(inbound, std::memory_order_relaxed);
+    shared_->outbound_read_depth.store(outbound, std::memory_order_relaxed);
+  }
   void set_peer(uint32_t peer_qp_number);
   uint32_t peer() const { return peer_qp_number_; }
   const std::shared_ptr<IbProtectionDomain>& domain() const { return domain_; }
@@ -66,7 +71,7 @@ class QpCore {
   std::shared_ptr<IbCompletionQueue> send_cq_;
   std::shared_ptr<IbCompletionQueue> receive_cq_;
   IbSharedReceiveQueue* srq_ = nullptr;
-  std::atomic<QpState> state_{QpState::kReset};
+  std::shared_ptr<QpShared> shared_ = std::make_shared<QpShared>();
   uint32_t peer_qp_number_ = 0;
   uint32_t max_inline_ = 0;
   uint32_t send_depth_ = 0;

@@ -33,6 +33,14 @@ Status IbSharedReceiveQueue::post_receive(uint64_t wr_id, std::span<const Sge> s
     list[i] = {reinterpret_cast<uint64_t>(sge.address), sge.length,
                detail::RegionAccess::local_key(*sge.region)};
   }
+  {
+    std::lock_guard lock(mutex_);
+    // Enforced here: devices round the depth up and would take more.
+    if (posted_.load(std::memory_order_relaxed) >= static_cast<int64_t>(max_wr_)) {
+      return Status(Errc::kQueueFull, "the shared receive queue is full (" +
+                                          std::to_string(max_wr_) + " receives posted)");
+    }
+  }
   ibv_recv_wr wr{};
   wr.wr_id = wr_id;
   wr.sg_list = list;
@@ -50,23 +58,39 @@ Status IbSharedReceiveQueue::modify(uint32_t max_wr, uint32_t limit) {
   std::lock_guard lock(mutex_);
   ibv_srq_attr attr{};
   int mask = 0;
+  uint32_t new_max_wr = max_wr_;
   if (max_wr != kUnchanged && max_wr != max_wr_) {
-    attr.max_wr = max_wr;
-    mask |= IBV_SRQ_MAX_WR;
+    if (max_wr < static_cast<uint32_t>(std::max<int64_t>(posted_.load(), 0))) {
+      return Status(Errc::kInvalidArgument,
+                    "more receives are posted than " + std::to_string(max_wr) + " entries hold");
+    }
+    new_max_wr = max_wr;
+    if (max_wr > capacity_) {
+      attr.max_wr = max_wr;
+      mask |= IBV_SRQ_MAX_WR;
+    }
   }
   if (limit != kUnchanged) {
     attr.srq_limit = limit;
     mask |= IBV_SRQ_LIMIT;
   }
-  if (mask == 0) return Status::ok();
-  if (int rc = ibv_modify_srq(srq_, &attr, mask); rc != 0)
-    return verbs_status(rc, "ibv_modify_srq");
-  ibv_srq_attr now{};
-  if (ibv_query_srq(srq_, &now) == 0) {
-    max_wr_ = now.max_wr;
-  } else if ((mask & IBV_SRQ_MAX_WR) != 0) {
-    max_wr_ = max_wr;
+  if (mask != 0) {
+    if (int rc = ibv_modify_srq(srq_, &attr, mask); rc != 0) {
+      if ((mask & IBV_SRQ_MAX_WR) != 0 && rc == EOPNOTSUPP) {
+        return Status(Errc::kNotSupported, "device " + domain_->device()->attributes().name +
+                                               " cannot grow an SRQ beyond the " +
+                                               std::to_string(capacity_) +
+                                               " entries it was created with");
+      }
+      return verbs_status(rc, "ibv_modify_srq");
+    }
+    if ((mask & IBV_SRQ_MAX_WR) != 0) {
+      capacity_ = attr.max_wr;
+      ibv_srq_attr now{};
+      if (ibv_query_srq(srq_, &now) == 0) capacity_ = std::max(capacity_, now.max_wr);
+    }
   }
+  max_wr_ = new_max_wr;
   if (limit != kUnchanged) limit_ = limit;
   return Status::ok();
 }

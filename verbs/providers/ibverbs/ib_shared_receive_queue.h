@@ -18,8 +18,13 @@ class IbProtectionDomain;
 class IbSharedReceiveQueue final : public SharedReceiveQueue {
  public:
   IbSharedReceiveQueue(std::shared_ptr<IbProtectionDomain> domain, ibv_srq* srq, uint32_t max_wr,
-                       uint32_t max_sge, uint32_t limit)
-      : domain_(std::move(domain)), srq_(srq), max_wr_(max_wr), max_sge_(max_sge), limit_(limit) {}
+                       uint32_t max_sge, uint32_t limit, uint32_t capacity)
+      : domain_(std::move(domain)),
+        srq_(srq),
+        max_wr_(max_wr),
+        max_sge_(max_sge),
+        limit_(limit),
+        capacity_(capacity) {}
   ~IbSharedReceiveQueue() override;
 
   Status post_receive(uint64_t wr_id, std::span<const Sge> sges) override;
@@ -40,6 +45,7 @@ class IbSharedReceiveQueue final : public SharedReceiveQueue {
   uint32_t max_wr_;
   uint32_t max_sge_;
   uint32_t limit_;
+  uint32_t capacity_;  // what the device granted (at least max_wr_)
   std::atomic<int64_t> posted_{0};
   std::vector<Completer<void>> waiters_;
 };

@@ -65,6 +65,59 @@ template <>
 struct EnableFlags<Capability> : std::true_type {};
 std::string to_string(Capability set);
 
+// Where a device's behaviour differs from the API's reference semantics (the software providers)
+// in a way no provider can paper over. Conformance tests check the documented behaviour instead
+// and name the flag; the software providers report none.
+enum class Limitation : uint32_t {
+  kNone = 0,
+  // No send-queue-drained state: iWARP verbs have none (siw turns SQD into a connection close).
+  kNoSendQueueDrain = 1u << 0,
+  // A send that finds no receive posted is a responder error at once (iWARP has no RNR retry).
+  kNoReceiverNotReadyRetry = 1u << 1,
+  // Receiver-not-ready is the requester's business (InfiniBand RNR NAK): the responder's QP
+  // stays connected, and the requester retries rnr_retry_count times (7 meaning forever).
+  kReceiverNotReadyFailsOnlyTheRequester = 1u << 2,
+  // A read the responder refuses completes kFlushed, not kRemoteAccessError: the responder's
+  // terminate closes the connection before the read completes (siw).
+  kRefusedReadFlushed = 1u << 3,
+  // A receive too short for the message completes kLocalQpOperationError at the receiver and
+  // the send kRemoteOperationError (rxe), not kLocalLengthError / kRemoteInvalidRequest.
+  kLengthErrorAsOperationError = 1u << 4,
+  // Read depths are not negotiated down: the accepting side raises its inbound depth to the
+  // connecting side's outbound depth (siw's relaxed IRD negotiation).
+  kReadDepthsRaisedToPeer = 1u << 5,
+  // A listen on a specific address cannot share a port with a wildcard listen (rdma_cm).
+  kNoSpecificListenBesideWildcard = 1u << 6,
+  // Memory windows are bound, but accesses through them are not checked against the window's
+  // bounds and rights, and send-with-invalidate does not report the invalidated key (rxe).
+  kMemoryWindowsNotEnforced = 1u << 7,
+  // A kSolicited CQ notification does not fire, neither for a solicited receive nor for an
+  // error completion (siw).
+  kNoSolicitedNotification = 1u << 8,
+  // RDMA reads and writes are served by the device (kernel or NIC) whether or not the target
+  // process runs: a stopped peer still serves them until it is gone.
+  kOneSidedServedByDevice = 1u << 9,
+  // A work request posted just as the device moves the QP to the error state on its own may
+  // never complete (siw flushes its user-mapped queues only on entering the error state).
+  kLatePostsLostAfterError = 1u << 10,
+  // Observed on siw, not worked around by the provider:
+  // a QP that was in kError cannot be connected again after kReset -> kInit;
+  kNoReconnectAfterError = 1u << 11,
+  // the send in progress when the QP is moved to kError completes kLocalQpOperationError;
+  kActiveSendFailsOnModifyToError = 1u << 12,
+  // an RDMA read into several SGEs does not scatter as posted;
+  kReadScatterBroken = 1u << 13,
+  // sends behind an RDMA read may complete before it;
+  kSendsOvertakeReads = 1u << 14,
+  // an RDMA read of a region without remote read access is served;
+  kReadAccessNotChecked = 1u << 15,
+  // a write the responder refuses may complete kLocalQpOperationError instead of kSuccess when
+  // the terminate arrives before the write's completion.
+  kRefusedWriteFailsLocally = 1u << 16,
+};
+template <>
+struct EnableFlags<Limitation> : std::true_type {};
+
 enum class Access : uint32_t {
   kNone = 0,
   kLocalWrite = 1u << 0,
@@ -194,6 +247,7 @@ struct DeviceAttributes {
   AtomicScope atomic_scope = AtomicScope::kNone;
   uint8_t port_count = 0;
   Capability capabilities = Capability::kNone;
+  Limitation limitations = Limitation::kNone;  // none on the software providers
 };
 
 enum class PortState : uint8_t { kDown, kInit, kArmed, kActive };
