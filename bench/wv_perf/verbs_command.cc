@@ -199,7 +199,7 @@ void VerbsSubcommand::add_options(CLI::App& command) {
       ->capture_default_str()
       ->check(CLI::Range(1, 65536));
   command.add_option("--provider", provider_,
-                     "Provider (auto|tcp|shm|ibverbs); overrides WV_PROVIDER and the config file");
+                     "Provider (auto|tcp|shm|hybrid|ibverbs); overrides WV_PROVIDER and the config file");
   command.add_option("--device", device_, "Device; overrides WV_DEVICE and the config file");
   command
       .add_option("--baseline", baseline_,

@@ -8,7 +8,7 @@
 namespace wv::config {
 namespace {
 
-constexpr std::string_view kProviderChoices[] = {"auto", "tcp", "shm", "ibverbs"};
+constexpr std::string_view kProviderChoices[] = {"auto", "tcp", "shm", "hybrid", "ibverbs"};
 constexpr std::string_view kLogLevelChoices[] = {"error", "warn", "info", "debug"};
 constexpr std::string_view kTcpCrcChoices[] = {"off", "request", "require"};
 constexpr std::string_view kTransportRendezvousChoices[] = {"auto", "read", "write"};

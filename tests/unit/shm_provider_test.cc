@@ -96,7 +96,8 @@ class RawClient {
     timeval timeout{5, 0};
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
     sockaddr_storage name;
-    const socklen_t length = unix_address(socket_name(SocketAddress::ipv4_loopback(port)), name);
+    const socklen_t length =
+        unix_address(socket_name(kShmNames, SocketAddress::ipv4_loopback(port)), name);
     ASSERT_EQ(::connect(fd_, reinterpret_cast<sockaddr*>(&name), length), 0)
         << std::strerror(errno);
     Handshake request;

@@ -10,6 +10,7 @@ namespace wv::verbs {
 
 Result<std::shared_ptr<Provider>> open_tcp_provider();
 Result<std::shared_ptr<Provider>> open_shm_provider();
+Result<std::shared_ptr<Provider>> open_hybrid_provider();
 #if WV_HAVE_IBVERBS
 Result<std::shared_ptr<Provider>> open_ibverbs_provider();
 #endif

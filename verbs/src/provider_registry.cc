@@ -22,13 +22,14 @@ constexpr ProviderEntry kProviders[] = {
     // devices") and `auto` goes on to tcp.
     {"ibverbs", open_ibverbs_provider},
 #endif
+    // Without RDMA devices: tcp between hosts, shared memory to the peers on this host.
+    {"hybrid", open_hybrid_provider},
     {"tcp", open_tcp_provider},
-    // After tcp, so that `auto` still opens tcp: shm reaches only this host; the transport
-    // layer picks shm per peer on the same host.
+    // Last: shm reaches only this host.
     {"shm", open_shm_provider},
 };
 
-constexpr std::string_view kNames[] = {"tcp", "shm",
+constexpr std::string_view kNames[] = {"tcp", "shm", "hybrid",
 #if WV_HAVE_IBVERBS
                                        "ibverbs"
 #endif

@@ -53,12 +53,12 @@ SocketAddress wildcard_of(const SocketAddress& address) {
 }
 
 // Connects `fd` to the listen that serves `destination`: the specific name, else the wildcard.
-Status connect_socket(int fd, const SocketAddress& destination) {
+Status connect_socket(int fd, std::string_view space, const SocketAddress& destination) {
   const SocketAddress candidates[] = {destination, wildcard_of(destination)};
   int error = ECONNREFUSED;
   for (const SocketAddress& candidate : candidates) {
     sockaddr_storage address;
-    const socklen_t length = unix_address(socket_name(candidate), address);
+    const socklen_t length = unix_address(socket_name(space, candidate), address);
     if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), length) == 0) {
       return Status::ok();
     }
@@ -229,8 +229,9 @@ class ActiveHandshake final : public soft::PollHandler {
 }  // namespace
 
 ShmConnectEndpoint::ShmConnectEndpoint(std::shared_ptr<ShmProvider> provider,
-                                       std::shared_ptr<soft::SoftDevice> device)
-    : provider_(std::move(provider)), device_(std::move(device)) {}
+                                       std::shared_ptr<soft::SoftDevice> device,
+                                       std::string_view names)
+    : provider_(std::move(provider)), device_(std::move(device)), names_(names) {}
 
 ShmConnectEndpoint::~ShmConnectEndpoint() {
   if (segment_fd_ >= 0) ::close(segment_fd_);
@@ -282,7 +283,7 @@ Status ShmConnectEndpoint::bind_locked(const SocketAddress& address) {
   for (int attempt = 0; attempt < (ephemeral ? 64 : 1); ++attempt) {
     if (ephemeral) bound.set_port(random_port());
     sockaddr_storage name;
-    const socklen_t length = unix_address(socket_name(bound), name);
+    const socklen_t length = unix_address(socket_name(names_, bound), name);
     if (::bind(fd, reinterpret_cast<const sockaddr*>(&name), length) == 0) {
       fd_ = fd;
       local_ = bound;
@@ -329,7 +330,7 @@ Status ShmConnectEndpoint::listen(int backlog) {
 
 void ShmConnectEndpoint::on_incoming(int fd, Handshake request, int segment_fd, int doorbell_fd,
                                      pid_t pid) {
-  auto child = std::make_shared<ShmConnectEndpoint>(provider_, device_);
+  auto child = std::make_shared<ShmConnectEndpoint>(provider_, device_, names_);
   child->fd_ = fd;
   child->state_ = EndpointState::kRequestReceived;
   child->local_ = request.destination;
@@ -428,7 +429,7 @@ Operation<ConnectParameters> ShmConnectEndpoint::connect(std::shared_ptr<Connect
   request.private_data = parameters.private_data;
   std::vector<std::byte> bytes;
   Status status = encode_handshake(request, bytes);
-  if (status) status = connect_socket(fd, peer_);
+  if (status) status = connect_socket(fd, names_, peer_);
   const int fds[] = {segment.value()->fd(), doorbell};
   if (status) status = send_message(fd, bytes, fds);
   if (!status) {
@@ -469,6 +470,10 @@ Status ShmConnectEndpoint::start_connection(std::unique_ptr<Segment> segment, in
   auto connection =
       std::make_shared<ShmConnection>(std::move(segment), fd, doorbell_fd, peer_doorbell_fd,
                                       device_->progress(), qp_, events_, options);
+  // On an iWARP device (the hybrid provider's tcp device) completions name no peer QP, as
+  // on its TCP connections: the wire does not change what the device reports.
+  const auto port = device_->query_port(1);
+  if (port.is_ok() && port->transport == Transport::kIwarp) peer_qp_number = 0;
   {
     std::lock_guard qp_lock(qp_->mutex());
     Status status = qp_->connect_locked(connection, peer_qp_number, inbound, outbound);

@@ -12,9 +12,9 @@
 #include <memory>
 #include <mutex>
 
+#include "request_queue.h"
 #include "shm_connection.h"
 #include "shm_protocol.h"
-#include "request_queue.h"
 #include "soft_device.h"
 #include "wv/verbs/connect_endpoint.h"
 
@@ -25,8 +25,10 @@ class ShmProvider;
 class ShmConnectEndpoint final : public ConnectEndpoint,
                                  public std::enable_shared_from_this<ShmConnectEndpoint> {
  public:
+  // `names`: the name space of the listening sockets (shm_protocol.h); `device` may be another
+  // software provider's (the hybrid provider's shm side door serves QPs of the tcp device).
   ShmConnectEndpoint(std::shared_ptr<ShmProvider> provider,
-                     std::shared_ptr<soft::SoftDevice> device);
+                     std::shared_ptr<soft::SoftDevice> device, std::string_view names = kShmNames);
   ~ShmConnectEndpoint() override;
 
   size_t max_private_data() const override { return kMaxPrivateData; }
@@ -68,6 +70,7 @@ class ShmConnectEndpoint final : public ConnectEndpoint,
 
   std::shared_ptr<ShmProvider> provider_;
   std::shared_ptr<soft::SoftDevice> device_;
+  const std::string_view names_;
   mutable std::mutex mutex_;
   EndpointState state_ = EndpointState::kIdle;
   int fd_ = -1;  // bound, listening, or an incoming connection before accept/reject

@@ -168,8 +168,8 @@ Status receive_message(int socket, std::span<std::byte> buffer, size_t* got, std
   return Status::ok();
 }
 
-std::string socket_name(const SocketAddress& address) {
-  return std::string("wv-shm/") + address.to_string();
+std::string socket_name(std::string_view space, const SocketAddress& address) {
+  return std::string(space) + address.to_string();
 }
 
 socklen_t unix_address(const std::string& name, sockaddr_storage& out) {

@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "wv/result.h"
@@ -103,8 +104,13 @@ Status send_message(int socket, std::span<const std::byte> bytes, std::span<cons
 Status receive_message(int socket, std::span<std::byte> buffer, size_t* got, std::vector<int>& fds,
                        size_t max_fds);
 
+// Name spaces of listening sockets: the shm provider's own, and the shm side doors of the
+// hybrid provider's tcp listeners (a tcp port is its owner's alone, so its door's name is too).
+inline constexpr std::string_view kShmNames = "wv-shm/";
+inline constexpr std::string_view kTcpDoorNames = "wv-tcp/";
+
 // The abstract unix socket name that stands for `address` ("\0wv-shm/127.0.0.1:5000").
-std::string socket_name(const SocketAddress& address);
+std::string socket_name(std::string_view space, const SocketAddress& address);
 // Fills a sockaddr_un with the abstract name; returns its length.
 socklen_t unix_address(const std::string& name, sockaddr_storage& out);
 

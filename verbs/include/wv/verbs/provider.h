@@ -1,5 +1,5 @@
 // Entry point of the verbs layer. A provider is one implementation of the API (tcp, shm,
-// ibverbs); it lists devices and the addresses that reach them, opens devices, and creates the
+// hybrid = tcp + shm to the peers on this host, ibverbs); it lists devices and the addresses that reach them, opens devices, and creates the
 // endpoints that connect QPs. Providers are chosen by name or by the `provider` parameter.
 #pragma once
 
@@ -35,7 +35,8 @@ struct AddressInfo {
 
 class Provider {
  public:
-  // "tcp", "shm", "ibverbs", or "auto" (the best one this machine has).
+  // "tcp", "shm", "hybrid", "ibverbs", or "auto" (the best one this machine has: ibverbs
+  // where there is an RDMA device, else hybrid).
   static Result<std::shared_ptr<Provider>> open(std::string_view name);
   // The provider named by the `provider` parameter of the global configuration.
   static Result<std::shared_ptr<Provider>> open_configured();

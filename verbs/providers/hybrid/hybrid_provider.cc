@@ -1,0 +1,32 @@
+#include "hybrid_provider.h"
+
+#include "hybrid_endpoint.h"
+#include "provider_factories.h"
+#include "shm_endpoint.h"
+#include "tcp_endpoint.h"
+
+namespace wv::verbs {
+
+Result<std::shared_ptr<Provider>> open_hybrid_provider() {
+  auto tcp = open_tcp_provider();
+  if (!tcp.is_ok()) return tcp.status();
+  auto shm = open_shm_provider();
+  if (!shm.is_ok()) return shm.status();
+  return std::shared_ptr<Provider>(std::make_shared<hybrid::HybridProvider>(
+      std::static_pointer_cast<tcp::TcpProvider>(std::move(tcp).value()),
+      std::static_pointer_cast<shm::ShmProvider>(std::move(shm).value())));
+}
+
+namespace hybrid {
+
+Result<std::shared_ptr<ConnectEndpoint>> HybridProvider::create_connect_endpoint() {
+  auto device = tcp_->device();
+  if (!device.is_ok()) return device.status();
+  auto tcp = std::make_shared<tcp::TcpConnectEndpoint>(tcp_, device.value());
+  auto shm = std::make_shared<shm::ShmConnectEndpoint>(shm_, device.value(), shm::kTcpDoorNames);
+  return std::shared_ptr<ConnectEndpoint>(
+      std::make_shared<HybridEndpoint>(std::move(tcp), std::move(shm)));
+}
+
+}  // namespace hybrid
+}  // namespace wv::verbs
