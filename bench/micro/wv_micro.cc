@@ -175,6 +175,55 @@ void post_send_poll_inline_8b(benchmark::State& state) {
 }
 BENCHMARK(post_send_poll_inline_8b);
 
+// One message's whole data path in one thread with warm caches: the send, the receiver's poll
+// that moves it (the provider's progress) and takes its completion, the receive reposted, the
+// send's completion. wv_perf's send_lat adds the cross-core cache-line transfers to this.
+void send_receive_8b(benchmark::State& state) {
+  Fixture& f = fixture();
+  if (!f.error.empty()) {
+    state.SkipWithError(f.error.c_str());
+    return;
+  }
+  const bool inline_ok = f.sender->query().max_inline >= 8;
+  const SendFlags flags =
+      SendFlags::kSignaled | (inline_ok ? SendFlags::kInline : SendFlags::kNone);
+  state.SetLabel(std::string(f.provider->name()));
+  const Sge send_sge = f.region->sge(f.buffer.data() + 2048, 8);
+  const Sge receive_sge = f.region->sge(f.buffer.data(), 64);
+  std::array<Completion, 1> completion;
+  const auto wait_one = [&](CompletionQueue& cq) {
+    for (uint64_t spins = 0; spins < kSpinLimit; ++spins) {
+      const int n = cq.poll(completion);
+      if (n != 0) return n == 1 && completion[0].status == CompletionStatus::kSuccess;
+    }
+    return false;
+  };
+  for (auto _ : state) {
+    if (Status s = f.sender->send(0, {&send_sge, 1}, flags); !s) {
+      state.SkipWithError(s.to_string().c_str());
+      break;
+    }
+    if (!wait_one(*f.receiver_cq) || !f.receiver->post_receive(0, {&receive_sge, 1}) ||
+        !wait_one(*f.sender_cq)) {
+      state.SkipWithError("the message or its completion did not arrive");
+      break;
+    }
+  }
+}
+BENCHMARK(send_receive_8b);
+
+// A poll of a CQ fed by an idle connection: the loop a waiting receiver spins in.
+void poll_idle_connection_cq(benchmark::State& state) {
+  Fixture& f = fixture();
+  if (!f.error.empty()) {
+    state.SkipWithError(f.error.c_str());
+    return;
+  }
+  std::array<Completion, 16> completions;
+  for (auto _ : state) benchmark::DoNotOptimize(f.receiver_cq->poll(completions));
+}
+BENCHMARK(poll_idle_connection_cq);
+
 void poll_empty_cq(benchmark::State& state) {
   Fixture& f = fixture();
   if (f.device == nullptr) {

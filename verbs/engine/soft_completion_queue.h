@@ -7,6 +7,7 @@
 #include <mutex>
 #include <vector>
 
+#include "spin_lock.h"
 #include "wv/verbs/completion_queue.h"
 
 namespace wv::verbs::soft {
@@ -50,8 +51,8 @@ class SoftCompletionQueue final : public CompletionQueue {
   // Completions queued or an overrun to report; read without the lock.
   bool has_news() const;
 
-  mutable std::mutex mutex_;  // guards everything below; count_ and overrun_ are also read
-                              // without it, so they are atomic
+  mutable SpinLock mutex_;  // guards everything below; count_ and overrun_ are also read
+                            // without it, so they are atomic
   std::vector<Completion> ring_;
   size_t head_ = 0;
   std::atomic<size_t> count_{0};

@@ -13,6 +13,7 @@
 
 #include "key_table.h"
 #include "queue_pair_core.h"
+#include "spin_lock.h"
 #include "work_request.h"
 #include "wv/verbs/queue_pair.h"
 
@@ -69,7 +70,7 @@ class SoftConnectQueuePair final : public ConnectQueuePair {
   Status invalidate(uint64_t wr_id, uint32_t rkey, SendFlags flags) override;
 
   // ---- The wire's side ----
-  std::mutex& mutex() { return mutex_; }
+  SpinLock& mutex() { return mutex_; }
   SoftDevice& device() const;
   QpState state_locked() const { return state_; }
   uint32_t inbound_read_depth() const { return inbound_read_depth_; }
@@ -115,7 +116,7 @@ class SoftConnectQueuePair final : public ConnectQueuePair {
 
   QueuePairCore core_;
 
-  mutable std::mutex mutex_;
+  mutable SpinLock mutex_;
   QpState state_ = QpState::kInit;
   std::shared_ptr<Wire> wire_;
   uint32_t peer_qp_number_ = 0;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "receive_queue.h"
+#include "spin_lock.h"
 #include "wv/verbs/shared_receive_queue.h"
 
 namespace wv::verbs::soft {
@@ -30,7 +31,7 @@ class SoftSharedReceiveQueue final : public SharedReceiveQueue {
 
  private:
   const void* domain_;
-  mutable std::mutex mutex_;
+  mutable SpinLock mutex_;
   ReceiveQueue queue_;
   uint32_t limit_;
   Completer<void> limit_reached_;
