@@ -15,11 +15,13 @@ SoftCompletionQueue::~SoftCompletionQueue() {
 }
 
 int SoftCompletionQueue::poll(std::span<Completion> out) {
+  // Every poll moves the connections' data, also when completions are queued: a poller that
+  // only progressed on an empty CQ left the data of busy moments to the progress thread, which
+  // took it for absent and had the peer ring its doorbell (a system call and a thread switch
+  // per message).
+  drive_progress();
   // An empty CQ is the common case of a spinning poller: it is seen without the lock.
-  if (!has_news()) {
-    drive_progress();
-    if (!has_news() || out.empty()) return 0;
-  }
+  if (!has_news()) return 0;
   std::lock_guard lock(mutex_);
   return take_locked(out);
 }
