@@ -5,6 +5,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstring>
+
 #include "fixture.h"
 
 namespace wv::verbs::conformance {
@@ -197,7 +199,15 @@ TEST_P(DatagramTest, MulticastAttachAndDetach) {
   ASSERT_OK_AND_ASSIGN(group, SocketAddress::parse("239.255.77.1:" + std::to_string(group_port)));
   DatagramPeer joined;
   ASSERT_OK_AND_ASSIGN(joined, listener_->join_multicast(server_qp_, group).wait(kBound));
-  EXPECT_TRUE(joined.address.destination_gid.is_multicast());
+  if (has_limitation(Limitation::kMulticastGidIpv4Mapped)) {
+    Gid mapped;
+    mapped.raw[10] = 0xff;
+    mapped.raw[11] = 0xff;
+    std::memcpy(&mapped.raw[12], &reinterpret_cast<const sockaddr_in*>(group.get())->sin_addr, 4);
+    EXPECT_EQ(to_string(joined.address.destination_gid), to_string(mapped));
+  } else {
+    EXPECT_TRUE(joined.address.destination_gid.is_multicast());
+  }
   std::shared_ptr<AddressHandle> handle;
   ASSERT_OK_AND_ASSIGN(handle, pd_->create_address_handle(joined.address));
 

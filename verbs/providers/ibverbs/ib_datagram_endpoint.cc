@@ -42,11 +42,16 @@ IbDatagramEndpoint::IbDatagramEndpoint(std::shared_ptr<IbProvider> provider)
 
 IbDatagramEndpoint::~IbDatagramEndpoint() {
   cm_.close();
-  std::lock_guard lock(mutex_);
-  const Status gone(Errc::kCancelled, "endpoint destroyed");
-  looking_up_.complete(gone);
-  joining_.complete(gone);
-  for (auto& waiter : request_waiters_) waiter.complete(gone);
+  std::map<std::string, std::unique_ptr<Membership>> memberships;
+  {
+    std::lock_guard lock(mutex_);
+    const Status gone(Errc::kCancelled, "endpoint destroyed");
+    looking_up_.complete(gone);
+    for (auto& waiter : request_waiters_) waiter.complete(gone);
+    for (auto& [key, membership] : memberships_) membership->joining.complete(gone);
+    memberships.swap(memberships_);
+  }
+  for (auto& [key, membership] : memberships) (void)release(*membership);
 }
 
 std::function<void(rdma_cm_event*)> IbDatagramEndpoint::handler() {
@@ -177,48 +182,156 @@ SocketAddress IbDatagramEndpoint::local_address() const {
 
 Operation<DatagramPeer> IbDatagramEndpoint::join_multicast(std::shared_ptr<DatagramQueuePair> qp,
                                                            const SocketAddress& group) {
-  std::lock_guard lock(mutex_);
   auto own = std::dynamic_pointer_cast<IbDatagramQueuePair>(qp);
   if (!own) {
     return Operation<DatagramPeer>::done(
         Status(Errc::kInvalidArgument, "the QP is not of the ibverbs provider"));
   }
-  if (phase_ != Phase::kIdle && phase_ != Phase::kDone) {
-    return Operation<DatagramPeer>::done(
-        Status(Errc::kInvalidState, "another lookup or join is under way"));
+  const std::string key = group.to_string();
+  auto created = std::make_unique<Membership>(provider_->loop());
+  Membership* membership = created.get();
+  if (Status opened = membership->cm.open(RDMA_PS_UDP, membership_handler(key, membership));
+      !opened) {
+    return Operation<DatagramPeer>::done(opened);
   }
   auto [op, completer] = Operation<DatagramPeer>::make();
-  join_qp_ = std::move(own);
-  join_group_ = group;
-  joining_ = completer;
-  int rc;
-  if (cm_.id()->verbs == nullptr) {
-    // Not bound to a device yet: resolving the group's address picks the local device.
-    phase_ = Phase::kResolving;
-    rc = rdma_resolve_addr(cm_.id(), local_.empty() ? nullptr : const_cast<sockaddr*>(local_.get()),
-                           const_cast<sockaddr*>(group.get()), 2000);
-  } else {
-    phase_ = Phase::kJoining;
-    rc = rdma_join_multicast(cm_.id(), const_cast<sockaddr*>(group.get()), nullptr);
+  std::unique_lock lock(mutex_);
+  if (memberships_.count(key) != 0) {
+    lock.unlock();
+    created.reset();  // closes its channel, which must not happen under mutex_
+    return Operation<DatagramPeer>::done(
+        Status(Errc::kInvalidState, "already a member of (or joining) " + key));
   }
-  if (rc != 0) {
-    phase_ = Phase::kIdle;
-    joining_.complete(verbs_status(-1, "joining multicast group " + group.to_string()));
+  membership->group = group;
+  membership->qp = std::move(own);
+  membership->joining = completer;
+  // In the map before the id can produce events: the handler finds its membership there.
+  memberships_[key] = std::move(created);
+  rdma_cm_id* id = membership->cm.id();
+  // The endpoint's own address with an ephemeral port: the bound or listening id holds the port.
+  SocketAddress source = local_;
+  if (!source.empty()) source.set_port(0);
+  Status started = Status::ok();
+  if (!source.empty() && !source.is_wildcard() && rdma_bind_addr(id, source.get()) != 0) {
+    started = verbs_status(-1, "rdma_bind_addr(" + source.to_string() + ") for " + key);
+  } else if (id->verbs != nullptr) {
+    started = start_join(*membership);
+  } else if (rdma_resolve_addr(id, source.empty() ? nullptr : source.get(),
+                               const_cast<sockaddr*>(group.get()), 2000) != 0) {
+    // No device yet: resolving the group's address picks one; the join follows on
+    // ADDR_RESOLVED.
+    started = verbs_status(-1, "rdma_resolve_addr(" + key + ")");
+  }
+  if (!started) {
+    std::unique_ptr<Membership> failed = std::move(memberships_[key]);
+    memberships_.erase(key);
+    lock.unlock();
+    (void)release(*failed);
+    completer.complete(started);
   }
   return std::move(op);
 }
 
+Status IbDatagramEndpoint::start_join(Membership& membership) {
+  if (rdma_join_multicast(membership.cm.id(), membership.group.get(), nullptr) != 0) {
+    return verbs_status(-1, "rdma_join_multicast(" + membership.group.to_string() + ")");
+  }
+  membership.join_issued = true;
+  return Status::ok();
+}
+
+Status IbDatagramEndpoint::release(Membership& membership) {
+  Status status = Status::ok();
+  if (membership.attached) {
+    const AddressVector& av = membership.peer.address;
+    status = membership.qp->detach_multicast(av.destination_gid, av.destination_lid);
+    membership.attached = false;
+  }
+  if (membership.join_issued) {
+    rdma_leave_multicast(membership.cm.id(), membership.group.get());
+    membership.join_issued = false;
+  }
+  membership.cm.close();
+  return status;
+}
+
 Status IbDatagramEndpoint::leave_multicast(const SocketAddress& group) {
-  std::lock_guard lock(mutex_);
-  auto it = groups_.find(group.to_string());
-  if (it == groups_.end()) {
+  std::unique_lock lock(mutex_);
+  auto it = memberships_.find(group.to_string());
+  if (it == memberships_.end()) {
     return Status(Errc::kNotFound, "not a member of " + group.to_string());
   }
-  const AddressVector& av = it->second.second.address;
-  Status detached = it->second.first->detach_multicast(av.destination_gid, av.destination_lid);
-  rdma_leave_multicast(cm_.id(), const_cast<sockaddr*>(group.get()));
-  groups_.erase(it);
-  return detached;
+  std::unique_ptr<Membership> membership = std::move(it->second);
+  memberships_.erase(it);
+  lock.unlock();
+  // A join still under way ends here.
+  membership->joining.complete(Status(Errc::kCancelled, "left " + group.to_string()));
+  return release(*membership);
+}
+
+std::function<void(rdma_cm_event*)> IbDatagramEndpoint::membership_handler(std::string key,
+                                                                           const Membership* tag) {
+  std::weak_ptr<IbDatagramEndpoint> weak = weak_from_this();
+  return [weak, key = std::move(key), tag](rdma_cm_event* event) {
+    auto self = weak.lock();
+    if (!self) {
+      rdma_ack_cm_event(event);
+      return;
+    }
+    self->on_membership_event(key, tag, event);
+  };
+}
+
+void IbDatagramEndpoint::on_membership_event(const std::string& key, const Membership* tag,
+                                             rdma_cm_event* event) {
+  const rdma_cm_event_type type = event->event;
+  const int status = event->status;
+  rdma_ud_param ud = event->param.ud;
+  ud.private_data = nullptr;  // freed by the ack; a join carries none
+  ud.private_data_len = 0;
+  rdma_ack_cm_event(event);
+
+  std::unique_lock lock(mutex_);
+  auto it = memberships_.find(key);
+  if (it == memberships_.end() || it->second.get() != tag) return;  // left meanwhile
+  Membership& membership = *it->second;
+  Status failed = Status::ok();
+  switch (type) {
+    case RDMA_CM_EVENT_ADDR_RESOLVED:
+      failed = start_join(membership);
+      break;
+    case RDMA_CM_EVENT_ADDR_ERROR:
+      failed =
+          Status(Errc::kUnreachable,
+                 "resolving " + key + " failed: " + std::strerror(status < 0 ? -status : status));
+      break;
+    case RDMA_CM_EVENT_MULTICAST_JOIN: {
+      DatagramPeer peer = peer_of(ud, false);
+      peer.qp_number = kMulticastQpNumber;
+      peer.qkey = membership.qp->core().qkey();
+      failed = membership.qp->attach_multicast(peer.address.destination_gid,
+                                               peer.address.destination_lid);
+      if (!failed) break;
+      membership.peer = peer;
+      membership.attached = true;
+      membership.joining.complete(peer);
+      return;
+    }
+    case RDMA_CM_EVENT_MULTICAST_ERROR:
+      failed = Status(Errc::kUnreachable,
+                      "joining " + key + " failed (status " + std::to_string(status) + ")");
+      break;
+    default:
+      return;
+  }
+  if (failed) return;
+  // A failed join (or a membership the fabric ended) leaves the group and frees the id; an
+  // application still holding the group learns it from leave_multicast's kNotFound.
+  std::unique_ptr<Membership> gone = std::move(it->second);
+  memberships_.erase(it);
+  lock.unlock();
+  gone->joining.complete(failed);
+  (void)release(*gone);
 }
 
 DatagramPeer IbDatagramEndpoint::peer_of(const rdma_ud_param& param, bool with_qkey) const {
@@ -238,7 +351,6 @@ DatagramPeer IbDatagramEndpoint::peer_of(const rdma_ud_param& param, bool with_q
 void IbDatagramEndpoint::fail(Status status) {
   phase_ = Phase::kIdle;
   looking_up_.complete(status);
-  joining_.complete(status);
 }
 
 void IbDatagramEndpoint::on_request(rdma_cm_event* event) {
@@ -281,13 +393,6 @@ void IbDatagramEndpoint::on_event(rdma_cm_event* event) {
   switch (type) {
     case RDMA_CM_EVENT_ADDR_RESOLVED:
       local_ = local_address_of(cm_.id());
-      if (joining_.pending()) {
-        phase_ = Phase::kJoining;
-        if (rdma_join_multicast(cm_.id(), const_cast<sockaddr*>(join_group_.get()), nullptr) != 0) {
-          fail(verbs_status(-1, "rdma_join_multicast(" + join_group_.to_string() + ")"));
-        }
-        break;
-      }
       phase_ = Phase::kRouting;
       if (rdma_resolve_route(cm_.id(), static_cast<int>(timeout_.count())) != 0) {
         fail(verbs_status(-1, "rdma_resolve_route"));
@@ -327,26 +432,6 @@ void IbDatagramEndpoint::on_event(rdma_cm_event* event) {
     case RDMA_CM_EVENT_CONNECT_ERROR:
       fail(Status(status == -ETIMEDOUT ? Errc::kTimedOut : Errc::kConnectionRefused,
                   "lookup got no answer (status " + std::to_string(status) + ")"));
-      break;
-    case RDMA_CM_EVENT_MULTICAST_JOIN: {
-      DatagramPeer peer = peer_of(copy, false);
-      peer.qp_number = kMulticastQpNumber;
-      peer.qkey = join_qp_ ? join_qp_->core().qkey() : peer.qkey;
-      Status attached = join_qp_ ? join_qp_->attach_multicast(peer.address.destination_gid,
-                                                              peer.address.destination_lid)
-                                 : Status(Errc::kInvalidState, "no QP to attach");
-      phase_ = Phase::kDone;
-      if (!attached) {
-        fail(attached);
-        break;
-      }
-      groups_[join_group_.to_string()] = {join_qp_, peer};
-      join_qp_.reset();
-      joining_.complete(peer);
-      break;
-    }
-    case RDMA_CM_EVENT_MULTICAST_ERROR:
-      fail(Status(Errc::kUnreachable, "joining " + join_group_.to_string() + " failed"));
       break;
     default:
       break;

@@ -205,6 +205,8 @@ void IbDevice::probe_capabilities(const ibv_device_attr& device) {
   } else {
     limits = limits | Limitation::kReceiverNotReadyFailsOnlyTheRequester;
   }
+  // rdma_cm joins IPv4 groups on RoCEv2 GIDs (cma_iboe_set_mgid): ::ffff:a.b.c.d.
+  if (transport_ == Transport::kRoce) limits = limits | Limitation::kMulticastGidIpv4Mapped;
   if (device.vendor_id == kSoftIwarpVendor && transport_ == Transport::kIwarp) {
     limits = limits | Limitation::kRefusedReadFlushed | Limitation::kReadDepthsRaisedToPeer |
              Limitation::kNoSolicitedNotification | Limitation::kLatePostsLostAfterError |

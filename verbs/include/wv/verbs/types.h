@@ -114,6 +114,10 @@ enum class Limitation : uint32_t {
   // a write the responder refuses may complete kLocalQpOperationError instead of kSuccess when
   // the terminate arrives before the write's completion.
   kRefusedWriteFailsLocally = 1u << 16,
+  // A multicast group joined by an IPv4 address is addressed by the IPv4-mapped GID
+  // ::ffff:a.b.c.d (RoCEv2, rdma_cm's default on RoCE ports), for which Gid::is_multicast()
+  // does not hold, not by an ff00::/8 multicast GID.
+  kMulticastGidIpv4Mapped = 1u << 17,
 };
 template <>
 struct EnableFlags<Limitation> : std::true_type {};
