@@ -2,7 +2,9 @@
 
 #include <arpa/inet.h>
 
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "ib_address_handle.h"
 #include "ib_convert.h"
@@ -13,6 +15,26 @@ namespace wv::verbs::ib {
 namespace {
 
 constexpr uint32_t kGrhBytes = 40;
+
+// How long a move into or out of kSendQueueDrained waits for the device to finish draining.
+constexpr std::chrono::milliseconds kDrainBound{2000};
+
+// Waits (bounded) until the device reports the send queue drained. The drain runs
+// asynchronously after the move to SQD (rxe: in its requester task), and until it has finished
+// rxe refuses every further transition but the one to kError with EINVAL. Devices that do not
+// fill sq_draining answer 0 and do not wait.
+void wait_until_drained(ibv_qp* qp) {
+  const auto deadline = std::chrono::steady_clock::now() + kDrainBound;
+  for (;;) {
+    ibv_qp_attr attr{};
+    ibv_qp_init_attr init{};
+    if (ibv_query_qp(qp, &attr, IBV_QP_STATE, &init) != 0 || attr.qp_state != IBV_QPS_SQD ||
+        attr.sq_draining == 0 || std::chrono::steady_clock::now() >= deadline) {
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
 
 int send_flags_of(SendFlags flags) {
   int out = 0;
@@ -282,9 +304,13 @@ Status QpCore::transition(QpState target) {
     attr.sq_psn = 0;
     mask |= IBV_QP_SQ_PSN;
   }
+  const bool leaves_drained = state() == QpState::kSendQueueDrained && target != QpState::kError;
+  if (leaves_drained) wait_until_drained(qp_);
   if (int rc = ibv_modify_qp(qp_, &attr, mask); rc != 0) {
     return verbs_status(rc, "ibv_modify_qp(" + std::string(to_string(target)) + ")");
   }
+  // kSendQueueDrained means drained: the move returns once the device has finished (bounded).
+  if (target == QpState::kSendQueueDrained) wait_until_drained(qp_);
   set_state(target);
   if (target == QpState::kReset) {
     peer_qp_number_ = 0;
