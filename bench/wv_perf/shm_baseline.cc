@@ -2,6 +2,7 @@
 
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -81,6 +82,31 @@ Status ShmPingPong::ping(size_t size, uint64_t warmup, std::span<int64_t> sample
     if (i >= warmup) samples_ns[i - warmup] = (end - start).count();
   }
   return Status::ok();
+}
+
+Result<double> ShmPingPong::cma_mbps(size_t size, double seconds) {
+  if (size == 0 || size > max_size_) {
+    return Status(Errc::kInvalidArgument, "shm floor: CMA size outside its area");
+  }
+  local_.resize(max_size_);
+  // The area is mapped at the same address in the pong process (mapped before the fork).
+  const iovec local{local_.data(), size};
+  const iovec remote{area_->pong_data(max_size_), size};
+  uint64_t count = 1;
+  for (;;) {
+    const Clock::time_point start = Clock::now();
+    for (uint64_t i = 0; i < count; ++i) {
+      if (::process_vm_readv(child_.pid(), &local, 1, &remote, 1, 0) !=
+          static_cast<ssize_t>(size)) {
+        return errno_status(Errc::kNotSupported, "shm floor: process_vm_readv");
+      }
+    }
+    const double took = std::chrono::duration<double>(Clock::now() - start).count();
+    if (took >= seconds || count >= (uint64_t{1} << 30)) {
+      return static_cast<double>(size) * static_cast<double>(count) / took / 1e6;
+    }
+    count = took * 8 < seconds ? count * 8 : count * 2;
+  }
 }
 
 double memcpy_mbps(size_t size, double seconds) {

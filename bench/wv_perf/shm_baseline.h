@@ -5,7 +5,9 @@
 //   and copies the bytes out. For small sizes this is the cache-line transfer every shared-memory
 //   message pays; nothing a provider does can be faster.
 // - bandwidth: single-threaded memcpy of `size` bytes between two private buffers: a single-copy
-//   transfer (cross-memory attach) moves bytes at best at this speed.
+//   transfer (cross-memory attach) moves bytes at best at this speed; and what one
+//   process_vm_readv from the other process achieves, the kernel copy shm's large RDMA reads and
+//   writes are made of (on the project's VMs well below memcpy).
 #pragma once
 
 #include <chrono>
@@ -32,6 +34,8 @@ class ShmPingPong {
 
   // `warmup` untimed round trips, then one timed round trip per element of `samples_ns`.
   Status ping(size_t size, uint64_t warmup, std::span<int64_t> samples_ns);
+  // MB/s of process_vm_readv of `size` bytes from the pong process, repeated for about `seconds`.
+  Result<double> cma_mbps(size_t size, double seconds);
 
  private:
   struct Area;

@@ -198,8 +198,9 @@ void VerbsSubcommand::add_options(CLI::App& command) {
   command.add_option("--window", window_, "Outstanding operations in bandwidth runs")
       ->capture_default_str()
       ->check(CLI::Range(1, 65536));
-  command.add_option("--provider", provider_,
-                     "Provider (auto|tcp|shm|hybrid|ibverbs); overrides WV_PROVIDER and the config file");
+  command.add_option(
+      "--provider", provider_,
+      "Provider (auto|tcp|shm|hybrid|ibverbs); overrides WV_PROVIDER and the config file");
   command.add_option("--device", device_, "Device; overrides WV_DEVICE and the config file");
   command
       .add_option("--baseline", baseline_,
@@ -428,8 +429,9 @@ int VerbsSubcommand::run_client(const verbs::SocketAddress& server, const Plan& 
   std::unique_ptr<ShmPingPong> shm_floor;
   if (floor == "tcp") {
     if (Status s = session.tcp_connect(); !s) return fail(s);
-  } else if (floor == "shm" && !plan.latency_ops.empty()) {
-    // Pinned like the verbs pair: this process on the first CPU, its pong on the second.
+  } else if (floor == "shm") {
+    // Pinned like the verbs pair: this process on the first CPU, its pong on the second. The
+    // pong process is also the other process the CMA reference reads from.
     const int cpu = common_.pin && cpus_.size() >= 2 ? cpus_[1] : -1;
     auto started = ShmPingPong::start(plan.max_size, cpu, common_.timeout());
     if (!started) return fail(started.status());
@@ -568,6 +570,29 @@ Status VerbsSubcommand::measure(verbs_bench::Session& session, const Plan& plan,
     }
     reporter.end_section();
   };
+  auto cma_floor = [&]() -> Status {
+    reporter.begin_section({.op = "cma_bw",
+                            .description = "reference: one process_vm_readv of size bytes from "
+                                           "another process (the copy shm's RDMA read and write "
+                                           "of 16 KiB and more are made of)",
+                            .metric = Metric::kBandwidth,
+                            .has_ratio = false});
+    for (uint64_t size : plan.sizes) {
+      if (size == 0) continue;
+      auto mbps = shm_floor->cma_mbps(size, 0.1);
+      if (!mbps) {
+        reporter.end_section();
+        return mbps.status();
+      }
+      Measurement m;
+      m.size = size;
+      m.bandwidth_mbps = *mbps;
+      m.msg_rate_mops = *mbps / static_cast<double>(size);
+      reporter.add(m);
+    }
+    reporter.end_section();
+    return Status::ok();
+  };
 
   if (floor_kind == "tcp" && !plan.latency_ops.empty()) {
     if (Status s = latency_section(Op::kTcpLat); !s) return s;
@@ -581,7 +606,14 @@ Status VerbsSubcommand::measure(verbs_bench::Session& session, const Plan& plan,
   if (floor_kind == "tcp" && !plan.bandwidth_ops.empty()) {
     if (Status s = bandwidth_section(Op::kTcpBw); !s) return s;
   }
-  if (floor_kind == "shm" && !plan.bandwidth_ops.empty()) memcpy_floor();
+  if (floor_kind == "shm" && !plan.bandwidth_ops.empty()) {
+    memcpy_floor();
+    // Where cross-memory attach is refused there is no such reference; wv falls back to the ring.
+    if (shm_floor != nullptr) {
+      if (Status s = cma_floor(); !s)
+        std::fprintf(stderr, "# no CMA reference: %s\n", s.to_string().c_str());
+    }
+  }
   for (Op op : plan.bandwidth_ops) {
     if (Status s = bandwidth_section(op); !s) return s;
   }
