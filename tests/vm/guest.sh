@@ -62,4 +62,11 @@ if [ -x "$WV_VM_BUILD/bin/wv_vm_interop" ]; then
   if [ $rc -eq 0 ]; then echo 1 > "$run/passed.interop"; echo 0 > "$run/failed.interop"
   else echo 0 > "$run/passed.interop"; echo 1 > "$run/failed.interop"; status=1; fi
 fi
+if [ "${WV_VM_BENCH:-0}" = 1 ]; then
+  # Measurements, not tests: the tier's status does not depend on them.
+  echo "=== bench: wv_perf verbs vs perftest ==="
+  timeout 900 bash "$repo/tests/vm/bench.sh" "$WV_VM_BUILD" "$run/bench.txt" \
+    rxe0:10.77.0.1 siw0:10.78.0.1 2>&1 | tee "$run/bench.log"
+  echo "=== bench exit ${PIPESTATUS[0]} ==="
+fi
 finish $status

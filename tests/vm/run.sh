@@ -7,7 +7,9 @@
 # Usage: tests/vm/run.sh [build-dir]   (default: build-ib, else build; must hold verbs_conformance)
 # Environment: WV_VM_CACHE (default <repo>/build-vm) keeps vmlinux, the initramfs and siw.ko
 # between runs; WV_VM_PREPARE_ONLY=1 only fills that cache; WV_VM_TIMEOUT bounds the guest (seconds, default 1500); WV_VM_FILTER narrows the
-# gtest filter (default: every ibverbs test).
+# gtest filter (default: every ibverbs test); WV_VM_BENCH=1 also runs tests/vm/bench.sh after the
+# suites (wv_perf verbs beside perftest on both devices; table in the log and <cache>/run/bench.txt;
+# needs bin/wv_perf; not part of the tier's pass/fail).
 set -euo pipefail
 start=$(date +%s)
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -104,6 +106,7 @@ WV_VM_CACHE=$cache
 WV_VM_KVER=$kver
 WV_VM_FILTER=${WV_VM_FILTER:-*/ibverbs}
 WV_VM_PERF=${WV_VM_PERF:-0}
+WV_VM_BENCH=${WV_VM_BENCH:-0}
 WV_VM_SCRIPT=${WV_VM_SCRIPT:-}
 ENV
 set +e
