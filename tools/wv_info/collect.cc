@@ -37,11 +37,13 @@ std::string_view atomic_scope_string(verbs::AtomicScope scope) {
   return "unknown";
 }
 
-// to_string(Capability) gives the names separated by spaces; JSON readers want a list.
-Json capability_list(verbs::Capability capabilities) {
+// to_string() of a flag set gives the names separated by spaces ("none" for none); JSON
+// readers want a list.
+template <typename Flags>
+Json flag_list(Flags flags) {
   Json list = Json::array();
-  if (capabilities == verbs::Capability::kNone) return list;
-  const std::string text = verbs::to_string(capabilities);
+  if (flags == Flags::kNone) return list;
+  const std::string text = verbs::to_string(flags);
   size_t start = 0;
   while (start < text.size()) {
     size_t end = text.find(' ', start);
@@ -137,7 +139,9 @@ Json device_info(verbs::Provider& provider, const verbs::DeviceInfo& info) {
   const verbs::Device& device = *opened.value();
   const verbs::DeviceAttributes& attributes = device.attributes();
   j["attributes"] = device_attributes(attributes);
-  j["capabilities"] = capability_list(attributes.capabilities);
+  j["capabilities"] = flag_list(attributes.capabilities);
+  // Where the device differs from the reference semantics (verbs::Limitation).
+  j["limitations"] = flag_list(attributes.limitations);
   Json ports = Json::array();
   for (unsigned port = 1; port <= attributes.port_count; ++port) {
     ports.push_back(port_info(device, static_cast<uint8_t>(port)));

@@ -71,6 +71,7 @@ void print_device(std::FILE* out, const Json& device) {
     line(out, 4, key, value_text(key, value));
   }
   line(out, 4, "capabilities", value_text("capabilities", device["capabilities"]));
+  line(out, 4, "limitations", value_text("limitations", device["limitations"]));
   for (const Json& port : device["ports"]) print_port(out, port);
 }
 

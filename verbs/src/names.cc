@@ -46,6 +46,36 @@ std::string to_string(Capability set) {
   return text.empty() ? "none" : text;
 }
 
+std::string to_string(Limitation set) {
+  static constexpr std::pair<Limitation, std::string_view> kNames[] = {
+      {Limitation::kNoSendQueueDrain, "no_send_queue_drain"},
+      {Limitation::kNoReceiverNotReadyRetry, "no_rnr_retry"},
+      {Limitation::kReceiverNotReadyFailsOnlyTheRequester, "rnr_fails_only_the_requester"},
+      {Limitation::kRefusedReadFlushed, "refused_read_flushed"},
+      {Limitation::kLengthErrorAsOperationError, "length_error_as_operation_error"},
+      {Limitation::kReadDepthsRaisedToPeer, "read_depths_raised_to_peer"},
+      {Limitation::kNoSpecificListenBesideWildcard, "no_specific_listen_beside_wildcard"},
+      {Limitation::kMemoryWindowsNotEnforced, "memory_windows_not_enforced"},
+      {Limitation::kNoSolicitedNotification, "no_solicited_notification"},
+      {Limitation::kOneSidedServedByDevice, "one_sided_served_by_device"},
+      {Limitation::kLatePostsLostAfterError, "late_posts_lost_after_error"},
+      {Limitation::kNoReconnectAfterError, "no_reconnect_after_error"},
+      {Limitation::kActiveSendFailsOnModifyToError, "active_send_fails_on_modify_to_error"},
+      {Limitation::kReadScatterBroken, "read_scatter_broken"},
+      {Limitation::kSendsOvertakeReads, "sends_overtake_reads"},
+      {Limitation::kReadAccessNotChecked, "read_access_not_checked"},
+      {Limitation::kRefusedWriteFailsLocally, "refused_write_fails_locally"},
+      {Limitation::kMulticastGidIpv4Mapped, "multicast_gid_ipv4_mapped"},
+  };
+  std::string text;
+  for (const auto& [flag, name] : kNames) {
+    if (!has(set, flag)) continue;
+    if (!text.empty()) text += ' ';
+    text += name;
+  }
+  return text.empty() ? "none" : text;
+}
+
 std::string to_string(const Gid& gid) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string text;

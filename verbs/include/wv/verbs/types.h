@@ -121,6 +121,7 @@ enum class Limitation : uint32_t {
 };
 template <>
 struct EnableFlags<Limitation> : std::true_type {};
+std::string to_string(Limitation set);
 
 enum class Access : uint32_t {
   kNone = 0,
