@@ -8,13 +8,11 @@
 #include <utility>
 
 #include "request_queue.h"
-#include "shm_endpoint.h"
-#include "tcp_endpoint.h"
 
 namespace wv::verbs::hybrid {
 
-HybridEndpoint::HybridEndpoint(std::shared_ptr<ConnectEndpoint> tcp,
-                               std::shared_ptr<ConnectEndpoint> shm)
+HybridEndpoint::HybridEndpoint(std::shared_ptr<tcp::TcpConnectEndpoint> tcp,
+                               std::shared_ptr<shm::ShmConnectEndpoint> shm)
     : tcp_(std::move(tcp)), shm_(std::move(shm)) {}
 
 bool HybridEndpoint::on_this_host(const SocketAddress& address) {
@@ -59,8 +57,8 @@ Status HybridEndpoint::listen(int backlog) {
     if (Status status = bind(SocketAddress::ipv4_any(0)); !status) return status;
   }
   auto requests = std::make_shared<soft::RequestQueue>();
-  static_cast<tcp::TcpConnectEndpoint&>(*tcp_).share_requests(requests);
-  static_cast<shm::ShmConnectEndpoint&>(*shm_).share_requests(requests);
+  tcp_->share_requests(requests);
+  shm_->share_requests(requests);
   if (Status status = tcp_->listen(backlog); !status) return status;
   return shm_->listen(backlog);
 }
@@ -72,7 +70,8 @@ Operation<std::shared_ptr<ConnectEndpoint>> HybridEndpoint::get_request() {
 
 std::shared_ptr<ConnectEndpoint> HybridEndpoint::active() const {
   std::lock_guard lock(mutex_);
-  return shm_chosen_ ? shm_ : tcp_;
+  if (shm_chosen_) return shm_;
+  return tcp_;
 }
 
 Operation<void> HybridEndpoint::resolve_address(const SocketAddress& destination,
@@ -93,8 +92,7 @@ Operation<void> HybridEndpoint::resolve_route(std::chrono::milliseconds timeout)
 
 Operation<ConnectParameters> HybridEndpoint::connect(std::shared_ptr<ConnectQueuePair> qp,
                                                      const ConnectParameters& parameters) {
-  std::shared_ptr<ConnectEndpoint> endpoint = active();
-  if (endpoint == tcp_) return tcp_->connect(std::move(qp), parameters);
+  if (active() == tcp_) return tcp_->connect(std::move(qp), parameters);
   auto attempt = shm_->connect(qp, parameters);
   // The shm endpoint finds out at once whether anybody has a door at the destination; a refusal
   // then left the QP untouched, and TCP is tried instead.

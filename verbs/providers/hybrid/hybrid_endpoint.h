@@ -12,13 +12,16 @@
 #include <memory>
 #include <mutex>
 
+#include "shm_endpoint.h"
+#include "tcp_endpoint.h"
 #include "wv/verbs/connect_endpoint.h"
 
 namespace wv::verbs::hybrid {
 
 class HybridEndpoint final : public ConnectEndpoint {
  public:
-  HybridEndpoint(std::shared_ptr<ConnectEndpoint> tcp, std::shared_ptr<ConnectEndpoint> shm);
+  HybridEndpoint(std::shared_ptr<tcp::TcpConnectEndpoint> tcp,
+                 std::shared_ptr<shm::ShmConnectEndpoint> shm);
 
   size_t max_private_data() const override;
   Status bind(const SocketAddress& address) override;
@@ -43,8 +46,8 @@ class HybridEndpoint final : public ConnectEndpoint {
   // The endpoint that resolves and connects: shm_ for a host-local destination, else tcp_.
   std::shared_ptr<ConnectEndpoint> active() const;
 
-  const std::shared_ptr<ConnectEndpoint> tcp_;
-  const std::shared_ptr<ConnectEndpoint> shm_;
+  const std::shared_ptr<tcp::TcpConnectEndpoint> tcp_;
+  const std::shared_ptr<shm::ShmConnectEndpoint> shm_;
   mutable std::mutex mutex_;
   bool shm_chosen_ = false;
   SocketAddress destination_;
