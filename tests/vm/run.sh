@@ -81,6 +81,8 @@ done
 opts=trans=virtio,version=9p2000.L,msize=512000
 mount -t 9p -o $opts,cache=loose,ro hostroot /newroot || { echo "wv-vm: cannot mount the host root"; poweroff -f; }
 for d in tmp run var/tmp root dev/shm; do mount -t tmpfs tmpfs /newroot/$d; done
+# A repository under one of those tmpfs (a clone in /tmp) needs its mount point made there.
+mkdir -p /newroot$repo 2>/dev/null
 mount -t 9p -o $opts,cache=mmap repo /newroot$repo || echo "wv-vm: cannot mount $repo"
 mount -o move /dev /newroot/dev
 mkdir -p /newroot/dev/shm 2>/dev/null; mount -t tmpfs tmpfs /newroot/dev/shm
