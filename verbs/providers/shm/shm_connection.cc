@@ -178,8 +178,10 @@ void ShmConnection::kick_locked(SoftConnectQueuePair& qp) {
 }
 
 void ShmConnection::receive_posted() {
-  // Only a receiver-not-ready stall needs the progress thread to look again.
-  if (rnr_stalled_.load(std::memory_order_acquire)) ring_self();
+  // Only a receiver-not-ready stall needs the progress thread to look again, and only when no
+  // application thread polls: a poller's next poll resumes the ring itself (a poller that goes
+  // to sleep hands the connection back to the progress thread, see poller_sleeping()).
+  if (rnr_stalled_.load(std::memory_order_acquire) && !poller_.active()) ring_self();
 }
 
 std::byte* ShmConnection::reserve_locked(uint32_t payload, EntryHeader& header) {
@@ -406,8 +408,8 @@ void ShmConnection::drain(SoftConnectQueuePair& qp) {
     if (closed_) return;
     if (rnr_stalled_.load(std::memory_order_relaxed)) {
       if (!qp.has_receive()) return;
+      // The deadline stays armed: on_rnr_deadline() finds the stall over, or a later one.
       rnr_stalled_.store(false, std::memory_order_relaxed);
-      progress_.clear_deadline(socket_fd_);
     }
     EntryHeader header;
     const std::byte* payload = nullptr;
@@ -455,8 +457,14 @@ ShmConnection::Outcome ShmConnection::handle(SoftConnectQueuePair& qp, const Ent
 
 ShmConnection::Outcome ShmConnection::stall(SoftConnectQueuePair& qp) {
   rnr_stalled_.store(true, std::memory_order_release);
-  progress_.set_deadline(socket_fd_, soft::Progress::Clock::now() +
-                                         std::chrono::milliseconds(options_.rnr_timeout_ms));
+  stall_began_ = soft::Progress::Clock::now();
+  // One deadline at a time: a sender far ahead of its receiver stalls once per message, and
+  // arming from an application thread wakes the progress thread (a system call each).
+  if (!rnr_deadline_armed_) {
+    rnr_deadline_armed_ = true;
+    progress_.set_deadline(socket_fd_,
+                           stall_began_ + std::chrono::milliseconds(options_.rnr_timeout_ms));
+  }
   // A receive posted between the failed take and the flag found no stall to wake.
   if (qp.has_receive()) ring_self();
   return Outcome::kStall;
@@ -885,9 +893,17 @@ void ShmConnection::on_rnr_deadline() {
   auto qp = qp_.lock();
   if (!qp || closed_) return;
   std::lock_guard rx(rx_mutex_);
+  rnr_deadline_armed_ = false;
   if (!rnr_stalled_.load(std::memory_order_relaxed) || qp->has_receive()) {
-    // A receive came after all; the ring is served again.
+    // A receive came after all; the ring is served again (a new stall arms a new deadline).
     drain(*qp);
+    return;
+  }
+  const auto expires = stall_began_ + std::chrono::milliseconds(options_.rnr_timeout_ms);
+  if (soft::Progress::Clock::now() < expires) {
+    // The deadline was armed for an earlier stall that ended; this one has time left.
+    rnr_deadline_armed_ = true;
+    progress_.set_deadline(socket_fd_, expires);
     return;
   }
   rnr_stalled_.store(false, std::memory_order_relaxed);

@@ -177,6 +177,8 @@ class ShmConnection final : public soft::Wire,
   soft::ReceiveWorkRequest receive_;
   bool pull_done_ = false;  // a pulled write with immediate waits for a receive
   std::atomic<bool> rnr_stalled_{false};
+  soft::Progress::Clock::time_point stall_began_;  // of the current (or last) stall
+  bool rnr_deadline_armed_ = false;
   std::atomic<bool> parked_{false};
   soft::PollerPresence poller_;
 };
