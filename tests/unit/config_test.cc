@@ -291,7 +291,8 @@ TEST_F(ConfigTest, BadValuesNameParameterAndSource) {
       {names::kTcpSegmentSize, "WV_TCP_SEGMENT_SIZE", "-4096", "'-4096' is not a size"},
       {names::kTcpSegmentSize, "WV_TCP_SEGMENT_SIZE", "K", "'K' is not a size"},
       {names::kTcpSegmentSize, "WV_TCP_SEGMENT_SIZE", "17179869184G", "below 2^64"},
-      {names::kProvider, "WV_PROVIDER", "verbs", "'verbs' is not one of: auto, tcp, shm, hybrid, ibverbs"},
+      {names::kProvider, "WV_PROVIDER", "verbs",
+       "'verbs' is not one of: auto, tcp, shm, hybrid, ibverbs"},
       {names::kTcpCrc, "WV_TCP_CRC", "on", "'on' is not one of: off, request, require"},
   };
   for (const BadValue& bad : kCases) {

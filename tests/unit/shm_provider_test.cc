@@ -28,55 +28,20 @@
 
 #include "shm_protocol.h"
 #include "shm_ring.h"
+#include "soft_side.h"
 #include "wv/verbs.h"
 
 namespace wv::verbs::shm {
 namespace {
 
 using namespace std::chrono_literals;
-constexpr auto kBound = 10s;
-
-struct Side {
-  std::shared_ptr<Provider> provider;
-  std::shared_ptr<Device> device;
-  std::shared_ptr<ProtectionDomain> pd;
-  std::shared_ptr<CompletionQueue> cq;
-  std::shared_ptr<ConnectQueuePair> qp;
-};
+using test::kBound;
+using test::poll_one;
+using test::Side;
+using test::wait_state;
 
 void open_side(Side& side) {
-  auto provider = Provider::open("shm");
-  ASSERT_TRUE(provider.is_ok()) << provider.status().to_string();
-  side.provider = provider.value();
-  auto device = side.provider->open_device("");
-  ASSERT_TRUE(device.is_ok()) << device.status().to_string();
-  side.device = device.value();
-  side.pd = side.device->allocate_protection_domain().value();
-  side.cq = side.device->create_completion_queue(64).value();
-  QueuePairOptions options;
-  options.send_cq = side.cq;
-  options.receive_cq = side.cq;
-  auto qp = side.pd->create_connect_queue_pair(options);
-  ASSERT_TRUE(qp.is_ok()) << qp.status().to_string();
-  side.qp = qp.value();
-}
-
-bool poll_one(CompletionQueue& cq, Completion& out) {
-  const auto deadline = std::chrono::steady_clock::now() + kBound;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cq.poll(std::span(&out, 1)) == 1) return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return false;
-}
-
-bool wait_state(const QueuePair& qp, QpState state) {
-  const auto deadline = std::chrono::steady_clock::now() + kBound;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (qp.query().state == state) return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return false;
+  test::open_side("shm", side);
 }
 
 // A client that speaks the handshake by hand and then owns the ring it sends on.

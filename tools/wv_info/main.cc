@@ -37,8 +37,9 @@ int main(int argc, char** argv) {
   std::string provider;
   std::string level = "developer";
   app.add_flag("--json", json, "Print one JSON document with the same content");
-  app.add_option("--provider", provider,
-                 "Set the provider parameter (auto|tcp|shm|hybrid|ibverbs) as a command-line override");
+  app.add_option(
+      "--provider", provider,
+      "Set the provider parameter (auto|tcp|shm|hybrid|ibverbs) as a command-line override");
   app.add_flag("--params", params_only, "Print the configuration parameters only");
   app.add_flag("--protocols", protocols,
                "Print the messaging engine's protocol per provider and message size only");

@@ -270,13 +270,18 @@ Result<RequestResult> WorkerImpl::probe(PeerId source, uint64_t tag, uint64_t ma
 
 Result<bool> WorkerImpl::test(Request handle, RequestResult* result) {
   std::lock_guard lock(mutex_);
-  RequestSlot* request = find_request(handle.id());
-  if (request && !request->done) (void)progress_locked();
-  return take_if_done(handle, result);
+  Result<bool> done = take_if_done_locked(handle, result);
+  if (!done.is_ok() || *done) return done;
+  (void)progress_locked();
+  return take_if_done_locked(handle, result);
 }
 
 Result<bool> WorkerImpl::take_if_done(Request handle, RequestResult* result) {
   std::lock_guard lock(mutex_);
+  return take_if_done_locked(handle, result);
+}
+
+Result<bool> WorkerImpl::take_if_done_locked(Request handle, RequestResult* result) {
   RequestSlot* request = find_request(handle.id());
   if (!request) {
     return Status(Errc::kInvalidArgument,

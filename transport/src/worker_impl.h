@@ -260,6 +260,7 @@ class WorkerImpl final : public Worker {
   Status sticky_error() const;
   // test() without progress: the waits progress between checks themselves.
   Result<bool> take_if_done(Request request, RequestResult* result);
+  Result<bool> take_if_done_locked(Request request, RequestResult* result);
   // A non-owning reference to the condition of a wait: std::function would allocate for a
   // lambda with several captures, on every wait.
   class DoneCheck {

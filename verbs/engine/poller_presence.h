@@ -12,10 +12,10 @@ namespace wv::verbs::soft {
 
 class PollerPresence {
  public:
-  // Called on every poll of an empty CQ: the hot path. Reading the clock costs more than the
-  // rest of an empty poll, so only every kPollsPerStamp-th poll (and the first after a sleep)
-  // stamps the time; a poller too slow to stamp within kActiveWindow counts as absent, which
-  // only means the progress thread serves the connection as it would anyway.
+  // Called on every poll of a CQ the connection feeds: the hot path. Reading the clock costs
+  // more than the rest of an empty poll, so only every kPollsPerStamp-th poll (and the first after
+  // a sleep) stamps the time; a poller too slow to stamp within kActiveWindow counts as absent,
+  // which only means the progress thread serves the connection as it would anyway.
   void note_poll() {
     // Load and store, not an atomic increment: a count lost between two pollers is harmless.
     const uint32_t polls = polls_.load(std::memory_order_relaxed);

@@ -1,10 +1,27 @@
 // Names of the API's enums, for messages, wv_info and test output.
 #include <string>
+#include <string_view>
+#include <utility>
 
 #include "wv/verbs/connect_endpoint.h"
 #include "wv/verbs/types.h"
 
 namespace wv::verbs {
+namespace {
+
+// The names of the flags set in `set`, separated by spaces, or "none".
+template <typename Flags, size_t N>
+std::string flag_names(Flags set, const std::pair<Flags, std::string_view> (&names)[N]) {
+  std::string text;
+  for (const auto& [flag, name] : names) {
+    if (!has(set, flag)) continue;
+    if (!text.empty()) text += ' ';
+    text += name;
+  }
+  return text.empty() ? "none" : text;
+}
+
+}  // namespace
 
 std::string_view to_string(Transport transport) {
   switch (transport) {
@@ -37,13 +54,7 @@ std::string to_string(Capability set) {
       {Capability::kReadSinkNeedsRemoteWrite, "read_sink_needs_remote_write"},
       {Capability::kInline, "inline"},
   };
-  std::string text;
-  for (const auto& [flag, name] : kNames) {
-    if (!has(set, flag)) continue;
-    if (!text.empty()) text += ' ';
-    text += name;
-  }
-  return text.empty() ? "none" : text;
+  return flag_names(set, kNames);
 }
 
 std::string to_string(Limitation set) {
@@ -67,13 +78,7 @@ std::string to_string(Limitation set) {
       {Limitation::kRefusedWriteFailsLocally, "refused_write_fails_locally"},
       {Limitation::kMulticastGidIpv4Mapped, "multicast_gid_ipv4_mapped"},
   };
-  std::string text;
-  for (const auto& [flag, name] : kNames) {
-    if (!has(set, flag)) continue;
-    if (!text.empty()) text += ' ';
-    text += name;
-  }
-  return text.empty() ? "none" : text;
+  return flag_names(set, kNames);
 }
 
 std::string to_string(const Gid& gid) {

@@ -1,6 +1,8 @@
 #include "wv/verbs/socket_address.h"
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netdb.h>
 
 #include <charconv>
@@ -25,6 +27,21 @@ SocketAddress SocketAddress::ipv4_any(uint16_t port) {
 SocketAddress SocketAddress::ipv4_loopback(uint16_t port) {
   SocketAddress result = ipv4_any(port);
   reinterpret_cast<sockaddr_in*>(&result.storage_)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return result;
+}
+
+std::vector<SocketAddress> SocketAddress::interfaces() {
+  std::vector<SocketAddress> result;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return result;
+  for (ifaddrs* it = list; it != nullptr; it = it->ifa_next) {
+    if (it->ifa_addr == nullptr || (it->ifa_flags & IFF_UP) == 0) continue;
+    const int family = it->ifa_addr->sa_family;
+    if (family != AF_INET && family != AF_INET6) continue;
+    result.emplace_back(it->ifa_addr,
+                        family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
+  }
+  ::freeifaddrs(list);
   return result;
 }
 

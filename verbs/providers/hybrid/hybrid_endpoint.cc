@@ -1,7 +1,5 @@
 #include "hybrid_endpoint.h"
 
-#include <ifaddrs.h>
-#include <net/if.h>
 #include <netinet/in.h>
 
 #include <algorithm>
@@ -27,18 +25,8 @@ bool HybridEndpoint::on_this_host(const SocketAddress& address) {
   } else {
     return false;
   }
-  ifaddrs* list = nullptr;
-  if (::getifaddrs(&list) != 0) return false;
-  bool found = false;
-  for (ifaddrs* it = list; it != nullptr && !found; it = it->ifa_next) {
-    if (it->ifa_addr == nullptr || it->ifa_addr->sa_family != host.family()) continue;
-    SocketAddress candidate(it->ifa_addr,
-                            host.family() == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
-    candidate.set_port(0);
-    found = candidate == host;
-  }
-  ::freeifaddrs(list);
-  return found;
+  const auto interfaces = SocketAddress::interfaces();  // port 0, like `host`
+  return std::find(interfaces.begin(), interfaces.end(), host) != interfaces.end();
 }
 
 size_t HybridEndpoint::max_private_data() const {

@@ -1,7 +1,5 @@
 #include "shm_provider.h"
 
-#include <ifaddrs.h>
-#include <net/if.h>
 #include <unistd.h>
 
 #include <functional>
@@ -56,19 +54,9 @@ uint64_t host_guid() {
   return (std::hash<std::string>{}(std::string("shm:") + host)) | 1;
 }
 
+// The names shm serves: this host's addresses, or loopback where none can be read.
 std::vector<SocketAddress> local_addresses() {
-  std::vector<SocketAddress> result;
-  ifaddrs* list = nullptr;
-  if (::getifaddrs(&list) == 0) {
-    for (ifaddrs* it = list; it != nullptr; it = it->ifa_next) {
-      if (it->ifa_addr == nullptr || (it->ifa_flags & IFF_UP) == 0) continue;
-      const int family = it->ifa_addr->sa_family;
-      if (family != AF_INET && family != AF_INET6) continue;
-      result.emplace_back(it->ifa_addr,
-                          family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
-    }
-    ::freeifaddrs(list);
-  }
+  std::vector<SocketAddress> result = SocketAddress::interfaces();
   if (result.empty()) result.push_back(SocketAddress::ipv4_loopback(0));
   return result;
 }

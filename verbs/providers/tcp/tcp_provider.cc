@@ -1,7 +1,5 @@
 #include "tcp_provider.h"
 
-#include <ifaddrs.h>
-#include <net/if.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -39,21 +37,6 @@ uint64_t host_guid() {
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);
   return std::hash<std::string>{}(host) | 1;
-}
-
-std::vector<SocketAddress> interface_addresses() {
-  std::vector<SocketAddress> result;
-  ifaddrs* list = nullptr;
-  if (::getifaddrs(&list) != 0) return result;
-  for (ifaddrs* it = list; it != nullptr; it = it->ifa_next) {
-    if (it->ifa_addr == nullptr || (it->ifa_flags & IFF_UP) == 0) continue;
-    const int family = it->ifa_addr->sa_family;
-    if (family != AF_INET && family != AF_INET6) continue;
-    result.emplace_back(it->ifa_addr,
-                        family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
-  }
-  ::freeifaddrs(list);
-  return result;
 }
 
 DeviceAttributes tcp_device_attributes(const TcpSettings& settings, uint8_t ports) {
@@ -102,7 +85,7 @@ Result<std::vector<DeviceInfo>> TcpProvider::devices() {
 
 Result<std::vector<AddressInfo>> TcpProvider::addresses() {
   std::vector<AddressInfo> result;
-  for (const SocketAddress& address : interface_addresses()) {
+  for (const SocketAddress& address : SocketAddress::interfaces()) {
     result.push_back({address, std::string(kDeviceName), 1, 0xffff});
   }
   return result;
@@ -112,7 +95,7 @@ Result<std::shared_ptr<soft::SoftDevice>> TcpProvider::device() {
   std::lock_guard lock(mutex_);
   if (auto existing = device_.lock()) return existing;
   std::vector<Gid> gids;
-  for (const SocketAddress& address : interface_addresses()) {
+  for (const SocketAddress& address : SocketAddress::interfaces()) {
     gids.push_back(gid_of_address(address));
   }
   if (gids.empty()) gids.emplace_back();

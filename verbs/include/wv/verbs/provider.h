@@ -1,6 +1,7 @@
 // Entry point of the verbs layer. A provider is one implementation of the API (tcp, shm,
-// hybrid = tcp + shm to the peers on this host, ibverbs); it lists devices and the addresses that reach them, opens devices, and creates the
-// endpoints that connect QPs. Providers are chosen by name or by the `provider` parameter.
+// hybrid = tcp + shm to the peers on this host, ibverbs); it lists devices and the addresses that
+// reach them, opens devices, and creates the endpoints that connect QPs. Providers are chosen by
+// name or by the `provider` parameter.
 #pragma once
 
 #include <cstdint>

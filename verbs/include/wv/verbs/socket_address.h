@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "wv/result.h"
 
@@ -21,6 +22,9 @@ class SocketAddress {
   static Result<SocketAddress> parse(std::string_view text);
   static SocketAddress ipv4_any(uint16_t port);
   static SocketAddress ipv4_loopback(uint16_t port);
+  // The IPv4 and IPv6 addresses of this host's interfaces that are up (port 0); empty when the
+  // interfaces cannot be read.
+  static std::vector<SocketAddress> interfaces();
 
   const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage_); }
   sockaddr* get() { return reinterpret_cast<sockaddr*>(&storage_); }
