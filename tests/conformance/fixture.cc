@@ -387,6 +387,10 @@ void VerbsTest::connect_sides(ConnectEndpoint& listener, QpSide& client, QpSide&
   ASSERT_NE(server.endpoint, nullptr);
   if (server_saw != nullptr) *server_saw = server.endpoint->query().peer_parameters;
   auto accepting = server.endpoint->accept(server.qp, server_parameters);
+  // An accept that failed at once would leave the client waiting out its bound: say why now.
+  if (accepting.ready()) {
+    ASSERT_OK(accepting.result().status());
+  }
   auto connected = connecting.wait(kBound);
   ASSERT_OK(connected);
   if (client_saw != nullptr) *client_saw = connected.value();

@@ -107,8 +107,9 @@ Status SoftConnectQueuePair::post_receive(uint64_t wr_id, std::span<const Sge> s
   return status;
 }
 
-bool SoftConnectQueuePair::take_receive(ReceiveWorkRequest& out) {
+bool SoftConnectQueuePair::take_receive(const Wire& wire, ReceiveWorkRequest& out) {
   std::lock_guard lock(mutex_);
+  if (wire_.get() != &wire) return false;
   return core_.take_receive_locked(out, wire_);
 }
 
@@ -448,6 +449,11 @@ void SoftConnectQueuePair::fail_locked(CompletionStatus status, std::string_view
   core_.flush_receives_locked();
   if (wire_) wire_->close();
   if (raise_event) core_.raise_fatal_event(reason);
+}
+
+void SoftConnectQueuePair::fail_by_wire_locked(const Wire& wire, CompletionStatus status,
+                                               std::string_view reason) {
+  if (wire_.get() == &wire) fail_locked(status, reason);
 }
 
 void SoftConnectQueuePair::fail(CompletionStatus status, std::string_view reason) {

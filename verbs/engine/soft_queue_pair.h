@@ -88,8 +88,8 @@ class SoftConnectQueuePair final : public ConnectQueuePair {
   SendWorkRequest* oldest_pending_locked(bool atomic);
   void response_arrived_locked(SendWorkRequest& request, CompletionStatus status);
 
-  // Responder (progress thread).
-  bool take_receive(ReceiveWorkRequest& out);
+  // Responder (progress thread). No receive goes to a wire that is not the QP's connection.
+  bool take_receive(const Wire& wire, ReceiveWorkRequest& out);
   bool has_receive() const;
   void complete_receive(const ReceiveWorkRequest& request, Opcode opcode, uint32_t length,
                         CompletionStatus status, CompletionFlags flags, uint32_t immediate,
@@ -103,6 +103,9 @@ class SoftConnectQueuePair final : public ConnectQueuePair {
   // becomes a kQpFatal device event when the error did not come from the application.
   void fail_locked(CompletionStatus status, std::string_view reason, bool raise_event = true);
   void fail(CompletionStatus status, std::string_view reason);
+  // fail_locked on behalf of `wire`, only while it is the QP's connection: an old connection's
+  // late news (its peer hung up after the QP was reset and connected again) has no say.
+  void fail_by_wire_locked(const Wire& wire, CompletionStatus status, std::string_view reason);
 
  private:
   // Validates and queues one send-queue request; `fill` sets the kind-specific fields.

@@ -380,8 +380,8 @@ void ShmConnection::pump_locked(SoftConnectQueuePair& qp) {
     }
     if (blocked_bytes_ == 0) {
       if (ring) ring_peer();
-      qp.fail_locked(CompletionStatus::kTransportError,
-                     "the peer wrote an impossible ring index (malformed shared memory)");
+      qp.fail_by_wire_locked(*this, CompletionStatus::kTransportError,
+                             "the peer wrote an impossible ring index (malformed shared memory)");
       return;
     }
     // The ring is full: ask the peer for a doorbell when it frees space, unless it just did.
@@ -477,7 +477,7 @@ ShmConnection::Outcome ShmConnection::on_send(SoftConnectQueuePair& qp, const En
     if (!first || header.address != 0) {
       return malformed(qp, "send fragment without the start of its message");
     }
-    if (!qp.take_receive(receive_)) return stall(qp);
+    if (!qp.take_receive(*this, receive_)) return stall(qp);
     receiving_ = true;
     receive_offset_ = 0;
   } else if (first || header.address != receive_offset_) {
@@ -553,7 +553,7 @@ ShmConnection::Outcome ShmConnection::on_write(SoftConnectQueuePair& qp, const E
   }
   // Placing the data again after a stall is harmless: the same bytes land in the same place.
   soft::ReceiveWorkRequest receive;
-  if (!qp.take_receive(receive)) return stall(qp);
+  if (!qp.take_receive(*this, receive)) return stall(qp);
   qp.complete_receive(receive, Opcode::kReceiveRdmaWithImmediate,
                       static_cast<uint32_t>(header.value), CompletionStatus::kSuccess,
                       CompletionFlags::kWithImmediate, header.immediate, 0,
@@ -589,7 +589,7 @@ ShmConnection::Outcome ShmConnection::on_write_pull(SoftConnectQueuePair& qp,
   pull_done_ = true;
   if ((header.flags & entry_flags::kImmediate) != 0) {
     soft::ReceiveWorkRequest receive;
-    if (!qp.take_receive(receive)) return stall(qp);
+    if (!qp.take_receive(*this, receive)) return stall(qp);
     qp.complete_receive(receive, Opcode::kReceiveRdmaWithImmediate,
                         static_cast<uint32_t>(header.value), CompletionStatus::kSuccess,
                         CompletionFlags::kWithImmediate, header.immediate, 0, false);
@@ -690,8 +690,9 @@ ShmConnection::Outcome ShmConnection::on_response(SoftConnectQueuePair& qp,
                                                   const EntryHeader& header,
                                                   const std::byte* payload) {
   std::unique_lock lock(qp.mutex());
-  // A QP that failed meanwhile has flushed the request; its slot may be reused already.
-  if (qp.state_locked() == QpState::kError) return Outcome::kDone;
+  // A QP that failed meanwhile (and closed this connection) has flushed the request; its slot
+  // may be reused already, by a later connection of the same QP.
+  if (closed_) return Outcome::kDone;
   const auto type = static_cast<EntryType>(header.type);
   if (type == EntryType::kWriteDone) {
     if (held_ == nullptr || held_->wire_tag != header.tag || header.length != 0) {
@@ -746,14 +747,14 @@ ShmConnection::Outcome ShmConnection::on_terminate(SoftConnectQueuePair& qp,
                                       ? static_cast<CompletionStatus>(header.key)
                                       : CompletionStatus::kFlushed;
   std::lock_guard lock(qp.mutex());
-  if (qp.state_locked() != QpState::kError && held_ != nullptr && !about_request) {
+  if (!closed_ && held_ != nullptr && !about_request) {
     // A write the peer refused was handed over, like a transmitted one: it completes, and the
     // QP error that follows tells the application (the iWARP rule the engine follows).
     SendWorkRequest* write = held_;
     held_ = nullptr;
     qp.transmitted_locked(*write);
   }
-  qp.fail_locked(status, "peer terminated the connection: " + reason);
+  qp.fail_by_wire_locked(*this, status, "peer terminated the connection: " + reason);
   return Outcome::kFailed;
 }
 
@@ -774,7 +775,7 @@ void ShmConnection::terminate(SoftConnectQueuePair& qp, bool about_request,
       ring_peer();
     }
   }
-  qp.fail_locked(local_status, reason);
+  qp.fail_by_wire_locked(*this, local_status, reason);
 }
 
 ShmConnection::Outcome ShmConnection::malformed(SoftConnectQueuePair& qp, const std::string& why) {
@@ -785,7 +786,7 @@ ShmConnection::Outcome ShmConnection::malformed(SoftConnectQueuePair& qp, const 
 
 void ShmConnection::lost(SoftConnectQueuePair& qp, const std::string& reason) {
   std::lock_guard lock(qp.mutex());
-  qp.fail_locked(CompletionStatus::kTransportError, reason);
+  qp.fail_by_wire_locked(*this, CompletionStatus::kTransportError, reason);
   close();
 }
 

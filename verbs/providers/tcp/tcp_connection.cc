@@ -718,7 +718,7 @@ Status TcpConnection::begin_segment(SoftConnectQueuePair& qp, bool* stalled) {
             "first segment of a send starts at offset " + std::to_string(header_.message_offset));
         return Status(Errc::kProtocolError, "bad MO");
       }
-      if (!qp.take_receive(receive_)) {
+      if (!qp.take_receive(*this, receive_)) {
         *stalled = true;
         return Status::ok();
       }
@@ -879,8 +879,9 @@ Status TcpConnection::end_segment(SoftConnectQueuePair& qp, bool* stalled) {
     case RdmapOpcode::kReadResponse:
       if (header_.last && current_read_ != nullptr) {
         std::lock_guard lock(qp.mutex());
-        // A QP that failed meanwhile has flushed the read; its slot may be reused already.
-        if (qp.state_locked() == QpState::kError) return Status::ok();
+        // A QP that failed meanwhile (and closed this connection) has flushed the read; its
+        // slot may be reused already, by a later connection of the same QP.
+        if (closed_) return Status::ok();
         qp.response_arrived_locked(*current_read_, CompletionStatus::kSuccess);
         current_read_ = nullptr;
         pump_locked(qp);
@@ -929,7 +930,7 @@ Status TcpConnection::end_segment(SoftConnectQueuePair& qp, bool* stalled) {
         return Status::ok();
       }
       soft::ReceiveWorkRequest receive;
-      if (!qp.take_receive(receive)) {
+      if (!qp.take_receive(*this, receive)) {
         *stalled = true;
         return Status::ok();
       }
@@ -1026,7 +1027,7 @@ Status TcpConnection::serve_atomic(SoftConnectQueuePair& qp, const AtomicRequest
 
 Status TcpConnection::on_atomic_response(SoftConnectQueuePair& qp, const AtomicResponseBody& body) {
   std::unique_lock lock(qp.mutex());
-  if (qp.state_locked() == QpState::kError) return Status::ok();
+  if (closed_) return Status::ok();  // the QP failed meanwhile; see kReadResponse
   SendWorkRequest* atomic = qp.oldest_pending_locked(true);
   if (atomic == nullptr || atomic->wire_tag != body.request_id) {
     lock.unlock();
@@ -1054,8 +1055,8 @@ Status TcpConnection::handle_terminate(SoftConnectQueuePair& qp, std::span<const
                     opcode == static_cast<uint8_t>(RdmapOpcode::kAtomicRequest);
   }
   std::lock_guard lock(qp.mutex());
-  qp.fail_locked(about_request ? status_for(code) : CompletionStatus::kFlushed,
-                 "peer terminated the connection: " + std::string(describe(code)));
+  qp.fail_by_wire_locked(*this, about_request ? status_for(code) : CompletionStatus::kFlushed,
+                         "peer terminated the connection: " + std::string(describe(code)));
   return Status(Errc::kDisconnected, "terminated by peer");
 }
 
@@ -1071,13 +1072,13 @@ void TcpConnection::terminate(SoftConnectQueuePair& qp, TerminateCode code, Comp
     (void)write_frame();
     frame_.active = false;
   }
-  qp.fail_locked(status, reason);
+  qp.fail_by_wire_locked(*this, status, reason);
 }
 
 void TcpConnection::lost(SoftConnectQueuePair& qp, CompletionStatus status,
                          const std::string& reason) {
   std::lock_guard lock(qp.mutex());
-  qp.fail_locked(status, reason);
+  qp.fail_by_wire_locked(*this, status, reason);
   close();
 }
 
