@@ -4,13 +4,13 @@
 # run, and prints a table with the ratio wv / perftest per size. Numbers under TCG emulation are
 # noisy and only comparable within one run (/work/shared/notes/rdma-vm.md).
 #
-# Usage: bench.sh <build-dir> <out-file> <dev:ip>...   (WV_VM_BENCH_REPEAT rounds, default 3)
+# Usage: bench.sh <build-dir> <out-file> <dev:ip>...   (VM_BENCH_REPEAT rounds, default 5; not WV_*, which wv_perf would take for its own configuration)
 # Each cell is the best of the rounds (lowest latency, highest bandwidth) on both sides: a guest
 # whose vCPUs the host time-slices (a busy host) turns single runs into a lottery of
 # scheduler-length stalls. Every round's numbers and the tools' logs stay in <out-dir>/bench-raw.
 # Pairs: wv send_lat / ib_send_lat (median half round trip, us; ratio < 1 is wv faster),
-#        wv write_bw / ib_write_bw, wv read_bw / ib_read_bw (MB/s = 10^6 B/s; perftest reports
-#        MiB/s, converted; ratio > 1 is wv faster). perftest runs over rdma_cm (-R; siw needs it),
+#        wv write_bw / ib_write_bw, wv read_bw / ib_read_bw (MB/s = 10^6 B/s; from perftest's
+#        message rate x size, which keeps its precision at 8 B; ratio > 1 is wv faster). perftest runs over rdma_cm (-R; siw needs it),
 #        one server/client pair per size; wv_perf runs one --server/--client pair per device
 #        (its default mode connects on loopback, where rdma_cm cannot route).
 build="$1"
@@ -19,7 +19,7 @@ shift 2
 sizes=(8 4096 65536)
 lat_iters=1000
 bw_iters=500
-repeat="${WV_VM_BENCH_REPEAT:-3}"
+repeat="${VM_BENCH_REPEAT:-5}"
 work="$(dirname "$out")/bench-raw"
 rm -rf "$work" && mkdir -p "$work"
 port=18600
@@ -94,8 +94,9 @@ for round in $(seq 1 "$repeat"); do
           # columns: bytes iterations t_min t_max t_typical ...
           pt="$(perftest "$tool" "$dev" "$ip" "$size" "$lat_iters" | awk '{print $5}')"
         else
-          # columns: bytes iterations BW_peak BW_average MsgRate (MiB/s)
-          pt="$(perftest "$tool" "$dev" "$ip" "$size" "$bw_iters" | awk '{print $4 * 1.048576}')"
+          # columns: bytes iterations BW_peak BW_average (MiB/s, two decimals: 0.03 at 8 B)
+          # MsgRate (Mpps, six decimals): the rate times the size is the bandwidth in MB/s
+          pt="$(perftest "$tool" "$dev" "$ip" "$size" "$bw_iters" | awk -v s="$size" '{print $5 * s}')"
         fi
         echo "$dev $op $size wv $(wv_value "$dev" "$op" "$size")" >> "$work/values"
         echo "$dev $op $size pt $pt" >> "$work/values"
@@ -107,7 +108,7 @@ done
 {
   echo "wv_perf verbs (ibverbs provider) vs perftest, one guest run ($(uname -r), $(nproc) CPUs)"
   echo "best of $repeat rounds per cell; latency: median half round trip in us (perftest t_typical),"
-  echo "wv/pt < 1 = wv faster; bandwidth: MB/s = 10^6 B/s (perftest's MiB/s converted), wv/pt > 1 ="
+  echo "wv/pt < 1 = wv faster; bandwidth: MB/s = 10^6 B/s (perftest: message rate x size), wv/pt > 1 ="
   echo "wv faster; rounds: every round's value, wv | perftest"
   printf '%-6s %-9s %6s %10s %10s %7s   %s\n' device test bytes wv perftest wv/pt rounds
   for pair in "$@"; do
