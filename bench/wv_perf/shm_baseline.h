@@ -57,7 +57,4 @@ class ShmPingPong {
   std::vector<std::byte> local_;
 };
 
-// MB/s (10^6 bytes/s) of memcpy of `size` bytes, repeated for about `seconds`.
-double memcpy_mbps(size_t size, double seconds);
-
 }  // namespace wv::perf

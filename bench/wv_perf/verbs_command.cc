@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "memcpy_floor.h"
 #include "process.h"
 #include "report.h"
 #include "shm_baseline.h"

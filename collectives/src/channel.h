@@ -45,6 +45,7 @@ class Channel {
   int rank() const { return group_.rank; }
   int size() const { return group_.size; }
   const Group& group() const { return group_; }
+  bool cancelled() const { return cancel_ != nullptr && cancel_->load(std::memory_order_relaxed); }
   // The same call on another group (or another phase), sharing the cancel flag.
   Channel derive(const Group& group, uint32_t phase) const;
 

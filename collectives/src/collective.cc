@@ -6,12 +6,13 @@
 namespace wv::coll {
 
 namespace {
-constexpr std::string_view kBarrier[] = {"dissemination", "hierarchical"};
-constexpr std::string_view kBcast[] = {"binomial", "scatter_allgather", "chain", "hierarchical"};
+constexpr std::string_view kBarrier[] = {"dissemination", "hierarchical", "shared_memory"};
+constexpr std::string_view kBcast[] = {"binomial", "scatter_allgather", "chain", "hierarchical",
+                                       "shared_memory"};
 constexpr std::string_view kReduce[] = {"binomial"};
 constexpr std::string_view kAllreduce[] = {"recursive_doubling", "rabenseifner", "ring",
-                                           "hierarchical"};
-constexpr std::string_view kAllgather[] = {"recursive_doubling", "bruck", "ring"};
+                                           "hierarchical", "shared_memory"};
+constexpr std::string_view kAllgather[] = {"recursive_doubling", "bruck", "ring", "shared_memory"};
 constexpr std::string_view kReduceScatter[] = {"recursive_halving", "ring"};
 constexpr std::string_view kAlltoall[] = {"pairwise", "bruck", "linear"};
 constexpr std::string_view kGather[] = {"binomial", "linear"};

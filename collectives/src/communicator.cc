@@ -6,6 +6,7 @@
 
 #include "algorithms.h"
 #include "hierarchical.h"
+#include "host_segment.h"
 #include "nonblocking.h"
 #include "wv/config/config.h"
 #include "wv/config/names.h"
@@ -140,7 +141,30 @@ Result<std::unique_ptr<Communicator>> Communicator::create(Comm& comm, const Opt
   for (int h = 0; h < c->topology_.host_count(); ++h) leaders.push_back(c->topology_.leader_of(h));
   c->leaders_ = make_group(leaders);
   if (c->host_->rank != 0) c->leaders_->rank = -1;  // not a member
+
+  const bool shared_memory = options.shared_memory < 0
+                                 ? config->get_bool(config::names::kCollectivesSharedMemory)
+                                 : options.shared_memory != 0;
+  const uint64_t segment_tag = c->next_tag();  // taken by every rank: the sequences stay equal
+  if (shared_memory && c->host_->size > 1) {
+    Channel channel(*c->host_, segment_tag, nullptr);
+    auto segment = detail::HostSegment::create(channel, &c->segment_status_);
+    if (!segment.is_ok()) {
+      return Status(segment.status().code(), "host segment: " + segment.status().message());
+    }
+    c->segment_ = std::move(segment).value();
+  }
   return c;
+}
+
+detail::HostSegment* Communicator::segment_for(const std::atomic<bool>* cancel) const {
+  // Non-blocking collectives run on helper threads and may interleave; the segment's steps
+  // may not.
+  return cancel == nullptr ? segment_.get() : nullptr;
+}
+
+detail::HostSegment* Communicator::whole_job_segment(const std::atomic<bool>* cancel) const {
+  return host_->size == size() ? segment_for(cancel) : nullptr;
 }
 
 std::string_view Communicator::select(Collective collective, uint64_t bytes) const {
@@ -168,8 +192,11 @@ Status Communicator::run_barrier(uint64_t tag, const std::string& algorithm,
                                  const std::atomic<bool>* cancel) {
   Channel channel(*world_, tag, cancel);
   if (algorithm == "hierarchical") {
-    detail::Hierarchy h{world_.get(), host_.get(), leaders_.get(), &topology_};
+    detail::Hierarchy h{world_.get(), host_.get(), leaders_.get(), &topology_, segment_for(cancel)};
     return detail::barrier_hierarchical(channel, h);
+  }
+  if (algorithm == "shared_memory") {
+    if (detail::HostSegment* segment = whole_job_segment(cancel)) return segment->barrier(channel);
   }
   return detail::barrier_dissemination(channel);
 }
@@ -187,7 +214,14 @@ Status Communicator::run_bcast(uint64_t tag, void* buffer, size_t bytes, int roo
                                const std::string& algorithm, const std::atomic<bool>* cancel) {
   if (bytes == 0 || size() == 1) return Status::ok();
   Channel channel(*world_, tag, cancel);
-  if (algorithm == "binomial") return detail::bcast_binomial(channel, buffer, bytes, root);
+  if (algorithm == "shared_memory") {
+    if (detail::HostSegment* segment = whole_job_segment(cancel)) {
+      return segment->bcast(channel, buffer, bytes, root);
+    }
+  }
+  if (algorithm == "binomial" || algorithm == "shared_memory") {
+    return detail::bcast_binomial(channel, buffer, bytes, root);
+  }
   if (algorithm == "scatter_allgather") {
     return detail::bcast_scatter_allgather(channel, buffer, bytes, root);
   }
@@ -195,7 +229,7 @@ Status Communicator::run_bcast(uint64_t tag, void* buffer, size_t bytes, int roo
     return detail::bcast_chain(channel, buffer, bytes, root,
                                options_.chain_chunk == 0 ? 65536 : options_.chain_chunk);
   }
-  detail::Hierarchy h{world_.get(), host_.get(), leaders_.get(), &topology_};
+  detail::Hierarchy h{world_.get(), host_.get(), leaders_.get(), &topology_, segment_for(cancel)};
   return detail::bcast_hierarchical(channel, h, buffer, bytes, root);
 }
 
@@ -242,12 +276,17 @@ Status Communicator::run_allreduce(uint64_t tag, void* recv, size_t count, DataT
   if (count == 0 || size() == 1) return Status::ok();
   Channel channel(*world_, tag, cancel);
   Reduction r{type, &op};
+  if (algorithm == "shared_memory") {  // without the segment (allreduce() uses it directly)
+    return count * r.element() > 64 * 1024
+               ? detail::allreduce_rabenseifner(channel, recv, count, r)
+               : detail::allreduce_recursive_doubling(channel, recv, count, r);
+  }
   if (algorithm == "recursive_doubling") {
     return detail::allreduce_recursive_doubling(channel, recv, count, r);
   }
   if (algorithm == "rabenseifner") return detail::allreduce_rabenseifner(channel, recv, count, r);
   if (algorithm == "ring") return detail::allreduce_ring(channel, recv, count, r);
-  detail::Hierarchy h{world_.get(), host_.get(), leaders_.get(), &topology_};
+  detail::Hierarchy h{world_.get(), host_.get(), leaders_.get(), &topology_, segment_for(cancel)};
   return detail::allreduce_hierarchical(channel, h, recv, count, r);
 }
 
@@ -259,7 +298,14 @@ Status Communicator::allreduce(const void* send, void* recv, size_t count, DataT
   auto name = pick(Collective::kAllreduce, bytes, algorithm);
   if (!name.is_ok()) return name.status();
   if (count > 0 && (recv == nullptr || send == nullptr)) return missing("buffer");
-  if (send != kInPlace && send != recv && bytes > 0) std::memcpy(recv, send, bytes);
+  const void* input = send == kInPlace ? recv : send;
+  detail::HostSegment* segment = whole_job_segment(nullptr);
+  if (*name == "shared_memory" && segment != nullptr && count > 0) {
+    // Straight from send to recv: the segment reads the input once, so no copy first.
+    Channel channel(*world_, tag, nullptr);
+    return segment->allreduce(channel, input, recv, count, detail::Reduction{type, &op});
+  }
+  if (input != recv && bytes > 0) std::memcpy(recv, send, bytes);
   return run_allreduce(tag, recv, count, type, op, *name, nullptr);
 }
 
@@ -315,7 +361,10 @@ Status Communicator::allgatherv(const void* send, size_t send_count, void* recv,
   }
   Channel channel(*world_, tag, nullptr);
   Status s;
-  if (*name == "recursive_doubling") {
+  detail::HostSegment* segment = whole_job_segment(nullptr);
+  if (*name == "shared_memory" && segment != nullptr) {
+    s = segment->allgather(channel, work, bytes);
+  } else if (*name == "recursive_doubling") {
     s = detail::allgather_recursive_doubling(channel, work, bytes);
   } else if (*name == "bruck") {
     s = detail::allgather_bruck(channel, work, bytes);

@@ -11,13 +11,14 @@ bool leads(const Hierarchy& h) {
 
 Status barrier_hierarchical(Channel& c, const Hierarchy& h) {
   Channel local = c.derive(*h.host, 1);
-  if (Status s = barrier_dissemination(local); !s.is_ok()) return s;
+  Status s = h.segment ? h.segment->barrier(local) : barrier_dissemination(local);
+  if (!s.is_ok()) return s;
   if (leads(h) && h.leaders->size > 1) {
     Channel across = c.derive(*h.leaders, 2);
-    if (Status s = barrier_dissemination(across); !s.is_ok()) return s;
+    if (s = barrier_dissemination(across); !s.is_ok()) return s;
   }
   Channel release = c.derive(*h.host, 3);
-  return barrier_dissemination(release);
+  return h.segment ? h.segment->barrier(release) : barrier_dissemination(release);
 }
 
 Status bcast_hierarchical(Channel& c, const Hierarchy& h, void* buffer, size_t bytes, int root) {
@@ -45,6 +46,7 @@ Status bcast_hierarchical(Channel& c, const Hierarchy& h, void* buffer, size_t b
   // 3. Inside each host from its leader (host group rank 0).
   if (h.host->size > 1) {
     Channel local = c.derive(*h.host, 3);
+    if (h.segment) return h.segment->bcast(local, buffer, bytes, 0);
     return bytes > kLargeBytes && h.host->size > 2
                ? bcast_scatter_allgather(local, buffer, bytes, 0)
                : bcast_binomial(local, buffer, bytes, 0);
@@ -57,7 +59,10 @@ Status allreduce_hierarchical(Channel& c, const Hierarchy& h, void* buffer, size
   const size_t bytes = count * r.element();
   if (h.host->size > 1) {
     Channel local = c.derive(*h.host, 1);
-    if (Status s = reduce_binomial(local, buffer, buffer, count, r, 0); !s.is_ok()) return s;
+    // Through the segment every rank of the host gets the host's result, the leader included.
+    Status s = h.segment ? h.segment->allreduce(local, buffer, buffer, count, r)
+                         : reduce_binomial(local, buffer, buffer, count, r, 0);
+    if (!s.is_ok()) return s;
   }
   if (leads(h) && h.leaders->size > 1) {
     Channel across = c.derive(*h.leaders, 2);
@@ -67,6 +72,10 @@ Status allreduce_hierarchical(Channel& c, const Hierarchy& h, void* buffer, size
   }
   if (h.host->size > 1) {
     Channel local = c.derive(*h.host, 3);
+    if (h.segment) {
+      // One host: the segment's allreduce already gave every rank the result.
+      return h.leaders->size > 1 ? h.segment->bcast(local, buffer, bytes, 0) : Status::ok();
+    }
     return bytes > kLargeBytes && h.host->size > 2
                ? bcast_scatter_allgather(local, buffer, bytes, 0)
                : bcast_binomial(local, buffer, bytes, 0);

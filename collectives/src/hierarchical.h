@@ -3,6 +3,7 @@
 #pragma once
 
 #include "algorithms.h"
+#include "host_segment.h"
 #include "wv/collectives/topology.h"
 
 namespace wv::coll::detail {
@@ -12,6 +13,7 @@ struct Hierarchy {
   const Group* host;     // this rank's host
   const Group* leaders;  // valid only on leaders (host group rank 0)
   const Topology* topology;
+  HostSegment* segment;  // the host's shared segment for the intra-host steps; may be null
 };
 
 Status barrier_hierarchical(Channel& c, const Hierarchy& h);

@@ -198,6 +198,12 @@ constexpr Definition kDefinitions[] = {
      .description = "Path of a JSON decision table (collective -> algorithm by message size, "
                     "process count and hosts) replacing the built-in one; empty: built-in.",
      .level = Level::kUser},
+    {.name = names::kCollectivesSharedMemory,
+     .type = Type::kBool,
+     .default_value = "true",
+     .description = "Run the intra-host steps of blocking collectives through a segment of "
+                    "shared memory the host's ranks map (false: through the transport).",
+     .level = Level::kTuner},
     {.name = names::kTopologyFakeHosts,
      .type = Type::kInteger,
      .default_value = "0",

@@ -356,6 +356,41 @@ void test_allreduce(Communicator& c, bool nonblocking) {
   }
 }
 
+// Vectors of several chunks of every algorithm's pipeline (the host segment moves 64 KiB at a
+// time), with a ragged tail; int64 sums are exact, so every element is checked.
+void test_large(Communicator& c) {
+  const size_t count = 300007;  // 2.4 MB of int64
+  for (std::string_view algorithm : algorithm_names(Collective::kAllreduce)) {
+    std::vector<int64_t> data(count);
+    for (size_t i = 0; i < count; ++i) data[i] = static_cast<int64_t>(i * 7 + 1) * (rank + 1);
+    const std::string what = name("allreduce", algorithm, DataType::kInt64, count, " large");
+    wv::Status s = c.allreduce(kInPlace, data.data(), count, DataType::kInt64, Op::kSum, algorithm);
+    check_status(s, what);
+    const int64_t ranks_sum = static_cast<int64_t>(nprocs) * (nprocs + 1) / 2;
+    for (size_t i = 0; i < count && s.is_ok(); ++i) {
+      if (data[i] != static_cast<int64_t>(i * 7 + 1) * ranks_sum) {
+        fail(what + ": element " + std::to_string(i));
+        break;
+      }
+    }
+  }
+  const size_t block = 150001;  // bytes per rank
+  for (std::string_view algorithm : algorithm_names(Collective::kAllgather)) {
+    std::vector<unsigned char> send(block), recv(block * static_cast<size_t>(nprocs));
+    for (size_t i = 0; i < block; ++i) send[i] = static_cast<unsigned char>(i * 31 + rank);
+    const std::string what = name("allgather", algorithm, DataType::kUint8, block, " large");
+    wv::Status s = c.allgather(send.data(), recv.data(), block, DataType::kUint8, algorithm);
+    check_status(s, what);
+    for (size_t i = 0; i < recv.size() && s.is_ok(); ++i) {
+      const auto from = static_cast<int>(i / block);
+      if (recv[i] != static_cast<unsigned char>((i % block) * 31 + static_cast<size_t>(from))) {
+        fail(what + ": byte " + std::to_string(i));
+        break;
+      }
+    }
+  }
+}
+
 void test_reduce(Communicator& c) {
   int variant = 0;
   for (DataType t : kAllDataTypes) {
@@ -809,6 +844,7 @@ int main(int argc, char** argv) {
   run("barrier", [&] { test_barriers(c); });
   run("allreduce", [&] { test_allreduce(c, false); });
   run("iallreduce", [&] { test_allreduce(c, true); });
+  run("large", [&] { test_large(c); });
   run("reduce", [&] { test_reduce(c); });
   run("reduce_scatter", [&] { test_reduce_scatter(c); });
   run("bcast", [&] { test_bcast(c, false); });

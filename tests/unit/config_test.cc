@@ -440,6 +440,7 @@ TEST(NamesTest, EveryNameConstantIsDefined) {
       names::kTransportProgress,
       names::kTransportSpinUs,
       names::kCollectivesTable,
+      names::kCollectivesSharedMemory,
       names::kTopologyFakeHosts,
   };
   for (std::string_view name : kAll) EXPECT_NE(find_definition(name), nullptr) << name;

@@ -51,6 +51,7 @@ namespace wv::coll {
 namespace detail {
 struct Group;
 struct NonBlocking;
+class HostSegment;
 }  // namespace detail
 
 // A non-blocking collective in flight. Destroying it unfinished cancels it and waits.
@@ -85,6 +86,8 @@ class Communicator {
     int fake_hosts = -1;
     // Bytes per chunk of the pipelined chain broadcast.
     size_t chain_chunk = 256 * 1024;
+    // Intra-host steps through a shared segment; -1: the collectives_shared_memory parameter.
+    int shared_memory = -1;
   };
 
   // Collective over all ranks of `comm` (exchanges topology). `comm` must outlive it.
@@ -98,6 +101,8 @@ class Communicator {
   int size() const;
   const Topology& topology() const { return topology_; }
   const DecisionTable& table() const { return table_; }
+  // Why this rank's host has no shared segment (empty when it has one, or is alone).
+  const std::string& shared_memory_status() const { return segment_status_; }
   // The algorithm the table picks for `bytes` (as decision_table.h measures sizes).
   std::string_view select(Collective collective, uint64_t bytes) const;
 
@@ -158,11 +163,17 @@ class Communicator {
   Status run_allreduce(uint64_t tag, void* recv, size_t count, DataType type, const ReduceOp& op,
                        const std::string& algorithm, const std::atomic<bool>* cancel);
   Result<CollRequest> launch(std::function<Status(const std::atomic<bool>*)> body);
+  // The host segment a call may use: none for non-blocking calls (cancel set), and for
+  // whole_job_segment none unless every rank of the job is on this host.
+  detail::HostSegment* segment_for(const std::atomic<bool>* cancel) const;
+  detail::HostSegment* whole_job_segment(const std::atomic<bool>* cancel) const;
 
   Comm* comm_ = nullptr;
   std::unique_ptr<detail::Group> world_;
-  std::unique_ptr<detail::Group> host_;     // the ranks of this rank's host
-  std::unique_ptr<detail::Group> leaders_;  // one rank per host; empty unless this rank leads
+  std::unique_ptr<detail::Group> host_;           // the ranks of this rank's host
+  std::unique_ptr<detail::Group> leaders_;        // one rank per host; empty unless this rank leads
+  std::unique_ptr<detail::HostSegment> segment_;  // this host's, when it has more than one rank
+  std::string segment_status_;
   Topology topology_;
   DecisionTable table_;
   Options options_;

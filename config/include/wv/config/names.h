@@ -32,6 +32,7 @@ inline constexpr std::string_view kTransportRegistrationCache = "transport_regis
 inline constexpr std::string_view kTransportProgress = "transport_progress";
 inline constexpr std::string_view kTransportSpinUs = "transport_spin_us";
 inline constexpr std::string_view kCollectivesTable = "collectives_table";
+inline constexpr std::string_view kCollectivesSharedMemory = "collectives_shared_memory";
 inline constexpr std::string_view kTopologyFakeHosts = "topology_fake_hosts";
 
 }  // namespace wv::config::names

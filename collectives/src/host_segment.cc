@@ -1,0 +1,310 @@
+#include "host_segment.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "wv/copy.h"
+
+namespace wv::coll::detail {
+
+namespace {
+
+constexpr uint32_t kMagic = 0x77766873;  // "wvhs"
+constexpr size_t kLineBytes = 128;       // two cache lines: the adjacent-line prefetcher
+                                         // would otherwise couple neighbours' counters
+constexpr size_t kNameBytes = 64;
+// A vector up to this size is reduced whole by every rank (one step); above it each rank
+// reduces its share and the others copy it (two steps, a copy less per byte).
+constexpr size_t kWholeReduceBytes = 8 * 1024;
+
+struct Header {
+  uint32_t magic;
+  uint32_t members;
+  uint64_t chunk_bytes;
+};
+
+size_t segment_length(int members) {
+  const auto n = static_cast<size_t>(members);
+  return kLineBytes + n * kLineBytes + n * 2 * HostSegment::kChunkBytes;
+}
+
+std::string errno_text(const char* what) {
+  return std::string(what) + ": " + std::strerror(errno);
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+}  // namespace
+
+struct alignas(64) HostSegment::Line {
+  std::atomic<uint64_t> arrived;
+  pid_t pid;
+};
+
+Result<std::unique_ptr<HostSegment>> HostSegment::create(Channel& host, std::string* unavailable) {
+  const int members = host.size();
+  if (members < 2) return std::unique_ptr<HostSegment>();
+  const size_t length = segment_length(members);
+
+  // 1. Rank 0 creates it under a name nobody can guess (O_EXCL: nor hold beforehand).
+  char name[kNameBytes] = {};
+  std::string error;
+  int fd = -1;
+  if (host.rank() == 0) {
+    uint64_t nonce = 0;
+    if (getrandom(&nonce, sizeof nonce, 0) != sizeof nonce)
+      nonce ^= static_cast<uint64_t>(getpid());
+    std::snprintf(name, sizeof name, "/wv-coll-%d-%016llx", static_cast<int>(getpid()),
+                  static_cast<unsigned long long>(nonce));
+    fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      error = errno_text("shm_open");
+    } else if (ftruncate(fd, static_cast<off_t>(length)) != 0) {
+      error = errno_text("ftruncate");
+    }
+    if (!error.empty()) {
+      if (fd >= 0) shm_unlink(name);
+      name[0] = '\0';
+    }
+  }
+  Channel naming = host.derive(host.group(), 1);
+  if (Status s = bcast_binomial(naming, name, sizeof name, 0); !s.is_ok()) {
+    if (fd >= 0) close(fd);
+    if (host.rank() == 0 && name[0] != '\0') shm_unlink(name);
+    return s;
+  }
+
+  // 2. The others open it by name; everyone maps it.
+  if (host.rank() != 0 && name[0] != '\0') {
+    fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0) error = errno_text("shm_open");
+  } else if (host.rank() != 0) {
+    error = "the host's first rank could not create it";
+  }
+  void* base = MAP_FAILED;
+  if (error.empty()) {
+    struct stat st {};
+    if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != length) {
+      error = "the segment " + std::string(name) + " has the wrong size";
+    } else {
+      base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (base == MAP_FAILED) error = errno_text("mmap");
+    }
+  }
+  if (fd >= 0) close(fd);
+  std::unique_ptr<HostSegment> segment;
+  if (base != MAP_FAILED) {
+    segment.reset(new HostSegment(base, length, host.rank(), members));
+    if (host.rank() == 0) {
+      auto* header = static_cast<Header*>(base);
+      header->magic = kMagic;
+      header->members = static_cast<uint32_t>(members);
+      header->chunk_bytes = kChunkBytes;
+    }
+    segment->line(host.rank()).pid = getpid();
+  }
+
+  // 3. All or none: the members agree (this is also the barrier before the unlink).
+  int32_t mapped = segment ? 1 : 0;
+  const ReduceOp min(Op::kMin);
+  Channel agreeing = host.derive(host.group(), 2);
+  Status agreed =
+      allreduce_recursive_doubling(agreeing, &mapped, 1, Reduction{DataType::kInt32, &min});
+  if (host.rank() == 0 && name[0] != '\0') shm_unlink(name);
+  if (!agreed.is_ok()) return agreed;
+  if (mapped == 0) {
+    *unavailable = error.empty() ? "another rank of this host could not map it" : error;
+    return std::unique_ptr<HostSegment>();
+  }
+  return segment;
+}
+
+HostSegment::HostSegment(void* base, size_t length, int rank, int members)
+    : base_(base), length_(length), rank_(rank), members_(members) {}
+
+HostSegment::~HostSegment() {
+  munmap(base_, length_);
+}
+
+HostSegment::Line& HostSegment::line(int rank) const {
+  static_assert(sizeof(Line) <= kLineBytes);
+  return *reinterpret_cast<Line*>(static_cast<std::byte*>(base_) + kLineBytes +
+                                  static_cast<size_t>(rank) * kLineBytes);
+}
+
+std::byte* HostSegment::chunk_buffer(int rank, uint64_t chunk) const {
+  const size_t index = static_cast<size_t>(rank) * 2 + static_cast<size_t>(chunk % 2);
+  return static_cast<std::byte*>(base_) + kLineBytes + static_cast<size_t>(members_) * kLineBytes +
+         index * kChunkBytes;
+}
+
+uint64_t HostSegment::arrive() {
+  line(rank_).arrived.store(++arrived_, std::memory_order_release);
+  return arrived_;
+}
+
+Status HostSegment::begin_chunk(const Channel& c, bool writes) {
+  ++chunk_;
+  previous_first_step_ = chunk_first_step_;
+  chunk_first_step_ = arrived_ + 1;
+  if (!writes || previous_first_step_ == 0) return Status::ok();
+  return wait_all(c, previous_first_step_);
+}
+
+Status HostSegment::wait_for(const Channel& c, int rank, uint64_t step) {
+  const std::atomic<uint64_t>& counter = line(rank).arrived;
+  if (counter.load(std::memory_order_acquire) >= step) return Status::ok();
+  using Clock = std::chrono::steady_clock;
+  const Group& group = c.group();
+  const Clock::time_point start = Clock::now();
+  for (uint32_t spins = 1;; ++spins) {
+    if (counter.load(std::memory_order_acquire) >= step) return Status::ok();
+    if ((spins & 1023) != 0) {
+      cpu_relax();
+      continue;
+    }
+    const auto waited = Clock::now() - start;
+    if (c.cancelled()) return Status(Errc::kCancelled, "collective cancelled");
+    if (waited >= group.timeout) {
+      return Status(Errc::kTimedOut,
+                    "host segment: rank " + std::to_string(group.world[static_cast<size_t>(rank)]) +
+                        " did not reach step " + std::to_string(step) + " within " +
+                        std::to_string(group.timeout.count()) +
+                        " ms (it is stuck, or the ranks' collective calls differ)");
+    }
+    if (waited >= group.spin) {
+      // Past the spin window: let the peer have this core (more ranks than cores), keep the
+      // transport moving, and notice a peer that is gone.
+      const pid_t pid = line(rank).pid;
+      if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) {
+        return Status(Errc::kDisconnected,
+                      "host segment: rank " +
+                          std::to_string(group.world[static_cast<size_t>(rank)]) + " (pid " +
+                          std::to_string(pid) + ") has exited");
+      }
+      (void)group.worker->progress();
+      sched_yield();
+    }
+  }
+}
+
+Status HostSegment::wait_all(const Channel& c, uint64_t step) {
+  for (int rank = 0; rank < members_; ++rank) {
+    if (rank == rank_) continue;
+    if (Status s = wait_for(c, rank, step); !s.is_ok()) return s;
+  }
+  return Status::ok();
+}
+
+Status HostSegment::barrier(const Channel& c) {
+  return wait_all(c, arrive());
+}
+
+Status HostSegment::bcast(const Channel& c, void* buffer, size_t bytes, int root) {
+  auto* data = static_cast<std::byte*>(buffer);
+  for (size_t offset = 0; offset < bytes; offset += kChunkBytes) {
+    const size_t length = std::min(kChunkBytes, bytes - offset);
+    const bool writes = rank_ == root;
+    if (Status s = begin_chunk(c, writes); !s.is_ok()) return s;
+    if (writes) {
+      copy_bytes(chunk_buffer(rank_, chunk_), data + offset, length);
+      arrive();
+    } else {
+      if (Status s = wait_for(c, root, arrived_ + 1); !s.is_ok()) return s;
+      copy_bytes(data + offset, chunk_buffer(root, chunk_), length);
+      arrive();
+    }
+  }
+  return Status::ok();
+}
+
+Status HostSegment::allreduce(const Channel& c, const void* input, void* output, size_t count,
+                              const Reduction& r) {
+  const size_t element = r.element();
+  const size_t per_chunk = kChunkBytes / element;
+  const auto* in = static_cast<const std::byte*>(input);
+  auto* out = static_cast<std::byte*>(output);
+  for (size_t first = 0; first < count; first += per_chunk) {
+    const size_t elements = std::min(per_chunk, count - first);
+    const size_t bytes = elements * element;
+    const std::byte* from = in + first * element;
+    std::byte* to = out + first * element;
+    if (Status s = begin_chunk(c, true); !s.is_ok()) return s;
+    std::byte* mine = chunk_buffer(rank_, chunk_);
+    if (bytes <= kWholeReduceBytes) {
+      // Every rank combines every contribution, in rank order: the same result everywhere.
+      copy_bytes(mine, from, bytes);
+      if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
+      copy_bytes(to, chunk_buffer(0, chunk_), bytes);
+      for (int rank = 1; rank < members_; ++rank) {
+        r.apply(chunk_buffer(rank, chunk_), to, elements);
+      }
+      continue;
+    }
+    // Share j of the chunk is rank j's to combine: the others put their share j in their
+    // buffers, rank j combines its own input with those into its output and its buffer, and
+    // everyone copies the other shares from their owners' buffers.
+    const std::vector<size_t> shares = split(elements, members_);
+    const std::vector<size_t> starts = prefix(shares);
+    const auto start = [&](int rank) { return starts[static_cast<size_t>(rank)] * element; };
+    const auto share = [&](int rank) { return shares[static_cast<size_t>(rank)]; };
+    for (int rank = 0; rank < members_; ++rank) {
+      if (rank != rank_) copy_bytes(mine + start(rank), from + start(rank), share(rank) * element);
+    }
+    if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
+    if (to != from) copy_bytes(to + start(rank_), from + start(rank_), share(rank_) * element);
+    for (int rank = 0; rank < members_; ++rank) {
+      if (rank != rank_)
+        r.apply(chunk_buffer(rank, chunk_) + start(rank_), to + start(rank_), share(rank_));
+    }
+    copy_bytes(mine + start(rank_), to + start(rank_), share(rank_) * element);
+    if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
+    for (int rank = 0; rank < members_; ++rank) {
+      if (rank != rank_) {
+        copy_bytes(to + start(rank), chunk_buffer(rank, chunk_) + start(rank),
+                    share(rank) * element);
+      }
+    }
+  }
+  return Status::ok();
+}
+
+Status HostSegment::allgather(const Channel& c, void* buffer, std::span<const size_t> bytes) {
+  auto* data = static_cast<std::byte*>(buffer);
+  const std::vector<size_t> offsets = prefix(bytes);
+  const size_t longest = *std::max_element(bytes.begin(), bytes.end());
+  for (size_t offset = 0; offset < longest; offset += kChunkBytes) {
+    const auto piece = [&](int rank) {
+      const size_t block = bytes[static_cast<size_t>(rank)];
+      return offset < block ? std::min(kChunkBytes, block - offset) : 0;
+    };
+    if (Status s = begin_chunk(c, true); !s.is_ok()) return s;
+    copy_bytes(chunk_buffer(rank_, chunk_), data + offsets[static_cast<size_t>(rank_)] + offset,
+                piece(rank_));
+    if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
+    for (int rank = 0; rank < members_; ++rank) {
+      if (rank == rank_ || piece(rank) == 0) continue;
+      copy_bytes(data + offsets[static_cast<size_t>(rank)] + offset, chunk_buffer(rank, chunk_),
+                  piece(rank));
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace wv::coll::detail
