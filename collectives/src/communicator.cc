@@ -313,6 +313,21 @@ Status Communicator::allreduce(const void* send, void* recv, size_t count, DataT
 
 Status Communicator::allgather(const void* send, void* recv, size_t count, DataType type,
                                std::string_view algorithm) {
+  const size_t block = count * size_of(type);
+  if (detail::HostSegment* segment = whole_job_segment(nullptr);
+      segment != nullptr && count > 0 && (algorithm.empty() || algorithm == "shared_memory")) {
+    // Equal blocks through the segment need none of allgatherv's bookkeeping (or allocations).
+    auto name = pick(Collective::kAllgather, block, algorithm);
+    if (!name.is_ok()) return name.status();
+    if (*name == "shared_memory") {
+      if (recv == nullptr || send == nullptr) return missing("buffer");
+      const uint64_t tag = next_tag();
+      Channel channel(*world_, tag, nullptr);
+      auto* out = static_cast<std::byte*>(recv);
+      const void* mine = send == kInPlace ? out + static_cast<size_t>(rank()) * block : send;
+      return segment->allgather(channel, mine, recv, block);
+    }
+  }
   std::vector<size_t> counts(static_cast<size_t>(size()), count);
   std::vector<size_t> displacements(counts.size());
   for (size_t i = 0; i < counts.size(); ++i) displacements[i] = i * count;
@@ -363,7 +378,7 @@ Status Communicator::allgatherv(const void* send, size_t send_count, void* recv,
   Status s;
   detail::HostSegment* segment = whole_job_segment(nullptr);
   if (*name == "shared_memory" && segment != nullptr) {
-    s = segment->allgather(channel, work, bytes);
+    s = segment->allgatherv(channel, work, bytes);
   } else if (*name == "recursive_doubling") {
     s = detail::allgather_recursive_doubling(channel, work, bytes);
   } else if (*name == "bruck") {
@@ -439,6 +454,11 @@ Status Communicator::alltoall(const void* send, void* recv, size_t count, DataTy
     send = copy.data();
   }
   Channel channel(*world_, tag, nullptr);
+  if (*name == "shared_memory") {
+    if (detail::HostSegment* segment = whole_job_segment(nullptr)) {
+      return segment->alltoall(channel, send, recv, block);
+    }
+  }
   if (*name == "bruck") return detail::alltoall_bruck(channel, send, recv, block);
   std::vector<size_t> bytes(n, block);
   std::vector<size_t> offsets(n);
@@ -468,10 +488,10 @@ Status Communicator::alltoallv(const void* send, std::span<const size_t> send_co
   }
   std::string name = algorithm.empty() ? "pairwise" : std::string(algorithm);
   if (Status s = check_algorithm(Collective::kAlltoall, name); !s.is_ok()) return s;
-  if (name == "bruck") {
+  if (name == "bruck" || name == "shared_memory") {
     return Status(Errc::kInvalidArgument,
-                  "alltoallv: the bruck algorithm needs equal blocks (use alltoall, or pairwise "
-                  "or linear)");
+                  "alltoallv: the " + name +
+                      " algorithm needs equal blocks (use alltoall, or pairwise or linear)");
   }
   const size_t element = size_of(type);
   std::vector<std::byte> copy;

@@ -16,26 +16,32 @@ namespace {
 // usual latency-bound-below / bandwidth-bound-above split, not yet measured here.
 constexpr std::string_view kBuiltIn = R"({
   "barrier": [
+    {"max_hosts": 1, "algorithm": "shared_memory"},
+    {"min_hosts": 2, "min_procs": 3, "algorithm": "hierarchical"},
     {"algorithm": "dissemination"}],
   "bcast": [
-    {"min_hosts": 2, "min_procs": 3, "min_bytes": 16385, "algorithm": "hierarchical"},
+    {"max_hosts": 1, "algorithm": "shared_memory"},
+    {"min_hosts": 2, "min_procs": 3, "algorithm": "hierarchical"},
     {"max_bytes": 4194304, "algorithm": "binomial"},
     {"max_procs": 2, "algorithm": "chain"},
     {"algorithm": "scatter_allgather"}],
   "reduce": [
     {"algorithm": "binomial"}],
   "allreduce": [
-    {"min_hosts": 2, "min_procs": 3, "min_bytes": 8193, "algorithm": "hierarchical"},
+    {"max_hosts": 1, "algorithm": "shared_memory"},
+    {"min_hosts": 2, "min_procs": 3, "algorithm": "hierarchical"},
     {"max_bytes": 1048576, "algorithm": "recursive_doubling"},
     {"max_bytes": 4194304, "algorithm": "rabenseifner"},
     {"algorithm": "ring"}],
   "allgather": [
+    {"max_hosts": 1, "algorithm": "shared_memory"},
     {"max_bytes": 4096, "algorithm": "bruck"},
     {"algorithm": "ring"}],
   "reduce_scatter": [
     {"max_bytes": 65536, "algorithm": "recursive_halving"},
     {"algorithm": "ring"}],
   "alltoall": [
+    {"max_hosts": 1, "algorithm": "shared_memory"},
     {"max_bytes": 256, "algorithm": "bruck"},
     {"max_bytes": 8192, "algorithm": "linear"},
     {"algorithm": "pairwise"}],

@@ -278,30 +278,70 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
     for (int rank = 0; rank < members_; ++rank) {
       if (rank != rank_) {
         copy_bytes(to + start(rank), chunk_buffer(rank, chunk_) + start(rank),
-                    share(rank) * element);
+                   share(rank) * element);
       }
     }
   }
   return Status::ok();
 }
 
-Status HostSegment::allgather(const Channel& c, void* buffer, std::span<const size_t> bytes) {
-  auto* data = static_cast<std::byte*>(buffer);
-  const std::vector<size_t> offsets = prefix(bytes);
-  const size_t longest = *std::max_element(bytes.begin(), bytes.end());
+template <typename BytesOf, typename PlaceOf>
+Status HostSegment::gather_blocks(const Channel& c, const std::byte* send, std::byte* recv,
+                                  BytesOf bytes_of, PlaceOf place_of, size_t longest) {
+  if (send != recv + place_of(rank_)) copy_bytes(recv + place_of(rank_), send, bytes_of(rank_));
   for (size_t offset = 0; offset < longest; offset += kChunkBytes) {
     const auto piece = [&](int rank) {
-      const size_t block = bytes[static_cast<size_t>(rank)];
+      const size_t block = bytes_of(rank);
       return offset < block ? std::min(kChunkBytes, block - offset) : 0;
     };
     if (Status s = begin_chunk(c, true); !s.is_ok()) return s;
-    copy_bytes(chunk_buffer(rank_, chunk_), data + offsets[static_cast<size_t>(rank_)] + offset,
-                piece(rank_));
+    copy_bytes(chunk_buffer(rank_, chunk_), send + offset, piece(rank_));
     if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
     for (int rank = 0; rank < members_; ++rank) {
       if (rank == rank_ || piece(rank) == 0) continue;
-      copy_bytes(data + offsets[static_cast<size_t>(rank)] + offset, chunk_buffer(rank, chunk_),
-                  piece(rank));
+      copy_bytes(recv + place_of(rank) + offset, chunk_buffer(rank, chunk_), piece(rank));
+    }
+  }
+  return Status::ok();
+}
+
+Status HostSegment::allgather(const Channel& c, const void* send, void* recv, size_t block) {
+  return gather_blocks(
+      c, static_cast<const std::byte*>(send), static_cast<std::byte*>(recv),
+      [block](int) { return block; },
+      [block](int rank) { return static_cast<size_t>(rank) * block; }, block);
+}
+
+Status HostSegment::allgatherv(const Channel& c, void* buffer, std::span<const size_t> bytes) {
+  auto* data = static_cast<std::byte*>(buffer);
+  const std::vector<size_t> offsets = prefix(bytes);
+  return gather_blocks(
+      c, data + offsets[static_cast<size_t>(rank_)], data,
+      [bytes](int rank) { return bytes[static_cast<size_t>(rank)]; },
+      [&offsets](int rank) { return offsets[static_cast<size_t>(rank)]; },
+      *std::max_element(bytes.begin(), bytes.end()));
+}
+
+Status HostSegment::alltoall(const Channel& c, const void* send, void* recv, size_t block) {
+  const auto* in = static_cast<const std::byte*>(send);
+  auto* out = static_cast<std::byte*>(recv);
+  const auto at = [block](int rank) { return static_cast<size_t>(rank) * block; };
+  copy_bytes(out + at(rank_), in + at(rank_), block);
+  // A chunk buffer holds one piece per destination; each step moves a piece of every block.
+  const size_t slot = std::max<size_t>(kChunkBytes / static_cast<size_t>(members_) / 64 * 64, 64);
+  const auto place = [slot](int rank) { return static_cast<size_t>(rank) * slot; };
+  for (size_t offset = 0; offset < block; offset += slot) {
+    const size_t piece = std::min(slot, block - offset);
+    if (Status s = begin_chunk(c, true); !s.is_ok()) return s;
+    std::byte* mine = chunk_buffer(rank_, chunk_);
+    for (int rank = 0; rank < members_; ++rank) {
+      if (rank != rank_) copy_bytes(mine + place(rank), in + at(rank) + offset, piece);
+    }
+    if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
+    for (int rank = 0; rank < members_; ++rank) {
+      if (rank != rank_) {
+        copy_bytes(out + at(rank) + offset, chunk_buffer(rank, chunk_) + place(rank_), piece);
+      }
     }
   }
   return Status::ok();

@@ -53,8 +53,13 @@ class HostSegment {
   // reads its input and writes its output once; the rest stays in the shared cache.
   Status allreduce(const Channel& c, const void* input, void* output, size_t count,
                    const Reduction& r);
+  // Equal blocks: `send` is this rank's block (it may be its place in `recv`), `recv` gets
+  // every rank's block in rank order.
+  Status allgather(const Channel& c, const void* send, void* recv, size_t block);
   // Blocks of bytes[i], packed in rank order in `buffer`, this rank's already in place.
-  Status allgather(const Channel& c, void* buffer, std::span<const size_t> bytes);
+  Status allgatherv(const Channel& c, void* buffer, std::span<const size_t> bytes);
+  // Equal blocks of `block` bytes, by rank in `send` and `recv` (distinct buffers).
+  Status alltoall(const Channel& c, const void* send, void* recv, size_t block);
 
  private:
   struct Line;
@@ -66,6 +71,10 @@ class HostSegment {
   // buffer's previous chunk is read everywhere.
   Status begin_chunk(const Channel& c, bool writes);
   uint64_t arrive();
+  // The allgathers' loop: rank r's block is bytes_of(r) long and goes to recv + place_of(r).
+  template <typename BytesOf, typename PlaceOf>
+  Status gather_blocks(const Channel& c, const std::byte* send, std::byte* recv, BytesOf bytes_of,
+                       PlaceOf place_of, size_t longest);
   Status wait_for(const Channel& c, int rank, uint64_t step);
   Status wait_all(const Channel& c, uint64_t step);
 

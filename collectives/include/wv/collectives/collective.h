@@ -37,13 +37,14 @@ Result<Collective> parse_collective(std::string_view name);
 //   allreduce      recursive_doubling, rabenseifner, ring, hierarchical, shared_memory
 //   allgather      recursive_doubling, bruck, ring, shared_memory
 //   reduce_scatter recursive_halving, ring
-//   alltoall       pairwise, bruck (equal blocks only: not alltoallv), linear
+//   alltoall       pairwise, bruck and shared_memory (equal blocks only: not alltoallv),
+//                  linear
 //   gather         binomial (equal blocks only: not gatherv), linear
 //   scatter        binomial (equal blocks only: not scatterv), linear
 std::span<const std::string_view> algorithm_names(Collective collective);
 // shared_memory runs through the host's shared segment when every rank is on one host and
 // the call is blocking; otherwise (several hosts, no segment, non-blocking) it is
-// dissemination, binomial, recursive doubling (rabenseifner above 64 KiB) and ring.
+// dissemination, binomial, recursive doubling (rabenseifner above 64 KiB), ring and pairwise.
 // hierarchical uses the segment for its intra-host steps under the same conditions.
 // kInvalidArgument naming the valid choices when `name` is not one of them.
 Status check_algorithm(Collective collective, std::string_view name);
