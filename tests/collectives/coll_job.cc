@@ -10,8 +10,10 @@
 // ref is the sequential double-precision reduction of the (already rounded) inputs and eps is
 // 2^-10 (float16), 2^-7 (bfloat16), 2^-23 (float), 2^-52 (double). min/max and integers are
 // exact (integers wrap like the type).
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -837,6 +839,34 @@ void test_cancel(wv::Comm& comm) {
   if (s.code() != wv::Errc::kCancelled) fail("cancelled ibarrier: " + s.to_string());
 }
 
+// `coll_job vanished` (2 ranks, one host): rank 1 ends its process; rank 0's allreduce through
+// the host segment must end with kDisconnected well before its 5-minute step timeout.
+int test_vanished(Communicator& c) {
+  if (!c.shared_memory_status().empty()) {
+    std::fprintf(stderr, "coll_job vanished: no host segment: %s\n",
+                 c.shared_memory_status().c_str());
+    return 1;
+  }
+  if (rank == 1) {
+    std::fflush(stdout);
+    std::_Exit(0);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  float in = 1, out = 0;
+  wv::Status s = c.allreduce(&in, &out, 1, DataType::kFloat, Op::kSum, "shared_memory");
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - start);
+  if (s.code() != wv::Errc::kDisconnected || took > std::chrono::seconds(10)) {
+    std::fprintf(stderr, "coll_job vanished: got %s after %lld ms\n", s.to_string().c_str(),
+                 static_cast<long long>(took.count()));
+    return 1;
+  }
+  std::printf("vanished ok rank 0: %s after %lld ms\n", s.message().c_str(),
+              static_cast<long long>(took.count()));
+  std::fflush(stdout);
+  std::_Exit(0);  // the peer is gone: no orderly goodbye to wait for
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -859,6 +889,7 @@ int main(int argc, char** argv) {
                 c.topology().describe().c_str());
   }
   const std::string only = argc > 1 ? argv[1] : "";
+  if (only == "vanished") return test_vanished(c);
   auto run = [&](const char* what, auto&& body) {
     if (!only.empty() && only != what) return;
     body();

@@ -40,4 +40,16 @@ for config in "${configs[@]}"; do
     echo "ok: $label: $(grep -m1 'coll ok' "$out" | sed 's/.*: //') per rank, $(($(date +%s) - start)) s"
   fi
 done
+# A rank whose process ends while its host's other rank waits on the host segment: the wait
+# ends with kDisconnected at once (coll_job prints "vanished ok"), not at the step timeout.
+WV_TRANSPORT_PROGRESS=hybrid timeout -k 5 60 "$wvrun" -n 2 --provider shm --timeout 50 "$prog" \
+  vanished >"$out" 2>&1
+rc=$?
+if [ $rc -ne 0 ] || ! grep -q "vanished ok" "$out"; then
+  echo "FAIL: vanished peer: exit $rc"
+  head -20 "$out"
+  failures=$((failures + 1))
+else
+  echo "ok: vanished peer: $(grep -m1 'vanished ok' "$out" | sed 's/.*: //')"
+fi
 [ $failures -eq 0 ]
