@@ -8,6 +8,7 @@
 #include "worker_impl.h"
 #include "wv/config/config.h"
 #include "wv/config/names.h"
+#include "wv/copy.h"
 
 namespace wv::transport {
 
@@ -48,11 +49,11 @@ double seconds_since(Clock::time_point start) {
 double measure_copy_bandwidth() {
   constexpr size_t kBytes = 4 << 20;
   std::vector<char> from(kBytes, 1), to(kBytes, 0);
-  std::memcpy(to.data(), from.data(), kBytes);  // fault the pages in first
+  copy_bytes(to.data(), from.data(), kBytes);  // fault the pages in first
   double best = 1e9;
   for (int i = 0; i < 3; ++i) {
     auto start = Clock::now();
-    std::memcpy(to.data(), from.data(), kBytes);
+    copy_bytes(to.data(), from.data(), kBytes);
     asm volatile("" : : "r"(to.data()) : "memory");
     best = std::min(best, seconds_since(start));
   }

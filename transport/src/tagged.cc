@@ -3,6 +3,7 @@
 #include <string>
 
 #include "worker_impl.h"
+#include "wv/copy.h"
 
 namespace wv::transport {
 
@@ -183,7 +184,7 @@ void WorkerImpl::match_eager(uint64_t request_id, RequestSlot& request, PeerId s
   request.result.source = source;
   request.result.tag = header.tag;
   request.result.length = std::min(payload.size(), request.length);
-  if (request.result.length) std::memcpy(request.buffer, payload.data(), request.result.length);
+  if (request.result.length) copy_bytes(request.buffer, payload.data(), request.result.length);
   if (header.flags & wire::kSynchronous) {
     queue_control(*peers_[source],
                   ControlMessage{.type = wire::Type::kSyncAck, .cookie = header.cookie});

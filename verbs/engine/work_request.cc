@@ -1,4 +1,5 @@
 #include "work_request.h"
+#include "wv/copy.h"
 
 #include <algorithm>
 #include <cstring>
@@ -13,7 +14,7 @@ bool scatter(const Segment* segments, uint32_t count, uint64_t offset, const std
       continue;
     }
     const uint64_t chunk = std::min<uint64_t>(length, segments[i].length - offset);
-    std::memcpy(segments[i].address + offset, data, chunk);
+    copy_bytes(segments[i].address + offset, data, chunk);
     data += chunk;
     length -= chunk;
     offset = 0;

@@ -12,6 +12,7 @@
 
 #include "shm_cma.h"
 #include "soft_device.h"
+#include "wv/copy.h"
 
 namespace wv::verbs::shm {
 
@@ -32,7 +33,7 @@ void gather_payload(const soft::Segment* segments, uint32_t count, uint64_t offs
       continue;
     }
     const uint64_t chunk = std::min<uint64_t>(length, segments[i].length - offset);
-    std::memcpy(out, segments[i].address + offset, chunk);
+    copy_bytes(out, segments[i].address + offset, chunk);
     out += chunk;
     length -= chunk;
     offset = 0;
@@ -41,7 +42,7 @@ void gather_payload(const soft::Segment* segments, uint32_t count, uint64_t offs
 
 // An RDMA write's payload landing in registered memory (the stand-in for the NIC's DMA).
 void place_write(std::byte* host, const std::byte* payload, uint64_t length) {
-  std::memcpy(host, payload, length);
+  copy_bytes(host, payload, length);
 }
 
 bool valid_requester_status(uint32_t value) {
@@ -323,7 +324,7 @@ bool ShmConnection::emit_response_locked(Response& response, bool* ring) {
         header.type = static_cast<uint8_t>(EntryType::kReadData);
         header.flags = offset + chunk == response.length ? entry_flags::kLast : 0;
         header.address = offset;
-        if (chunk > 0) std::memcpy(at + kEntryHeaderBytes, response.source + offset, chunk);
+        if (chunk > 0) copy_bytes(at + kEntryHeaderBytes, response.source + offset, chunk);
         *ring |= commit_locked(header);
         response.sent = offset + chunk;
       } while (response.sent < response.length);

@@ -12,6 +12,7 @@
 #include "crc32c.h"
 #include "progress.h"
 #include "soft_device.h"
+#include "wv/copy.h"
 
 namespace wv::verbs::tcp {
 
@@ -786,7 +787,7 @@ Status TcpConnection::receive_payload(bool* more) {
   const uint64_t total = header_.payload_length;
   if (!carries_data(header_.opcode)) {
     if (!fill(total)) return Status::ok();
-    std::memcpy(body_.data(), rx_buffer_.data() + rx_begin_, total);
+    copy_bytes(body_.data(), rx_buffer_.data() + rx_begin_, total);
     if (options_.crc) rx_crc_ = crc32c_update(rx_crc_, {rx_buffer_.data() + rx_begin_, total});
     rx_begin_ += total;
     *more = true;
