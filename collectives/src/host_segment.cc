@@ -1,11 +1,13 @@
 #include "host_segment.h"
 
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,11 +39,29 @@ struct Header {
 
 size_t segment_length(int members) {
   const auto n = static_cast<size_t>(members);
-  return kLineBytes + n * kLineBytes + n * 2 * HostSegment::kChunkBytes;
+  return kLineBytes + n * kLineBytes + n * HostSegment::kBuffers * HostSegment::kChunkBytes;
 }
 
 std::string errno_text(const char* what) {
   return std::string(what) + ": " + std::strerror(errno);
+}
+
+// A futex on the low half of an arrival counter (little endian: its first four bytes), shared
+// between processes (no FUTEX_PRIVATE_FLAG).
+uint32_t* futex_word(std::atomic<uint64_t>& counter) {
+  static_assert(std::endian::native == std::endian::little);
+  return reinterpret_cast<uint32_t*>(&counter);
+}
+
+void futex_wait(std::atomic<uint64_t>& counter, uint32_t seen, std::chrono::milliseconds bound) {
+  timespec timeout{};
+  timeout.tv_sec = static_cast<time_t>(bound.count() / 1000);
+  timeout.tv_nsec = static_cast<long>(bound.count() % 1000) * 1000000;
+  syscall(SYS_futex, futex_word(counter), FUTEX_WAIT, seen, &timeout, nullptr, 0);
+}
+
+void futex_wake(std::atomic<uint64_t>& counter) {
+  syscall(SYS_futex, futex_word(counter), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
 }
 
 inline void cpu_relax() {
@@ -54,6 +74,7 @@ inline void cpu_relax() {
 
 struct alignas(64) HostSegment::Line {
   std::atomic<uint64_t> arrived;
+  std::atomic<uint32_t> sleepers;  // ranks asleep on `arrived`; its owner wakes them
   pid_t pid;
 };
 
@@ -149,33 +170,45 @@ HostSegment::Line& HostSegment::line(int rank) const {
 }
 
 std::byte* HostSegment::chunk_buffer(int rank, uint64_t chunk) const {
-  const size_t index = static_cast<size_t>(rank) * 2 + static_cast<size_t>(chunk % 2);
+  const size_t index = static_cast<size_t>(rank) * kBuffers + static_cast<size_t>(chunk % kBuffers);
   return static_cast<std::byte*>(base_) + kLineBytes + static_cast<size_t>(members_) * kLineBytes +
          index * kChunkBytes;
 }
 
 uint64_t HostSegment::arrive() {
-  line(rank_).arrived.store(++arrived_, std::memory_order_release);
+  Line& mine = line(rank_);
+  mine.arrived.store(++arrived_, std::memory_order_seq_cst);
+  // Ordered after the store (seq_cst both ways): a rank that went to sleep on the old value
+  // is seen here, or it sees the new value before it sleeps.
+  if (mine.sleepers.load(std::memory_order_seq_cst) > 0) futex_wake(mine.arrived);
   return arrived_;
 }
 
 Status HostSegment::begin_chunk(const Channel& c, bool writes) {
   ++chunk_;
-  previous_first_step_ = chunk_first_step_;
-  chunk_first_step_ = arrived_ + 1;
-  if (!writes || previous_first_step_ == 0) return Status::ok();
-  return wait_all(c, previous_first_step_);
+  // Of chunk_ - kBuffers, the buffer's previous chunk.
+  const uint64_t reads_done = reads_done_[chunk_ % kBuffers];
+  reads_done_[chunk_ % kBuffers] = 0;
+  if (!writes || reads_done == 0) return Status::ok();
+  return wait_all(c, reads_done);
+}
+
+void HostSegment::end_chunk(uint64_t reads_done) {
+  reads_done_[chunk_ % kBuffers] = reads_done;
 }
 
 Status HostSegment::wait_for(const Channel& c, int rank, uint64_t step) {
-  const std::atomic<uint64_t>& counter = line(rank).arrived;
+  Line& peer = line(rank);
+  std::atomic<uint64_t>& counter = peer.arrived;
   if (counter.load(std::memory_order_acquire) >= step) return Status::ok();
   using Clock = std::chrono::steady_clock;
   const Group& group = c.group();
   const Clock::time_point start = Clock::now();
+  Clock::time_point last_check = start;
+  bool spinning = group.spin.count() > 0;
   for (uint32_t spins = 1;; ++spins) {
     if (counter.load(std::memory_order_acquire) >= step) return Status::ok();
-    if ((spins & 1023) != 0) {
+    if (spinning && (spins & 1023) != 0) {  // the clock only now and then while spinning
       cpu_relax();
       continue;
     }
@@ -188,10 +221,19 @@ Status HostSegment::wait_for(const Channel& c, int rank, uint64_t step) {
                         std::to_string(group.timeout.count()) +
                         " ms (it is stuck, or the ranks' collective calls differ)");
     }
-    if (waited >= group.spin) {
-      // Past the spin window: let the peer have this core (more ranks than cores), keep the
-      // transport moving, and notice a peer that is gone.
-      const pid_t pid = line(rank).pid;
+    if (waited < group.spin) continue;
+    spinning = false;
+    // Past the spin window the core may be wanted by the peer itself (more ranks than cores):
+    // yield it for a while, which costs a context switch and no system call on the peer's
+    // side; then sleep on the peer's counter. Either way, notice a peer that is gone and keep
+    // the transport moving now and then.
+    if (waited - group.spin < kYieldTime) {
+      sched_yield();
+      continue;
+    }
+    if (Clock::now() - last_check >= kSleepBound) {
+      last_check = Clock::now();
+      const pid_t pid = peer.pid;
       if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) {
         return Status(Errc::kDisconnected,
                       "host segment: rank " +
@@ -199,8 +241,11 @@ Status HostSegment::wait_for(const Channel& c, int rank, uint64_t step) {
                           std::to_string(pid) + ") has exited");
       }
       (void)group.worker->progress();
-      sched_yield();
     }
+    peer.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    const uint64_t seen = counter.load(std::memory_order_seq_cst);
+    if (seen < step) futex_wait(counter, static_cast<uint32_t>(seen), kSleepBound);
+    peer.sleepers.fetch_sub(1, std::memory_order_relaxed);
   }
 }
 
@@ -224,12 +269,13 @@ Status HostSegment::bcast(const Channel& c, void* buffer, size_t bytes, int root
     if (Status s = begin_chunk(c, writes); !s.is_ok()) return s;
     if (writes) {
       copy_bytes(chunk_buffer(rank_, chunk_), data + offset, length);
-      arrive();
     } else {
       if (Status s = wait_for(c, root, arrived_ + 1); !s.is_ok()) return s;
       copy_bytes(data + offset, chunk_buffer(root, chunk_), length);
-      arrive();
     }
+    // The readers arrive once they have read: the root may write this buffer again as soon
+    // as they all have, while they read the next chunk.
+    end_chunk(arrive());
   }
   return Status::ok();
 }
@@ -255,6 +301,7 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
       for (int rank = 1; rank < members_; ++rank) {
         r.apply(chunk_buffer(rank, chunk_), to, elements);
       }
+      end_chunk(arrived_ + 1);  // read until this rank's next arrival
       continue;
     }
     // Share j of the chunk is rank j's to combine: the others put their share j in their
@@ -281,6 +328,7 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
                    share(rank) * element);
       }
     }
+    end_chunk(arrived_ + 1);
   }
   return Status::ok();
 }
@@ -301,6 +349,7 @@ Status HostSegment::gather_blocks(const Channel& c, const std::byte* send, std::
       if (rank == rank_ || piece(rank) == 0) continue;
       copy_bytes(recv + place_of(rank) + offset, chunk_buffer(rank, chunk_), piece(rank));
     }
+    end_chunk(arrived_ + 1);
   }
   return Status::ok();
 }
@@ -343,6 +392,7 @@ Status HostSegment::alltoall(const Channel& c, const void* send, void* recv, siz
         copy_bytes(out + at(rank) + offset, chunk_buffer(rank, chunk_) + place(rank_), piece);
       }
     }
+    end_chunk(arrived_ + 1);
   }
   return Status::ok();
 }

@@ -1,25 +1,29 @@
 // Shared memory among the ranks of one host, for the intra-host steps of blocking collectives.
 // Every member maps one segment holding, per rank, an arrival counter on its own cache line
-// and two chunk buffers. A rank writes only its own buffers and reads the others' in place:
+// and kBuffers chunk buffers. A rank writes only its own buffers and reads the others' in place:
 // a small allreduce is one cache-line exchange per peer instead of messages through the
 // transport, and a large one moves its data through the shared cache between copy-in and
 // copy-out, so the memory bus sees about what one memcpy of the vector costs.
 //
 // Protocol. The members make the same sequence of calls, so the n-th arrival of every rank
 // belongs to the same step everywhere; a rank's counter is the number of steps it finished.
-// Chunk k lives in buffer k % 2 of its writer. A rank reads a chunk's buffers only between
-// its arrivals of that chunk and its first arrival of the next one, and writes a new chunk's
-// buffer only after every member's first arrival of the chunk before: by then the chunk that
-// used the same buffer is read everywhere.
+// Chunk k lives in buffer k % kBuffers of its writer. Each chunk ends by naming the step after
+// which every rank is done reading it (a broadcast's readers arrive once they have read; the other
+// collectives read until their next arrival), and a rank writes a buffer only after every
+// member has reached that step of the chunk that used the buffer before. So a broadcast's
+// root runs up to kBuffers - 1 chunks ahead of its readers, and no data is overwritten while being
+// read.
 //
-// Waits spin, then yield (oversubscribed hosts), and are bounded by the group's timeout; a
-// member whose process is gone ends them at once with kDisconnected. Not for non-blocking
-// collectives: those run on helper threads and may interleave, the segment's steps may not.
+// Waits spin for the group's spin time, then yield the core, then sleep on a futex of the
+// awaited counter (more ranks than cores), are bounded by the group's timeout, and end at once with
+// kDisconnected when the awaited member's process is gone. Not for non-blocking collectives: those
+// run on helper threads and may interleave, the segment's steps may not.
 #pragma once
 
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -32,8 +36,14 @@ namespace wv::coll::detail {
 
 class HostSegment {
  public:
-  // Bytes of one chunk buffer: two per rank; large transfers move in chunks of this size.
-  static constexpr size_t kChunkBytes = 64 * 1024;
+  // Bytes of one chunk buffer; large transfers move in chunks of this size.
+  static constexpr size_t kChunkBytes = 128 * 1024;
+  // Chunk buffers per rank: how far a broadcast's root may run ahead of its readers.
+  static constexpr size_t kBuffers = 8;
+  // After the spin window a wait yields the core for kYieldTime, then sleeps on a futex for
+  // at most kSleepBound at a time (and looks at the clock, the cancel flag and the peer).
+  static constexpr std::chrono::microseconds kYieldTime{1000};
+  static constexpr std::chrono::milliseconds kSleepBound{10};
 
   // Collective over `host` (the ranks of one host; every member calls it). Rank 0 creates
   // the segment, the others map it by name, and the name is unlinked once all have it, so
@@ -70,6 +80,8 @@ class HostSegment {
   // Starts chunk `chunk_ + 1`; a rank that will write its buffer first waits until the
   // buffer's previous chunk is read everywhere.
   Status begin_chunk(const Channel& c, bool writes);
+  // Ends the current chunk: every rank has read it once all have arrived at `reads_done`.
+  void end_chunk(uint64_t reads_done);
   uint64_t arrive();
   // The allgathers' loop: rank r's block is bytes_of(r) long and goes to recv + place_of(r).
   template <typename BytesOf, typename PlaceOf>
@@ -82,10 +94,9 @@ class HostSegment {
   size_t length_;
   int rank_;
   int members_;
-  uint64_t arrived_ = 0;           // this rank's own counter, as last published
-  uint64_t chunk_ = 0;             // chunks begun
-  uint64_t chunk_first_step_ = 0;  // the current chunk's first arrival
-  uint64_t previous_first_step_ = 0;
+  uint64_t arrived_ = 0;                // this rank's own counter, as last published
+  uint64_t chunk_ = 0;                  // chunks begun
+  uint64_t reads_done_[kBuffers] = {};  // per buffer: the step its last chunk is read by
 };
 
 }  // namespace wv::coll::detail
