@@ -277,7 +277,7 @@ Status Communicator::run_allreduce(uint64_t tag, void* recv, size_t count, DataT
   Channel channel(*world_, tag, cancel);
   Reduction r{type, &op};
   if (algorithm == "shared_memory") {  // without the segment (allreduce() uses it directly)
-    return count * r.element() > 64 * 1024
+    return count * r.element() > size_t{64} * 1024
                ? detail::allreduce_rabenseifner(channel, recv, count, r)
                : detail::allreduce_recursive_doubling(channel, recv, count, r);
   }

@@ -29,7 +29,7 @@ constexpr size_t kLineBytes = 128;       // two cache lines: the adjacent-line p
 constexpr size_t kNameBytes = 64;
 // A vector up to this size is reduced whole by every rank (one step); above it each rank
 // reduces its share and the others copy it (two steps, a copy less per byte).
-constexpr size_t kWholeReduceBytes = 8 * 1024;
+constexpr size_t kWholeReduceBytes = size_t{8} * 1024;
 
 struct Header {
   uint32_t magic;
