@@ -81,6 +81,11 @@ struct alignas(64) HostSegment::Line {
 Result<std::unique_ptr<HostSegment>> HostSegment::create(Channel& host, std::string* unavailable) {
   const int members = host.size();
   if (members < 2) return std::unique_ptr<HostSegment>();
+  if (static_cast<size_t>(members) > kChunkBytes / 64) {
+    // An alltoall chunk holds a cache line per destination at least.
+    *unavailable = "more than " + std::to_string(kChunkBytes / 64) + " ranks on one host";
+    return std::unique_ptr<HostSegment>();
+  }
   const size_t length = segment_length(members);
 
   // 1. Rank 0 creates it under a name nobody can guess (O_EXCL: nor hold beforehand).
@@ -307,10 +312,16 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
     // Share j of the chunk is rank j's to combine: the others put their share j in their
     // buffers, rank j combines its own input with those into its output and its buffer, and
     // everyone copies the other shares from their owners' buffers.
-    const std::vector<size_t> shares = split(elements, members_);
-    const std::vector<size_t> starts = prefix(shares);
-    const auto start = [&](int rank) { return starts[static_cast<size_t>(rank)] * element; };
-    const auto share = [&](int rank) { return shares[static_cast<size_t>(rank)]; };
+    // split()'s shares (the first elements % n one larger), without its vectors.
+    const size_t base = elements / static_cast<size_t>(members_);
+    const size_t larger = elements % static_cast<size_t>(members_);
+    const auto share = [&](int rank) {
+      return base + (static_cast<size_t>(rank) < larger ? 1 : 0);
+    };
+    const auto start = [&](int rank) {
+      const auto index = static_cast<size_t>(rank);
+      return (index * base + std::min(index, larger)) * element;
+    };
     for (int rank = 0; rank < members_; ++rank) {
       if (rank != rank_) copy_bytes(mine + start(rank), from + start(rank), share(rank) * element);
     }
