@@ -887,6 +887,9 @@ int main(int argc, char** argv) {
   if (rank == 0) {
     std::printf("coll_job: %d ranks, %d hosts\n%s", nprocs, c.topology().host_count(),
                 c.topology().describe().c_str());
+    std::printf("host segment: %s\n", c.shared_memory_status().empty()
+                                           ? "mapped (or alone on the host)"
+                                           : c.shared_memory_status().c_str());
   }
   const std::string only = argc > 1 ? argv[1] : "";
   if (only == "vanished") return test_vanished(c);
