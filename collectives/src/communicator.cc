@@ -1,5 +1,6 @@
 #include "wv/collectives/communicator.h"
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -141,6 +142,15 @@ Result<std::unique_ptr<Communicator>> Communicator::create(Comm& comm, const Opt
   for (int h = 0; h < c->topology_.host_count(); ++h) leaders.push_back(c->topology_.leader_of(h));
   c->leaders_ = make_group(leaders);
   if (c->host_->rank != 0) c->leaders_->rank = -1;  // not a member
+  // Rank i of every host, when the hosts are of one size (several leaders per host).
+  const auto& hosts = c->topology_.host_ranks;
+  const bool even = std::all_of(hosts.begin(), hosts.end(),
+                                [&](const auto& host) { return host.size() == hosts[0].size(); });
+  if (even && hosts.size() > 1 && hosts[0].size() > 1) {
+    std::vector<int> column;
+    for (const auto& host : hosts) column.push_back(host[static_cast<size_t>(c->host_->rank)]);
+    c->column_ = make_group(column);
+  }
 
   const bool shared_memory = options.shared_memory < 0
                                  ? config->get_bool(config::names::kCollectivesSharedMemory)
@@ -192,7 +202,8 @@ Status Communicator::run_barrier(uint64_t tag, const std::string& algorithm,
                                  const std::atomic<bool>* cancel) {
   Channel channel(*world_, tag, cancel);
   if (algorithm == "hierarchical") {
-    detail::Hierarchy h{world_.get(), host_.get(), leaders_.get(), &topology_, segment_for(cancel)};
+    detail::Hierarchy h{world_.get(), host_.get(),         leaders_.get(),
+                        &topology_,   segment_for(cancel), column_.get()};
     return detail::barrier_hierarchical(channel, h);
   }
   if (algorithm == "shared_memory") {
@@ -229,7 +240,8 @@ Status Communicator::run_bcast(uint64_t tag, void* buffer, size_t bytes, int roo
     return detail::bcast_chain(channel, buffer, bytes, root,
                                options_.chain_chunk == 0 ? 65536 : options_.chain_chunk);
   }
-  detail::Hierarchy h{world_.get(), host_.get(), leaders_.get(), &topology_, segment_for(cancel)};
+  detail::Hierarchy h{world_.get(), host_.get(),         leaders_.get(),
+                      &topology_,   segment_for(cancel), column_.get()};
   return detail::bcast_hierarchical(channel, h, buffer, bytes, root);
 }
 
@@ -286,7 +298,8 @@ Status Communicator::run_allreduce(uint64_t tag, void* recv, size_t count, DataT
   }
   if (algorithm == "rabenseifner") return detail::allreduce_rabenseifner(channel, recv, count, r);
   if (algorithm == "ring") return detail::allreduce_ring(channel, recv, count, r);
-  detail::Hierarchy h{world_.get(), host_.get(), leaders_.get(), &topology_, segment_for(cancel)};
+  detail::Hierarchy h{world_.get(), host_.get(),         leaders_.get(),
+                      &topology_,   segment_for(cancel), column_.get()};
   return detail::allreduce_hierarchical(channel, h, recv, count, r);
 }
 

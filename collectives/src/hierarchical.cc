@@ -54,9 +54,36 @@ Status bcast_hierarchical(Channel& c, const Hierarchy& h, void* buffer, size_t b
   return Status::ok();
 }
 
+namespace {
+
+Status allreduce_by_columns(Channel& c, const Hierarchy& h, void* buffer, size_t count,
+                            const Reduction& r) {
+  const size_t element = r.element();
+  Channel local = c.derive(*h.host, 1);
+  if (Status s = h.segment->reduce_scatter(local, buffer, buffer, count, r); !s.is_ok()) return s;
+  const std::vector<size_t> shares = split(count, h.host->size);
+  const std::vector<size_t> starts = prefix(shares);
+  const auto me = static_cast<size_t>(h.host->rank);
+  Channel across = c.derive(*h.column, 2);
+  auto* share = static_cast<std::byte*>(buffer) + starts[me] * element;
+  Status s = shares[me] * element > kLargeBytes
+                 ? allreduce_rabenseifner(across, share, shares[me], r)
+                 : allreduce_recursive_doubling(across, share, shares[me], r);
+  if (!s.is_ok()) return s;
+  Channel back = c.derive(*h.host, 3);
+  std::vector<size_t> bytes = shares;
+  for (size_t& b : bytes) b *= element;
+  return h.segment->allgatherv(back, buffer, bytes);
+}
+
+}  // namespace
+
 Status allreduce_hierarchical(Channel& c, const Hierarchy& h, void* buffer, size_t count,
                               const Reduction& r) {
   const size_t bytes = count * r.element();
+  if (h.segment && h.column && h.leaders->size > 1 && bytes > kLargeBytes) {
+    return allreduce_by_columns(c, h, buffer, count, r);
+  }
   if (h.host->size > 1) {
     Channel local = c.derive(*h.host, 1);
     // Through the segment every rank of the host gets the host's result, the leader included.

@@ -344,6 +344,46 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
   return Status::ok();
 }
 
+Status HostSegment::reduce_scatter(const Channel& c, const void* input, void* output, size_t count,
+                                   const Reduction& r) {
+  const size_t element = r.element();
+  const auto* in = static_cast<const std::byte*>(input);
+  auto* out = static_cast<std::byte*>(output);
+  const size_t base = count / static_cast<size_t>(members_);
+  const size_t larger = count % static_cast<size_t>(members_);
+  const auto share = [&](int rank) { return base + (static_cast<size_t>(rank) < larger ? 1 : 0); };
+  const auto start = [&](int rank) {
+    const auto index = static_cast<size_t>(rank);
+    return index * base + std::min(index, larger);
+  };
+  // A chunk buffer holds one piece per share; each step moves a piece of every share.
+  const size_t slot = kChunkBytes / static_cast<size_t>(members_) / element;  // elements
+  const auto piece = [&](int rank, size_t first) {
+    return first < share(rank) ? std::min(slot, share(rank) - first) : 0;
+  };
+  for (size_t first = 0; first < share(0); first += slot) {
+    if (Status s = begin_chunk(c, true); !s.is_ok()) return s;
+    std::byte* mine = chunk_buffer(rank_, chunk_);
+    for (int rank = 0; rank < members_; ++rank) {
+      if (rank == rank_) continue;
+      copy_bytes(mine + static_cast<size_t>(rank) * slot * element,
+                 in + (start(rank) + first) * element, piece(rank, first) * element);
+    }
+    if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
+    const size_t length = piece(rank_, first);
+    std::byte* to = out + (start(rank_) + first) * element;
+    if (to != in + (start(rank_) + first) * element) {
+      copy_bytes(to, in + (start(rank_) + first) * element, length * element);
+    }
+    for (int rank = 0; rank < members_; ++rank) {
+      if (rank == rank_) continue;
+      r.apply(chunk_buffer(rank, chunk_) + static_cast<size_t>(rank_) * slot * element, to, length);
+    }
+    end_chunk(arrived_ + 1);
+  }
+  return Status::ok();
+}
+
 template <typename BytesOf, typename PlaceOf>
 Status HostSegment::gather_blocks(const Channel& c, const std::byte* send, std::byte* recv,
                                   BytesOf bytes_of, PlaceOf place_of, size_t longest) {

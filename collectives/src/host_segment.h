@@ -63,6 +63,10 @@ class HostSegment {
   // reads its input and writes its output once; the rest stays in the shared cache.
   Status allreduce(const Channel& c, const void* input, void* output, size_t count,
                    const Reduction& r);
+  // Reduce-scatter into contiguous shares (split(count, members), in rank order): `output`'s
+  // share of this rank receives the host's combination of that share; `input` may be `output`.
+  Status reduce_scatter(const Channel& c, const void* input, void* output, size_t count,
+                        const Reduction& r);
   // Equal blocks: `send` is this rank's block (it may be its place in `recv`), `recv` gets
   // every rank's block in rank order.
   Status allgather(const Channel& c, const void* send, void* recv, size_t block);

@@ -172,6 +172,7 @@ class Communicator {
   std::unique_ptr<detail::Group> world_;
   std::unique_ptr<detail::Group> host_;           // the ranks of this rank's host
   std::unique_ptr<detail::Group> leaders_;        // one rank per host; empty unless this rank leads
+  std::unique_ptr<detail::Group> column_;         // rank i of every host (equal hosts only)
   std::unique_ptr<detail::HostSegment> segment_;  // this host's, when it has more than one rank
   std::string segment_status_;
   Topology topology_;
