@@ -8,6 +8,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +18,8 @@
 #include <cstring>
 #include <string>
 
+#include "wv/config/config.h"
+#include "wv/config/names.h"
 #include "wv/copy.h"
 
 namespace wv::coll::detail {
@@ -76,6 +79,7 @@ struct alignas(64) HostSegment::Line {
   std::atomic<uint64_t> arrived;
   std::atomic<uint32_t> sleepers;  // ranks asleep on `arrived`; its owner wakes them
   pid_t pid;
+  std::atomic<uint64_t> published;  // the address of this rank's data for the peers' pulls
 };
 
 Result<std::unique_ptr<HostSegment>> HostSegment::create(Channel& host, std::string* unavailable) {
@@ -144,6 +148,8 @@ Result<std::unique_ptr<HostSegment>> HostSegment::create(Channel& host, std::str
       header->chunk_bytes = kChunkBytes;
     }
     segment->line(host.rank()).pid = getpid();
+    segment->line(host.rank())
+        .published.store(reinterpret_cast<uint64_t>(&segment->probe_), std::memory_order_release);
   }
 
   // 3. All or none: the members agree (this is also the barrier before the unlink).
@@ -158,7 +164,54 @@ Result<std::unique_ptr<HostSegment>> HostSegment::create(Channel& host, std::str
     *unavailable = error.empty() ? "another rank of this host could not map it" : error;
     return std::unique_ptr<HostSegment>();
   }
+
+  // 4. Whether every rank may read every other's memory (cross-memory attach: ptrace rules,
+  //    containers); all or none again, because the pulling collectives take other steps.
+  const auto& config = config::global();
+  int32_t can_pull = config.is_ok() && config->get_bool(config::names::kCollectivesPull) ? 1 : 0;
+  for (int rank = 0; rank < members && can_pull == 1; ++rank) {
+    if (rank == host.rank()) continue;
+    uint64_t seen = 0;
+    const uint64_t at = segment->line(rank).published.load(std::memory_order_acquire);
+    can_pull = segment->pull(rank, &seen, at, sizeof seen).is_ok() && seen == kProbe ? 1 : 0;
+  }
+  Channel probing = host.derive(host.group(), 3);
+  if (Status s =
+          allreduce_recursive_doubling(probing, &can_pull, 1, Reduction{DataType::kInt32, &min});
+      !s.is_ok()) {
+    return s;
+  }
+  segment->can_pull_ = can_pull == 1;
   return segment;
+}
+
+Status HostSegment::pull(int rank, void* to, uint64_t from, size_t length) const {
+  auto* out = static_cast<std::byte*>(to);
+  while (length > 0) {
+    iovec local{out, length};
+    iovec remote{reinterpret_cast<void*>(from), length};
+    const ssize_t got = process_vm_readv(line(rank).pid, &local, 1, &remote, 1, 0);
+    if (got <= 0) {
+      return Status(errno == ESRCH ? Errc::kDisconnected : Errc::kIoError,
+                    "host segment: reading rank " + std::to_string(rank) +
+                        "'s memory: " + std::strerror(got < 0 ? errno : EIO));
+    }
+    out += got;
+    from += static_cast<uint64_t>(got);
+    length -= static_cast<size_t>(got);
+  }
+  return Status::ok();
+}
+
+template <typename Pull>
+Status HostSegment::pulled(const Channel& c, const void* mine, Pull&& pull_all) {
+  line(rank_).published.store(reinterpret_cast<uint64_t>(mine), std::memory_order_release);
+  if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
+  Status pulled = pull_all();
+  // Nobody leaves (and reuses its buffer) before every rank has read it; a rank whose pull
+  // failed still arrives, so the others are not left waiting.
+  if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
+  return pulled;
 }
 
 HostSegment::HostSegment(void* base, size_t length, int rank, int members)
@@ -406,6 +459,19 @@ Status HostSegment::gather_blocks(const Channel& c, const std::byte* send, std::
 }
 
 Status HostSegment::allgather(const Channel& c, const void* send, void* recv, size_t block) {
+  if (can_pull_ && block >= kPullBytes) {
+    auto* out = static_cast<std::byte*>(recv);
+    const auto at = [block](int rank) { return static_cast<size_t>(rank) * block; };
+    if (send != out + at(rank_)) copy_bytes(out + at(rank_), send, block);
+    return pulled(c, send, [&] {
+      for (int rank = 0; rank < members_; ++rank) {
+        if (rank == rank_) continue;
+        const uint64_t from = line(rank).published.load(std::memory_order_acquire);
+        if (Status s = pull(rank, out + at(rank), from, block); !s.is_ok()) return s;
+      }
+      return Status::ok();
+    });
+  }
   return gather_blocks(
       c, static_cast<const std::byte*>(send), static_cast<std::byte*>(recv),
       [block](int) { return block; },
@@ -427,6 +493,17 @@ Status HostSegment::alltoall(const Channel& c, const void* send, void* recv, siz
   auto* out = static_cast<std::byte*>(recv);
   const auto at = [block](int rank) { return static_cast<size_t>(rank) * block; };
   copy_bytes(out + at(rank_), in + at(rank_), block);
+  if (can_pull_ && block >= kPullBytes) {
+    // One copy per byte: every rank reads its block straight from each sender's buffer.
+    return pulled(c, send, [&] {
+      for (int rank = 0; rank < members_; ++rank) {
+        if (rank == rank_) continue;
+        const uint64_t from = line(rank).published.load(std::memory_order_acquire) + at(rank_);
+        if (Status s = pull(rank, out + at(rank), from, block); !s.is_ok()) return s;
+      }
+      return Status::ok();
+    });
+  }
   // A chunk buffer holds one piece per destination; each step moves a piece of every block.
   const size_t slot = std::max<size_t>(kChunkBytes / static_cast<size_t>(members_) / 64 * 64, 64);
   const auto place = [slot](int rank) { return static_cast<size_t>(rank) * slot; };

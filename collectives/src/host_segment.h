@@ -40,6 +40,9 @@ class HostSegment {
   static constexpr size_t kChunkBytes = 128 * 1024;
   // Chunk buffers per rank: how far a broadcast's root may run ahead of its readers.
   static constexpr size_t kBuffers = 8;
+  // Blocks of at least this many bytes are read straight from the sender's memory
+  // (process_vm_readv, one copy) by allgather and alltoall, where every rank may.
+  static constexpr size_t kPullBytes = 64 * 1024;
   // After the spin window a wait yields the core for kYieldTime, then sleeps on a futex for
   // at most kSleepBound at a time (and looks at the clock, the cancel flag and the peer).
   static constexpr std::chrono::microseconds kYieldTime{1000};
@@ -94,6 +97,16 @@ class HostSegment {
   Status wait_for(const Channel& c, int rank, uint64_t step);
   Status wait_all(const Channel& c, uint64_t step);
 
+  // Reads `length` bytes at `from` in rank `rank`'s memory (cross-memory attach).
+  Status pull(int rank, void* to, uint64_t from, size_t length) const;
+  // A pulling collective: publishes `mine`, runs pull_all() once everyone has published, and
+  // returns once everyone has pulled.
+  template <typename Pull>
+  Status pulled(const Channel& c, const void* mine, Pull&& pull_all);
+
+  static constexpr uint64_t kProbe = 0x77762d70756c6c21;  // "wv-pull!"
+  uint64_t probe_ = kProbe;  // what the peers read to see whether they may
+  bool can_pull_ = false;
   void* base_;
   size_t length_;
   int rank_;

@@ -204,6 +204,13 @@ constexpr Definition kDefinitions[] = {
      .description = "Run the intra-host steps of blocking collectives through a segment of "
                     "shared memory the host's ranks map (false: through the transport).",
      .level = Level::kTuner},
+    {.name = names::kCollectivesPull,
+     .type = Type::kBool,
+     .default_value = "true",
+     .description = "Large allgather and alltoall blocks between ranks of a host are read "
+                    "straight from the sender's memory (process_vm_readv) where every rank may; "
+                    "false: copied through the host segment.",
+     .level = Level::kTuner},
     {.name = names::kTopologyFakeHosts,
      .type = Type::kInteger,
      .default_value = "0",

@@ -394,20 +394,23 @@ void test_large(Communicator& c) {
 }
 
 void test_large_alltoall(Communicator& c) {
-  const size_t block = 70001;  // bytes from each rank to each rank: several pieces
-  const auto n = static_cast<size_t>(nprocs);
-  const auto me = static_cast<size_t>(rank);
-  for (std::string_view algorithm : algorithm_names(Collective::kAlltoall)) {
-    std::vector<unsigned char> send(block * n), recv(block * n);
-    for (size_t i = 0; i < send.size(); ++i) send[i] = static_cast<unsigned char>(i * 7 + me);
-    const std::string what = name("alltoall", algorithm, DataType::kUint8, block, " large");
-    wv::Status s = c.alltoall(send.data(), recv.data(), block, DataType::kUint8, algorithm);
-    check_status(s, what);
-    for (size_t i = 0; i < recv.size() && s.is_ok(); ++i) {
-      const size_t from = i / block;  // rank `from` sent its block `me` here
-      if (recv[i] != static_cast<unsigned char>((me * block + i % block) * 7 + from)) {
-        fail(what + ": byte " + std::to_string(i));
-        break;
+  // Bytes from each rank to each rank: one size read straight from the sender where every
+  // rank may (collectives_pull), one below that in several pieces through the segment.
+  for (const size_t block : {size_t{70001}, size_t{40001}}) {
+    const auto n = static_cast<size_t>(nprocs);
+    const auto me = static_cast<size_t>(rank);
+    for (std::string_view algorithm : algorithm_names(Collective::kAlltoall)) {
+      std::vector<unsigned char> send(block * n), recv(block * n);
+      for (size_t i = 0; i < send.size(); ++i) send[i] = static_cast<unsigned char>(i * 7 + me);
+      const std::string what = name("alltoall", algorithm, DataType::kUint8, block, " large");
+      wv::Status s = c.alltoall(send.data(), recv.data(), block, DataType::kUint8, algorithm);
+      check_status(s, what);
+      for (size_t i = 0; i < recv.size() && s.is_ok(); ++i) {
+        const size_t from = i / block;  // rank `from` sent its block `me` here
+        if (recv[i] != static_cast<unsigned char>((me * block + i % block) * 7 + from)) {
+          fail(what + ": byte " + std::to_string(i));
+          break;
+        }
       }
     }
   }
@@ -888,8 +891,8 @@ int main(int argc, char** argv) {
     std::printf("coll_job: %d ranks, %d hosts\n%s", nprocs, c.topology().host_count(),
                 c.topology().describe().c_str());
     std::printf("host segment: %s\n", c.shared_memory_status().empty()
-                                           ? "mapped (or alone on the host)"
-                                           : c.shared_memory_status().c_str());
+                                          ? "mapped (or alone on the host)"
+                                          : c.shared_memory_status().c_str());
   }
   const std::string only = argc > 1 ? argv[1] : "";
   if (only == "vanished") return test_vanished(c);

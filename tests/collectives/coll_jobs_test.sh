@@ -13,25 +13,27 @@ trap 'rm -f "$out"' EXIT
 
 # provider ranks fake_hosts [segment]: the host segment (collectives_shared_memory) is on
 # unless the fourth word says off; then shared_memory and hierarchical go through the transport.
+# "staged": the segment without reading peers' memory directly (collectives_pull=false).
 configs=(
   "shm 1 0" "shm 2 0" "shm 3 0" "shm 4 0" "shm 5 0" "shm 6 0" "shm 7 0" "shm 8 0"
   "shm 4 2" "shm 5 2" "shm 7 3" "shm 8 2"
-  "shm 3 0 off" "shm 4 2 off"
+  "shm 3 0 off" "shm 4 2 off" "shm 4 0 staged"
   "tcp 2 0" "tcp 3 2"
 )
 for config in "${configs[@]}"; do
   read -r provider n hosts segment <<<"$config"
-  shared_memory=true
+  shared_memory=true pull=true
   [ "${segment:-on}" = off ] && shared_memory=false
+  [ "${segment:-on}" = staged ] && pull=false
   progress=hybrid
   [ "$n" -gt "$cores" ] && progress=block
   start=$(date +%s)
   WV_TRANSPORT_PROGRESS=$progress WV_TOPOLOGY_FAKE_HOSTS=$hosts \
-    WV_COLLECTIVES_SHARED_MEMORY=$shared_memory \
+    WV_COLLECTIVES_SHARED_MEMORY=$shared_memory WV_COLLECTIVES_PULL=$pull \
     timeout -k 5 300 "$wvrun" -n "$n" --provider "$provider" --timeout 280 "$prog" >"$out" 2>&1
   rc=$?
   ok=$(grep -c "coll ok" "$out")
-  label="$provider -n $n fake_hosts=$hosts ($progress, host segment $shared_memory)"
+  label="$provider -n $n fake_hosts=$hosts ($progress, host segment $shared_memory, pull $pull)"
   if [ $rc -ne 0 ] || [ "$ok" -ne "$n" ]; then
     echo "FAIL: $label: exit $rc, $ok of $n ranks ok"
     head -60 "$out"

@@ -441,6 +441,7 @@ TEST(NamesTest, EveryNameConstantIsDefined) {
       names::kTransportSpinUs,
       names::kCollectivesTable,
       names::kCollectivesSharedMemory,
+      names::kCollectivesPull,
       names::kTopologyFakeHosts,
   };
   for (std::string_view name : kAll) EXPECT_NE(find_definition(name), nullptr) << name;

@@ -33,6 +33,7 @@ inline constexpr std::string_view kTransportProgress = "transport_progress";
 inline constexpr std::string_view kTransportSpinUs = "transport_spin_us";
 inline constexpr std::string_view kCollectivesTable = "collectives_table";
 inline constexpr std::string_view kCollectivesSharedMemory = "collectives_shared_memory";
+inline constexpr std::string_view kCollectivesPull = "collectives_pull";
 inline constexpr std::string_view kTopologyFakeHosts = "topology_fake_hosts";
 
 }  // namespace wv::config::names
