@@ -76,6 +76,12 @@ std::string busy_note(const coll::Communicator& c) {
   const auto& topology = c.topology();
   const size_t here = topology.host_ranks[static_cast<size_t>(topology.host_of_rank[0])].size();
   const double cores = std::thread::hardware_concurrency();
+  if (static_cast<double>(here) > cores) {
+    return fmt::format(
+        "note: {} ranks on {} cores: ranks wait for each other's time slices, so the times (and "
+        "the table) measure the scheduler more than the algorithms\n",
+        here, cores);
+  }
   if (*busy > std::max(0.5, cores - static_cast<double>(here))) {
     return fmt::format(
         "note: {:.1f} of {} cores were busy before the run: other programs compete with the "
@@ -141,7 +147,8 @@ int main(int argc, char** argv) {
     if (measured->stopped_early) {
       fmt::print(
           "\nwv_tune: --time-limit {} s reached after {:.1f} s; the table covers what was "
-          "measured (the collectives not reached keep their previous or built-in rules)\n",
+          "measured: a collective cut short keeps its last winner for the larger sizes, those "
+          "not reached keep their previous (--merge) or built-in rules\n",
           options.time_limit, measured->seconds);
     }
     auto table = tune::build_table(measured->timings, shape,

@@ -41,7 +41,7 @@ int iterations_for(uint64_t bytes, const Options& options) {
 
 // One call of `collective` at `bytes` as decision_table.h counts them: the whole vector for
 // bcast and the reductions (floats, the common case), one rank's block for the others (bytes,
-// so that every size is exact). nullopt when the shape holds no element.
+// so that every size is exact). empty() when the shape holds no element.
 class Call {
  public:
   Call(coll::Communicator& c, Collective collective, uint64_t bytes, std::byte* send,
