@@ -41,7 +41,8 @@ class HostSegment {
   // Chunk buffers per rank: how far a broadcast's root may run ahead of its readers.
   static constexpr size_t kBuffers = 8;
   // Blocks of at least this many bytes are read straight from the sender's memory
-  // (process_vm_readv, one copy) by allgather and alltoall, where every rank may.
+  // (process_vm_readv, one copy) by allgather and alltoall, where every rank may and
+  // collectives_pull asks for it.
   static constexpr size_t kPullBytes = 64 * 1024;
   // After the spin window a wait yields the core for kYieldTime, then sleeps on a futex for
   // at most kSleepBound at a time (and looks at the clock, the cancel flag and the peer).

@@ -206,10 +206,11 @@ constexpr Definition kDefinitions[] = {
      .level = Level::kTuner},
     {.name = names::kCollectivesPull,
      .type = Type::kBool,
-     .default_value = "true",
-     .description = "Large allgather and alltoall blocks between ranks of a host are read "
-                    "straight from the sender's memory (process_vm_readv) where every rank may; "
-                    "false: copied through the host segment.",
+     .default_value = "false",
+     .description = "Read large allgather and alltoall blocks between ranks of a host straight "
+                    "from the sender's memory (process_vm_readv, one copy) where every rank may, "
+                    "instead of through the host segment (two copies in cache). Off by default: "
+                    "on the project's VMs the kernel's copy is the slower one.",
      .level = Level::kTuner},
     {.name = names::kTopologyFakeHosts,
      .type = Type::kInteger,

@@ -13,18 +13,18 @@ trap 'rm -f "$out"' EXIT
 
 # provider ranks fake_hosts [segment]: the host segment (collectives_shared_memory) is on
 # unless the fourth word says off; then shared_memory and hierarchical go through the transport.
-# "staged": the segment without reading peers' memory directly (collectives_pull=false).
+# "pull": large allgather/alltoall blocks read straight from the peers (collectives_pull=true).
 configs=(
   "shm 1 0" "shm 2 0" "shm 3 0" "shm 4 0" "shm 5 0" "shm 6 0" "shm 7 0" "shm 8 0"
   "shm 4 2" "shm 5 2" "shm 7 3" "shm 8 2"
-  "shm 3 0 off" "shm 4 2 off" "shm 4 0 staged"
+  "shm 3 0 off" "shm 4 2 off" "shm 4 0 pull" "shm 3 0 pull"
   "tcp 2 0" "tcp 3 2"
 )
 for config in "${configs[@]}"; do
   read -r provider n hosts segment <<<"$config"
-  shared_memory=true pull=true
+  shared_memory=true pull=false
   [ "${segment:-on}" = off ] && shared_memory=false
-  [ "${segment:-on}" = staged ] && pull=false
+  [ "${segment:-on}" = pull ] && pull=true
   progress=hybrid
   [ "$n" -gt "$cores" ] && progress=block
   start=$(date +%s)
