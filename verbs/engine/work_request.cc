@@ -1,8 +1,9 @@
 #include "work_request.h"
-#include "wv/copy.h"
 
 #include <algorithm>
 #include <cstring>
+
+#include "wv/copy.h"
 
 namespace wv::verbs::soft {
 
