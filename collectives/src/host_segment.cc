@@ -252,7 +252,11 @@ Status HostSegment::begin_chunk(const Channel& c, bool writes) {
 }
 
 void HostSegment::end_chunk(uint64_t reads_done) {
-  reads_done_[chunk_ % kBuffers] = reads_done;
+  end_chunk(chunk_, reads_done);
+}
+
+void HostSegment::end_chunk(uint64_t chunk, uint64_t reads_done) {
+  reads_done_[chunk % kBuffers] = reads_done;
 }
 
 Status HostSegment::wait_for(const Channel& c, int rank, uint64_t step) {
@@ -504,23 +508,34 @@ Status HostSegment::alltoall(const Channel& c, const void* send, void* recv, siz
       return Status::ok();
     });
   }
-  // A chunk buffer holds one piece per destination; each step moves a piece of every block.
-  const size_t slot = std::max<size_t>(kChunkBytes / static_cast<size_t>(members_) / 64 * 64, 64);
-  const auto place = [slot](int rank) { return static_cast<size_t>(rank) * slot; };
+  // Each step moves a piece of every block. With few ranks every destination's piece has a
+  // chunk buffer of its own (fewer, larger steps); with many they share one buffer. A step's
+  // buffers must have been read two steps back, not one (their reads end at this step's
+  // arrival): so at most half the buffers per step.
+  const bool wide = static_cast<size_t>(members_ - 1) <= kBuffers / 2;
+  const size_t steps_chunks = wide ? static_cast<size_t>(members_ - 1) : 1;
+  const size_t slot =
+      wide ? kChunkBytes
+           : std::max<size_t>(kChunkBytes / static_cast<size_t>(members_) / 64 * 64, 64);
+  // Where sender `from` puts its piece for `to`, in chunks begun from `first`.
+  const auto piece_at = [&](int from, int to, uint64_t first) {
+    if (!wide) return chunk_buffer(from, first) + static_cast<size_t>(to) * slot;
+    return chunk_buffer(from, first + static_cast<uint64_t>(to < from ? to : to - 1));
+  };
   for (size_t offset = 0; offset < block; offset += slot) {
     const size_t piece = std::min(slot, block - offset);
-    if (Status s = begin_chunk(c, true); !s.is_ok()) return s;
-    std::byte* mine = chunk_buffer(rank_, chunk_);
+    const uint64_t first = chunk_ + 1;
+    for (size_t i = 0; i < steps_chunks; ++i) {
+      if (Status s = begin_chunk(c, true); !s.is_ok()) return s;
+    }
     for (int rank = 0; rank < members_; ++rank) {
-      if (rank != rank_) copy_bytes(mine + place(rank), in + at(rank) + offset, piece);
+      if (rank != rank_) copy_bytes(piece_at(rank_, rank, first), in + at(rank) + offset, piece);
     }
     if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
     for (int rank = 0; rank < members_; ++rank) {
-      if (rank != rank_) {
-        copy_bytes(out + at(rank) + offset, chunk_buffer(rank, chunk_) + place(rank_), piece);
-      }
+      if (rank != rank_) copy_bytes(out + at(rank) + offset, piece_at(rank, rank_, first), piece);
     }
-    end_chunk(arrived_ + 1);
+    for (uint64_t chunk = first; chunk <= chunk_; ++chunk) end_chunk(chunk, arrived_ + 1);
   }
   return Status::ok();
 }

@@ -90,6 +90,7 @@ class HostSegment {
   Status begin_chunk(const Channel& c, bool writes);
   // Ends the current chunk: every rank has read it once all have arrived at `reads_done`.
   void end_chunk(uint64_t reads_done);
+  void end_chunk(uint64_t chunk, uint64_t reads_done);  // a chunk begun before the current one
   uint64_t arrive();
   // The allgathers' loop: rank r's block is bytes_of(r) long and goes to recv + place_of(r).
   template <typename BytesOf, typename PlaceOf>
