@@ -152,6 +152,26 @@ Result<DecisionTable> DecisionTable::load_file(const std::string& path) {
   return parse(text.str(), path);
 }
 
+Result<DecisionTable> DecisionTable::from_rules(std::vector<std::vector<Rule>> rules,
+                                                std::string_view origin) {
+  DecisionTable table;
+  if (rules.size() != table.rules_.size()) {
+    return Status(Errc::kInvalidArgument, std::string(origin) + ": " +
+                                              std::to_string(rules.size()) +
+                                              " rule lists, one per collective wanted");
+  }
+  for (Collective c : kAllCollectives) {
+    for (const Rule& rule : rules[static_cast<size_t>(c)]) {
+      if (Status s = check_algorithm(c, rule.algorithm); !s.is_ok()) {
+        return Status(s.code(), std::string(origin) + ": " + s.message());
+      }
+    }
+  }
+  table.rules_ = std::move(rules);
+  table.origin_ = std::string(origin);
+  return table;
+}
+
 Result<DecisionTable> DecisionTable::configured() {
   const auto& config = config::global();
   if (!config.is_ok()) return config.status();

@@ -371,7 +371,7 @@ uint64_t Config::get_size(std::string_view name) const {
   const Entry* entry = find(name);
   bool typed = entry != nullptr && entry->definition->type == Type::kSize;
   assert(typed && "get_size on a parameter that is not a size");
-  return typed ? detail::parse_size(entry->value).value_or(0) : 0;
+  return typed ? parse_size(entry->value).value_or(0) : 0;
 }
 
 const std::string& Config::get_string(std::string_view name) const {

@@ -72,29 +72,6 @@ std::optional<int64_t> parse_int(std::string_view text) {
   return value;
 }
 
-std::optional<uint64_t> parse_size(std::string_view text) {
-  static constexpr std::array<std::pair<std::string_view, uint64_t>, 7> kSuffixes = {{
-      {"", 1},
-      {"K", uint64_t{1} << 10},
-      {"KiB", uint64_t{1} << 10},
-      {"M", uint64_t{1} << 20},
-      {"MiB", uint64_t{1} << 20},
-      {"G", uint64_t{1} << 30},
-      {"GiB", uint64_t{1} << 30},
-  }};
-  uint64_t count = 0;
-  const char* end = text.data() + text.size();
-  auto [stop, error] = std::from_chars(text.data(), end, count);  // unsigned: no sign accepted
-  if (error != std::errc() || stop == text.data()) return std::nullopt;
-  std::string_view suffix(stop, static_cast<size_t>(end - stop));
-  for (const auto& [name, multiplier] : kSuffixes) {
-    if (!equals_ignoring_case(suffix, name)) continue;
-    if (count > UINT64_MAX / multiplier) return std::nullopt;
-    return count * multiplier;
-  }
-  return std::nullopt;
-}
-
 Status check_value(const Definition& definition, std::string_view value, std::string* canonical) {
   std::string spelling(value);
   switch (definition.type) {
@@ -148,6 +125,30 @@ Status check_value(const Definition& definition, std::string_view value, std::st
 }
 
 }  // namespace detail
+
+std::optional<uint64_t> parse_size(std::string_view text) {
+  static constexpr std::array<std::pair<std::string_view, uint64_t>, 8> kSuffixes = {{
+      {"", 1},
+      {"B", 1},
+      {"K", uint64_t{1} << 10},
+      {"KiB", uint64_t{1} << 10},
+      {"M", uint64_t{1} << 20},
+      {"MiB", uint64_t{1} << 20},
+      {"G", uint64_t{1} << 30},
+      {"GiB", uint64_t{1} << 30},
+  }};
+  uint64_t count = 0;
+  const char* end = text.data() + text.size();
+  auto [stop, error] = std::from_chars(text.data(), end, count);  // unsigned: no sign accepted
+  if (error != std::errc() || stop == text.data()) return std::nullopt;
+  std::string_view suffix(stop, static_cast<size_t>(end - stop));
+  for (const auto& [name, multiplier] : kSuffixes) {
+    if (!detail::equals_ignoring_case(suffix, name)) continue;
+    if (count > UINT64_MAX / multiplier) return std::nullopt;
+    return count * multiplier;
+  }
+  return std::nullopt;
+}
 
 Status check_value(const Definition& definition, std::string_view value) {
   return detail::check_value(definition, value, nullptr);

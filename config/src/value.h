@@ -13,7 +13,6 @@ namespace wv::config::detail {
 
 std::optional<bool> parse_bool(std::string_view text);
 std::optional<int64_t> parse_int(std::string_view text);
-std::optional<uint64_t> parse_size(std::string_view text);
 
 // check_value(), and on success the spelling to store in *canonical: choices are matched
 // case-insensitively but stored as defined, so callers can compare with ==.

@@ -4,8 +4,9 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cctype>
-#include <charconv>
+#include <optional>
+
+#include "wv/config/definition.h"
 
 namespace wv::tune {
 
@@ -38,24 +39,14 @@ std::vector<uint64_t> default_sizes() {
 Result<std::vector<uint64_t>> parse_sizes(std::string_view text) {
   std::vector<uint64_t> sizes;
   for (std::string_view item : split(text)) {
-    uint64_t value = 0;
-    auto [rest, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
-    std::string suffix(rest, item.data() + item.size());
-    std::transform(suffix.begin(), suffix.end(), suffix.begin(), [](char c) {
-      return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    });
-    uint64_t scale = 0;
-    if (suffix.empty() || suffix == "b") scale = 1;
-    if (suffix == "k" || suffix == "kib") scale = uint64_t{1} << 10;
-    if (suffix == "m" || suffix == "mib") scale = uint64_t{1} << 20;
-    if (suffix == "g" || suffix == "gib") scale = uint64_t{1} << 30;
-    if (ec != std::errc() || item.empty() || scale == 0 || value == 0 || value > kMaxSize / scale) {
+    const std::optional<uint64_t> bytes = config::parse_size(item);
+    if (!bytes || *bytes == 0 || *bytes > kMaxSize) {
       return Status(Errc::kInvalidArgument,
                     fmt::format("bad size '{}' in --sizes (bytes from 1 to 1G, optionally with K, "
                                 "M or G; the barrier is always measured, at 0 bytes)",
                                 item));
     }
-    sizes.push_back(value * scale);
+    sizes.push_back(*bytes);
   }
   std::sort(sizes.begin(), sizes.end());
   sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());

@@ -1,7 +1,7 @@
 #include "rules.h"
 
 #include <algorithm>
-#include <nlohmann/json.hpp>
+#include <iterator>
 #include <utility>
 
 namespace wv::tune {
@@ -13,19 +13,6 @@ const AlgorithmTime* find_time(const SizeTiming& size, const std::string& algori
     if (t.algorithm == algorithm) return &t;
   }
   return nullptr;
-}
-
-// Only the bounds that differ from the defaults, as decision_table.h's to_json() writes them.
-nlohmann::ordered_json to_json(const coll::Rule& r) {
-  nlohmann::ordered_json rule = nlohmann::ordered_json::object();
-  if (r.min_bytes != 0) rule["min_bytes"] = r.min_bytes;
-  if (r.max_bytes != UINT64_MAX) rule["max_bytes"] = r.max_bytes;
-  if (r.min_procs != 0) rule["min_procs"] = r.min_procs;
-  if (r.max_procs != INT32_MAX) rule["max_procs"] = r.max_procs;
-  if (r.min_hosts != 0) rule["min_hosts"] = r.min_hosts;
-  if (r.max_hosts != INT32_MAX) rule["max_hosts"] = r.max_hosts;
-  rule["algorithm"] = r.algorithm;
-  return rule;
 }
 
 // A rule that only `shape` can match is hidden behind the new rules, which cover every size
@@ -81,24 +68,21 @@ std::vector<coll::Rule> build_rules(const CollectiveTiming& timing, JobShape sha
 
 Result<coll::DecisionTable> build_table(std::span<const CollectiveTiming> timings, JobShape shape,
                                         const coll::DecisionTable* previous) {
-  nlohmann::ordered_json doc = nlohmann::ordered_json::object();
+  std::vector<std::vector<coll::Rule>> rules(std::size(coll::kAllCollectives));
   for (coll::Collective c : coll::kAllCollectives) {
-    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    std::vector<coll::Rule>& list = rules[static_cast<size_t>(c)];
     const auto measured =
         std::find_if(timings.begin(), timings.end(),
                      [c](const CollectiveTiming& t) { return t.collective == c; });
-    if (measured != timings.end()) {
-      for (const coll::Rule& rule : build_rules(*measured, shape)) list.push_back(to_json(rule));
-    }
+    if (measured != timings.end()) list = build_rules(*measured, shape);
     const bool replaced = !list.empty();
     if (previous != nullptr) {
       for (const coll::Rule& rule : previous->rules(c)) {
-        if (!replaced || !only_for(rule, shape)) list.push_back(to_json(rule));
+        if (!replaced || !only_for(rule, shape)) list.push_back(rule);
       }
     }
-    if (!list.empty()) doc[std::string(coll::to_string(c))] = std::move(list);
   }
-  auto table = coll::DecisionTable::parse(doc.dump(2), "wv_tune");
+  auto table = coll::DecisionTable::from_rules(std::move(rules), "wv_tune");
   if (!table.is_ok()) {
     return Status(table.status().code(), "the table built from the measurements does not load: " +
                                              table.status().message());

@@ -43,6 +43,10 @@ class DecisionTable {
   // Rules per collective; unknown collectives, keys or algorithm names are errors.
   static Result<DecisionTable> parse(std::string_view json, std::string_view origin);
   static Result<DecisionTable> load_file(const std::string& path);
+  // A table of rules[c] for each Collective c (indexed by its value); names are checked as
+  // parse() checks them.
+  static Result<DecisionTable> from_rules(std::vector<std::vector<Rule>> rules,
+                                          std::string_view origin);
   // The configured table: collectives_table if set, else built_in().
   static Result<DecisionTable> configured();
 

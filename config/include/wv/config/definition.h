@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -17,10 +18,14 @@ namespace wv::config {
 enum class Type {
   kBool,     // true/false, yes/no, on/off, 1/0, case-insensitive
   kInteger,  // optional sign, decimal
-  kSize,     // bytes with an optional binary suffix: 4096, 64K, 1MiB (K = KiB = 1024)
+  kSize,     // bytes with an optional binary suffix: 4096, 64K, 1MiB (K = KiB = 1024); parse_size
   kString,
   kChoice,  // one of Definition::choices, case-insensitive
 };
+
+// A byte count in the kSize syntax (also "B"; suffixes case-insensitive), for any program
+// that takes sizes the way the configuration does; nullopt when malformed or too large.
+std::optional<uint64_t> parse_size(std::string_view text);
 
 // Who is expected to set a parameter, like Open MPI's info levels; tools can hide the
 // developer knobs from users.
