@@ -5,6 +5,7 @@
 // the reduction algorithms work in place on `buffer` (the caller copied the input there).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <span>
 #include <vector>
@@ -23,7 +24,24 @@ struct Reduction {
   }
 };
 
-// Splits `total` into `parts` near-equal pieces (the first total % parts one larger).
+// `total` in `parts` near-equal pieces (the first total % parts one larger), piece by piece
+// without a vector (for loops that must not allocate).
+class EvenSplit {
+ public:
+  EvenSplit(size_t total, int parts)
+      : base_(total / static_cast<size_t>(parts)), larger_(total % static_cast<size_t>(parts)) {}
+  size_t size(int part) const { return base_ + (static_cast<size_t>(part) < larger_ ? 1 : 0); }
+  size_t start(int part) const {
+    const auto index = static_cast<size_t>(part);
+    return index * base_ + std::min(index, larger_);
+  }
+
+ private:
+  size_t base_;
+  size_t larger_;
+};
+
+// The sizes of EvenSplit(total, parts), as a vector.
 std::vector<size_t> split(size_t total, int parts);
 std::vector<size_t> prefix(std::span<const size_t> counts);  // exclusive prefix sums, size+1
 int floor_pow2(int n);

@@ -61,18 +61,20 @@ Status allreduce_by_columns(Channel& c, const Hierarchy& h, void* buffer, size_t
   const size_t element = r.element();
   Channel local = c.derive(*h.host, 1);
   if (Status s = h.segment->reduce_scatter(local, buffer, buffer, count, r); !s.is_ok()) return s;
-  const std::vector<size_t> shares = split(count, h.host->size);
-  const std::vector<size_t> starts = prefix(shares);
-  const auto me = static_cast<size_t>(h.host->rank);
+  // The shares of the segment's reduce-scatter.
+  const EvenSplit shares(count, h.host->size);
+  const int me = h.host->rank;
   Channel across = c.derive(*h.column, 2);
-  auto* share = static_cast<std::byte*>(buffer) + starts[me] * element;
-  Status s = shares[me] * element > kLargeBytes
-                 ? allreduce_rabenseifner(across, share, shares[me], r)
-                 : allreduce_recursive_doubling(across, share, shares[me], r);
+  auto* share = static_cast<std::byte*>(buffer) + shares.start(me) * element;
+  Status s = shares.size(me) * element > kLargeBytes
+                 ? allreduce_rabenseifner(across, share, shares.size(me), r)
+                 : allreduce_recursive_doubling(across, share, shares.size(me), r);
   if (!s.is_ok()) return s;
   Channel back = c.derive(*h.host, 3);
-  std::vector<size_t> bytes = shares;
-  for (size_t& b : bytes) b *= element;
+  std::vector<size_t> bytes(static_cast<size_t>(h.host->size));
+  for (int rank = 0; rank < h.host->size; ++rank) {
+    bytes[static_cast<size_t>(rank)] = shares.size(rank) * element;
+  }
   return h.segment->allgatherv(back, buffer, bytes);
 }
 

@@ -369,16 +369,9 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
     // Share j of the chunk is rank j's to combine: the others put their share j in their
     // buffers, rank j combines its own input with those into its output and its buffer, and
     // everyone copies the other shares from their owners' buffers.
-    // split()'s shares (the first elements % n one larger), without its vectors.
-    const size_t base = elements / static_cast<size_t>(members_);
-    const size_t larger = elements % static_cast<size_t>(members_);
-    const auto share = [&](int rank) {
-      return base + (static_cast<size_t>(rank) < larger ? 1 : 0);
-    };
-    const auto start = [&](int rank) {
-      const auto index = static_cast<size_t>(rank);
-      return (index * base + std::min(index, larger)) * element;
-    };
+    const EvenSplit shares(elements, members_);
+    const auto share = [&](int rank) { return shares.size(rank); };
+    const auto start = [&](int rank) { return shares.start(rank) * element; };
     for (int rank = 0; rank < members_; ++rank) {
       if (rank != rank_) copy_bytes(mine + start(rank), from + start(rank), share(rank) * element);
     }
@@ -406,13 +399,9 @@ Status HostSegment::reduce_scatter(const Channel& c, const void* input, void* ou
   const size_t element = r.element();
   const auto* in = static_cast<const std::byte*>(input);
   auto* out = static_cast<std::byte*>(output);
-  const size_t base = count / static_cast<size_t>(members_);
-  const size_t larger = count % static_cast<size_t>(members_);
-  const auto share = [&](int rank) { return base + (static_cast<size_t>(rank) < larger ? 1 : 0); };
-  const auto start = [&](int rank) {
-    const auto index = static_cast<size_t>(rank);
-    return index * base + std::min(index, larger);
-  };
+  const EvenSplit shares(count, members_);
+  const auto share = [&](int rank) { return shares.size(rank); };
+  const auto start = [&](int rank) { return shares.start(rank); };
   // A chunk buffer holds one piece per share; each step moves a piece of every share.
   const size_t slot = kChunkBytes / static_cast<size_t>(members_) / element;  // elements
   const auto piece = [&](int rank, size_t first) {

@@ -3,8 +3,9 @@
 namespace wv::coll::detail {
 
 std::vector<size_t> split(size_t total, int parts) {
-  std::vector<size_t> counts(static_cast<size_t>(parts), total / static_cast<size_t>(parts));
-  for (size_t i = 0; i < total % static_cast<size_t>(parts); ++i) ++counts[i];
+  const EvenSplit pieces(total, parts);
+  std::vector<size_t> counts(static_cast<size_t>(parts));
+  for (int i = 0; i < parts; ++i) counts[static_cast<size_t>(i)] = pieces.size(i);
   return counts;
 }
 

@@ -16,25 +16,11 @@ skip() { echo "SKIP: $*"; exit 77; }
 command -v ip >/dev/null || skip "iproute2 (ip) is not installed"
 unshare --uts true 2>/dev/null || skip "cannot create UTS namespaces here"
 
-suffix=$$
-a=wvcA$suffix b=wvcB$suffix
+. "$here/../integration/netns_pair.sh"
+a=wvcA$$ b=wvcB$$
 out=$(mktemp)
-cleanup() {
-  ip netns del "$a" 2>/dev/null || true
-  ip netns del "$b" 2>/dev/null || true
-  rm -f "$out"
-}
-trap cleanup EXIT
-ip netns add "$a" 2>/dev/null || skip "cannot create network namespaces here"
-ip netns add "$b"
-ip link add "ca$suffix" type veth peer name "cb$suffix"
-ip link set "ca$suffix" netns "$a"
-ip link set "cb$suffix" netns "$b"
-ip -n "$a" addr add 10.232.0.1/24 dev "ca$suffix"
-ip -n "$b" addr add 10.232.0.2/24 dev "cb$suffix"
-for ns in "$a" "$b"; do ip -n "$ns" link set lo up; done
-ip -n "$a" link set "ca$suffix" up
-ip -n "$b" link set "cb$suffix" up
+NETNS_PAIR_CLEANUP='rm -f "$out"'
+netns_pair "$a" "$b" 10.232.0 || skip "cannot create network namespaces here"
 
 # More ranks than cores: blocking waits.
 WV_TRANSPORT_PROGRESS=block timeout -k 5 300 ip netns exec "$a" "$wvrun" -n 4 -H "$a:2,$b:2" \

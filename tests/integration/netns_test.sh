@@ -8,23 +8,9 @@ skip() { echo "SKIP: $*"; exit 77; }
 [ "$(id -u)" -eq 0 ] || skip "needs root to create network namespaces"
 command -v ip >/dev/null || skip "iproute2 (ip) is not installed"
 
-suffix=$$
-a=wvA$suffix b=wvB$suffix
-cleanup() {
-  ip netns del "$a" 2>/dev/null || true
-  ip netns del "$b" 2>/dev/null || true
-}
-trap cleanup EXIT
-ip netns add "$a" 2>/dev/null || skip "cannot create network namespaces here"
-ip netns add "$b"
-ip link add "va$suffix" type veth peer name "vb$suffix"
-ip link set "va$suffix" netns "$a"
-ip link set "vb$suffix" netns "$b"
-ip -n "$a" addr add 10.231.0.1/24 dev "va$suffix"
-ip -n "$b" addr add 10.231.0.2/24 dev "vb$suffix"
-for ns in "$a" "$b"; do ip -n "$ns" link set lo up; done
-ip -n "$a" link set "va$suffix" up
-ip -n "$b" link set "vb$suffix" up
+. "$(dirname "$0")/netns_pair.sh"
+a=wvA$$ b=wvB$$
+netns_pair "$a" "$b" 10.231.0 || skip "cannot create network namespaces here"
 
 export WV_PROVIDER=tcp
 out=$(mktemp)
