@@ -1,5 +1,7 @@
 #include "channel.h"
 
+#include <sched.h>
+
 #include <string>
 
 namespace wv::coll::detail {
@@ -96,8 +98,17 @@ Status Channel::wait() {
     }
     if (progressed) {
       idle_since = now;
-    } else if (now - idle_since >= group_.spin) {
-      (void)group_.worker->wait_for_event(std::chrono::milliseconds(5));
+      continue;
+    }
+    switch (group_.wait.phase(now - idle_since)) {
+      case transport::WaitPolicy::Phase::kSpin:
+        break;
+      case transport::WaitPolicy::Phase::kYield:
+        sched_yield();
+        break;
+      case transport::WaitPolicy::Phase::kSleep:
+        (void)group_.worker->wait_for_event(std::chrono::milliseconds(5));
+        break;
     }
   }
   return Status::ok();

@@ -28,9 +28,8 @@ struct Group {
   int rank = 0;
   int size = 1;
   std::chrono::milliseconds timeout{300000};
-  // How long a wait polls before sleeping on the worker's events: the transport's own rule
-  // (transport_progress: poll = always, block = never, hybrid = transport_spin_us).
-  std::chrono::microseconds spin{1000};
+  // How waits spend idle time: the worker's own rule.
+  transport::WaitPolicy wait;
 };
 
 uint64_t make_tag(uint32_t context, uint64_t sequence, uint32_t phase);

@@ -77,19 +77,14 @@ Result<std::unique_ptr<Communicator>> Communicator::create(Comm& comm, const Opt
   if (fake_hosts < 0) {
     fake_hosts = static_cast<int>(config->get_int(config::names::kTopologyFakeHosts));
   }
-  const std::string& progress = config->get_string(config::names::kTransportProgress);
-  const std::chrono::microseconds spin =
-      progress == "block" ? std::chrono::microseconds(0)
-      : progress == "poll"
-          ? std::chrono::microseconds(std::chrono::hours(1))
-          : std::chrono::microseconds(config->get_int(config::names::kTransportSpinUs));
+  const transport::WaitPolicy wait = comm.worker().wait_policy();
 
   auto world = std::make_unique<Group>();
   world->worker = &comm.worker();
   world->rank = comm.rank();
   world->size = comm.size();
   world->timeout = options.timeout;
-  world->spin = spin;
+  world->wait = wait;
   for (int rank = 0; rank < comm.size(); ++rank) {
     auto peer = comm.peer(rank);
     if (!peer.is_ok()) return peer.status();
@@ -127,7 +122,7 @@ Result<std::unique_ptr<Communicator>> Communicator::create(Comm& comm, const Opt
     auto g = std::make_unique<Group>();
     g->worker = &comm.worker();
     g->timeout = options.timeout;
-    g->spin = spin;
+    g->wait = wait;
     g->size = static_cast<int>(members.size());
     for (size_t i = 0; i < members.size(); ++i) {
       g->peers.push_back(c->world_->peers[static_cast<size_t>(members[i])]);

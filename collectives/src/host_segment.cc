@@ -267,11 +267,11 @@ Status HostSegment::wait_for(const Channel& c, int rank, uint64_t step) {
   const Group& group = c.group();
   const Clock::time_point start = Clock::now();
   Clock::time_point last_check = start;
-  bool spinning = group.spin.count() > 0;
+  auto phase = group.wait.phase(std::chrono::nanoseconds(0));
   for (uint32_t spins = 1;; ++spins) {
     if (counter.load(std::memory_order_acquire) >= step) return Status::ok();
-    if (spinning && (spins & 1023) != 0) {  // the clock only now and then while spinning
-      cpu_relax();
+    if (phase == transport::WaitPolicy::Phase::kSpin && (spins & 1023) != 0) {
+      cpu_relax();  // the clock only now and then while spinning
       continue;
     }
     const auto waited = Clock::now() - start;
@@ -283,13 +283,12 @@ Status HostSegment::wait_for(const Channel& c, int rank, uint64_t step) {
                         std::to_string(group.timeout.count()) +
                         " ms (it is stuck, or the ranks' collective calls differ)");
     }
-    if (waited < group.spin) continue;
-    spinning = false;
-    // Past the spin window the core may be wanted by the peer itself (more ranks than cores):
-    // yield it for a while, which costs a context switch and no system call on the peer's
-    // side; then sleep on the peer's counter. Either way, notice a peer that is gone and keep
-    // the transport moving now and then.
-    if (waited - group.spin < kYieldTime) {
+    phase = group.wait.phase(waited);
+    if (phase == transport::WaitPolicy::Phase::kSpin) continue;
+    // Yielding costs a context switch and no system call on the peer's side; sleeping costs
+    // the peer a futex wake. Either way, notice a peer that is gone and keep the transport
+    // moving now and then.
+    if (phase == transport::WaitPolicy::Phase::kYield) {
       sched_yield();
       continue;
     }

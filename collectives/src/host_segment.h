@@ -44,9 +44,8 @@ class HostSegment {
   // (process_vm_readv, one copy) by allgather and alltoall, where every rank may and
   // collectives_pull asks for it.
   static constexpr size_t kPullBytes = 64 * 1024;
-  // After the spin window a wait yields the core for kYieldTime, then sleeps on a futex for
-  // at most kSleepBound at a time (and looks at the clock, the cancel flag and the peer).
-  static constexpr std::chrono::microseconds kYieldTime{1000};
+  // Waits follow the worker's WaitPolicy; asleep, a wait wakes at least every kSleepBound (to
+  // look at the clock, the cancel flag and the peer).
   static constexpr std::chrono::milliseconds kSleepBound{10};
 
   // Collective over `host` (the ranks of one host; every member calls it). Rank 0 creates

@@ -192,6 +192,15 @@ constexpr Definition kDefinitions[] = {
      .level = Level::kTuner,
      .min = 0,
      .max = 10000000},
+    {.name = names::kTransportYieldUs,
+     .type = Type::kInteger,
+     .default_value = "2000",
+     .description = "Microseconds a hybrid wait keeps polling after its spin, handing the core "
+                    "to other runnable processes (sched_yield) between passes, before it sleeps. "
+                    "On a host with more processes than cores the spin is skipped.",
+     .level = Level::kTuner,
+     .min = 0,
+     .max = 10000000},
     {.name = names::kCollectivesTable,
      .type = Type::kString,
      .default_value = "",

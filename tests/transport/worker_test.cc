@@ -3,6 +3,7 @@
 #include "wv/transport/worker.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -651,6 +652,35 @@ TEST_P(WorkerTest, ProgressThreadAndBlockingWaits) {
   b_->stop_progress_thread();
 }
 
+TEST_P(WorkerTest, WaitsThatYieldInsteadOfSpinningStillProgress) {
+  // No spin, a long yield phase: every wait below polls with sched_yield between passes.
+  make_pair({{"transport_spin_us", "0"}, {"transport_yield_us", "10000000"}});
+  ASSERT_EQ(a_->wait_policy().phase(0ns), WaitPolicy::Phase::kYield);
+  ASSERT_TRUE(b_->start_progress_thread().is_ok());
+  for (size_t length : {size_t{8}, size_t{64 * 1024}}) {
+    const auto sent = pattern(length, 7);
+    std::vector<std::byte> received(length);
+    auto recv = a_->irecv(to_b_, 5, kTagMaskAll, received.data(), length);
+    ASSERT_TRUE(recv.is_ok());
+    auto send = b_->isend(to_a_, 5, sent.data(), length);
+    ASSERT_TRUE(send.is_ok());
+    RequestResult result;
+    ASSERT_TRUE(a_->wait(*recv, &result, kBound).is_ok()) << length;
+    EXPECT_EQ(result.length, length);
+    EXPECT_EQ(received, sent);
+    auto deadline = std::chrono::steady_clock::now() + kBound;
+    bool sent_done = false;
+    while (!sent_done && std::chrono::steady_clock::now() < deadline) {
+      a_->progress();
+      auto done = b_->test(*send);
+      ASSERT_TRUE(done.is_ok());
+      sent_done = *done;
+    }
+    EXPECT_TRUE(sent_done);
+  }
+  b_->stop_progress_thread();
+}
+
 TEST_P(WorkerTest, ConnectingToNobodyFailsTheSendInBound) {
   WorkerOptions o = options({{"connect_timeout_ms", "2000"}});
   auto a = Worker::create(o);
@@ -730,6 +760,37 @@ TEST_P(WorkerTest, KilledPeerFailsItsRequestsAndNothingHangs) {
   Status recv_status = (*worker)->wait(*recv, nullptr, kBound);
   EXPECT_FALSE(recv_status.is_ok());
   EXPECT_NE(recv_status.code(), Errc::kTimedOut);
+}
+
+TEST(WaitPolicyTest, PhasesFollowTheMode) {
+  WaitPolicy hybrid{ProgressMode::kHybrid, 100us, 50us};
+  EXPECT_EQ(hybrid.phase(0ns), WaitPolicy::Phase::kSpin);
+  EXPECT_EQ(hybrid.phase(99us), WaitPolicy::Phase::kSpin);
+  EXPECT_EQ(hybrid.phase(100us), WaitPolicy::Phase::kYield);
+  EXPECT_EQ(hybrid.phase(149us), WaitPolicy::Phase::kYield);
+  EXPECT_EQ(hybrid.phase(150us), WaitPolicy::Phase::kSleep);
+  WaitPolicy poll{ProgressMode::kPoll, 0us, 0us};
+  EXPECT_EQ(poll.phase(std::chrono::hours(1)), WaitPolicy::Phase::kSpin);
+  WaitPolicy block{ProgressMode::kBlock, 100us, 100us};
+  EXPECT_EQ(block.phase(0ns), WaitPolicy::Phase::kSleep);
+}
+
+TEST(WaitPolicyTest, AnOversubscribedHostSkipsTheSpin) {
+  WorkerOptions o;
+  o.provider = "tcp";
+  o.listen_address = "127.0.0.1:0";
+  o.settings = {{"transport_spin_us", "777"}, {"transport_yield_us", "333"}};
+  o.local_processes = 1;
+  auto alone = Worker::create(o);
+  ASSERT_TRUE(alone.is_ok()) << alone.status().to_string();
+  EXPECT_EQ((*alone)->wait_policy().spin, 777us);
+  EXPECT_EQ((*alone)->wait_policy().yield, 333us);
+  o.local_processes = CPU_SETSIZE + 1;  // more than any affinity mask holds
+  auto crowded = Worker::create(o);
+  ASSERT_TRUE(crowded.is_ok()) << crowded.status().to_string();
+  EXPECT_EQ((*crowded)->wait_policy().spin, 0us);
+  EXPECT_EQ((*crowded)->wait_policy().yield, 333us);
+  EXPECT_EQ((*crowded)->wait_policy().phase(0ns), WaitPolicy::Phase::kYield);
 }
 
 std::string param_name(const testing::TestParamInfo<Params>& info) {

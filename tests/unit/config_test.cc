@@ -439,6 +439,7 @@ TEST(NamesTest, EveryNameConstantIsDefined) {
       names::kTransportRegistrationCache,
       names::kTransportProgress,
       names::kTransportSpinUs,
+      names::kTransportYieldUs,
       names::kCollectivesTable,
       names::kCollectivesSharedMemory,
       names::kCollectivesPull,

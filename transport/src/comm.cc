@@ -29,7 +29,11 @@ Result<std::unique_ptr<Comm>> Comm::init(const Options& options) {
   comm->rank_ = comm->bootstrap_->rank();
   comm->size_ = comm->bootstrap_->size();
   comm->local_rank_ = comm->bootstrap_->local_rank();
-  auto worker = transport::Worker::create(options.worker);
+  transport::WorkerOptions worker_options = options.worker;
+  if (worker_options.local_processes == 0) {
+    worker_options.local_processes = comm->bootstrap_->local_size();
+  }
+  auto worker = transport::Worker::create(worker_options);
   if (!worker.is_ok()) return worker.status();
   comm->worker_ = std::move(worker).value();
 

@@ -1,4 +1,6 @@
 // Tagged messaging: requests, matching against posted receives, unexpected messages.
+#include <sched.h>
+
 #include <cstring>
 #include <string>
 
@@ -304,6 +306,7 @@ Status WorkerImpl::progress_until(DoneCheck done, std::chrono::milliseconds boun
   const auto start = Clock::now();
   const auto deadline = start + bound;
   auto now = start;
+  auto idle_since = start;
   for (uint32_t pass = 1;; ++pass) {
     if (done()) return Status::ok();
     if (pass % kPassesPerClockRead == 0) now = Clock::now();
@@ -311,12 +314,24 @@ Status WorkerImpl::progress_until(DoneCheck done, std::chrono::milliseconds boun
       return Status(Errc::kTimedOut, std::string(what) + " not done within " +
                                          std::to_string(bound.count()) + " ms");
     }
-    if (progress() == 0 && mode_ != ProgressMode::kPoll &&
-        (mode_ == ProgressMode::kBlock || now - start > spin_)) {
-      auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
-      (void)wait_for_event(
-          std::clamp(remaining, std::chrono::milliseconds(1), std::chrono::milliseconds(100)));
-      now = Clock::now();
+    if (progress() != 0) {
+      idle_since = now;
+      continue;
+    }
+    switch (wait_policy_.phase(now - idle_since)) {
+      case WaitPolicy::Phase::kSpin:
+        break;
+      case WaitPolicy::Phase::kYield:
+        sched_yield();
+        now = Clock::now();
+        break;
+      case WaitPolicy::Phase::kSleep: {
+        auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+        (void)wait_for_event(
+            std::clamp(remaining, std::chrono::milliseconds(1), std::chrono::milliseconds(100)));
+        now = Clock::now();
+        break;
+      }
     }
   }
 }

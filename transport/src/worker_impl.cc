@@ -1,6 +1,7 @@
 #include "worker_impl.h"
 
 #include <poll.h>
+#include <sched.h>
 #include <sys/random.h>
 
 #include <algorithm>
@@ -89,6 +90,17 @@ std::string_view to_string(ProgressMode mode) {
   return "unknown";
 }
 
+namespace {
+
+int usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  return std::max(1, CPU_COUNT(&set));
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Worker>> Worker::create(const WorkerOptions& options) {
   auto worker = std::make_unique<WorkerImpl>();
   if (Status status = worker->init(options); !status.is_ok()) return status;
@@ -155,7 +167,10 @@ Status WorkerImpl::init(const WorkerOptions& options) {
   mode_ = mode == "poll"    ? ProgressMode::kPoll
           : mode == "block" ? ProgressMode::kBlock
                             : ProgressMode::kHybrid;
-  spin_ = std::chrono::microseconds(config.get_int(names::kTransportSpinUs));
+  wait_policy_.mode = mode_;
+  wait_policy_.spin = std::chrono::microseconds(config.get_int(names::kTransportSpinUs));
+  wait_policy_.yield = std::chrono::microseconds(config.get_int(names::kTransportYieldUs));
+  if (options.local_processes > usable_cpus()) wait_policy_.spin = std::chrono::microseconds(0);
   connect_timeout_ = std::chrono::milliseconds(config.get_int(names::kConnectTimeoutMs));
 
   auto domain = device_->allocate_protection_domain();

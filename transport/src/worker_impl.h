@@ -174,6 +174,7 @@ class WorkerImpl final : public Worker {
 
   int progress() override;
   Status wait_for_event(std::chrono::milliseconds bound) override;
+  WaitPolicy wait_policy() const override { return wait_policy_; }
   Status start_progress_thread() override;
   void stop_progress_thread() override;
 
@@ -329,7 +330,7 @@ class WorkerImpl final : public Worker {
   uint32_t outbound_read_depth_ = 16;
   size_t unexpected_limit_ = 0;
   ProgressMode mode_ = ProgressMode::kHybrid;
-  std::chrono::microseconds spin_{50};
+  WaitPolicy wait_policy_;
   std::chrono::milliseconds connect_timeout_{10000};
 
   std::vector<std::unique_ptr<Peer>> peers_;

@@ -31,6 +31,7 @@ inline constexpr std::string_view kTransportUnexpectedLimit = "transport_unexpec
 inline constexpr std::string_view kTransportRegistrationCache = "transport_registration_cache";
 inline constexpr std::string_view kTransportProgress = "transport_progress";
 inline constexpr std::string_view kTransportSpinUs = "transport_spin_us";
+inline constexpr std::string_view kTransportYieldUs = "transport_yield_us";
 inline constexpr std::string_view kCollectivesTable = "collectives_table";
 inline constexpr std::string_view kCollectivesSharedMemory = "collectives_shared_memory";
 inline constexpr std::string_view kCollectivesPull = "collectives_pull";

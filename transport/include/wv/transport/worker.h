@@ -49,6 +49,25 @@ enum class ProgressMode : uint8_t {
 };
 std::string_view to_string(ProgressMode mode);
 
+// How an idle wait spends its time: it polls (spin), then polls with sched_yield() between
+// passes (yield), then sleeps on the worker's events. On a host with more processes than
+// cores a spinning rank holds the core its peer needs to answer, so there a hybrid wait
+// skips the spin and yields at once, as Open MPI does when oversubscribed.
+struct WaitPolicy {
+  enum class Phase : uint8_t { kSpin, kYield, kSleep };
+  ProgressMode mode = ProgressMode::kHybrid;
+  std::chrono::microseconds spin{0};
+  std::chrono::microseconds yield{0};
+
+  // What a wait that has found nothing to do for `idle` does next.
+  Phase phase(std::chrono::nanoseconds idle) const {
+    if (mode == ProgressMode::kPoll) return Phase::kSpin;
+    if (mode == ProgressMode::kBlock) return Phase::kSleep;
+    if (idle < spin) return Phase::kSpin;
+    return idle < spin + yield ? Phase::kYield : Phase::kSleep;
+  }
+};
+
 struct WorkerOptions {
   std::string provider;        // empty: the configured provider
   std::string device;          // empty: the configured device, else the provider's first
@@ -56,6 +75,9 @@ struct WorkerOptions {
   // Parameters of this worker that override the process configuration (name, value), e.g.
   // {"transport_eager_limit", "4K"}; an unknown name or bad value fails create().
   std::vector<std::pair<std::string, std::string>> settings;
+  // Processes of the job on this host (0: unknown). More than the CPUs this process may run on
+  // makes hybrid waits yield instead of spinning (see WaitPolicy).
+  int local_processes = 0;
 };
 
 // A pending tagged or RMA operation. A small value; invalid after test() reported it done or
@@ -135,6 +157,8 @@ class Worker {
   // Waits (per the configured ProgressMode) until progress may have something to do, at most
   // `bound`. Returns at once in kPoll mode.
   virtual Status wait_for_event(std::chrono::milliseconds bound) = 0;
+  // The rule this worker's own waits follow; layers with waits of their own follow it too.
+  virtual WaitPolicy wait_policy() const = 0;
   // A thread that calls progress() while the application computes; waits per ProgressMode.
   virtual Status start_progress_thread() = 0;
   virtual void stop_progress_thread() = 0;
