@@ -199,8 +199,14 @@ struct Module {
   std::mutex frag_mutex;
   std::vector<Frag*> free_frags;
 
+  // Without MPI threads, messages go to ob1 from inside the worker's handler. With them, they
+  // are queued and delivered after the worker's progress returns: ob1's callbacks take ob1's
+  // locks, and under the worker's lock that order would deadlock against a thread that holds
+  // an ob1 lock and sends.
+  bool deliver_in_handler = false;
   std::mutex rx_mutex;
   std::deque<RxMessage> rx_queue;
+  std::atomic<size_t> rx_count{0};                   // rx_queue's length, read without the lock
   std::vector<std::vector<unsigned char>> rx_spare;  // recycled message buffers
   std::atomic<bool> delivering{false};
 
@@ -348,9 +354,36 @@ int progress_pending_sends(Module* module) {
 
 // ---- Receiving ----
 
+// Hands one message (ob1's header and data, contiguous) to the callback of its tag.
+void deliver(Module* module, uint8_t tag, void* data, size_t length) {
+  const mca_btl_active_message_callback_t& reg = mca_btl_base_active_message_trigger[tag];
+  if (reg.cbfunc == nullptr) {
+    opal_output(0, "btl/wv: dropped a message with tag %d, which has no receiver", tag);
+    return;
+  }
+  mca_btl_base_segment_t segment;
+  segment.seg_addr.pval = data;
+  segment.seg_len = length;
+  mca_btl_base_descriptor_t descriptor;
+  std::memset(static_cast<void*>(&descriptor), 0, sizeof descriptor);
+  descriptor.des_segments = &segment;
+  descriptor.des_segment_count = 1;
+  reg.cbfunc(&module->super, tag, &descriptor, reg.cbdata);
+}
+
 void on_btl_message(Module* module, std::span<const std::byte> header,
                     std::span<const std::byte> payload) {
   if (header.size() < kTagBytes) return;
+  if (module->deliver_in_handler) {
+    // Straight from the receive buffer, where the transport keeps header and payload
+    // contiguous: no copy, no queue.
+    const size_t length = header.size() - kTagBytes + payload.size();
+    void* data = const_cast<std::byte*>(header.data() + kTagBytes);  // NOLINT: ob1 reads only
+    if (payload.empty() || payload.data() == header.data() + header.size()) {
+      deliver(module, static_cast<uint8_t>(header[0]), data, length);
+      return;
+    }
+  }
   RxMessage message;
   message.tag = static_cast<uint8_t>(header[0]);
   {
@@ -368,11 +401,13 @@ void on_btl_message(Module* module, std::span<const std::byte> header,
   }
   std::lock_guard lock(module->rx_mutex);
   module->rx_queue.push_back(std::move(message));
+  module->rx_count.fetch_add(1, std::memory_order_release);
 }
 
 // Delivers queued messages in arrival order; one thread at a time (ob1 requires a peer's
 // fragments to be handed over in order), others move on.
 int deliver_messages(Module* module) {
+  if (module->rx_count.load(std::memory_order_acquire) == 0) return 0;
   bool expected = false;
   if (!module->delivering.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
     return 0;
@@ -385,20 +420,9 @@ int deliver_messages(Module* module) {
       if (module->rx_queue.empty()) break;
       message = std::move(module->rx_queue.front());
       module->rx_queue.pop_front();
+      module->rx_count.fetch_sub(1, std::memory_order_relaxed);
     }
-    const mca_btl_active_message_callback_t& reg = mca_btl_base_active_message_trigger[message.tag];
-    if (reg.cbfunc != nullptr) {
-      mca_btl_base_segment_t segment;
-      segment.seg_addr.pval = message.bytes.data();
-      segment.seg_len = message.bytes.size();
-      mca_btl_base_descriptor_t descriptor;
-      std::memset(static_cast<void*>(&descriptor), 0, sizeof descriptor);
-      descriptor.des_segments = &segment;
-      descriptor.des_segment_count = 1;
-      reg.cbfunc(&module->super, message.tag, &descriptor, reg.cbdata);
-    } else {
-      opal_output(0, "btl/wv: dropped a message with tag %d, which has no receiver", message.tag);
-    }
+    deliver(module, message.tag, message.bytes.data(), message.bytes.size());
     ++delivered;
     std::lock_guard lock(module->rx_mutex);
     if (module->rx_spare.size() < 64) module->rx_spare.push_back(std::move(message.bytes));
@@ -1244,8 +1268,8 @@ void derive_limits(Module* module) {
   module->frag_capacity = fragment;
 }
 
-mca_btl_base_module_t** component_init(int* num_btls, bool /*enable_progress_threads*/,
-                                       bool /*enable_mpi_threads*/) try {
+mca_btl_base_module_t** component_init(int* num_btls, bool enable_progress_threads,
+                                       bool enable_mpi_threads) try {
   *num_btls = 0;
   transport::WorkerOptions options;
   if (!explicit_settings(&options.settings)) return nullptr;
@@ -1258,6 +1282,7 @@ mca_btl_base_module_t** component_init(int* num_btls, bool /*enable_progress_thr
   auto module = std::make_unique<Module>();
   module->super = g_template;
   module->worker = std::move(worker).value();
+  module->deliver_in_handler = !enable_progress_threads && !enable_mpi_threads;
   derive_limits(module.get());
   Module* raw = module.get();
   wv::Status status = raw->worker->set_am_handler(
