@@ -3,15 +3,17 @@
 //
 //   BTL send/sendi        -> Worker::am_send with one active-message id; the 8-bit BTL tag is the
 //                            first byte of the active-message header
-//   BTL receive callbacks <- the active-message handler copies each message into a queue that
-//                            the component's progress drains after Worker::progress() returned,
-//                            so no OPAL callback ever runs under the worker's lock (ob1 and
+//   BTL receive callbacks <- without MPI threads, the active-message handler calls them straight
+//                            from the receive buffer; with them, it copies each message into a
+//                            queue that the component's progress drains after Worker::progress()
+//                            returned, so no OPAL callback runs under the worker's lock (ob1 and
 //                            osc/rdma take their own locks in callbacks and around BTL calls; two
 //                            locks taken in both orders would deadlock under MPI_THREAD_MULTIPLE)
 //   put/get/atomics       -> Worker::put/get/atomic_*; completions found by testing the requests
 //                            in progress (the engine has no per-request callbacks)
-//   register_mem          -> Worker::register_memory; the handle ob1 copies is the RemoteMemory
-//                            (address + key), which is self-contained
+//   register_mem          -> Worker::register_memory_cached (ob1 registers every rendezvous
+//                            buffer); the handle ob1 copies is the RemoteMemory (address + key),
+//                            which is self-contained
 //   add_procs             -> Worker::add_peer with the address each process published through
 //                            the modex in btl_init
 //
@@ -221,9 +223,15 @@ struct Module {
   std::mutex endpoints_mutex;
   std::vector<std::unique_ptr<mca_btl_base_endpoint_t>> endpoints;
 
-  // Local registrations by key, for checking emulated atomics' targets.
+  // Local registrations by key, for checking emulated atomics' targets. Cached registrations
+  // share keys: a key covers the span of its live registrations until the last is dropped.
+  struct KeySpan {
+    uint64_t begin;
+    uint64_t end;
+    size_t users;
+  };
   std::mutex registrations_mutex;
-  std::unordered_map<uint32_t, std::pair<uint64_t, uint64_t>> registrations;
+  std::unordered_map<uint32_t, KeySpan> registrations;
 };
 
 // ---- Component state ----
@@ -445,8 +453,8 @@ void on_atomic_request(Module* module, transport::PeerId source,
   {
     std::lock_guard lock(module->registrations_mutex);
     auto it = module->registrations.find(request.key);
-    valid = it != module->registrations.end() && request.address >= it->second.first &&
-            request.address + 8 <= it->second.first + it->second.second && request.address % 8 == 0;
+    valid = it != module->registrations.end() && request.address >= it->second.begin &&
+            request.address + 8 <= it->second.end && request.address % 8 == 0;
   }
   if (!valid) {
     reply.status = OPAL_ERR_BAD_PARAM;
@@ -984,7 +992,7 @@ mca_btl_base_registration_handle_t* module_register_mem(mca_btl_base_module_t* b
                                                         void* base, size_t size,
                                                         uint32_t /*flags*/) try {
   Module* module = as_module(btl);
-  auto memory = module->worker->register_memory(base, size);
+  auto memory = module->worker->register_memory_cached(base, size);
   if (!memory.is_ok()) {
     log_error("register_mem", memory.status());
     return nullptr;
@@ -996,7 +1004,12 @@ mca_btl_base_registration_handle_t* module_register_mem(mca_btl_base_module_t* b
   registration->handle.key = remote.key;
   {
     std::lock_guard lock(module->registrations_mutex);
-    module->registrations[remote.key] = {reinterpret_cast<uint64_t>(base), size};
+    const uint64_t begin = reinterpret_cast<uint64_t>(base);
+    auto [it, added] =
+        module->registrations.try_emplace(remote.key, Module::KeySpan{begin, begin + size, 0});
+    it->second.begin = std::min(it->second.begin, begin);
+    it->second.end = std::max(it->second.end, begin + size);
+    ++it->second.users;
   }
   if (g_verbose > 2) {
     opal_output(0, "btl/wv: register %p size %zu -> 0x%llx key %u", base, size,
@@ -1014,7 +1027,10 @@ int module_deregister_mem(mca_btl_base_module_t* btl,
   auto* registration = reinterpret_cast<Registration*>(handle);
   {
     std::lock_guard lock(module->registrations_mutex);
-    module->registrations.erase(handle->key);
+    auto it = module->registrations.find(handle->key);
+    if (it != module->registrations.end() && --it->second.users == 0) {
+      module->registrations.erase(it);
+    }
   }
   delete registration->memory;
   delete registration;

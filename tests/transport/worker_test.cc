@@ -530,6 +530,34 @@ TEST_P(WorkerTest, PutGetAndAtomics) {
       Errc::kInvalidArgument);
 }
 
+TEST_P(WorkerTest, CachedRegistrationsShareOneKeyAndServeRma) {
+  make_pair();
+  std::vector<std::byte> window(64 * 1024);
+  const WorkerCounters before = b_->counters();
+  auto first = b_->register_memory_cached(window.data() + 100, 1000);
+  ASSERT_TRUE(first.is_ok()) << first.status().to_string();
+  auto second = b_->register_memory_cached(window.data() + 200, 500);
+  ASSERT_TRUE(second.is_ok()) << second.status().to_string();
+  // The second lies inside the first's pages: a cache hit, the same key.
+  EXPECT_EQ((*first)->remote().key, (*second)->remote().key);
+  EXPECT_EQ((*second)->address(), window.data() + 200);
+  EXPECT_EQ((*second)->length(), 500u);
+  EXPECT_GT(b_->counters().registration_cache_hits, before.registration_cache_hits);
+  const RemoteMemory remote = (*second)->remote();
+  first->reset();  // the cache keeps the registration: the key still serves
+  const auto data = pattern(500, 3);
+  auto put = a_->put(to_b_, data.data(), data.size(), remote);
+  ASSERT_TRUE(put.is_ok());
+  ASSERT_TRUE(wait(*a_, *put).is_ok());
+  ASSERT_TRUE(a_->flush(to_b_, kBound).is_ok());
+  EXPECT_EQ(0, std::memcmp(window.data() + 200, data.data(), data.size()));
+  std::vector<std::byte> back(data.size());
+  auto get = a_->get(to_b_, back.data(), back.size(), remote);
+  ASSERT_TRUE(get.is_ok());
+  ASSERT_TRUE(wait(*a_, *get).is_ok());
+  EXPECT_EQ(back, data);
+}
+
 TEST_P(WorkerTest, BadRemoteKeyFailsTheRequestNotTheProcess) {
   make_pair();
   std::vector<std::byte> window(4096);

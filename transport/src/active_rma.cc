@@ -9,18 +9,21 @@ namespace wv::transport {
 
 namespace {
 
+// [address, address + length) inside `region` (a cached region may cover more).
 class RegisteredMemoryImpl final : public RegisteredMemory {
  public:
-  explicit RegisteredMemoryImpl(std::shared_ptr<verbs::MemoryRegion> region)
-      : region_(std::move(region)) {}
+  RegisteredMemoryImpl(std::shared_ptr<verbs::MemoryRegion> region, void* address, size_t length)
+      : region_(std::move(region)), address_(address), length_(length) {}
   RemoteMemory remote() const override {
-    return {reinterpret_cast<uint64_t>(region_->address()), region_->remote_key()};
+    return {reinterpret_cast<uint64_t>(address_), region_->remote_key()};
   }
-  void* address() const override { return region_->address(); }
-  size_t length() const override { return region_->length(); }
+  void* address() const override { return address_; }
+  size_t length() const override { return length_; }
 
  private:
   std::shared_ptr<verbs::MemoryRegion> region_;
+  void* address_;
+  size_t length_;
 };
 
 }  // namespace
@@ -85,17 +88,30 @@ void WorkerImpl::deliver_active(Peer& peer, const wire::Header& header,
   handler(peer.id, bytes.first(header.am_header_length), bytes.subspan(header.am_header_length));
 }
 
-Result<std::unique_ptr<RegisteredMemory>> WorkerImpl::register_memory(void* address,
-                                                                      size_t length) {
-  std::lock_guard lock(mutex_);
+verbs::Access WorkerImpl::exposed_access() const {
   verbs::Access access =
       verbs::Access::kLocalWrite | verbs::Access::kRemoteRead | verbs::Access::kRemoteWrite;
   if (has(capabilities_, verbs::Capability::kAtomics))
     access = access | verbs::Access::kRemoteAtomic;
-  auto region = domain_->register_memory(address, length, access);
+  return access;
+}
+
+Result<std::unique_ptr<RegisteredMemory>> WorkerImpl::register_memory(void* address,
+                                                                      size_t length) {
+  std::lock_guard lock(mutex_);
+  auto region = domain_->register_memory(address, length, exposed_access());
   if (!region.is_ok()) return region.status();
   return std::unique_ptr<RegisteredMemory>(
-      std::make_unique<RegisteredMemoryImpl>(std::move(region).value()));
+      std::make_unique<RegisteredMemoryImpl>(std::move(region).value(), address, length));
+}
+
+Result<std::unique_ptr<RegisteredMemory>> WorkerImpl::register_memory_cached(void* address,
+                                                                             size_t length) {
+  std::lock_guard lock(mutex_);
+  auto region = cache_->get(address, length, exposed_access());
+  if (!region.is_ok()) return region.status();
+  return std::unique_ptr<RegisteredMemory>(
+      std::make_unique<RegisteredMemoryImpl>(std::move(region).value(), address, length));
 }
 
 Result<Request> WorkerImpl::start_rma(RequestKind kind, PeerId peer_id, std::byte* local,

@@ -197,6 +197,8 @@ class WorkerImpl final : public Worker {
                  std::span<const std::byte> payload) override;
 
   Result<std::unique_ptr<RegisteredMemory>> register_memory(void* address, size_t length) override;
+  Result<std::unique_ptr<RegisteredMemory>> register_memory_cached(void* address,
+                                                                   size_t length) override;
   Result<Request> put(PeerId peer, const void* local, size_t length, RemoteMemory remote) override;
   Result<Request> get(PeerId peer, void* local, size_t length, RemoteMemory remote) override;
   Result<Request> atomic_fetch_add(PeerId peer, RemoteMemory remote, uint64_t add,
@@ -295,6 +297,8 @@ class WorkerImpl final : public Worker {
   bool registers_per_fragment(size_t length) const { return length > thresholds_.fragment_size; }
 
   // ---- active_rma.cc ----
+  // What registered memory allows peers: everything the device can do.
+  verbs::Access exposed_access() const;
   void deliver_active(Peer& peer, const wire::Header& header, std::span<const std::byte> bytes);
   Result<Request> start_rma(RequestKind kind, PeerId peer, std::byte* local, size_t length,
                             RemoteMemory remote);

@@ -206,6 +206,13 @@ class Worker {
   // Registers memory peers may put to, get from and use for atomics.
   virtual Result<std::unique_ptr<RegisteredMemory>> register_memory(void* address,
                                                                     size_t length) = 0;
+  // The same through the registration cache, for memory registered per message (btl/wv's
+  // rendezvous buffers): registering it again is a lookup, not a new key. The registration
+  // outlives the returned object (until the cache evicts it or the memory is unmapped), so a
+  // peer holding the key may still reach the memory after it is dropped, as with Open MPI's
+  // leave_pinned.
+  virtual Result<std::unique_ptr<RegisteredMemory>> register_memory_cached(void* address,
+                                                                           size_t length) = 0;
   // Local buffers need no registration (the registration cache handles them). A get is done
   // when the data is here. A put is done when its buffer may be reused; its data is in place
   // at the target once flush() returns, and before any later message of this worker arrives
