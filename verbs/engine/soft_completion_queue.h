@@ -62,7 +62,7 @@ class SoftCompletionQueue final : public CompletionQueue {
   Completer<void> batch_;
   size_t batch_count_ = 0;
   int notification_fd_ = -1;
-  std::mutex sources_mutex_;  // never held with mutex_: sources push completions
+  SpinLock sources_mutex_;  // never held with mutex_: sources push completions
   std::vector<std::weak_ptr<ProgressSource>> sources_;
 };
 
