@@ -42,7 +42,8 @@ struct Header {
 
 size_t segment_length(int members) {
   const auto n = static_cast<size_t>(members);
-  return kLineBytes + n * kLineBytes + n * HostSegment::kBuffers * HostSegment::kChunkBytes;
+  return kLineBytes + n * kLineBytes + n * HostSegment::kBuffers * HostSegment::kChunkBytes +
+         n * HostSegment::kSlots * HostSegment::kSlotBytes;
 }
 
 std::string errno_text(const char* what) {
@@ -233,6 +234,13 @@ std::byte* HostSegment::chunk_buffer(int rank, uint64_t chunk) const {
          index * kChunkBytes;
 }
 
+std::byte* HostSegment::slot_buffer(int rank, uint64_t slot) const {
+  const auto members = static_cast<size_t>(members_);
+  const size_t index = static_cast<size_t>(rank) * kSlots + static_cast<size_t>(slot % kSlots);
+  return static_cast<std::byte*>(base_) + kLineBytes + members * kLineBytes +
+         members * kBuffers * kChunkBytes + index * kSlotBytes;
+}
+
 uint64_t HostSegment::arrive() {
   Line& mine = line(rank_);
   mine.arrived.store(++arrived_, std::memory_order_seq_cst);
@@ -324,6 +332,23 @@ Status HostSegment::barrier(const Channel& c) {
 
 Status HostSegment::bcast(const Channel& c, void* buffer, size_t bytes, int root) {
   auto* data = static_cast<std::byte*>(buffer);
+  if (bytes <= kSlotBytes) {
+    // As one chunk below, in a slot: the slot's previous broadcast (whatever its root) must be
+    // read everywhere before the root writes it again.
+    uint64_t& reads_done = slot_reads_done_[++slot_ % kSlots];
+    std::byte* slot = slot_buffer(root, slot_);
+    if (rank_ == root) {
+      if (reads_done != 0) {
+        if (Status s = wait_all(c, reads_done); !s.is_ok()) return s;
+      }
+      copy_bytes(slot, data, bytes);
+    } else {
+      if (Status s = wait_for(c, root, arrived_ + 1); !s.is_ok()) return s;
+      copy_bytes(data, slot, bytes);
+    }
+    reads_done = arrive();
+    return Status::ok();
+  }
   for (size_t offset = 0; offset < bytes; offset += kChunkBytes) {
     const size_t length = std::min(kChunkBytes, bytes - offset);
     const bool writes = rank_ == root;

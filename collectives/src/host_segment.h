@@ -40,6 +40,12 @@ class HostSegment {
   static constexpr size_t kChunkBytes = 128 * 1024;
   // Chunk buffers per rank: how far a broadcast's root may run ahead of its readers.
   static constexpr size_t kBuffers = 8;
+  // A broadcast of at most kSlotBytes goes through one of kSlots small slots per rank instead
+  // of a chunk buffer, so its root may run kSlots - 1 broadcasts ahead of the readers: on a
+  // host with more ranks than cores that saves most of the context switches a loop of small
+  // broadcasts costs.
+  static constexpr size_t kSlotBytes = 1024;
+  static constexpr size_t kSlots = 64;
   // Blocks of at least this many bytes are read straight from the sender's memory
   // (process_vm_readv, one copy) by allgather and alltoall, where every rank may and
   // collectives_pull asks for it.
@@ -84,6 +90,7 @@ class HostSegment {
 
   Line& line(int rank) const;
   std::byte* chunk_buffer(int rank, uint64_t chunk) const;
+  std::byte* slot_buffer(int rank, uint64_t slot) const;
   // Starts chunk `chunk_ + 1`; a rank that will write its buffer first waits until the
   // buffer's previous chunk is read everywhere.
   Status begin_chunk(const Channel& c, bool writes);
@@ -115,6 +122,8 @@ class HostSegment {
   uint64_t arrived_ = 0;                // this rank's own counter, as last published
   uint64_t chunk_ = 0;                  // chunks begun
   uint64_t reads_done_[kBuffers] = {};  // per buffer: the step its last chunk is read by
+  uint64_t slot_ = 0;                   // small broadcasts begun
+  uint64_t slot_reads_done_[kSlots] = {};
 };
 
 }  // namespace wv::coll::detail
