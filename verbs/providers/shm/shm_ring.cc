@@ -168,7 +168,9 @@ bool RingProducer::commit(const EntryHeader& header) {
 }
 
 bool RingProducer::wait_for_space(uint32_t bytes) {
-  control_->producer_waiting.store(1, std::memory_order_seq_cst);
+  // The ring is fuller than half (an entry needs less than half of it, pad included), so this
+  // tail is ahead of the consumer's and never 0.
+  control_->producer_waiting.store(head_ - capacity_ / 2, std::memory_order_seq_cst);
   const uint64_t tail = control_->tail.load(std::memory_order_seq_cst);
   if (tail <= head_ && head_ - tail <= capacity_) cached_tail_ = tail;
   if (!fits(bytes)) return false;
@@ -222,7 +224,8 @@ RingConsumer::Peek RingConsumer::peek(EntryHeader& header, const std::byte** pay
 bool RingConsumer::release(const EntryHeader& header) {
   advance(header.size);
   control_->tail.store(tail_, std::memory_order_seq_cst);
-  return control_->producer_waiting.load(std::memory_order_seq_cst) != 0 &&
+  const uint64_t wanted = control_->producer_waiting.load(std::memory_order_seq_cst);
+  return wanted != 0 && tail_ >= wanted &&
          control_->producer_waiting.exchange(0, std::memory_order_seq_cst) != 0;
 }
 

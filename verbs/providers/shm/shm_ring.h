@@ -22,8 +22,10 @@
 // more; a producer publishes a stamp and then looks at `consumer_sleeping`, ringing the
 // consumer's doorbell (an eventfd) only when it is set. Both are sequentially consistent, so one
 // of the two sees the other and no wakeup is lost. A producer that finds the ring full does the
-// same with `producer_waiting`, and the consumer rings the producer's doorbell after freeing
-// space.
+// same with `producer_waiting`, which names the `tail` at which half the ring is free: the
+// consumer rings the producer's doorbell once it has freed that much, one system call per half
+// ring rather than one per entry while a fast producer keeps the ring full. (A producer whose
+// thread polls retries on its own and needs no doorbell at all.)
 //
 // Everything the peer writes is checked before use: a peer that writes garbage (indices out of
 // range, entry sizes that overrun, unknown types) produces kMalformed, never a wild access.
@@ -41,7 +43,7 @@ namespace wv::verbs::shm {
 
 inline constexpr size_t kCacheLine = 64;
 inline constexpr uint64_t kSegmentMagic = 0x31474553'4d485357ull;  // "WSHMSEG1"
-inline constexpr uint32_t kSegmentVersion = 2;                     // 2: stamped entries
+inline constexpr uint32_t kSegmentVersion = 3;  // 2: stamped entries, 3: producer_waiting tail
 inline constexpr uint32_t kMinRingBytes = 16 * 1024;
 inline constexpr uint32_t kMaxRingBytes = 64 * 1024 * 1024;
 
@@ -54,7 +56,7 @@ static_assert(std::atomic<uint32_t>::is_always_lock_free, "ring flags must be lo
 struct alignas(kCacheLine) RingControl {
   uint64_t salt = 0;  // set by the segment's creator; each side reads it once
   alignas(kCacheLine) std::atomic<uint64_t> tail{0};               // written by the consumer
-  alignas(kCacheLine) std::atomic<uint32_t> producer_waiting{0};   // set by the producer
+  alignas(kCacheLine) std::atomic<uint64_t> producer_waiting{0};   // set by the producer
   alignas(kCacheLine) std::atomic<uint32_t> consumer_sleeping{0};  // set by the consumer
 };
 
