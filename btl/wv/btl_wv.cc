@@ -217,8 +217,14 @@ struct Module {
   std::atomic<size_t> pending_count{0};
 
   std::mutex rdma_mutex;
-  std::vector<RdmaOp*> rdma_ops;
+  std::vector<RdmaOp*> rdma_ops;  // started, not yet seen done
+  std::vector<void*> rdma_spare;  // finished ops' memory, for the next ones
   std::atomic<size_t> rdma_count{0};
+  // The progress thread of the moment tests these (the rest move on); kept between calls so a
+  // pass allocates nothing.
+  std::atomic<bool> rdma_testing{false};
+  std::vector<RdmaOp*> rdma_tested;
+  std::vector<std::pair<RdmaOp*, int>> rdma_done;
 
   std::mutex endpoints_mutex;
   std::vector<std::unique_ptr<mca_btl_base_endpoint_t>> endpoints;
@@ -486,6 +492,33 @@ void on_atomic_reply(std::span<const std::byte> header) {
 
 // ---- RDMA completion ----
 
+// RDMA ops are made and finished once per put/get: their memory is reused.
+constexpr size_t kSpareRdmaOps = 256;
+
+RdmaOp* new_rdma_op(Module* module) {
+  void* memory = nullptr;
+  {
+    std::lock_guard lock(module->rdma_mutex);
+    if (!module->rdma_spare.empty()) {
+      memory = module->rdma_spare.back();
+      module->rdma_spare.pop_back();
+    }
+  }
+  return memory != nullptr ? new (memory) RdmaOp : new RdmaOp;
+}
+
+void finish_rdma_op(Module* module, RdmaOp* op) {
+  op->~RdmaOp();
+  {
+    std::lock_guard lock(module->rdma_mutex);
+    if (module->rdma_spare.size() < kSpareRdmaOps) {
+      module->rdma_spare.push_back(op);
+      return;
+    }
+  }
+  ::operator delete(op);
+}
+
 void add_rdma_op(Module* module, RdmaOp* op) {
   std::lock_guard lock(module->rdma_mutex);
   module->rdma_ops.push_back(op);
@@ -494,13 +527,18 @@ void add_rdma_op(Module* module, RdmaOp* op) {
 
 int progress_rdma(Module* module) {
   if (module->rdma_count.load(std::memory_order_acquire) == 0) return 0;
-  std::vector<RdmaOp*> ops;
+  bool expected = false;
+  if (!module->rdma_testing.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
+    return 0;
+  }
+  std::vector<RdmaOp*>& ops = module->rdma_tested;
   {
     std::lock_guard lock(module->rdma_mutex);
-    ops.swap(module->rdma_ops);
+    ops.insert(ops.end(), module->rdma_ops.begin(), module->rdma_ops.end());
+    module->rdma_ops.clear();
   }
-  std::vector<std::pair<RdmaOp*, int>> done;
-  std::vector<RdmaOp*> still;
+  std::vector<std::pair<RdmaOp*, int>>& done = module->rdma_done;
+  size_t kept = 0;
   for (RdmaOp* op : ops) {
     int status = OPAL_SUCCESS;
     bool finished = false;
@@ -522,14 +560,12 @@ int progress_rdma(Module* module) {
     if (finished) {
       done.emplace_back(op, status);
     } else {
-      still.push_back(op);
+      ops[kept++] = op;
     }
   }
-  if (!still.empty()) {
-    std::lock_guard lock(module->rdma_mutex);
-    module->rdma_ops.insert(module->rdma_ops.end(), still.begin(), still.end());
-  }
+  ops.resize(kept);
   module->rdma_count.fetch_sub(done.size(), std::memory_order_release);
+  // The callbacks may start RDMA (added to rdma_ops) or progress (which finds rdma_testing set).
   for (auto& [op, status] : done) {
     if (op->fetch_into != nullptr && status == OPAL_SUCCESS) {
       std::memcpy(op->fetch_into, &op->result, sizeof op->result);
@@ -538,9 +574,12 @@ int progress_rdma(Module* module) {
       op->cbfunc(&module->super, op->endpoint, op->local_address, op->local_handle, op->cbcontext,
                  op->cbdata, status);
     }
-    delete op;
+    finish_rdma_op(module, op);
   }
-  return static_cast<int>(done.size());
+  const int finished = static_cast<int>(done.size());
+  done.clear();
+  module->rdma_testing.store(false, std::memory_order_release);
+  return finished;
 }
 
 // ---- Component progress ----
@@ -659,6 +698,8 @@ int module_finalize(mca_btl_base_module_t* btl) try {
     std::free(frag);
   }
   for (RdmaOp* op : module->rdma_ops) delete op;
+  for (RdmaOp* op : module->rdma_tested) delete op;
+  for (void* memory : module->rdma_spare) ::operator delete(memory);
   delete module;
   return OPAL_SUCCESS;
 } catch (...) {
@@ -815,7 +856,7 @@ int start_rdma(Module* module, mca_btl_base_endpoint_t* endpoint, bool is_put, v
                 is_local_memory(remote_handle) ? " (by the CPU)" : "");
   }
   if (is_local_memory(remote_handle)) {
-    auto* op = new RdmaOp;
+    RdmaOp* op = new_rdma_op(module);
     op->endpoint = endpoint;
     op->local_address = local;
     op->local_handle = local_handle;
@@ -841,7 +882,7 @@ int start_rdma(Module* module, mca_btl_base_endpoint_t* endpoint, bool is_put, v
     if (code != OPAL_ERR_OUT_OF_RESOURCE) log_error(is_put ? "put" : "get", request.status());
     return code;
   }
-  auto* op = new RdmaOp;
+  RdmaOp* op = new_rdma_op(module);
   op->request = request.value();
   op->endpoint = endpoint;
   op->local_address = local;
