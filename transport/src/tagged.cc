@@ -35,11 +35,12 @@ Result<uint64_t> WorkerImpl::new_request(RequestKind kind) {
     requests_.emplace_back();
   }
   RequestSlot& slot = requests_[index];
-  const uint32_t generation = slot.generation;
-  slot = RequestSlot{};
-  slot.generation = generation;
+  // Copied from a constant: zeroing a temporary compiles to `rep stos`, which costs tens of
+  // nanoseconds on these VMs (as `rep movsb` does, see wv/copy.h).
+  static const RequestFields kFresh{};
+  static_cast<RequestFields&>(slot) = kFresh;
   slot.kind = kind;
-  return make_request_id(generation, index);
+  return make_request_id(slot.generation, index);
 }
 
 RequestSlot* WorkerImpl::find_request(uint64_t id) {
@@ -75,6 +76,7 @@ void WorkerImpl::complete(uint64_t id, RequestSlot& request, Status status) {
 void WorkerImpl::release(uint64_t id, RequestSlot& request) {
   request.kind = RequestKind::kFree;
   request.region.reset();
+  request.fragment_regions.clear();
   request.status = Status::ok();
   request.generation = (request.generation + 1) & kGenerationMask;
   if (request.generation == 0) request.generation = 1;

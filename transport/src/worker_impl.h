@@ -53,13 +53,12 @@ inline constexpr size_t kMaxEagerLimit = 65536;
 
 enum class RequestKind : uint8_t { kFree, kSend, kReceive, kPut, kGet, kAtomic };
 
-struct RequestSlot {
-  uint32_t generation = 1;  // bumped at release; 24 bits are used
+// A request's plain state, reset to these values whenever a slot is reused.
+struct RequestFields {
   RequestKind kind = RequestKind::kFree;
   bool done = false;
   bool cancel_requested = false;
   bool started = false;  // a send left the queue, or a receive matched
-  Status status;
   RequestResult result;
   PeerId peer = kAnyPeer;
   uint64_t tag = 0;
@@ -68,11 +67,6 @@ struct RequestSlot {
   size_t length = 0;
   SendMode mode = SendMode::kStandard;
   Path path = Path::kEager;
-  // Rendezvous and RMA. The local buffer is registered whole (`region`), or, for transfers of
-  // several fragments, one fragment at a time as each is posted, so that registering the next
-  // overlaps moving the previous ones (`fragment_regions`: those in flight, oldest first).
-  std::shared_ptr<verbs::MemoryRegion> region;
-  RingQueue<std::shared_ptr<verbs::MemoryRegion>> fragment_regions;
   verbs::Access fragment_access = verbs::Access::kNone;
   RemoteMemory remote;
   uint64_t peer_cookie = 0;    // the other side's request
@@ -87,6 +81,18 @@ struct RequestSlot {
   uint64_t* atomic_result = nullptr;
   uint32_t atomic_slot = BufferPool::kNone;
   bool is_compare_swap = false;
+};
+
+// The members that own something are emptied when the request is released, not rebuilt
+// with the plain state: a slot is reused once per message.
+struct RequestSlot : RequestFields {
+  uint32_t generation = 1;  // bumped at release; 24 bits are used
+  Status status;
+  // Rendezvous and RMA. The local buffer is registered whole (`region`), or, for transfers of
+  // several fragments, one fragment at a time as each is posted, so that registering the next
+  // overlaps moving the previous ones (`fragment_regions`: those in flight, oldest first).
+  std::shared_ptr<verbs::MemoryRegion> region;
+  RingQueue<std::shared_ptr<verbs::MemoryRegion>> fragment_regions;
 };
 
 // A small message waiting for queue space: credit returns, acknowledgements, rendezvous
