@@ -12,7 +12,8 @@ constexpr std::string_view kBcast[] = {"binomial", "scatter_allgather", "chain",
 constexpr std::string_view kReduce[] = {"binomial"};
 constexpr std::string_view kAllreduce[] = {"recursive_doubling", "rabenseifner", "ring",
                                            "hierarchical", "shared_memory"};
-constexpr std::string_view kAllgather[] = {"recursive_doubling", "bruck", "ring", "shared_memory"};
+constexpr std::string_view kAllgather[] = {"recursive_doubling", "bruck", "ring", "hierarchical",
+                                           "shared_memory"};
 constexpr std::string_view kReduceScatter[] = {"recursive_halving", "ring"};
 constexpr std::string_view kAlltoall[] = {"pairwise", "bruck", "linear", "shared_memory"};
 constexpr std::string_view kGather[] = {"binomial", "linear"};

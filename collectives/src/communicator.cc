@@ -391,6 +391,10 @@ Status Communicator::allgatherv(const void* send, size_t send_count, void* recv,
     s = detail::allgather_recursive_doubling(channel, work, bytes);
   } else if (*name == "bruck") {
     s = detail::allgather_bruck(channel, work, bytes);
+  } else if (*name == "hierarchical") {
+    detail::Hierarchy h{world_.get(), host_.get(),          leaders_.get(),
+                        &topology_,   segment_for(nullptr), column_.get()};
+    s = detail::allgather_hierarchical(channel, h, work, bytes);
   } else {
     s = detail::allgather_ring(channel, work, bytes);
   }

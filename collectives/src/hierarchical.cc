@@ -1,11 +1,38 @@
 #include "hierarchical.h"
 
+#include <algorithm>
+#include <cstring>
+
 namespace wv::coll::detail {
 
 namespace {
 constexpr size_t kLargeBytes = 64 * 1024;  // above: bandwidth-optimal sub-algorithms
 bool leads(const Hierarchy& h) {
   return h.host->rank == 0;
+}
+
+// From the host's leader (host group rank 0) to the host's other ranks.
+Status bcast_in_host(const Channel& c, const Hierarchy& h, void* buffer, size_t bytes,
+                     uint32_t phase) {
+  Channel local = c.derive(*h.host, phase);
+  if (h.segment) return h.segment->bcast(local, buffer, bytes, 0);
+  return bytes > kLargeBytes && h.host->size > 2 ? bcast_scatter_allgather(local, buffer, bytes, 0)
+                                                 : bcast_binomial(local, buffer, bytes, 0);
+}
+
+// An allgather over the transport: few steps for small blocks, every byte once for large.
+Status allgather_by_size(Channel& c, void* buffer, std::span<const size_t> bytes) {
+  const size_t total = prefix(bytes).back();
+  return total > kLargeBytes ? allgather_ring(c, buffer, bytes) : allgather_bruck(c, buffer, bytes);
+}
+
+// The host's blocks (packed in host rank order in `buffer`, this rank's in place) to every
+// rank of the host.
+Status allgather_in_host(const Channel& c, const Hierarchy& h, void* buffer,
+                         std::span<const size_t> bytes, uint32_t phase) {
+  Channel local = c.derive(*h.host, phase);
+  return h.segment ? h.segment->allgatherv(local, buffer, bytes)
+                   : allgather_by_size(local, buffer, bytes);
 }
 }  // namespace
 
@@ -43,15 +70,8 @@ Status bcast_hierarchical(Channel& c, const Hierarchy& h, void* buffer, size_t b
                    : bcast_binomial(across, buffer, bytes, root_host);
     if (!s.is_ok()) return s;
   }
-  // 3. Inside each host from its leader (host group rank 0).
-  if (h.host->size > 1) {
-    Channel local = c.derive(*h.host, 3);
-    if (h.segment) return h.segment->bcast(local, buffer, bytes, 0);
-    return bytes > kLargeBytes && h.host->size > 2
-               ? bcast_scatter_allgather(local, buffer, bytes, 0)
-               : bcast_binomial(local, buffer, bytes, 0);
-  }
-  return Status::ok();
+  // 3. Inside each host from its leader.
+  return h.host->size > 1 ? bcast_in_host(c, h, buffer, bytes, 3) : Status::ok();
 }
 
 namespace {
@@ -99,17 +119,86 @@ Status allreduce_hierarchical(Channel& c, const Hierarchy& h, void* buffer, size
                                    : allreduce_recursive_doubling(across, buffer, count, r);
     if (!s.is_ok()) return s;
   }
-  if (h.host->size > 1) {
-    Channel local = c.derive(*h.host, 3);
-    if (h.segment) {
-      // One host: the segment's allreduce already gave every rank the result.
-      return h.leaders->size > 1 ? h.segment->bcast(local, buffer, bytes, 0) : Status::ok();
-    }
-    return bytes > kLargeBytes && h.host->size > 2
-               ? bcast_scatter_allgather(local, buffer, bytes, 0)
-               : bcast_binomial(local, buffer, bytes, 0);
+  // One host with the segment: its allreduce already gave every rank the result.
+  if (h.host->size > 1 && (!h.segment || h.leaders->size > 1)) {
+    return bcast_in_host(c, h, buffer, bytes, 3);
   }
   return Status::ok();
+}
+
+Status allgather_hierarchical(Channel& c, const Hierarchy& h, void* buffer_,
+                              std::span<const size_t> bytes) {
+  auto* buffer = static_cast<std::byte*>(buffer_);
+  const Topology& t = *h.topology;
+  const auto my_host = static_cast<size_t>(t.host_of_rank[static_cast<size_t>(h.world->rank)]);
+  // The blocks in host order (host 0's ranks, then host 1's, ...): each host's blocks are one
+  // range, which every step moves as a whole. That is world rank order when every host's ranks
+  // are adjacent; otherwise the work is done in a scratch buffer and placed by rank at the end.
+  std::vector<int> order;          // the world rank at each position
+  std::vector<size_t> ordered;     // bytes by position
+  std::vector<size_t> host_bytes;  // by host (leader group rank): its blocks' bytes
+  size_t my_first = 0;             // the position of this host's first rank
+  for (size_t host = 0; host < t.host_ranks.size(); ++host) {
+    if (host == my_host) my_first = order.size();
+    size_t sum = 0;
+    for (int rank : t.host_ranks[host]) {
+      order.push_back(rank);
+      ordered.push_back(bytes[static_cast<size_t>(rank)]);
+      sum += bytes[static_cast<size_t>(rank)];
+    }
+    host_bytes.push_back(sum);
+  }
+  const std::vector<size_t> at = prefix(ordered);
+  const std::vector<size_t> host_at = prefix(host_bytes);
+  const std::vector<size_t> world_at = prefix(bytes);
+  const bool in_rank_order = std::is_sorted(order.begin(), order.end());
+  std::vector<std::byte> scratch;
+  std::byte* work = buffer;
+  if (!in_rank_order) {
+    scratch.resize(at.back());
+    work = scratch.data();
+    const size_t me = static_cast<size_t>(h.world->rank);
+    const size_t position = my_first + static_cast<size_t>(h.host->rank);
+    if (bytes[me] > 0) std::memcpy(work + at[position], buffer + world_at[me], bytes[me]);
+  }
+  // Every block from the scratch buffer to its rank's place, once all are there.
+  const auto place = [&](Status done) {
+    if (!done.is_ok() || in_rank_order) return done;
+    for (size_t position = 0; position < order.size(); ++position) {
+      const auto rank = static_cast<size_t>(order[position]);
+      if (bytes[rank] > 0) std::memcpy(buffer + world_at[rank], work + at[position], bytes[rank]);
+    }
+    return done;
+  };
+  // 1. The host's blocks to all its ranks.
+  if (h.host->size > 1) {
+    const std::span<const size_t> local(ordered.data() + my_first,
+                                        static_cast<size_t>(h.host->size));
+    if (Status s = allgather_in_host(c, h, work + host_at[my_host], local, 1); !s.is_ok()) return s;
+  }
+  // 2. The hosts' block sets across hosts. With hosts of one size, rank i of every host
+  //    exchanges them with rank i of the others: every rank takes the other hosts' blocks from
+  //    the transport itself, all ranks at once, and no broadcast inside the host follows.
+  if (h.column) {
+    Channel across = c.derive(*h.column, 2);
+    return place(allgather_by_size(across, work, host_bytes));
+  }
+  if (leads(h) && h.leaders->size > 1) {
+    Channel across = c.derive(*h.leaders, 2);
+    if (Status s = allgather_by_size(across, work, host_bytes); !s.is_ok()) return s;
+  }
+  // 3. The other hosts' blocks (those before this host's and those after) from the leader.
+  if (h.host->size > 1 && h.leaders->size > 1) {
+    const size_t after = at.back() - host_at[my_host + 1];
+    if (host_at[my_host] > 0) {
+      if (Status s = bcast_in_host(c, h, work, host_at[my_host], 3); !s.is_ok()) return s;
+    }
+    if (after > 0) {
+      Status s = bcast_in_host(c, h, work + host_at[my_host + 1], after, 4);
+      if (!s.is_ok()) return s;
+    }
+  }
+  return place(Status::ok());
 }
 
 }  // namespace wv::coll::detail

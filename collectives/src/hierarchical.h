@@ -3,7 +3,12 @@
 // A large allreduce on hosts of equal size with a shared segment has as many leaders per host
 // as ranks: the host's reduce-scatter leaves share i with rank i, the i-th ranks of all hosts
 // allreduce that share among themselves (in parallel), and the host's allgather spreads it.
+// Allgather gathers the host's blocks on every rank of the host, the leaders exchange the hosts'
+// block sets, and each leader broadcasts the other hosts' blocks to its host; on hosts of equal
+// size rank i of every host exchanges them with rank i of the others instead (no broadcast).
 #pragma once
+
+#include <span>
 
 #include "algorithms.h"
 #include "host_segment.h"
@@ -18,7 +23,8 @@ struct Hierarchy {
   const Topology* topology;
   HostSegment* segment;  // the host's shared segment for the intra-host steps; may be null
   // Rank i of every host (this rank's index), when all hosts have as many ranks; else null.
-  // With the segment, large allreduces use every rank of a host as a leader for one share.
+  // With the segment, large allreduces use every rank of a host as a leader for one share;
+  // allgathers use every rank as a leader for its whole host, with or without the segment.
   const Group* column;
 };
 
@@ -26,5 +32,9 @@ Status barrier_hierarchical(Channel& c, const Hierarchy& h);
 Status bcast_hierarchical(Channel& c, const Hierarchy& h, void* buffer, size_t bytes, int root);
 Status allreduce_hierarchical(Channel& c, const Hierarchy& h, void* buffer, size_t count,
                               const Reduction& r);
+// Blocks of bytes[i] packed in world rank order in `buffer`, this rank's already in place (as
+// the allgathers of algorithms.h). A host's ranks need not be adjacent in world rank order.
+Status allgather_hierarchical(Channel& c, const Hierarchy& h, void* buffer,
+                              std::span<const size_t> bytes);
 
 }  // namespace wv::coll::detail

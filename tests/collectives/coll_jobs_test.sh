@@ -11,13 +11,16 @@ failures=0
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 
+# Virtual hosts: 4/2 and 8/2 are hosts of one size (the hierarchical allgather's and
+# allreduce's rank-i-of-every-host steps), 5/2 and 7/3 are not (one leader per host), 3/3 has
+# one rank per host.
 # provider ranks fake_hosts [segment]: the host segment (collectives_shared_memory) is on
 # unless the fourth word says off; then shared_memory and hierarchical go through the transport.
 # "pull": large allgather/alltoall blocks read straight from the peers (collectives_pull=true).
 configs=(
   "shm 1 0" "shm 2 0" "shm 3 0" "shm 4 0" "shm 5 0" "shm 6 0" "shm 7 0" "shm 8 0"
-  "shm 4 2" "shm 5 2" "shm 7 3" "shm 8 2"
-  "shm 3 0 off" "shm 4 2 off" "shm 4 0 pull" "shm 3 0 pull"
+  "shm 4 2" "shm 5 2" "shm 7 3" "shm 8 2" "shm 3 3"
+  "shm 3 0 off" "shm 4 2 off" "shm 5 2 off" "shm 4 0 pull" "shm 3 0 pull"
   "tcp 2 0" "tcp 3 2"
 )
 for config in "${configs[@]}"; do
