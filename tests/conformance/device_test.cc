@@ -19,6 +19,8 @@ TEST_P(DeviceTest, AttributesAreSane) {
   EXPECT_GT(a.max_qp, 0u);
   EXPECT_GT(a.max_qp_wr, 0u);
   EXPECT_GT(a.max_sge, 0u);
+  EXPECT_GT(a.max_read_sge, 0u);
+  EXPECT_LE(a.max_read_sge, a.max_sge);
   EXPECT_GT(a.max_cq, 0u);
   EXPECT_GT(a.max_cqe, 0u);
   EXPECT_GT(a.max_mr, 0u);

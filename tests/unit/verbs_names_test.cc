@@ -19,8 +19,8 @@ TEST(VerbsNames, EveryLimitationHasItsOwnName) {
     EXPECT_TRUE(names.insert(name).second) << name << " names two limitations";
   }
   EXPECT_EQ(to_string(Limitation::kNone), "none");
-  EXPECT_EQ(to_string(Limitation::kNoSendQueueDrain | Limitation::kReadScatterBroken),
-            "no_send_queue_drain read_scatter_broken");
+  EXPECT_EQ(to_string(Limitation::kNoSendQueueDrain | Limitation::kSendsOvertakeReads),
+            "no_send_queue_drain sends_overtake_reads");
 }
 
 }  // namespace

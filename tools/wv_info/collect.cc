@@ -68,6 +68,8 @@ Json device_attributes(const verbs::DeviceAttributes& a) {
   j["max_qp"] = a.max_qp;
   j["max_qp_wr"] = a.max_qp_wr;
   j["max_sge"] = a.max_sge;
+  j["max_read_sge"] = a.max_read_sge;
+  j["max_read_sge"] = a.max_read_sge;
   j["max_cq"] = a.max_cq;
   j["max_cqe"] = a.max_cqe;
   j["max_mr"] = a.max_mr;

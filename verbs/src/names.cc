@@ -72,7 +72,6 @@ std::string to_string(Limitation set) {
       {Limitation::kLatePostsLostAfterError, "late_posts_lost_after_error"},
       {Limitation::kNoReconnectAfterError, "no_reconnect_after_error"},
       {Limitation::kActiveSendFailsOnModifyToError, "active_send_fails_on_modify_to_error"},
-      {Limitation::kReadScatterBroken, "read_scatter_broken"},
       {Limitation::kSendsOvertakeReads, "sends_overtake_reads"},
       {Limitation::kReadAccessNotChecked, "read_access_not_checked"},
       {Limitation::kRefusedWriteFailsLocally, "refused_write_fails_locally"},

@@ -73,6 +73,9 @@ Status IbDevice::read_attributes() {
   a.max_qp = device.max_qp;
   a.max_qp_wr = device.max_qp_wr;
   a.max_sge = device.max_sge;
+  // siw reports 1 and uses only a read's first SGE (an iWARP read request names one sink).
+  a.max_read_sge =
+      device.max_sge_rd > 0 ? std::min(device.max_sge_rd, device.max_sge) : device.max_sge;
   a.max_cq = device.max_cq;
   a.max_cqe = device.max_cqe;
   a.max_mr = device.max_mr;
@@ -211,8 +214,8 @@ void IbDevice::probe_capabilities(const ibv_device_attr& device) {
     limits = limits | Limitation::kRefusedReadFlushed | Limitation::kReadDepthsRaisedToPeer |
              Limitation::kNoSolicitedNotification | Limitation::kLatePostsLostAfterError |
              Limitation::kNoReconnectAfterError | Limitation::kActiveSendFailsOnModifyToError |
-             Limitation::kReadScatterBroken | Limitation::kSendsOvertakeReads |
-             Limitation::kReadAccessNotChecked | Limitation::kRefusedWriteFailsLocally;
+             Limitation::kSendsOvertakeReads | Limitation::kReadAccessNotChecked |
+             Limitation::kRefusedWriteFailsLocally;
   }
   if (device.vendor_id == kSoftRoceVendor && transport_ == Transport::kRoce) {
     limits = limits | Limitation::kLengthErrorAsOperationError;

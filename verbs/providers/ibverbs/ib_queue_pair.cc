@@ -437,6 +437,13 @@ Status IbConnectQueuePair::rdma_read(uint64_t wr_id, std::span<const Sge> sges,
   if (has(flags, SendFlags::kInline)) {
     return Status(Errc::kInvalidArgument, "an RDMA read cannot be inline");
   }
+  // Refused here: a device may take more and silently fill only the first (siw).
+  const DeviceAttributes& device = core_.domain()->device()->attributes();
+  if (sges.size() > device.max_read_sge) {
+    return Status(Errc::kInvalidArgument,
+                  "an RDMA read into " + std::to_string(sges.size()) + " SGEs; " + device.name +
+                      " scatters a read into at most " + std::to_string(device.max_read_sge));
+  }
   ibv_send_wr wr{};
   wr.wr.rdma.remote_addr = remote.address;
   wr.wr.rdma.rkey = remote.rkey;

@@ -51,6 +51,7 @@ DeviceAttributes tcp_device_attributes(const TcpSettings& settings, uint8_t port
   attributes.max_qp = 1u << 16;
   attributes.max_qp_wr = 1u << 14;
   attributes.max_sge = soft::kMaxSge;
+  attributes.max_read_sge = soft::kMaxSge;
   attributes.max_cq = 1u << 16;
   attributes.max_cqe = 1u << 20;
   attributes.max_mr = 1u << 20;

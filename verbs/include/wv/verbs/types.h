@@ -105,19 +105,19 @@ enum class Limitation : uint32_t {
   kNoReconnectAfterError = 1u << 11,
   // the send in progress when the QP is moved to kError completes kLocalQpOperationError;
   kActiveSendFailsOnModifyToError = 1u << 12,
-  // an RDMA read into several SGEs does not scatter as posted;
-  kReadScatterBroken = 1u << 13,
-  // sends behind an RDMA read may complete before it;
-  kSendsOvertakeReads = 1u << 14,
-  // an RDMA read of a region without remote read access is served;
-  kReadAccessNotChecked = 1u << 15,
+  // sends behind an RDMA read may complete before it (siw completes a send or write once it is
+  // handed to TCP, a read when its response arrives: siw_qp_sq_process);
+  kSendsOvertakeReads = 1u << 13,
+  // an RDMA read of a region without remote read access is served (siw transmits the read
+  // response after checking the source key with no access bits: siw_qp_sq_proc_tx);
+  kReadAccessNotChecked = 1u << 14,
   // a write the responder refuses may complete kLocalQpOperationError instead of kSuccess when
   // the terminate arrives before the write's completion.
-  kRefusedWriteFailsLocally = 1u << 16,
+  kRefusedWriteFailsLocally = 1u << 15,
   // A multicast group joined by an IPv4 address is addressed by the IPv4-mapped GID
   // ::ffff:a.b.c.d (RoCEv2, rdma_cm's default on RoCE ports), for which Gid::is_multicast()
   // does not hold, not by an ff00::/8 multicast GID.
-  kMulticastGidIpv4Mapped = 1u << 17,
+  kMulticastGidIpv4Mapped = 1u << 16,
 };
 template <>
 struct EnableFlags<Limitation> : std::true_type {};
@@ -235,6 +235,7 @@ struct DeviceAttributes {
   uint32_t max_qp = 0;
   uint32_t max_qp_wr = 0;
   uint32_t max_sge = 0;
+  uint32_t max_read_sge = 0;  // SGEs one RDMA read may scatter into (siw: 1)
   uint32_t max_cq = 0;
   uint32_t max_cqe = 0;
   uint32_t max_mr = 0;
