@@ -103,7 +103,9 @@ enum class Limitation : uint32_t {
   // Observed on siw, not worked around by the provider:
   // a QP that was in kError cannot be connected again after kReset -> kInit;
   kNoReconnectAfterError = 1u << 11,
-  // the send in progress when the QP is moved to kError completes kLocalQpOperationError;
+  // the send in progress when the QP is moved to kError completes kLocalQpOperationError (the
+  // move suspends siw's transmitter, and its failure path completes the active WQE with
+  // SIW_WC_LOC_QP_OP_ERR instead of flushing it: siw_qp_sq_process);
   kActiveSendFailsOnModifyToError = 1u << 12,
   // sends behind an RDMA read may complete before it (siw completes a send or write once it is
   // handed to TCP, a read when its response arrives: siw_qp_sq_process);
@@ -112,7 +114,8 @@ enum class Limitation : uint32_t {
   // response after checking the source key with no access bits: siw_qp_sq_proc_tx);
   kReadAccessNotChecked = 1u << 14,
   // a write the responder refuses may complete kLocalQpOperationError instead of kSuccess when
-  // the terminate arrives before the write's completion.
+  // the terminate arrives before the write's completion (the same failure path: the terminate
+  // drops the connection while the write is still being handed to TCP).
   kRefusedWriteFailsLocally = 1u << 15,
   // A multicast group joined by an IPv4 address is addressed by the IPv4-mapped GID
   // ::ffff:a.b.c.d (RoCEv2, rdma_cm's default on RoCE ports), for which Gid::is_multicast()
