@@ -115,7 +115,10 @@ Result<std::unique_ptr<Communicator>> Communicator::create(Comm& comm, const Opt
     keys.push_back(e.host_key);
     sockets.push_back(static_cast<int>(e.socket));
   }
-  c->topology_ = Topology::build(keys, sockets, fake_hosts);
+  const FakeLayout layout = config->get_string(config::names::kTopologyFakeLayout) == "cyclic"
+                                ? FakeLayout::kCyclic
+                                : FakeLayout::kBlock;
+  c->topology_ = Topology::build(keys, sockets, fake_hosts, layout);
   c->topology_.machine = machine;
 
   auto make_group = [&](const std::vector<int>& members) {

@@ -32,7 +32,7 @@ MachineInfo describe_this_machine() {
 }
 
 Topology Topology::build(const std::vector<uint64_t>& host_keys, const std::vector<int>& sockets,
-                         int fake_hosts) {
+                         int fake_hosts, FakeLayout layout) {
   Topology t;
   t.fake_hosts = fake_hosts;
   t.socket_of_rank = sockets;
@@ -52,7 +52,8 @@ Topology Topology::build(const std::vector<uint64_t>& host_keys, const std::vect
     for (size_t part = 0; part < parts; ++part) {
       std::vector<int> host;
       for (size_t i = 0; i < m; ++i) {
-        if (i * parts / m == part) host.push_back(members[i]);
+        const size_t dealt = layout == FakeLayout::kCyclic ? i % parts : i * parts / m;
+        if (dealt == part) host.push_back(members[i]);
       }
       if (host.empty()) continue;
       for (int rank : host)

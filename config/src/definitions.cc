@@ -14,6 +14,7 @@ constexpr std::string_view kTcpCrcChoices[] = {"off", "request", "require"};
 constexpr std::string_view kTransportRendezvousChoices[] = {"auto", "read", "write"};
 constexpr std::string_view kTransportProgressChoices[] = {"poll", "block", "hybrid"};
 constexpr std::string_view kShmCmaChoices[] = {"auto", "off"};
+constexpr std::string_view kFakeLayoutChoices[] = {"block", "cyclic"};
 
 constexpr Definition kDefinitions[] = {
     {.name = names::kProvider,
@@ -229,6 +230,14 @@ constexpr Definition kDefinitions[] = {
      .level = Level::kDeveloper,
      .min = 0,
      .max = 65536},
+    {.name = names::kTopologyFakeLayout,
+     .type = Type::kChoice,
+     .default_value = "block",
+     .description = "Testing: how topology_fake_hosts deals a host's ranks to its virtual hosts: "
+                    "block (contiguous runs) or cyclic (rank i to virtual host i mod F, so no "
+                    "host's ranks are adjacent).",
+     .level = Level::kDeveloper,
+     .choices = kFakeLayoutChoices},
 };
 
 }  // namespace

@@ -17,26 +17,30 @@ trap 'rm -f "$out"' EXIT
 # provider ranks fake_hosts [segment]: the host segment (collectives_shared_memory) is on
 # unless the fourth word says off; then shared_memory and hierarchical go through the transport.
 # "pull": large allgather/alltoall blocks read straight from the peers (collectives_pull=true).
+# "cyclic": ranks dealt round-robin to the virtual hosts (topology_fake_layout=cyclic), so no
+# host's ranks are adjacent in rank order (blocks placed by world rank, leaders not rank 0..).
 configs=(
   "shm 1 0" "shm 2 0" "shm 3 0" "shm 4 0" "shm 5 0" "shm 6 0" "shm 7 0" "shm 8 0"
   "shm 4 2" "shm 5 2" "shm 7 3" "shm 8 2" "shm 3 3"
   "shm 3 0 off" "shm 4 2 off" "shm 5 2 off" "shm 4 0 pull" "shm 3 0 pull"
+  "shm 4 2 cyclic" "shm 5 2 cyclic" "shm 7 3 cyclic"
   "tcp 2 0" "tcp 3 2"
 )
 for config in "${configs[@]}"; do
   read -r provider n hosts segment <<<"$config"
-  shared_memory=true pull=false
+  shared_memory=true pull=false layout=block
   [ "${segment:-on}" = off ] && shared_memory=false
   [ "${segment:-on}" = pull ] && pull=true
+  [ "${segment:-on}" = cyclic ] && layout=cyclic
   progress=hybrid
   [ "$n" -gt "$cores" ] && progress=block
   start=$(date +%s)
-  WV_TRANSPORT_PROGRESS=$progress WV_TOPOLOGY_FAKE_HOSTS=$hosts \
+  WV_TRANSPORT_PROGRESS=$progress WV_TOPOLOGY_FAKE_HOSTS=$hosts WV_TOPOLOGY_FAKE_LAYOUT=$layout \
     WV_COLLECTIVES_SHARED_MEMORY=$shared_memory WV_COLLECTIVES_PULL=$pull \
     timeout -k 5 300 "$wvrun" -n "$n" --provider "$provider" --timeout 280 "$prog" >"$out" 2>&1
   rc=$?
   ok=$(grep -c "coll ok" "$out")
-  label="$provider -n $n fake_hosts=$hosts ($progress, host segment $shared_memory, pull $pull)"
+  label="$provider -n $n fake_hosts=$hosts $layout ($progress, host segment $shared_memory, pull $pull)"
   if [ $rc -ne 0 ] || [ "$ok" -ne "$n" ]; then
     echo "FAIL: $label: exit $rc, $ok of $n ranks ok"
     head -60 "$out"

@@ -444,6 +444,7 @@ TEST(NamesTest, EveryNameConstantIsDefined) {
       names::kCollectivesSharedMemory,
       names::kCollectivesPull,
       names::kTopologyFakeHosts,
+      names::kTopologyFakeLayout,
   };
   for (std::string_view name : kAll) EXPECT_NE(find_definition(name), nullptr) << name;
   // One constant per definition: a new parameter needs its constant too.

@@ -8,7 +8,8 @@
 //
 // Testing on one machine: the configuration parameter topology_fake_hosts (environment
 // WV_TOPOLOGY_FAKE_HOSTS=F) splits each real host's ranks, in rank order, into F contiguous
-// virtual hosts, so 4 ranks with F=2 form hosts {0,1} and {2,3}.
+// virtual hosts, so 4 ranks with F=2 form hosts {0,1} and {2,3}; with topology_fake_layout=cyclic
+// rank i goes to virtual host i mod F ({0,2} and {1,3}), as ranks placed round-robin on hosts.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +32,8 @@ struct MachineInfo {
 };
 MachineInfo describe_this_machine();
 
+enum class FakeLayout : uint8_t { kBlock, kCyclic };
+
 struct Topology {
   std::vector<int> host_of_rank;             // by job rank
   std::vector<int> socket_of_rank;           // by job rank
@@ -43,9 +46,10 @@ struct Topology {
   // One line per host: its ranks, plus this machine's hwloc summary.
   std::string describe() const;
 
-  // The table from every rank's (host key, socket), in rank order; `fake_hosts` as above.
+  // The table from every rank's (host key, socket), in rank order; `fake_hosts` and `layout`
+  // as above.
   static Topology build(const std::vector<uint64_t>& host_keys, const std::vector<int>& sockets,
-                        int fake_hosts);
+                        int fake_hosts, FakeLayout layout = FakeLayout::kBlock);
 };
 
 }  // namespace wv::coll

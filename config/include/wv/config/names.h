@@ -36,5 +36,6 @@ inline constexpr std::string_view kCollectivesTable = "collectives_table";
 inline constexpr std::string_view kCollectivesSharedMemory = "collectives_shared_memory";
 inline constexpr std::string_view kCollectivesPull = "collectives_pull";
 inline constexpr std::string_view kTopologyFakeHosts = "topology_fake_hosts";
+inline constexpr std::string_view kTopologyFakeLayout = "topology_fake_layout";
 
 }  // namespace wv::config::names
