@@ -556,6 +556,33 @@ void test_bcast(Communicator& c, bool nonblocking) {
   }
 }
 
+// Small broadcasts back to back while the last rank starts late: the root runs ahead by as
+// many broadcasts as the host segment has slots and must then wait before it writes a slot
+// again (one rewritten early hands the late reader a later broadcast's value).
+void test_bcast_burst(Communicator& c) {
+  if (nprocs < 2) return;
+  constexpr int kCalls = 300;    // several laps of the slots
+  constexpr int kRootRun = 100;  // broadcasts in a row from one root
+  if (rank == nprocs - 1) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  int wrong = 0;
+  for (int call = 0; call < kCalls; ++call) {
+    const int root = (call / kRootRun) % nprocs;
+    uint64_t value[4] = {};
+    if (rank == root) {
+      for (uint64_t i = 0; i < 4; ++i) value[i] = static_cast<uint64_t>(call) * 1000003 + i;
+    }
+    wv::Status s = c.bcast(value, 4, DataType::kUint64, root);
+    check_status(s, "bcast burst call " + std::to_string(call));
+    if (!s.is_ok()) return;
+    for (uint64_t i = 0; i < 4; ++i) {
+      if (value[i] != static_cast<uint64_t>(call) * 1000003 + i && wrong++ == 0) {
+        fail("bcast burst call " + std::to_string(call) + ": got the value of call " +
+             std::to_string(value[i] / 1000003));
+      }
+    }
+  }
+}
+
 void test_allgather(Communicator& c) {
   int variant = 0;
   const size_t n = static_cast<size_t>(nprocs);
@@ -911,6 +938,7 @@ int main(int argc, char** argv) {
   run("reduce_scatter", [&] { test_reduce_scatter(c); });
   run("bcast", [&] { test_bcast(c, false); });
   run("ibcast", [&] { test_bcast(c, true); });
+  run("bcast_burst", [&] { test_bcast_burst(c); });
   run("allgather", [&] { test_allgather(c); });
   run("alltoall", [&] { test_alltoall(c); });
   run("gather", [&] { test_gather_scatter(c); });
