@@ -388,9 +388,9 @@ void deliver(Module* module, uint8_t tag, void* data, size_t length) {
 void on_btl_message(Module* module, std::span<const std::byte> header,
                     std::span<const std::byte> payload) {
   if (header.size() < kTagBytes) return;
-  if (module->deliver_in_handler) {
+  if (module->deliver_in_handler && module->rx_count.load(std::memory_order_acquire) == 0) {
     // Straight from the receive buffer, where the transport keeps header and payload
-    // contiguous: no copy, no queue.
+    // contiguous: no copy, no queue (unless an earlier message is queued: order first).
     const size_t length = header.size() - kTagBytes + payload.size();
     void* data = const_cast<std::byte*>(header.data() + kTagBytes);  // NOLINT: ob1 reads only
     if (payload.empty() || payload.data() == header.data() + header.size()) {
