@@ -4,7 +4,9 @@
 # run, and prints a table with the ratio wv / perftest per size. Numbers under TCG emulation are
 # noisy and only comparable within one run (/work/shared/notes/rdma-vm.md).
 #
-# Usage: bench.sh <build-dir> <out-file> <dev:ip>...   (VM_BENCH_REPEAT rounds, default 5; not WV_*, which wv_perf would take for its own configuration)
+# Usage: bench.sh <build-dir> <out-file> <dev:ip>...   (VM_BENCH_REPEAT rounds, default 5;
+# VM_BENCH_SIZES, default 8,4096,65536; not WV_*, which wv_perf would take for its own
+# configuration)
 # Each cell is the best of the rounds (lowest latency, highest bandwidth) on both sides: a guest
 # whose vCPUs the host time-slices (a busy host) turns single runs into a lottery of
 # scheduler-length stalls. Every round's numbers and the tools' logs stay in <out-dir>/bench-raw.
@@ -16,7 +18,7 @@
 build="$1"
 out="$2"
 shift 2
-sizes=(8 4096 65536)
+IFS=, read -r -a sizes <<<"${VM_BENCH_SIZES:-8,4096,65536}"
 lat_iters=1000
 bw_iters=500
 repeat="${VM_BENCH_REPEAT:-5}"

@@ -65,7 +65,8 @@ fi
 if [ "${WV_VM_BENCH:-0}" = 1 ]; then
   # Measurements, not tests: the tier's status does not depend on them.
   echo "=== bench: wv_perf verbs vs perftest ==="
-  timeout 900 bash "$repo/tests/vm/bench.sh" "$WV_VM_BUILD" "$run/bench.txt" \
+  VM_BENCH_REPEAT=$VM_BENCH_REPEAT VM_BENCH_SIZES=$VM_BENCH_SIZES \
+    timeout 900 bash "$repo/tests/vm/bench.sh" "$WV_VM_BUILD" "$run/bench.txt" \
     rxe0:10.77.0.1 siw0:10.78.0.1 2>&1 | tee "$run/bench.log"
   echo "=== bench exit ${PIPESTATUS[0]} ==="
 fi
