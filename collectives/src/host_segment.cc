@@ -250,21 +250,14 @@ uint64_t HostSegment::arrive() {
   return arrived_;
 }
 
-Status HostSegment::begin_chunk(const Channel& c, bool writes) {
-  ++chunk_;
-  // Of chunk_ - kBuffers, the buffer's previous chunk.
-  const uint64_t reads_done = reads_done_[chunk_ % kBuffers];
-  reads_done_[chunk_ % kBuffers] = 0;
+Status HostSegment::begin(const Channel& c, Turns& turns, bool writes) {
+  ++turns.begun;
+  // Of turn begun - size, the buffer's previous one.
+  uint64_t& slot = turns.reads_done[turns.begun % turns.reads_done.size()];
+  const uint64_t reads_done = slot;
+  slot = 0;
   if (!writes || reads_done == 0) return Status::ok();
   return wait_all(c, reads_done);
-}
-
-void HostSegment::end_chunk(uint64_t reads_done) {
-  end_chunk(chunk_, reads_done);
-}
-
-void HostSegment::end_chunk(uint64_t chunk, uint64_t reads_done) {
-  reads_done_[chunk % kBuffers] = reads_done;
 }
 
 Status HostSegment::wait_for(const Channel& c, int rank, uint64_t step) {
@@ -332,36 +325,23 @@ Status HostSegment::barrier(const Channel& c) {
 
 Status HostSegment::bcast(const Channel& c, void* buffer, size_t bytes, int root) {
   auto* data = static_cast<std::byte*>(buffer);
-  if (bytes <= kSlotBytes) {
-    // As one chunk below, in a slot: the slot's previous broadcast (whatever its root) must be
-    // read everywhere before the root writes it again.
-    uint64_t& reads_done = slot_reads_done_[++slot_ % kSlots];
-    std::byte* slot = slot_buffer(root, slot_);
-    if (rank_ == root) {
-      if (reads_done != 0) {
-        if (Status s = wait_all(c, reads_done); !s.is_ok()) return s;
-      }
-      copy_bytes(slot, data, bytes);
-    } else {
-      if (Status s = wait_for(c, root, arrived_ + 1); !s.is_ok()) return s;
-      copy_bytes(data, slot, bytes);
-    }
-    reads_done = arrive();
-    return Status::ok();
-  }
-  for (size_t offset = 0; offset < bytes; offset += kChunkBytes) {
-    const size_t length = std::min(kChunkBytes, bytes - offset);
+  const bool small = bytes <= kSlotBytes;
+  Turns& turns = small ? slots_ : chunks_;
+  const size_t step = small ? kSlotBytes : kChunkBytes;
+  for (size_t offset = 0; offset < bytes; offset += step) {
+    const size_t length = std::min(step, bytes - offset);
     const bool writes = rank_ == root;
-    if (Status s = begin_chunk(c, writes); !s.is_ok()) return s;
+    if (Status s = begin(c, turns, writes); !s.is_ok()) return s;
+    std::byte* at = small ? slot_buffer(root, turns.begun) : chunk_buffer(root, turns.begun);
     if (writes) {
-      copy_bytes(chunk_buffer(rank_, chunk_), data + offset, length);
+      copy_bytes(at, data + offset, length);
     } else {
       if (Status s = wait_for(c, root, arrived_ + 1); !s.is_ok()) return s;
-      copy_bytes(data + offset, chunk_buffer(root, chunk_), length);
+      copy_bytes(data + offset, at, length);
     }
     // The readers arrive once they have read: the root may write this buffer again as soon
-    // as they all have, while they read the next chunk.
-    end_chunk(arrive());
+    // as they all have, while they read the next one.
+    end(turns, turns.begun, arrive());
   }
   return Status::ok();
 }
@@ -378,14 +358,14 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
     const std::byte* from = in + first * element;
     std::byte* to = out + first * element;
     if (Status s = begin_chunk(c, true); !s.is_ok()) return s;
-    std::byte* mine = chunk_buffer(rank_, chunk_);
+    std::byte* mine = chunk_buffer(rank_, chunks_.begun);
     if (bytes <= kWholeReduceBytes) {
       // Every rank combines every contribution, in rank order: the same result everywhere.
       copy_bytes(mine, from, bytes);
       if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
-      copy_bytes(to, chunk_buffer(0, chunk_), bytes);
+      copy_bytes(to, chunk_buffer(0, chunks_.begun), bytes);
       for (int rank = 1; rank < members_; ++rank) {
-        r.apply(chunk_buffer(rank, chunk_), to, elements);
+        r.apply(chunk_buffer(rank, chunks_.begun), to, elements);
       }
       end_chunk(arrived_ + 1);  // read until this rank's next arrival
       continue;
@@ -403,13 +383,13 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
     if (to != from) copy_bytes(to + start(rank_), from + start(rank_), share(rank_) * element);
     for (int rank = 0; rank < members_; ++rank) {
       if (rank != rank_)
-        r.apply(chunk_buffer(rank, chunk_) + start(rank_), to + start(rank_), share(rank_));
+        r.apply(chunk_buffer(rank, chunks_.begun) + start(rank_), to + start(rank_), share(rank_));
     }
     copy_bytes(mine + start(rank_), to + start(rank_), share(rank_) * element);
     if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
     for (int rank = 0; rank < members_; ++rank) {
       if (rank != rank_) {
-        copy_bytes(to + start(rank), chunk_buffer(rank, chunk_) + start(rank),
+        copy_bytes(to + start(rank), chunk_buffer(rank, chunks_.begun) + start(rank),
                    share(rank) * element);
       }
     }
@@ -433,7 +413,7 @@ Status HostSegment::reduce_scatter(const Channel& c, const void* input, void* ou
   };
   for (size_t first = 0; first < share(0); first += slot) {
     if (Status s = begin_chunk(c, true); !s.is_ok()) return s;
-    std::byte* mine = chunk_buffer(rank_, chunk_);
+    std::byte* mine = chunk_buffer(rank_, chunks_.begun);
     for (int rank = 0; rank < members_; ++rank) {
       if (rank == rank_) continue;
       copy_bytes(mine + static_cast<size_t>(rank) * slot * element,
@@ -447,7 +427,8 @@ Status HostSegment::reduce_scatter(const Channel& c, const void* input, void* ou
     }
     for (int rank = 0; rank < members_; ++rank) {
       if (rank == rank_) continue;
-      r.apply(chunk_buffer(rank, chunk_) + static_cast<size_t>(rank_) * slot * element, to, length);
+      r.apply(chunk_buffer(rank, chunks_.begun) + static_cast<size_t>(rank_) * slot * element, to,
+              length);
     }
     end_chunk(arrived_ + 1);
   }
@@ -464,11 +445,11 @@ Status HostSegment::gather_blocks(const Channel& c, const std::byte* send, std::
       return offset < block ? std::min(kChunkBytes, block - offset) : 0;
     };
     if (Status s = begin_chunk(c, true); !s.is_ok()) return s;
-    copy_bytes(chunk_buffer(rank_, chunk_), send + offset, piece(rank_));
+    copy_bytes(chunk_buffer(rank_, chunks_.begun), send + offset, piece(rank_));
     if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
     for (int rank = 0; rank < members_; ++rank) {
       if (rank == rank_ || piece(rank) == 0) continue;
-      copy_bytes(recv + place_of(rank) + offset, chunk_buffer(rank, chunk_), piece(rank));
+      copy_bytes(recv + place_of(rank) + offset, chunk_buffer(rank, chunks_.begun), piece(rank));
     }
     end_chunk(arrived_ + 1);
   }
@@ -537,7 +518,7 @@ Status HostSegment::alltoall(const Channel& c, const void* send, void* recv, siz
   };
   for (size_t offset = 0; offset < block; offset += slot) {
     const size_t piece = std::min(slot, block - offset);
-    const uint64_t first = chunk_ + 1;
+    const uint64_t first = chunks_.begun + 1;
     for (size_t i = 0; i < steps_chunks; ++i) {
       if (Status s = begin_chunk(c, true); !s.is_ok()) return s;
     }
@@ -548,7 +529,7 @@ Status HostSegment::alltoall(const Channel& c, const void* send, void* recv, siz
     for (int rank = 0; rank < members_; ++rank) {
       if (rank != rank_) copy_bytes(out + at(rank) + offset, piece_at(rank, rank_, first), piece);
     }
-    for (uint64_t chunk = first; chunk <= chunk_; ++chunk) end_chunk(chunk, arrived_ + 1);
+    for (uint64_t chunk = first; chunk <= chunks_.begun; ++chunk) end(chunks_, chunk, arrived_ + 1);
   }
   return Status::ok();
 }

@@ -91,12 +91,21 @@ class HostSegment {
   Line& line(int rank) const;
   std::byte* chunk_buffer(int rank, uint64_t chunk) const;
   std::byte* slot_buffer(int rank, uint64_t slot) const;
-  // Starts chunk `chunk_ + 1`; a rank that will write its buffer first waits until the
-  // buffer's previous chunk is read everywhere.
-  Status begin_chunk(const Channel& c, bool writes);
-  // Ends the current chunk: every rank has read it once all have arrived at `reads_done`.
-  void end_chunk(uint64_t reads_done);
-  void end_chunk(uint64_t chunk, uint64_t reads_done);  // a chunk begun before the current one
+  // Buffers used in turn (the chunk buffers, the broadcast slots): `begun` counts the turns,
+  // and reads_done[i] is the step by which every rank has read buffer i's last turn (0: none).
+  struct Turns {
+    uint64_t begun = 0;
+    std::span<uint64_t> reads_done;
+  };
+  // Starts turn `turns.begun + 1`; a rank that will write its buffer first waits until the
+  // buffer's previous turn is read everywhere.
+  Status begin(const Channel& c, Turns& turns, bool writes);
+  // Ends `turn`: every rank has read it once all have arrived at `reads_done`.
+  static void end(Turns& turns, uint64_t turn, uint64_t reads_done) {
+    turns.reads_done[turn % turns.reads_done.size()] = reads_done;
+  }
+  Status begin_chunk(const Channel& c, bool writes) { return begin(c, chunks_, writes); }
+  void end_chunk(uint64_t reads_done) { end(chunks_, chunks_.begun, reads_done); }
   uint64_t arrive();
   // The allgathers' loop: rank r's block is bytes_of(r) long and goes to recv + place_of(r).
   template <typename BytesOf, typename PlaceOf>
@@ -119,11 +128,11 @@ class HostSegment {
   size_t length_;
   int rank_;
   int members_;
-  uint64_t arrived_ = 0;                // this rank's own counter, as last published
-  uint64_t chunk_ = 0;                  // chunks begun
-  uint64_t reads_done_[kBuffers] = {};  // per buffer: the step its last chunk is read by
-  uint64_t slot_ = 0;                   // small broadcasts begun
+  uint64_t arrived_ = 0;  // this rank's own counter, as last published
+  uint64_t chunk_reads_done_[kBuffers] = {};
   uint64_t slot_reads_done_[kSlots] = {};
+  Turns chunks_{0, chunk_reads_done_};
+  Turns slots_{0, slot_reads_done_};
 };
 
 }  // namespace wv::coll::detail

@@ -96,22 +96,27 @@ verbs::Access WorkerImpl::exposed_access() const {
   return access;
 }
 
-Result<std::unique_ptr<RegisteredMemory>> WorkerImpl::register_memory(void* address,
-                                                                      size_t length) {
-  std::lock_guard lock(mutex_);
-  auto region = domain_->register_memory(address, length, exposed_access());
+namespace {
+
+Result<std::unique_ptr<RegisteredMemory>> registered(
+    Result<std::shared_ptr<verbs::MemoryRegion>> region, void* address, size_t length) {
   if (!region.is_ok()) return region.status();
   return std::unique_ptr<RegisteredMemory>(
       std::make_unique<RegisteredMemoryImpl>(std::move(region).value(), address, length));
 }
 
+}  // namespace
+
+Result<std::unique_ptr<RegisteredMemory>> WorkerImpl::register_memory(void* address,
+                                                                      size_t length) {
+  std::lock_guard lock(mutex_);
+  return registered(domain_->register_memory(address, length, exposed_access()), address, length);
+}
+
 Result<std::unique_ptr<RegisteredMemory>> WorkerImpl::register_memory_cached(void* address,
                                                                              size_t length) {
   std::lock_guard lock(mutex_);
-  auto region = cache_->get(address, length, exposed_access());
-  if (!region.is_ok()) return region.status();
-  return std::unique_ptr<RegisteredMemory>(
-      std::make_unique<RegisteredMemoryImpl>(std::move(region).value(), address, length));
+  return registered(cache_->get(address, length, exposed_access()), address, length);
 }
 
 Result<Request> WorkerImpl::start_rma(RequestKind kind, PeerId peer_id, std::byte* local,

@@ -164,10 +164,9 @@ Status WorkerImpl::init(const WorkerOptions& options) {
   outbound_read_depth_ = std::max<uint32_t>(1, attributes.max_outbound_read_depth);
   unexpected_limit_ = config.get_size(names::kTransportUnexpectedLimit);
   const std::string& mode = config.get_string(names::kTransportProgress);
-  mode_ = mode == "poll"    ? ProgressMode::kPoll
-          : mode == "block" ? ProgressMode::kBlock
-                            : ProgressMode::kHybrid;
-  wait_policy_.mode = mode_;
+  wait_policy_.mode = mode == "poll"    ? ProgressMode::kPoll
+                      : mode == "block" ? ProgressMode::kBlock
+                                        : ProgressMode::kHybrid;
   wait_policy_.spin = std::chrono::microseconds(config.get_int(names::kTransportSpinUs));
   wait_policy_.yield = std::chrono::microseconds(config.get_int(names::kTransportYieldUs));
   if (options.local_processes > usable_cpus()) wait_policy_.spin = std::chrono::microseconds(0);
@@ -726,7 +725,7 @@ int WorkerImpl::progress_locked() {
 }
 
 Status WorkerImpl::wait_for_event(std::chrono::milliseconds bound) {
-  if (mode_ == ProgressMode::kPoll) return Status::ok();
+  if (wait_policy_.mode == ProgressMode::kPoll) return Status::ok();
   bool connecting;
   int request_fd = -1;
   {

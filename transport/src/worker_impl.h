@@ -339,7 +339,6 @@ class WorkerImpl final : public Worker {
   uint32_t send_depth_ = 128;
   uint32_t outbound_read_depth_ = 16;
   size_t unexpected_limit_ = 0;
-  ProgressMode mode_ = ProgressMode::kHybrid;
   WaitPolicy wait_policy_;
   std::chrono::milliseconds connect_timeout_{10000};
 

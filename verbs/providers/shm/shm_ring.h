@@ -24,8 +24,8 @@
 // of the two sees the other and no wakeup is lost. A producer that finds the ring full does the
 // same with `producer_waiting`, which names the `tail` at which half the ring is free: the
 // consumer rings the producer's doorbell once it has freed that much, one system call per half
-// ring rather than one per entry while a fast producer keeps the ring full. (A producer whose
-// thread polls retries on its own and needs no doorbell at all.)
+// ring rather than one per entry while a fast producer keeps the ring full (a producer whose
+// thread polls retries on its own before then).
 //
 // Everything the peer writes is checked before use: a peer that writes garbage (indices out of
 // range, entry sizes that overrun, unknown types) produces kMalformed, never a wild access.
