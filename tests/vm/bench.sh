@@ -7,9 +7,9 @@
 # Usage: bench.sh <build-dir> <out-file> <dev:ip>...   (VM_BENCH_REPEAT rounds, default 5;
 # VM_BENCH_SIZES, default 8,4096,65536; not WV_*, which wv_perf would take for its own
 # configuration)
-# Each cell is the best of the rounds (lowest latency, highest bandwidth) on both sides: a guest
-# whose vCPUs the host time-slices (a busy host) turns single runs into a lottery of
-# scheduler-length stalls. Every round's numbers and the tools' logs stay in <out-dir>/bench-raw.
+# Each cell shows both sides' best round (lowest latency, highest bandwidth) and their median
+# round: a guest whose vCPUs the host time-slices (a busy host) turns single runs into a lottery
+# of scheduler-length stalls, which the best hides and the median shows. Every round's numbers and the tools' logs stay in <out-dir>/bench-raw.
 # Pairs: wv send_lat / ib_send_lat (median half round trip, us; ratio < 1 is wv faster),
 #        wv write_bw / ib_write_bw, wv read_bw / ib_read_bw (MB/s = 10^6 B/s; from perftest's
 #        message rate x size, which keeps its precision at 8 B; ratio > 1 is wv faster). perftest runs over rdma_cm (-R; siw needs it),
@@ -109,10 +109,11 @@ done
 
 {
   echo "wv_perf verbs (ibverbs provider) vs perftest, one guest run ($(uname -r), $(nproc) CPUs)"
-  echo "best of $repeat rounds per cell; latency: median half round trip in us (perftest t_typical),"
-  echo "wv/pt < 1 = wv faster; bandwidth: MB/s = 10^6 B/s (perftest: message rate x size), wv/pt > 1 ="
-  echo "wv faster; rounds: every round's value, wv | perftest"
-  printf '%-6s %-9s %6s %10s %10s %7s   %s\n' device test bytes wv perftest wv/pt rounds
+  echo "$repeat rounds per cell, each side's best and its median round; latency: median half round"
+  echo "trip in us (perftest t_typical), wv/pt < 1 = wv faster; bandwidth: MB/s = 10^6 B/s (perftest:"
+  echo "message rate x size), wv/pt > 1 = wv faster; rounds: every round's value, wv | perftest"
+  printf '%-6s %-9s %6s %9s %9s %6s %9s %9s %6s   %s\n' device test bytes wv-best pt-best ratio \
+    wv-median pt-median ratio rounds
   for pair in "$@"; do
     dev="${pair%%:*}"
     for op in send_lat write_bw read_bw; do
@@ -127,6 +128,15 @@ done
             }
             return b
           }
+          function median(side,   i, m, x, j, t) {
+            m = 0
+            for (i = 1; i <= n[side]; i++) if (num(v[side, i])) x[++m] = v[side, i] + 0
+            for (i = 2; i <= m; i++) for (j = i; j > 1 && x[j - 1] > x[j]; j--) { t = x[j]; x[j] = x[j - 1]; x[j - 1] = t }
+            if (m == 0) return ""
+            return m % 2 ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2
+          }
+          function ratio(a, b) { return (a == "" || b == "") ? "-" : sprintf("%.2f", a / b) }
+          function fmt(x) { return x == "" ? "-" : sprintf("%.4g", x) }
           function all(side,   i, t) {
             t = ""
             for (i = 1; i <= n[side]; i++) t = t (i > 1 ? " " : "") (num(v[side, i]) ? sprintf("%.4g", v[side, i]) : "-")
@@ -134,10 +144,9 @@ done
           }
           $1 == d && $2 == o && $3 == s { v[$4, ++n[$4]] = $5 }
           END {
-            w = best("wv"); p = best("pt")
-            printf "%-6s %-9s %6s %10s %10s %7s   %s | %s\n", d, o, s,
-              w == "" ? "-" : sprintf("%.4g", w), p == "" ? "-" : sprintf("%.4g", p),
-              (w == "" || p == "") ? "-" : sprintf("%.2f", w / p), all("wv"), all("pt")
+            w = best("wv"); p = best("pt"); wm = median("wv"); pm = median("pt")
+            printf "%-6s %-9s %6s %9s %9s %6s %9s %9s %6s   %s | %s\n", d, o, s, fmt(w), fmt(p),
+              ratio(w, p), fmt(wm), fmt(pm), ratio(wm, pm), all("wv"), all("pt")
           }' "$work/values"
       done
     done

@@ -70,4 +70,10 @@ if [ "${WV_VM_BENCH:-0}" = 1 ]; then
     rxe0:10.77.0.1 siw0:10.78.0.1 2>&1 | tee "$run/bench.log"
   echo "=== bench exit ${PIPESTATUS[0]} ==="
 fi
+if [ "${WV_VM_MPI_BENCH:-0}" = 1 ]; then
+  echo "=== mpi bench: btl/wv on rxe0 and siw0 vs pml/ucx and btl/tcp ==="
+  VM_MPI_ROUNDS=$VM_MPI_ROUNDS timeout 1800 bash "$repo/tests/vm/mpi_bench.sh" "$WV_VM_BUILD" \
+    "$run/mpi_bench.txt" 2>&1 | tee "$run/mpi_bench.log"
+  echo "=== mpi bench exit ${PIPESTATUS[0]} ==="
+fi
 finish $status

@@ -9,7 +9,9 @@
 # between runs; WV_VM_PREPARE_ONLY=1 only fills that cache; WV_VM_TIMEOUT bounds the guest (seconds, default 1500); WV_VM_FILTER narrows the
 # gtest filter (default: every ibverbs test); WV_VM_BENCH=1 also runs tests/vm/bench.sh after the
 # suites (wv_perf verbs beside perftest on both devices; table in the log and <cache>/run/bench.txt;
-# needs bin/wv_perf; not part of the tier's pass/fail).
+# needs bin/wv_perf; not part of the tier's pass/fail); WV_VM_MPI_BENCH=1 runs tests/vm/mpi_bench.sh
+# (btl/wv on rxe0 and siw0 beside pml/ucx and btl/tcp, VM_MPI_ROUNDS rounds; <cache>/run/mpi_bench.txt;
+# needs lib/openmpi/mca_btl_wv.so and bin/wv_mpi_perf).
 set -euo pipefail
 start=$(date +%s)
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -114,6 +116,8 @@ WV_VM_PERF=${WV_VM_PERF:-0}
 WV_VM_BENCH=${WV_VM_BENCH:-0}
 VM_BENCH_REPEAT=${VM_BENCH_REPEAT:-5}
 VM_BENCH_SIZES=${VM_BENCH_SIZES:-8,4096,65536}
+WV_VM_MPI_BENCH=${WV_VM_MPI_BENCH:-0}
+VM_MPI_ROUNDS=${VM_MPI_ROUNDS:-3}
 WV_VM_SCRIPT=${WV_VM_SCRIPT:-}
 ENV
 set +e

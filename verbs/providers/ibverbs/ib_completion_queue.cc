@@ -58,8 +58,13 @@ void IbCompletionQueue::translate(const ibv_wc& wc, Completion& c) const {
   c.qp_number = wc.qp_num;
   c.opcode = from_ibv_opcode(wc.opcode);
   c.length = wc.byte_len;
-  auto it = qps_.find(wc.qp_num);
-  const CqQpEntry* entry = it == qps_.end() ? nullptr : &it->second;
+  const CqQpEntry* entry = last_entry_;
+  if (entry == nullptr || last_qp_number_ != wc.qp_num) {
+    auto it = qps_.find(wc.qp_num);
+    entry = it == qps_.end() ? nullptr : &it->second;
+    last_entry_ = entry;
+    last_qp_number_ = wc.qp_num;
+  }
   if (entry != nullptr) c.qp_context = entry->context;
   const bool receive = (wc.opcode & IBV_WC_RECV) != 0;
   if (entry != nullptr && entry->shared) {
@@ -127,7 +132,7 @@ void IbCompletionQueue::drain_locked() const {
 }
 
 int IbCompletionQueue::poll(std::span<Completion> out) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(lock_);
   size_t n = 0;
   while (n < out.size() && !queued_.empty()) {
     out[n++] = queued_.front();
@@ -149,42 +154,43 @@ int IbCompletionQueue::poll(std::span<Completion> out) {
 }
 
 size_t IbCompletionQueue::peek() const {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(lock_);
   drain_locked();
   return queued_.size();
 }
 
 void IbCompletionQueue::push(const Completion& completion) {
   {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(lock_);
     drain_locked();  // keeps the software completion behind what the device already has
     queued_.push_back(completion);
   }
 }
 
 void IbCompletionQueue::add_qp(uint32_t qp_number, const CqQpEntry& entry) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(lock_);
   qps_[qp_number] = entry;
 }
 
 void IbCompletionQueue::set_peer(uint32_t qp_number, uint32_t peer_qp_number) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(lock_);
   if (auto it = qps_.find(qp_number); it != qps_.end()) it->second.peer_qp_number = peer_qp_number;
 }
 
 void IbCompletionQueue::remove_qp(uint32_t qp_number) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(lock_);
   drain_locked();
   qps_.erase(qp_number);
+  last_entry_ = nullptr;
 }
 
 void IbCompletionQueue::on_overrun(std::string why) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(lock_);
   if (status_.is_ok()) status_ = Status(Errc::kQueueFull, std::move(why));
 }
 
 Operation<void> IbCompletionQueue::notify(NotifyOn kind) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(lock_);
   auto [op, completer] = Operation<void>::make();
   bool any_next = kind == NotifyOn::kNextCompletion;
   for (auto& [k, w] : waiters_) any_next |= (k == NotifyOn::kNextCompletion && w.pending());
@@ -203,7 +209,7 @@ Operation<void> IbCompletionQueue::batch_notify(size_t) {
 }
 
 int IbCompletionQueue::notification_fd() {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(lock_);
   if (event_fd_ < 0) event_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   return event_fd_;
 }
@@ -217,7 +223,7 @@ void IbCompletionQueue::on_channel_readable() {
   ibv_ack_cq_events(cq_, events);
   std::vector<std::pair<NotifyOn, Completer<void>>> fired;
   {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(lock_);
     fired.swap(waiters_);
     if (event_fd_ >= 0) {
       const uint64_t one = 1;
@@ -228,7 +234,7 @@ void IbCompletionQueue::on_channel_readable() {
 }
 
 Status IbCompletionQueue::resize(uint32_t entries) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(lock_);
   drain_locked();
   if (entries < queued_.size()) {
     return Status(Errc::kInvalidArgument, "cannot resize to " + std::to_string(entries) +
@@ -247,12 +253,12 @@ Status IbCompletionQueue::resize(uint32_t entries) {
 }
 
 uint32_t IbCompletionQueue::capacity() const {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(lock_);
   return capacity_;
 }
 
 Status IbCompletionQueue::status() const {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(lock_);
   drain_locked();
   return status_;
 }

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "ib_device.h"
+#include "spin_lock.h"
 #include "wv/verbs/completion_queue.h"
 
 namespace wv::verbs::ib {
@@ -74,7 +75,7 @@ class IbCompletionQueue final : public CompletionQueue,
  private:
   IbCompletionQueue(std::shared_ptr<IbDevice> device, ibv_comp_channel* channel, uint32_t entries)
       : device_(std::move(device)), channel_(channel), capacity_(entries) {}
-  // Both with mutex_ held.
+  // Both with lock_ held.
   void translate(const ibv_wc& wc, Completion& out) const;
   void drain_locked() const;
   void on_channel_readable();
@@ -82,11 +83,18 @@ class IbCompletionQueue final : public CompletionQueue,
   std::shared_ptr<IbDevice> device_;
   ibv_comp_channel* channel_;
   ibv_cq* cq_ = nullptr;
-  mutable std::mutex mutex_;
+  // Held for a poll's few dozen instructions; the event loop's notification path is the only
+  // other regular taker, so a contended wait is rare and short.
+  mutable soft::SpinLock lock_;
   uint32_t capacity_;
   mutable std::deque<Completion> queued_;  // drained from the device or made in software
   mutable Status status_;
   std::unordered_map<uint32_t, CqQpEntry> qps_;
+  // The QP of the last completion: completions come in runs from one QP, and the hash lookup
+  // is a third of translate()'s cost. Elements of an unordered_map keep their address until
+  // erased, so only remove_qp() clears it.
+  mutable const CqQpEntry* last_entry_ = nullptr;
+  mutable uint32_t last_qp_number_ = 0;
   std::vector<std::pair<NotifyOn, Completer<void>>> waiters_;
   int event_fd_ = -1;
 };
