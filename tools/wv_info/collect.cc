@@ -69,7 +69,6 @@ Json device_attributes(const verbs::DeviceAttributes& a) {
   j["max_qp_wr"] = a.max_qp_wr;
   j["max_sge"] = a.max_sge;
   j["max_read_sge"] = a.max_read_sge;
-  j["max_read_sge"] = a.max_read_sge;
   j["max_cq"] = a.max_cq;
   j["max_cqe"] = a.max_cqe;
   j["max_mr"] = a.max_mr;
@@ -85,6 +84,7 @@ Json device_attributes(const verbs::DeviceAttributes& a) {
   j["max_inline"] = a.max_inline;
   j["max_message_size"] = a.max_message_size;
   j["atomic_scope"] = atomic_scope_string(a.atomic_scope);
+  j["kernel_emulated"] = a.kernel_emulated;
   return j;
 }
 

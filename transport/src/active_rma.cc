@@ -233,7 +233,6 @@ Status WorkerImpl::flush(PeerId peer, std::chrono::milliseconds bound) {
     }
   }
   auto all_done = [&] {
-    std::lock_guard lock(mutex_);
     if (peer != kAnyPeer) return peers_[peer]->rma_pending == 0;
     return std::none_of(peers_.begin(), peers_.end(), [](const auto& p) { return p->rma_pending; });
   };

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "eager_limit.h"
 #include "worker_impl.h"
 #include "wv/config/config.h"
 #include "wv/config/names.h"
@@ -33,12 +34,6 @@ std::string_view to_string(Path path) {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-constexpr size_t kMinEager = 1024;
-// The cost model's ceiling. Above 32 KiB an eager message no longer fits the software
-// providers' 64 KiB frames with room to spare and costs twice the rendezvous read on tcp
-// (64 KiB: 70-110 us eager against 45 us read, measured with wv_perf pt2pt).
-constexpr size_t kMaxEager = kMaxEagerLimit / 2;
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -75,21 +70,6 @@ double measure_registration_us(verbs::ProtectionDomain& domain, size_t bytes) {
   return best * 1e6;
 }
 
-// What a rendezvous adds over an eager send: one more message round trip. Transports differ
-// by an order of magnitude, and a peer to measure against does not exist yet at start-up.
-double round_trip_us(verbs::Transport transport) {
-  switch (transport) {
-    case verbs::Transport::kInfiniband:
-    case verbs::Transport::kRoce:
-      return 3;
-    case verbs::Transport::kIwarp:
-      return 15;
-    case verbs::Transport::kSoftware:
-      return 2;
-  }
-  return 10;
-}
-
 }  // namespace
 
 Status WorkerImpl::choose_thresholds() {
@@ -101,7 +81,7 @@ Status WorkerImpl::choose_thresholds() {
   std::string& why = t.rationale;
 
   t.copy_bandwidth_gbps = measure_copy_bandwidth();
-  t.registration_cost_us = measure_registration_us(*domain_, kMaxEager);
+  t.registration_cost_us = measure_registration_us(*domain_, kMaxEagerChoice);
 
   const int64_t inline_setting = config.get_int(names::kTransportInlineLimit);
   const size_t device_inline =
@@ -121,19 +101,16 @@ Status WorkerImpl::choose_thresholds() {
     t.eager_limit = eager_setting;
     why += "eager: " + std::to_string(t.eager_limit) + " B (transport_eager_limit)\n";
   } else {
-    // Eager copies twice; rendezvous pays a round trip (and a registration on a cache miss).
-    // Break-even where 2 * size / copy bandwidth equals that round trip.
-    const double rtt = round_trip_us(transport);
-    const double break_even = rtt * 1e-6 * t.copy_bandwidth_gbps * 1e9 / 2;
-    size_t eager = kMinEager;
-    while (eager * 2 <= break_even && eager * 2 <= kMaxEager) eager *= 2;
-    t.eager_limit = eager;
+    const EagerChoice choice =
+        choose_eager_limit(t.copy_bandwidth_gbps, transport, attributes.kernel_emulated);
+    t.eager_limit = choice.limit;
     char line[200];
-    std::snprintf(line, sizeof line,
-                  "eager: %zu B (two copies at %.1f GB/s cost one %s round trip of ~%.0f us "
-                  "at %.0f B; power of two in [1 KiB, 32 KiB])\n",
-                  eager, t.copy_bandwidth_gbps, std::string(verbs::to_string(transport)).c_str(),
-                  rtt, break_even);
+    std::snprintf(
+        line, sizeof line,
+        "eager: %zu B (two copies at %.1f GB/s cost one %s%s round trip of ~%.0f us "
+        "at %.0f B; power of two in [1 KiB, 32 KiB])\n",
+        choice.limit, t.copy_bandwidth_gbps, attributes.kernel_emulated ? "kernel-emulated " : "",
+        std::string(verbs::to_string(transport)).c_str(), choice.round_trip_us, choice.break_even);
     why += line;
   }
   if (attributes.max_message_size && t.eager_limit > attributes.max_message_size) {

@@ -281,11 +281,6 @@ Result<bool> WorkerImpl::test(Request handle, RequestResult* result) {
   return take_if_done_locked(handle, result);
 }
 
-Result<bool> WorkerImpl::take_if_done(Request handle, RequestResult* result) {
-  std::lock_guard lock(mutex_);
-  return take_if_done_locked(handle, result);
-}
-
 Result<bool> WorkerImpl::take_if_done_locked(Request handle, RequestResult* result) {
   RequestSlot* request = find_request(handle.id());
   if (!request) {
@@ -303,20 +298,33 @@ Result<bool> WorkerImpl::take_if_done_locked(Request handle, RequestResult* resu
 Status WorkerImpl::progress_until(DoneCheck done, std::chrono::milliseconds bound,
                                   std::string_view what) {
   // Reading the clock costs more than a pass over an idle network (it was a quarter of a
-  // small-message ping-pong), so a spinning wait reads it once every kPassesPerClockRead passes.
+  // small-message ping-pong), so a spinning wait reads it once every kPassesPerClockRead passes,
+  // and a wait that is over within those passes (most waits of a ping-pong) never reads it: the
+  // bound and the wait policy's phases start at the first read.
   constexpr uint32_t kPassesPerClockRead = 32;
-  const auto start = Clock::now();
-  const auto deadline = start + bound;
-  auto now = start;
-  auto idle_since = start;
+  Clock::time_point now;
+  Clock::time_point deadline = Clock::time_point::max();
+  Clock::time_point idle_since;
   for (uint32_t pass = 1;; ++pass) {
-    if (done()) return Status::ok();
-    if (pass % kPassesPerClockRead == 0) now = Clock::now();
+    int progressed;
+    {
+      std::lock_guard lock(mutex_);
+      if (done()) return Status::ok();
+      progressed = progress_locked();
+    }
+    if (pass % kPassesPerClockRead == 0) {
+      now = Clock::now();
+      if (pass == kPassesPerClockRead) {
+        deadline = now + bound;
+        idle_since = now;
+      }
+    }
+    if (pass < kPassesPerClockRead) continue;
     if (now >= deadline) {
       return Status(Errc::kTimedOut, std::string(what) + " not done within " +
                                          std::to_string(bound.count()) + " ms");
     }
-    if (progress() != 0) {
+    if (progressed != 0) {
       idle_since = now;
       continue;
     }
@@ -342,7 +350,7 @@ Status WorkerImpl::wait(Request handle, RequestResult* result, std::chrono::mill
   Status outcome;
   Status status = progress_until(
       [&] {
-        auto done = take_if_done(handle, result);
+        auto done = take_if_done_locked(handle, result);
         if (!done.is_ok()) {
           outcome = done.status();
           return true;
@@ -365,7 +373,7 @@ Status WorkerImpl::wait_all(std::span<Request> requests, std::span<RequestResult
       [&] {
         for (size_t i = 0; i < requests.size(); ++i) {
           if (finished[i]) continue;
-          auto done = take_if_done(requests[i], results.empty() ? nullptr : &results[i]);
+          auto done = take_if_done_locked(requests[i], results.empty() ? nullptr : &results[i]);
           if (done.is_ok() && !*done) continue;
           if (!done.is_ok() && first_error.is_ok()) first_error = done.status();
           finished[i] = true;

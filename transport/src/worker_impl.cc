@@ -179,7 +179,7 @@ Status WorkerImpl::init(const WorkerOptions& options) {
 
   const auto receive_count = static_cast<uint32_t>(config.get_int(names::kTransportReceiveBuffers));
   const auto send_count = static_cast<uint32_t>(config.get_int(names::kTransportSendBuffers));
-  // Receive buffers take the largest eager message any peer may choose (kMaxEager unless
+  // Receive buffers take the largest eager message any peer may choose (kMaxEagerLimit unless
   // configured), so this worker's own cost model never limits what peers send.
   const uint64_t eager_setting = config.get_size(names::kTransportEagerLimit);
   receive_capacity_ =

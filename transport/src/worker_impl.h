@@ -268,7 +268,6 @@ class WorkerImpl final : public Worker {
                    const wire::Header& header, std::span<const std::byte> payload);
   Status sticky_error() const;
   // test() without progress: the waits progress between checks themselves.
-  Result<bool> take_if_done(Request request, RequestResult* result);
   Result<bool> take_if_done_locked(Request request, RequestResult* result);
   // A non-owning reference to the condition of a wait: std::function would allocate for a
   // lambda with several captures, on every wait.
@@ -285,7 +284,8 @@ class WorkerImpl final : public Worker {
     void* object_;
     bool (*call_)(void*);
   };
-  // Progresses until done() holds or `bound` passes, sleeping per the progress mode.
+  // Progresses until done() holds or `bound` passes, sleeping per the progress mode. done() runs
+  // with mutex_ held: a pass takes the lock once for the check and the progress together.
   Status progress_until(DoneCheck done, std::chrono::milliseconds bound, std::string_view what);
 
   // ---- rendezvous.cc ----

@@ -210,6 +210,9 @@ void IbDevice::probe_capabilities(const ibv_device_attr& device) {
   }
   // rdma_cm joins IPv4 groups on RoCEv2 GIDs (cma_iboe_set_mgid): ::ffff:a.b.c.d.
   if (transport_ == Transport::kRoce) limits = limits | Limitation::kMulticastGidIpv4Mapped;
+  attributes_.kernel_emulated =
+      (device.vendor_id == kSoftIwarpVendor && transport_ == Transport::kIwarp) ||
+      (device.vendor_id == kSoftRoceVendor && transport_ == Transport::kRoce);
   if (device.vendor_id == kSoftIwarpVendor && transport_ == Transport::kIwarp) {
     limits = limits | Limitation::kRefusedReadFlushed | Limitation::kReadDepthsRaisedToPeer |
              Limitation::kNoSolicitedNotification | Limitation::kLatePostsLostAfterError |

@@ -257,6 +257,9 @@ struct DeviceAttributes {
   uint8_t port_count = 0;
   Capability capabilities = Capability::kNone;
   Limitation limitations = Limitation::kNone;  // none on the software providers
+  // The kernel emulates the device over a network interface (Soft-RoCE, SoftiWARP): its round
+  // trips cost a kernel network stack's, an order of magnitude more than a NIC's.
+  bool kernel_emulated = false;
 };
 
 enum class PortState : uint8_t { kDown, kInit, kArmed, kActive };

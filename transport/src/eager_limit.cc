@@ -1,0 +1,33 @@
+#include "eager_limit.h"
+
+namespace wv::transport {
+namespace {
+
+double round_trip_us(verbs::Transport transport, bool kernel_emulated) {
+  if (kernel_emulated) return 15;
+  switch (transport) {
+    case verbs::Transport::kInfiniband:
+    case verbs::Transport::kRoce:
+      return 3;
+    case verbs::Transport::kIwarp:
+      return 15;
+    case verbs::Transport::kSoftware:
+      return 2;
+  }
+  return 10;
+}
+
+}  // namespace
+
+EagerChoice choose_eager_limit(double copy_gbps, verbs::Transport transport, bool kernel_emulated) {
+  EagerChoice choice;
+  choice.round_trip_us = round_trip_us(transport, kernel_emulated);
+  choice.break_even = choice.round_trip_us * 1e-6 * copy_gbps * 1e9 / 2;
+  choice.limit = kMinEagerChoice;
+  while (choice.limit * 2 <= choice.break_even && choice.limit * 2 <= kMaxEagerChoice) {
+    choice.limit *= 2;
+  }
+  return choice;
+}
+
+}  // namespace wv::transport
