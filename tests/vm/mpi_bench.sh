@@ -77,6 +77,10 @@ done
 {
   echo "wv_mpi_perf pt2pt, 2 ranks in one guest ($(uname -r), $(nproc) CPUs, TCG), median of $rounds rounds"
   echo "latency: median one-way us (lower is better); bandwidth: MB/s; ratios A/B"
+  for dev in rxe0 siw0; do
+    echo "wv on $dev:"
+    WV_DEVICE=$dev "$build/bin/wv_info" --protocols 2>&1 | sed -n '/^  ibverbs:/,/eager:/p'
+  done
   python3 "$repo/bench/compare_pt2pt.py" \
     $(for name in "${order[@]}"; do echo "$name=$work/$name.median.json"; done) \
     --pair wv-rxe:ucx-rxe --pair wv-siw:tcp
