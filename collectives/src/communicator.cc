@@ -93,15 +93,16 @@ Result<std::unique_ptr<Communicator>> Communicator::create(Comm& comm, const Opt
   }
   c->world_ = std::move(world);
 
-  // Topology: every rank's (host key, socket), gathered around the ring.
+  // Topology: every rank's placement, gathered around the ring.
   MachineInfo machine = describe_this_machine();
   struct Entry {
     uint64_t host_key;
-    int64_t socket;
+    int32_t socket;
+    int32_t near_nic;
   };
   std::vector<Entry> entries(static_cast<size_t>(comm.size()));
   entries[static_cast<size_t>(comm.rank())] = {std::hash<std::string>{}(machine.host_name),
-                                               machine.socket};
+                                               machine.socket, machine.near_nic ? 1 : 0};
   {
     Channel channel(*c->world_, c->next_tag(), nullptr);
     std::vector<size_t> bytes(static_cast<size_t>(comm.size()), sizeof(Entry));
@@ -109,16 +110,15 @@ Result<std::unique_ptr<Communicator>> Communicator::create(Comm& comm, const Opt
       return Status(s.code(), "topology exchange: " + s.message());
     }
   }
-  std::vector<uint64_t> keys;
-  std::vector<int> sockets;
-  for (const Entry& e : entries) {
-    keys.push_back(e.host_key);
-    sockets.push_back(static_cast<int>(e.socket));
-  }
+  std::vector<RankPlacement> placements;
+  for (const Entry& e : entries) placements.push_back({e.host_key, e.socket, e.near_nic != 0});
   const FakeLayout layout = config->get_string(config::names::kTopologyFakeLayout) == "cyclic"
                                 ? FakeLayout::kCyclic
                                 : FakeLayout::kBlock;
-  c->topology_ = Topology::build(keys, sockets, fake_hosts, layout);
+  const FakeNic fake_nic = config->get_string(config::names::kTopologyFakeNic) == "last"
+                               ? FakeNic::kLast
+                               : FakeNic::kNone;
+  c->topology_ = Topology::build(placements, fake_hosts, layout, fake_nic);
   c->topology_.machine = machine;
 
   auto make_group = [&](const std::vector<int>& members) {

@@ -1,5 +1,6 @@
 // Hierarchical algorithms: an intra-host step among the ranks of each host, an inter-host
-// step among one leader per host (the host's lowest rank), then the intra-host step back.
+// step among one leader per host (Topology: its lowest rank near a network device), then the
+// intra-host step back.
 // A large allreduce on hosts of equal size with a shared segment has as many leaders per host
 // as ranks: the host's reduce-scatter leaves share i with rank i, the i-th ranks of all hosts
 // allreduce that share among themselves (in parallel), and the host's allgather spreads it.

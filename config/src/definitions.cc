@@ -15,6 +15,7 @@ constexpr std::string_view kTransportRendezvousChoices[] = {"auto", "read", "wri
 constexpr std::string_view kTransportProgressChoices[] = {"poll", "block", "hybrid"};
 constexpr std::string_view kShmCmaChoices[] = {"auto", "off"};
 constexpr std::string_view kFakeLayoutChoices[] = {"block", "cyclic"};
+constexpr std::string_view kFakeNicChoices[] = {"none", "last"};
 
 constexpr Definition kDefinitions[] = {
     {.name = names::kProvider,
@@ -238,6 +239,15 @@ constexpr Definition kDefinitions[] = {
                     "host's ranks are adjacent).",
      .level = Level::kDeveloper,
      .choices = kFakeLayoutChoices},
+    {.name = names::kTopologyFakeNic,
+     .type = Type::kChoice,
+     .default_value = "none",
+     .description = "Testing: none (each host's leader is its lowest rank near a network device, "
+                    "as hwloc reports) or last (declare each host's network device near its "
+                    "highest rank, so the hierarchical algorithms run with a leader that is not "
+                    "the host's lowest rank).",
+     .level = Level::kDeveloper,
+     .choices = kFakeNicChoices},
 };
 
 }  // namespace

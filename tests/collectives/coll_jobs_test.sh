@@ -19,28 +19,31 @@ trap 'rm -f "$out"' EXIT
 # "pull": large allgather/alltoall blocks read straight from the peers (collectives_pull=true).
 # "cyclic": ranks dealt round-robin to the virtual hosts (topology_fake_layout=cyclic), so no
 # host's ranks are adjacent in rank order (blocks placed by world rank, leaders not rank 0..).
+# "niclast": each host's network device declared near its highest rank (topology_fake_nic=last),
+# so every host's leader is its highest rank and the host groups are not in rank order.
 configs=(
   "shm 1 0" "shm 2 0" "shm 3 0" "shm 4 0" "shm 5 0" "shm 6 0" "shm 7 0" "shm 8 0"
   "shm 4 2" "shm 5 2" "shm 7 3" "shm 8 2" "shm 3 3"
   "shm 3 0 off" "shm 4 2 off" "shm 5 2 off" "shm 4 0 pull" "shm 3 0 pull"
-  "shm 4 2 cyclic" "shm 5 2 cyclic" "shm 7 3 cyclic"
+  "shm 4 2 cyclic" "shm 5 2 cyclic" "shm 7 3 cyclic" "shm 4 2 niclast" "shm 7 3 niclast"
   "tcp 2 0" "tcp 3 2"
 )
 for config in "${configs[@]}"; do
   read -r provider n hosts segment <<<"$config"
-  shared_memory=true pull=false layout=block
+  shared_memory=true pull=false layout=block nic=none
   [ "${segment:-on}" = off ] && shared_memory=false
   [ "${segment:-on}" = pull ] && pull=true
   [ "${segment:-on}" = cyclic ] && layout=cyclic
+  [ "${segment:-on}" = niclast ] && nic=last
   progress=hybrid
   [ "$n" -gt "$cores" ] && progress=block
   start=$(date +%s)
   WV_TRANSPORT_PROGRESS=$progress WV_TOPOLOGY_FAKE_HOSTS=$hosts WV_TOPOLOGY_FAKE_LAYOUT=$layout \
-    WV_COLLECTIVES_SHARED_MEMORY=$shared_memory WV_COLLECTIVES_PULL=$pull \
+    WV_TOPOLOGY_FAKE_NIC=$nic WV_COLLECTIVES_SHARED_MEMORY=$shared_memory WV_COLLECTIVES_PULL=$pull \
     timeout -k 5 300 "$wvrun" -n "$n" --provider "$provider" --timeout 280 "$prog" >"$out" 2>&1
   rc=$?
   ok=$(grep -c "coll ok" "$out")
-  label="$provider -n $n fake_hosts=$hosts $layout ($progress, host segment $shared_memory, pull $pull)"
+  label="$provider -n $n fake_hosts=$hosts $layout nic=$nic ($progress, host segment $shared_memory, pull $pull)"
   if [ $rc -ne 0 ] || [ "$ok" -ne "$n" ]; then
     echo "FAIL: $label: exit $rc, $ok of $n ranks ok"
     head -60 "$out"

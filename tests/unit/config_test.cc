@@ -445,6 +445,7 @@ TEST(NamesTest, EveryNameConstantIsDefined) {
       names::kCollectivesPull,
       names::kTopologyFakeHosts,
       names::kTopologyFakeLayout,
+      names::kTopologyFakeNic,
   };
   for (std::string_view name : kAll) EXPECT_NE(find_definition(name), nullptr) << name;
   // One constant per definition: a new parameter needs its constant too.

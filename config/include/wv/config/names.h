@@ -37,5 +37,6 @@ inline constexpr std::string_view kCollectivesSharedMemory = "collectives_shared
 inline constexpr std::string_view kCollectivesPull = "collectives_pull";
 inline constexpr std::string_view kTopologyFakeHosts = "topology_fake_hosts";
 inline constexpr std::string_view kTopologyFakeLayout = "topology_fake_layout";
+inline constexpr std::string_view kTopologyFakeNic = "topology_fake_nic";
 
 }  // namespace wv::config::names
