@@ -7,6 +7,7 @@
 #include "ib_connect_endpoint.h"
 #include "ib_convert.h"
 #include "ib_datagram_endpoint.h"
+#include "ib_locality.h"
 #include "provider_factories.h"
 #include "wv/config/config.h"
 #include "wv/config/names.h"
@@ -57,12 +58,21 @@ Transport transport_of(ibv_device* device) {
 
 }  // namespace
 
+IbProvider::IbProvider(ibv_device** list, int count, std::shared_ptr<EventLoop> loop,
+                       std::string device)
+    : list_(list), count_(count), loop_(std::move(loop)), configured_device_(std::move(device)) {
+  std::vector<std::optional<std::vector<int>>> local;
+  for (int i = 0; i < count_; ++i)
+    local.push_back(device_local_cpus(ibv_get_device_name(list_[i])));
+  nearest_ = nearest_first(local, allowed_cpus());
+}
+
 IbProvider::~IbProvider() {
   ibv_free_device_list(list_);
 }
 
 ibv_device* IbProvider::find(std::string_view name) const {
-  for (int i = 0; i < count_; ++i) {
+  for (size_t i : nearest_) {
     if (name.empty() || name == ibv_get_device_name(list_[i])) return list_[i];
   }
   return nullptr;
@@ -70,13 +80,13 @@ ibv_device* IbProvider::find(std::string_view name) const {
 
 Transport IbProvider::default_transport() const {
   ibv_device* device = find(configured_device_);
-  if (device == nullptr) device = list_[0];
+  if (device == nullptr) device = find("");
   return device->transport_type == IBV_TRANSPORT_IWARP ? Transport::kIwarp : Transport::kRoce;
 }
 
 Result<std::vector<DeviceInfo>> IbProvider::devices() {
   std::vector<DeviceInfo> out;
-  for (int i = 0; i < count_; ++i) {
+  for (size_t i : nearest_) {
     out.push_back({ibv_get_device_name(list_[i]), transport_of(list_[i]),
                    be64toh(ibv_get_device_guid(list_[i]))});
   }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "ib_device.h"
 #include "ib_event_loop.h"
@@ -17,11 +18,11 @@ namespace wv::verbs::ib {
 
 class IbProvider final : public Provider, public std::enable_shared_from_this<IbProvider> {
  public:
-  IbProvider(ibv_device** list, int count, std::shared_ptr<EventLoop> loop, std::string device)
-      : list_(list), count_(count), loop_(std::move(loop)), configured_device_(std::move(device)) {}
+  IbProvider(ibv_device** list, int count, std::shared_ptr<EventLoop> loop, std::string device);
   ~IbProvider() override;
 
   std::string_view name() const override { return "ibverbs"; }
+  // Nearest first (ib_locality.h): the first is the default device.
   Result<std::vector<DeviceInfo>> devices() override;
   Result<std::vector<AddressInfo>> addresses() override;
   Result<std::shared_ptr<Device>> open_device(std::string_view name) override;
@@ -37,6 +38,7 @@ class IbProvider final : public Provider, public std::enable_shared_from_this<Ib
 
   ibv_device** list_;
   int count_;
+  std::vector<size_t> nearest_;  // indexes into list_, nearest first
   std::shared_ptr<EventLoop> loop_;
   std::string configured_device_;
   std::mutex mutex_;
