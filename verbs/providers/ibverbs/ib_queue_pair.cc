@@ -329,6 +329,14 @@ Status QpCore::user_modify(QpState target) {
       break;
     case QpState::kReset:
       allowed = now == QpState::kError || now == QpState::kReset;
+      if (allowed && now == QpState::kError && !datagram_ &&
+          has(domain_->device()->attributes().limitations, Limitation::kNoReconnectAfterError)) {
+        // The device would accept the move and keep the QP in error; the next connect fails.
+        return Status(Errc::kNotSupported,
+                      "device " + domain_->device()->attributes().name +
+                          " cannot take a connected QP out of the error state (limitation "
+                          "no_reconnect_after_error): create a new QP");
+      }
       break;
     case QpState::kInit:
       allowed = now == QpState::kReset;

@@ -101,7 +101,10 @@ enum class Limitation : uint32_t {
   // never complete (siw flushes its user-mapped queues only on entering the error state).
   kLatePostsLostAfterError = 1u << 10,
   // Observed on siw, not worked around by the provider:
-  // a QP that was in kError cannot be connected again after kReset -> kInit;
+  // a connected QP in kError cannot be reset for another connection (siw_qp_modify has no
+  // transition out of SIW_QP_STATE_ERROR: the device accepts kReset and kInit and keeps the QP in
+  // error, which siw_accept and the MPA reply then refuse), so the provider refuses kError ->
+  // kReset with kNotSupported;
   kNoReconnectAfterError = 1u << 11,
   // the send in progress when the QP is moved to kError completes kLocalQpOperationError (the
   // move suspends siw's transmitter, and its failure path completes the active WQE with
