@@ -95,6 +95,12 @@ TEST_P(ConnectedQpTest, UserTransitionsOfAnUnconnectedQp) {
   EXPECT_FALSE(qp.modify(QpState::kInit).is_ok()) << "kError -> kInit is not a user transition";
   EXPECT_FALSE(qp.modify(QpState::kReadyToSend).is_ok());
   EXPECT_EQ(qp.query().state, QpState::kError);
+  if (has_limitation(Limitation::kNoReconnectAfterError)) {
+    EXPECT_ERRC(Errc::kNotSupported, qp.modify(QpState::kReset))
+        << "limitation kNoReconnectAfterError: the device keeps the QP in error";
+    EXPECT_EQ(qp.query().state, QpState::kError);
+    return;
+  }
   ASSERT_OK(qp.modify(QpState::kReset));
   EXPECT_EQ(qp.query().state, QpState::kReset);
   EXPECT_FALSE(qp.modify(QpState::kReadyToReceive).is_ok());
