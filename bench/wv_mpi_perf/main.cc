@@ -57,7 +57,7 @@ int run_pt2pt(const wv::perf::CommonOptions& common, const wv::perf::Pt2ptOption
     return kExitFailure;
   }
   if (common.pin) {
-    const std::vector<int> cpus = wv::perf::allowed_cpus();
+    const std::vector<int> cpus = wv::allowed_cpus();
     if (cpus.size() >= 2) {
       if (wv::Status s = wv::perf::pin_to_cpu(cpus[static_cast<size_t>(rank)]); !s) {
         fmt::print(stderr, "wv_mpi_perf: {}\n", s.message());
@@ -74,7 +74,7 @@ int run_pt2pt(const wv::perf::CommonOptions& common, const wv::perf::Pt2ptOption
   run.header.processes.push_back({.role = "rank 0",
                                   .host = wv::perf::host_name(),
                                   .pid = getpid(),
-                                  .cpus = wv::perf::cpu_list(wv::perf::allowed_cpus())});
+                                  .cpus = wv::perf::cpu_list(wv::allowed_cpus())});
   run.header.details["baseline"] = "none (this is the comparison for wv_perf pt2pt)";
   wv::perf::MpiLink link(rank, common.timeout());
   if (wv::Status s = wv::perf::run_pt2pt(link, run); !s) {

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "wv/cpus.h"  // allowed_cpus()
 #include "wv/result.h"
 
 namespace wv::perf {
@@ -50,8 +51,6 @@ class StallGuard {
 // The "no progress for N s" error every bounded wait reports.
 Status stalled(std::string_view waiting_for, std::chrono::nanoseconds limit);
 
-// The CPUs this process may run on (sched_getaffinity), ascending.
-std::vector<int> allowed_cpus();
 // "0-3,6".
 std::string cpu_list(const std::vector<int>& cpus);
 // Pins the calling thread, and so every thread it creates afterwards, to `cpu`.

@@ -13,15 +13,6 @@ namespace {
 using Cpus = std::vector<int>;
 using Locality = std::vector<std::optional<Cpus>>;
 
-TEST(IbLocalityTest, ParsesTheKernelsCpuLists) {
-  EXPECT_EQ(parse_cpu_list("0-3,8,10-11\n"), (Cpus{0, 1, 2, 3, 8, 10, 11}));
-  EXPECT_EQ(parse_cpu_list("5"), (Cpus{5}));
-  EXPECT_EQ(parse_cpu_list(""), std::nullopt);
-  EXPECT_EQ(parse_cpu_list("3-1"), std::nullopt);
-  EXPECT_EQ(parse_cpu_list("0-x"), std::nullopt);
-  EXPECT_EQ(parse_cpu_list("1,,2"), std::nullopt);
-}
-
 TEST(IbLocalityTest, TheNicOfTheBoundSocketComesFirst) {
   // mlx5_0 on socket 0 (CPUs 0-3), mlx5_1 on socket 1 (CPUs 4-7), rxe0 without locality.
   const Locality devices = {Cpus{0, 1, 2, 3}, Cpus{4, 5, 6, 7}, std::nullopt};

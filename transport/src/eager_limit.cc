@@ -3,14 +3,17 @@
 namespace wv::transport {
 namespace {
 
+// A round trip through the kernel's TCP/IP stack, which iWARP and the emulated devices pay.
+constexpr double kKernelStackRoundTripUs = 15;
+
 double round_trip_us(verbs::Transport transport, bool kernel_emulated) {
-  if (kernel_emulated) return 15;
+  if (kernel_emulated) return kKernelStackRoundTripUs;
   switch (transport) {
     case verbs::Transport::kInfiniband:
     case verbs::Transport::kRoce:
       return 3;
     case verbs::Transport::kIwarp:
-      return 15;
+      return kKernelStackRoundTripUs;
     case verbs::Transport::kSoftware:
       return 2;
   }

@@ -1,7 +1,6 @@
 #include "worker_impl.h"
 
 #include <poll.h>
-#include <sched.h>
 #include <sys/random.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 
 #include "wv/config/config.h"
 #include "wv/config/names.h"
+#include "wv/cpus.h"
 
 namespace wv::transport {
 
@@ -93,10 +93,7 @@ std::string_view to_string(ProgressMode mode) {
 namespace {
 
 int usable_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
-  return std::max(1, CPU_COUNT(&set));
+  return std::max(1, static_cast<int>(allowed_cpus().size()));
 }
 
 }  // namespace

@@ -200,6 +200,9 @@ void IbDevice::probe_capabilities(const ibv_device_attr& device) {
   // 0xffffff, SoftiWARP 0x626d74 "bmt") because no attribute reports them.
   constexpr uint32_t kSoftRoceVendor = 0xffffff;
   constexpr uint32_t kSoftIwarpVendor = 0x626d74;
+  const bool soft_iwarp = device.vendor_id == kSoftIwarpVendor && transport_ == Transport::kIwarp;
+  const bool soft_roce = device.vendor_id == kSoftRoceVendor && transport_ == Transport::kRoce;
+  attributes_.kernel_emulated = soft_iwarp || soft_roce;
   // rdma_cm refuses a specific bind on a port a wildcard id holds (cma_check_port).
   Limitation limits =
       Limitation::kNoSpecificListenBesideWildcard | Limitation::kOneSidedServedByDevice;
@@ -210,17 +213,14 @@ void IbDevice::probe_capabilities(const ibv_device_attr& device) {
   }
   // rdma_cm joins IPv4 groups on RoCEv2 GIDs (cma_iboe_set_mgid): ::ffff:a.b.c.d.
   if (transport_ == Transport::kRoce) limits = limits | Limitation::kMulticastGidIpv4Mapped;
-  attributes_.kernel_emulated =
-      (device.vendor_id == kSoftIwarpVendor && transport_ == Transport::kIwarp) ||
-      (device.vendor_id == kSoftRoceVendor && transport_ == Transport::kRoce);
-  if (device.vendor_id == kSoftIwarpVendor && transport_ == Transport::kIwarp) {
+  if (soft_iwarp) {
     limits = limits | Limitation::kRefusedReadFlushed | Limitation::kReadDepthsRaisedToPeer |
              Limitation::kNoSolicitedNotification | Limitation::kLatePostsLostAfterError |
              Limitation::kNoReconnectAfterError | Limitation::kActiveSendFailsOnModifyToError |
              Limitation::kSendsOvertakeReads | Limitation::kReadAccessNotChecked |
              Limitation::kRefusedWriteFailsLocally;
   }
-  if (device.vendor_id == kSoftRoceVendor && transport_ == Transport::kRoce) {
+  if (soft_roce) {
     limits = limits | Limitation::kLengthErrorAsOperationError;
     if (has(caps, Capability::kMemoryWindowType1)) {
       limits = limits | Limitation::kMemoryWindowsNotEnforced;

@@ -1,43 +1,12 @@
 #include "ib_locality.h"
 
-#include <sched.h>
-
 #include <algorithm>
-#include <charconv>
 #include <fstream>
+#include <string>
+
+#include "wv/cpus.h"
 
 namespace wv::verbs::ib {
-namespace {
-
-bool parse_int(std::string_view text, int* out) {
-  const char* end = text.data() + text.size();
-  auto [at, error] = std::from_chars(text.data(), end, *out);
-  return error == std::errc() && at == end && *out >= 0;
-}
-
-}  // namespace
-
-std::optional<std::vector<int>> parse_cpu_list(std::string_view text) {
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
-  if (text.empty()) return std::nullopt;
-  std::vector<int> cpus;
-  while (!text.empty()) {
-    const size_t comma = text.find(',');
-    const std::string_view range = text.substr(0, comma);
-    text = comma == std::string_view::npos ? std::string_view() : text.substr(comma + 1);
-    const size_t dash = range.find('-');
-    int first = 0;
-    int last = 0;
-    if (!parse_int(range.substr(0, dash), &first)) return std::nullopt;
-    last = first;
-    if (dash != std::string_view::npos && !parse_int(range.substr(dash + 1), &last)) {
-      return std::nullopt;
-    }
-    if (last < first) return std::nullopt;
-    for (int cpu = first; cpu <= last; ++cpu) cpus.push_back(cpu);
-  }
-  return cpus;
-}
 
 std::optional<std::vector<int>> device_local_cpus(const std::string& device_name) {
   std::ifstream file("/sys/class/infiniband/" + device_name + "/device/local_cpulist");
@@ -61,17 +30,6 @@ std::vector<size_t> nearest_first(const std::vector<std::optional<std::vector<in
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return rank(a) < rank(b); });
   return order;
-}
-
-std::vector<int> allowed_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  std::vector<int> cpus;
-  if (sched_getaffinity(0, sizeof set, &set) != 0) return cpus;
-  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
-    if (CPU_ISSET(cpu, &set)) cpus.push_back(cpu);
-  }
-  return cpus;
 }
 
 }  // namespace wv::verbs::ib

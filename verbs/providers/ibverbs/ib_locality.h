@@ -6,13 +6,9 @@
 
 #include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 namespace wv::verbs::ib {
-
-// "0-3,8,10-11" -> {0,1,2,3,8,10,11}; nullopt for anything else.
-std::optional<std::vector<int>> parse_cpu_list(std::string_view text);
 
 // The CPUs local to the device, or nullopt when the kernel names none (a software device such
 // as rxe or siw has no PCI parent).
@@ -22,8 +18,5 @@ std::optional<std::vector<int>> device_local_cpus(const std::string& device_name
 // the other hardware devices, then those without locality; each group in its original order.
 std::vector<size_t> nearest_first(const std::vector<std::optional<std::vector<int>>>& local_cpus,
                                   const std::vector<int>& allowed);
-
-// The CPUs this process may run on.
-std::vector<int> allowed_cpus();
 
 }  // namespace wv::verbs::ib

@@ -11,6 +11,7 @@
 #include "provider_factories.h"
 #include "wv/config/config.h"
 #include "wv/config/names.h"
+#include "wv/cpus.h"
 
 namespace wv::verbs {
 
@@ -64,7 +65,7 @@ IbProvider::IbProvider(ibv_device** list, int count, std::shared_ptr<EventLoop> 
   std::vector<std::optional<std::vector<int>>> local;
   for (int i = 0; i < count_; ++i)
     local.push_back(device_local_cpus(ibv_get_device_name(list_[i])));
-  nearest_ = nearest_first(local, allowed_cpus());
+  nearest_ = nearest_first(local, wv::allowed_cpus());
 }
 
 IbProvider::~IbProvider() {
