@@ -119,6 +119,67 @@ TEST(ShmRing, WrapsAroundManyTimesInOrder) {
   EXPECT_TRUE(pair.consumer.empty());
 }
 
+// A compact entry: 40 bytes of payload and its header in one cache line; the consumer reads the
+// fields the entry does not carry as zero (not as the payload bytes at their place) and finds the
+// payload right after the compact header, interleaved with full entries.
+TEST(ShmRing, CompactEntriesFitALineAndReadAsFullOnes) {
+  Pair pair;
+  ASSERT_NO_FATAL_FAILURE(make_pair(pair));
+  constexpr uint32_t kPayload = kCacheLine - kCompactHeaderBytes;
+  EXPECT_EQ(entry_bytes(kPayload, true), kCacheLine);
+  EXPECT_EQ(entry_bytes(kPayload), 2 * kCacheLine);
+  for (int round = 0; round < 1000; ++round) {
+    const auto seed = static_cast<uint8_t>(round | 1);
+    bool malformed = false;
+    std::byte* at = pair.producer.reserve(entry_bytes(kPayload, true), &malformed);
+    ASSERT_NE(at, nullptr);
+    EntryHeader header{};
+    header.size = entry_bytes(kPayload, true);
+    header.type = 2 | kCompactType;
+    header.flags = 3;
+    header.length = kPayload;
+    header.key = 77;
+    header.tag = 99;  // not carried
+    std::memset(at + header_bytes(header.type), seed, kPayload);
+    pair.producer.commit(header);
+    ASSERT_TRUE(produce(pair.producer, 8, seed));
+
+    EntryHeader got;
+    const std::byte* data = nullptr;
+    const char* why = "";
+    ASSERT_EQ(pair.consumer.peek(got, &data, &why), RingConsumer::Peek::kEntry) << why;
+    EXPECT_EQ(got.type, 2);
+    EXPECT_EQ(got.flags, 3);
+    EXPECT_EQ(got.length, kPayload);
+    EXPECT_EQ(got.key, 77u);
+    EXPECT_EQ(got.tag, 0u);
+    EXPECT_EQ(got.immediate, 0u);
+    EXPECT_EQ(got.address, 0u);
+    EXPECT_EQ(got.value, 0u);
+    for (uint32_t i = 0; i < kPayload; ++i) ASSERT_EQ(data[i], std::byte{seed}) << i;
+    pair.consumer.release(got);
+    ASSERT_TRUE(consume(pair.consumer, 8, seed));
+  }
+}
+
+// A compact entry that claims more payload than its line holds is malformed, as a full one is.
+TEST(ShmRing, CompactEntryLongerThanItsSizeIsMalformed) {
+  Pair pair;
+  ASSERT_NO_FATAL_FAILURE(make_pair(pair));
+  bool malformed = false;
+  std::byte* at = pair.producer.reserve(kCacheLine, &malformed);
+  ASSERT_NE(at, nullptr);
+  EntryHeader header{};
+  header.size = kCacheLine;
+  header.type = 2 | kCompactType;
+  header.length = kCacheLine - kCompactHeaderBytes + 1;
+  pair.producer.commit(header);
+  EntryHeader got;
+  const std::byte* data = nullptr;
+  const char* why = "";
+  EXPECT_EQ(pair.consumer.peek(got, &data, &why), RingConsumer::Peek::kMalformed);
+}
+
 TEST(ShmRing, FullRingPushesBackUntilTheConsumerFreesSpace) {
   Pair pair;
   ASSERT_NO_FATAL_FAILURE(make_pair(pair));

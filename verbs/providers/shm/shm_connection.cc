@@ -185,8 +185,8 @@ void ShmConnection::receive_posted() {
   if (rnr_stalled_.load(std::memory_order_acquire) && !poller_.active()) ring_self();
 }
 
-std::byte* ShmConnection::reserve_locked(uint32_t payload, EntryHeader& header) {
-  const uint32_t bytes = entry_bytes(payload);
+std::byte* ShmConnection::reserve_locked(uint32_t payload, EntryHeader& header, bool compact) {
+  const uint32_t bytes = entry_bytes(payload, compact);
   bool malformed = false;
   std::byte* at = producer_.reserve(bytes, &malformed);
   if (at == nullptr) {
@@ -240,14 +240,19 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
         *ring |= commit_locked(header);
         return Emit::kHeld;
       }
+      // A whole send without immediate data needs none of the fields past the compact header.
+      const bool compact = send && !immediate && request.transmitted_bytes == 0 &&
+                           request.length <= max_payload_;
       do {
         const uint64_t offset = request.transmitted_bytes;
         const auto chunk =
             static_cast<uint32_t>(std::min<uint64_t>(max_payload_, request.length - offset));
-        std::byte* at = reserve_locked(chunk, header);
+        std::byte* at = reserve_locked(chunk, header, compact);
         if (at == nullptr) return Emit::kFull;
         const bool last = offset + chunk == request.length;
-        header.type = static_cast<uint8_t>(send ? EntryType::kSend : EntryType::kWrite);
+        header.type = static_cast<uint8_t>(
+            static_cast<uint8_t>(send ? EntryType::kSend : EntryType::kWrite) |
+            (compact ? kCompactType : 0));
         header.flags = static_cast<uint8_t>((offset == 0 ? entry_flags::kFirst : 0) |
                                             (last ? entry_flags::kLast : 0) |
                                             (immediate ? entry_flags::kImmediate : 0));
@@ -262,7 +267,7 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
         header.address = send ? offset : request.remote.address + offset;
         header.value = request.length;
         gather_payload(request.segments.data(), request.segment_count, offset,
-                       at + kEntryHeaderBytes, chunk);
+                       at + header_bytes(header.type), chunk);
         *ring |= commit_locked(header);
         request.transmitted_bytes = offset + chunk;
       } while (request.transmitted_bytes < request.length);

@@ -107,7 +107,7 @@ class ShmConnection final : public soft::Wire,
   Emit emit_request_locked(soft::SendWorkRequest& request, bool* ring);
   bool emit_response_locked(Response& response, bool* ring);
   // Reserves an entry for `payload` bytes; null when the ring is full (blocked_bytes_ is set).
-  std::byte* reserve_locked(uint32_t payload, EntryHeader& header);
+  std::byte* reserve_locked(uint32_t payload, EntryHeader& header, bool compact = false);
   bool commit_locked(const EntryHeader& header);
   bool queue_response_locked(soft::SoftConnectQueuePair& qp, const Response& response);
   void ring_peer();

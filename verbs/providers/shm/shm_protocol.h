@@ -10,7 +10,8 @@
 //
 // Ring entries (EntryHeader fields used; "tag" names requests whose answer comes back):
 //   kSend          flags first/last/immediate/invalidate/solicited; address = offset in the
-//                  message; key = key to invalidate; payload = data
+//                  message; key = key to invalidate; payload = data. A whole message without
+//                  immediate data goes as a compact entry (shm_ring.h).
 //   kWrite         data through the ring; address = remote address of this fragment; key =
 //                  rkey; value = total length (first fragment: the whole range is checked)
 //   kWritePull     large write the target copies itself (process_vm_readv); address, key,

@@ -130,7 +130,7 @@ void RingProducer::publish(std::byte* entry, uint64_t position, const EntryHeade
   // sees the whole entry.
   std::memcpy(entry + sizeof(header.stamp),
               reinterpret_cast<const std::byte*>(&header) + sizeof(header.stamp),
-              sizeof(header) - sizeof(header.stamp));
+              header_bytes(header.type) - sizeof(header.stamp));
   stamp_word(entry).store(position ^ salt_, std::memory_order_seq_cst);
 }
 
@@ -212,11 +212,20 @@ RingConsumer::Peek RingConsumer::peek(EntryHeader& header, const std::byte** pay
       advance(size);
       continue;
     }
-    if (uint64_t{kEntryHeaderBytes} + header.length > size) {
+    const uint32_t header_length = header_bytes(header.type);
+    if ((header.type & kCompactType) != 0) {
+      // The bytes after the compact header are payload, not fields.
+      header.type &= ~kCompactType;
+      header.tag = 0;
+      header.immediate = 0;
+      header.address = 0;
+      header.value = 0;
+    }
+    if (uint64_t{header_length} + header.length > size) {
       *why = "ring entry shorter than its header and payload";
       return Peek::kMalformed;
     }
-    *payload = data_ + pos + kEntryHeaderBytes;
+    *payload = data_ + pos + header_length;
     return Peek::kEntry;
   }
 }

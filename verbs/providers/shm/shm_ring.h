@@ -18,6 +18,12 @@
 // entry filling the rest of the ring. The consumer publishes `tail` for the producer, which
 // reads it only when its cached copy says the ring may be full.
 //
+// Compact entries. An entry whose type has kCompactType set carries only the first
+// kCompactHeaderBytes of the header (stamp to key); the consumer reads the other fields as zero
+// and finds the payload right after. A whole small message then fits the one cache line: a
+// transport header and 8 bytes of data take 64 bytes with it and 128 with the full header,
+// and each extra line is one more transfer between the cores on the critical path.
+//
 // Sleeping. A consumer about to sleep sets `consumer_sleeping` and looks at the stamp once
 // more; a producer publishes a stamp and then looks at `consumer_sleeping`, ringing the
 // consumer's doorbell (an eventfd) only when it is set. Both are sequentially consistent, so one
@@ -43,7 +49,7 @@ namespace wv::verbs::shm {
 
 inline constexpr size_t kCacheLine = 64;
 inline constexpr uint64_t kSegmentMagic = 0x31474553'4d485357ull;  // "WSHMSEG1"
-inline constexpr uint32_t kSegmentVersion = 3;  // 2: stamped entries, 3: producer_waiting tail
+inline constexpr uint32_t kSegmentVersion = 4;  // 3: producer_waiting tail, 4: compact entries
 inline constexpr uint32_t kMinRingBytes = 16 * 1024;
 inline constexpr uint32_t kMaxRingBytes = 64 * 1024 * 1024;
 
@@ -119,11 +125,20 @@ struct EntryHeader {
 };
 static_assert(sizeof(EntryHeader) == 48);
 inline constexpr uint32_t kEntryHeaderBytes = sizeof(EntryHeader);
-inline constexpr uint32_t kPadType = 1;
+inline constexpr uint32_t kCompactHeaderBytes = offsetof(EntryHeader, tag);
+static_assert(kCompactHeaderBytes == 24);
+inline constexpr uint8_t kPadType = 1;
+inline constexpr uint8_t kCompactType = 0x80;  // or'ed into the type (see compact entries)
 
-// The ring bytes an entry with `payload` bytes takes.
-inline constexpr uint32_t entry_bytes(uint64_t payload) {
-  return static_cast<uint32_t>((kEntryHeaderBytes + payload + kCacheLine - 1) & ~(kCacheLine - 1));
+// Where an entry's payload starts.
+inline constexpr uint32_t header_bytes(uint8_t type) {
+  return (type & kCompactType) != 0 ? kCompactHeaderBytes : kEntryHeaderBytes;
+}
+
+// The ring bytes an entry with `payload` bytes takes, with a full or a compact header.
+inline constexpr uint32_t entry_bytes(uint64_t payload, bool compact = false) {
+  const uint64_t header = compact ? kCompactHeaderBytes : kEntryHeaderBytes;
+  return static_cast<uint32_t>((header + payload + kCacheLine - 1) & ~(kCacheLine - 1));
 }
 
 class RingProducer {
@@ -133,7 +148,8 @@ class RingProducer {
       : control_(control), data_(data), capacity_(capacity), salt_(control->salt) {}
 
   // Room for an entry of `bytes` (from entry_bytes()) at once, or null when the ring is full.
-  // The caller writes the payload after the header's place; commit() writes the header and
+  // The caller writes the payload after the header's place (header_bytes() of its type);
+  // commit() writes the header (its first kCompactHeaderBytes for a compact type) and
   // publishes the entry. Sets *malformed when the consumer's index is impossible.
   std::byte* reserve(uint32_t bytes, bool* malformed);
   // Writes `header` (its size is the reserved bytes) into the entry reserve() returned and
@@ -169,7 +185,8 @@ class RingConsumer {
       : control_(control), data_(data), capacity_(capacity), salt_(control->salt) {}
 
   // The next entry (pads skipped): its header copied out (the peer cannot change it after the
-  // checks) and its payload, `header.length` bytes, still in the ring until release().
+  // checks; a compact entry's reads as a full one, kCompactType cleared and the fields it does
+  // not carry zero) and its payload, `header.length` bytes, still in the ring until release().
   Peek peek(EntryHeader& header, const std::byte** payload, const char** why);
   // Frees the entry peek() returned. Returns true when the producer waits for space and must
   // be woken.
