@@ -409,11 +409,15 @@ bool ShmConnection::queue_response_locked(SoftConnectQueuePair& qp, const Respon
 
 // ---- receive ----
 
-void ShmConnection::drain(SoftConnectQueuePair& qp) {
+bool ShmConnection::drain(SoftConnectQueuePair& qp) {
+  // A producer on another core can keep the ring from ever running empty: after a ring's worth
+  // the caller gets the thread back (a poll returns; the progress thread looks for a poller).
+  uint64_t consumed = 0;
   for (;;) {
-    if (closed_) return;
+    if (closed_) return false;
+    if (consumed >= segment_->ring_bytes()) return true;
     if (rnr_stalled_.load(std::memory_order_relaxed)) {
-      if (!qp.has_receive()) return;
+      if (!qp.has_receive()) return false;
       // The deadline stays armed: on_rnr_deadline() finds the stall over, or a later one.
       rnr_stalled_.store(false, std::memory_order_relaxed);
     }
@@ -422,15 +426,16 @@ void ShmConnection::drain(SoftConnectQueuePair& qp) {
     const char* why = "";
     switch (consumer_.peek(header, &payload, &why)) {
       case RingConsumer::Peek::kEmpty:
-        return;
+        return false;
       case RingConsumer::Peek::kMalformed:
         malformed(qp, why);
-        return;
+        return false;
       case RingConsumer::Peek::kEntry:
         break;
     }
     const Outcome outcome = handle(qp, header, payload);
-    if (outcome != Outcome::kDone) return;
+    if (outcome != Outcome::kDone) return false;
+    consumed += header.size;
     if (consumer_.release(header)) ring_peer();
   }
 }
@@ -810,10 +815,16 @@ void ShmConnection::service() {
   }
   std::lock_guard rx(rx_mutex_);
   for (;;) {
-    drain(*qp);
+    const bool more = drain(*qp);
     if (closed_ || rnr_stalled_.load(std::memory_order_relaxed)) return;
+    // A poller that came back moves the data itself: served from here as well, a stream would
+    // keep this thread and the poller (often on one CPU) fighting over it, each at half speed.
+    if (more && poller_.active()) {
+      park();
+      return;
+    }
     // Sleep on the doorbell; an entry that arrived meanwhile is served first.
-    if (!consumer_.prepare_to_sleep()) return;
+    if (!more && !consumer_.prepare_to_sleep()) return;
   }
 }
 

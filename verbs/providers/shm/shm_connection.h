@@ -114,7 +114,8 @@ class ShmConnection final : public soft::Wire,
   void ring_self();
 
   // ---- receive (rx_mutex_) ----
-  void drain(soft::SoftConnectQueuePair& qp);
+  // Serves the ring until it is empty or a ring's worth later; true when it stopped early.
+  bool drain(soft::SoftConnectQueuePair& qp);
   Outcome handle(soft::SoftConnectQueuePair& qp, const EntryHeader& header,
                  const std::byte* payload);
   Outcome on_send(soft::SoftConnectQueuePair& qp, const EntryHeader& header,
