@@ -574,8 +574,9 @@ Status VerbsSubcommand::measure(verbs_bench::Session& session, const Plan& plan,
   auto cma_floor = [&]() -> Status {
     reporter.begin_section({.op = "cma_bw",
                             .description = "reference: one process_vm_readv of size bytes from "
-                                           "another process (the copy shm's RDMA read and write "
-                                           "of 16 KiB and more are made of)",
+                                           "another process (the single copy of shm's RDMA read "
+                                           "and write of 16 KiB and more, with shm_cma=on or "
+                                           "between processes on one CPU)",
                             .metric = Metric::kBandwidth,
                             .has_ratio = false});
     for (uint64_t size : plan.sizes) {

@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -26,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "shm_cma.h"
 #include "shm_protocol.h"
 #include "shm_ring.h"
 #include "soft_side.h"
@@ -312,6 +314,41 @@ TEST(ShmDevice, SaysWhetherReadAndWriteAreOneCopy) {
     EXPECT_NE(firmware.find("shm_cma=off"), std::string::npos) << firmware;
   }
   EXPECT_EQ(side.device->query_port(1).value().transport, Transport::kSoftware);
+}
+
+// The single copy pays only where the ring's two copies cannot run side by side: between
+// processes that have one CPU between them. Elsewhere (shm_cma=auto) the ring is the faster path.
+TEST(ShmCma, SingleCopyOnlyForProcessesConfinedToOneCpu) {
+  EXPECT_TRUE(share_one_cpu({3}, {3}));
+  EXPECT_FALSE(share_one_cpu({3}, {4}));
+  EXPECT_FALSE(share_one_cpu({0, 1}, {0}));
+  EXPECT_FALSE(share_one_cpu({0, 1}, {0, 1}));
+  EXPECT_FALSE(share_one_cpu({}, {0})) << "an unknown CPU set is not a shared one";
+
+  // With the real affinity of this process, its own peer: pinned to one CPU it shares that CPU
+  // with itself; free to run on two it does not, unless shm_cma=on.
+  CmaSupport support;
+  support.enabled = true;
+  cpu_set_t original;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(original), &original), 0);
+  if (CPU_COUNT(&original) < 2) GTEST_SKIP() << "needs two CPUs to tell the cases apart";
+  EXPECT_FALSE(use_cma_with(support, ::getpid()));
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &original)) {
+      CPU_SET(cpu, &one);
+      break;
+    }
+  }
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+  const bool pinned = use_cma_with(support, ::getpid());
+  ASSERT_EQ(sched_setaffinity(0, sizeof(original), &original), 0);
+  EXPECT_TRUE(pinned);
+  support.every_peer = true;
+  EXPECT_TRUE(use_cma_with(support, ::getpid()));
+  support.enabled = false;
+  EXPECT_FALSE(use_cma_with(support, ::getpid())) << "never where the kernel refuses it";
 }
 
 }  // namespace

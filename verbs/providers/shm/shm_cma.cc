@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "work_request.h"
+#include "wv/cpus.h"
 
 namespace wv::verbs::shm {
 namespace {
@@ -63,9 +64,29 @@ CmaSupport detect_cma(const std::string& setting) {
     }
   }
   support.enabled = true;
-  support.description = "single copy with process_vm_readv/writev";
+  support.every_peer = setting == "on";
+  support.description = support.every_peer
+                            ? "single copy with process_vm_readv/writev (shm_cma=on)"
+                            : "single copy with process_vm_readv/writev between processes that "
+                              "share one CPU, else through the ring (shm_cma=auto)";
   if (scope == 1) support.description += " (Yama ptrace_scope=1: PR_SET_PTRACER_ANY set)";
   return support;
+}
+
+bool share_one_cpu(const std::vector<int>& mine, const std::vector<int>& theirs) {
+  if (mine.empty() || theirs.empty()) return false;  // unknown: assume they run side by side
+  for (int cpu : mine) {
+    if (cpu != mine.front()) return false;
+  }
+  for (int cpu : theirs) {
+    if (cpu != mine.front()) return false;
+  }
+  return true;
+}
+
+bool use_cma_with(const CmaSupport& support, pid_t peer_pid) {
+  if (!support.enabled) return false;
+  return support.every_peer || share_one_cpu(allowed_cpus(), allowed_cpus(peer_pid));
 }
 
 bool probe_peer(pid_t pid, uint64_t address) {

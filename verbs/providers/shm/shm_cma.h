@@ -8,12 +8,22 @@
 // The kernel allows it when the caller may ptrace the peer: same user, and no stricter Yama
 // policy or seccomp filter. Where it is refused (EPERM, ENOSYS), everything is copied through
 // the ring instead; `shm_cma=off` forces that.
+//
+// Where it is allowed, it is still not always the faster copy. Through the ring the initiator
+// copies in while the target copies out, two cores each doing one copy of the pipeline, with
+// the ring in cache: on this project's 2-core VMs 10-16 GB/s for 64 KiB-16 MiB writes and
+// reads against 5-10 GB/s for the single copy (and btl/wv 1.4-2.3x vader's bandwidth against
+// 0.6-0.9x). Two processes confined to one CPU take turns instead, and there the single copy
+// is 3x the ring. So `shm_cma=auto` uses it only between processes whose CPU sets together
+// hold a single CPU; `shm_cma=on` uses it for every peer. (Oversubscribed processes free to
+// run anywhere also take turns; pin them, or set on.)
 #pragma once
 
 #include <sys/types.h>
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "shm_protocol.h"
 #include "wv/result.h"
@@ -23,10 +33,16 @@ namespace wv::verbs::shm {
 // What this process can do, decided once per provider (and confirmed per connection).
 struct CmaSupport {
   bool enabled = false;
-  std::string description;  // for wv_info: why enabled or not
+  bool every_peer = false;  // shm_cma=on: not only peers that share this process's one CPU
+  std::string description;  // for wv_info: why enabled or not, and for which peers
 };
-// `setting` is the shm_cma parameter (auto | off).
+// `setting` is the shm_cma parameter (auto | on | off).
 CmaSupport detect_cma(const std::string& setting);
+
+// Whether two processes allowed on these CPUs can only take turns: together they have one CPU.
+bool share_one_cpu(const std::vector<int>& mine, const std::vector<int>& theirs);
+// Whether RDMA reads and writes with the process `peer_pid` go by CMA.
+bool use_cma_with(const CmaSupport& support, pid_t peer_pid);
 
 // The address of a word holding kProbeValue in this process, for the peer's probe.
 uint64_t probe_address();

@@ -498,8 +498,8 @@ void ShmConnectEndpoint::on_reply(int fd, const Handshake& reply, int peer_doorb
     return;
   }
   const pid_t pid = peer_pid(fd);
-  const bool can_pull =
-      provider_->cma().enabled && reply.can_pull && probe_peer(pid, reply.probe_address);
+  const bool can_pull = reply.can_pull && use_cma_with(provider_->cma(), pid) &&
+                        probe_peer(pid, reply.probe_address);
   const uint32_t outbound = std::min(offered_outbound_, reply.inbound_read_depth);
   Status status =
       start_connection(std::move(segment), fd, doorbell_fd, peer_doorbell_fd, pid, can_pull, 0,
@@ -545,7 +545,8 @@ Operation<void> ShmConnectEndpoint::accept(std::shared_ptr<ConnectQueuePair> qp,
   const DeviceAttributes& limits = device_->attributes();
   const uint32_t inbound = offered(parameters.inbound_read_depth, limits.max_inbound_read_depth);
   const uint32_t outbound = offered(parameters.outbound_read_depth, limits.max_outbound_read_depth);
-  const bool can_pull = provider_->cma().enabled && probe_peer(peer_pid_, request_.probe_address);
+  const bool can_pull =
+      use_cma_with(provider_->cma(), peer_pid_) && probe_peer(peer_pid_, request_.probe_address);
   Handshake reply;
   reply.type = HandshakeType::kAccept;
   reply.qp_number = soft_qp.value()->number();
