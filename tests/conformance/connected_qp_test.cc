@@ -1,5 +1,6 @@
 // Connected QPs: state, sends and receives, completion contents, flush (queue_pair.h, types.h).
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "fixture.h"
@@ -390,6 +391,60 @@ TEST_P(ConnectedQpTest, ManySendsCompleteInPostOrderAtBothEnds) {
     EXPECT_EQ(received[i].length, 4 + i % 60);
     EXPECT_TRUE(has_pattern(in.bytes(i * 64, 4 + i % 60), i));
   }
+}
+
+// A sender that was polling when its sends filled the connection, and then stops polling
+// without saying so (no notification armed, no sleep): the provider must not leave the rest of
+// the stream waiting for that poller to come back. Software providers hand the connection to
+// their progress thread; hardware moves it anyway. The receiver posts its receives only after
+// the sends, so the connection is full while the sender still polls.
+TEST_P(ConnectedQpTest, StreamCompletesAfterTheSenderStopsPolling) {
+  constexpr uint32_t kCount = 8;
+  constexpr uint32_t kLength = 1 << 20;  // larger than any ring or socket buffer in between
+  PairOptions options;
+  options.client.send_depth = kCount;
+  options.server.receive_depth = kCount;
+  ConnectedPair pair;
+  ASSERT_NO_FATAL_FAILURE(make_pair(pair, options));
+  Buffer out;
+  Buffer in;
+  ASSERT_NO_FATAL_FAILURE(register_buffer(kCount * kLength, Access::kLocalWrite, out));
+  ASSERT_NO_FATAL_FAILURE(register_buffer(kCount * kLength, Access::kLocalWrite, in));
+  // One message through first, so that the connection's buffers (a fresh ring's pages) are in
+  // place and the posts below fill the connection at once.
+  {
+    const Sge receive = in.sge(0, kLength);
+    ASSERT_OK(pair.server.qp->post_receive(kCount, std::span(&receive, 1)));
+    const Sge send = out.sge(0, kLength);
+    ASSERT_OK(pair.client.qp->send(kCount, std::span(&send, 1), SendFlags::kSignaled));
+    std::vector<Completion> done;
+    ASSERT_TRUE(poll_n(*pair.server.receive_cq, 1, done));
+    ASSERT_TRUE(poll_n(*pair.client.send_cq, 1, done));
+  }
+  for (uint32_t i = 0; i < kCount; ++i) fill_pattern(out.bytes(uint64_t{i} * kLength, kLength), i);
+  // A polling sender, right before it posts: its polls are what tell a software provider that
+  // it moves its own data.
+  std::array<Completion, 4> none;
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(pair.client.send_cq->poll(none), 0);
+  for (uint32_t i = 0; i < kCount; ++i) {
+    const Sge send = out.sge(uint64_t{i} * kLength, kLength);
+    ASSERT_OK(pair.client.qp->send(i, std::span(&send, 1), SendFlags::kSignaled));
+  }
+  // From here only the receiver acts.
+  for (uint32_t i = 0; i < kCount; ++i) {
+    const Sge receive = in.sge(uint64_t{i} * kLength, kLength);
+    ASSERT_OK(pair.server.qp->post_receive(i, std::span(&receive, 1)));
+  }
+  std::vector<Completion> received;
+  ASSERT_TRUE(poll_n(*pair.server.receive_cq, kCount, received));
+  for (uint32_t i = 0; i < kCount; ++i) {
+    SCOPED_TRACE("send " + std::to_string(i));
+    EXPECT_EQ(received[i].status, CompletionStatus::kSuccess) << describe(received[i]);
+    EXPECT_EQ(received[i].length, kLength);
+    EXPECT_TRUE(has_pattern(in.bytes(uint64_t{i} * kLength, kLength), i));
+  }
+  std::vector<Completion> sent;
+  ASSERT_TRUE(poll_n(*pair.client.send_cq, kCount, sent));
 }
 
 // ---- Flush ---------------------------------------------------------------------------------

@@ -498,8 +498,8 @@ void ShmConnectEndpoint::on_reply(int fd, const Handshake& reply, int peer_doorb
     return;
   }
   const pid_t pid = peer_pid(fd);
-  const bool can_pull = reply.can_pull && use_cma_with(provider_->cma(), pid) &&
-                        probe_peer(pid, reply.probe_address);
+  const bool can_pull =
+      reply.can_pull && use_cma_with(provider_->cma(), pid) && probe_peer(pid, reply.probe_address);
   const uint32_t outbound = std::min(offered_outbound_, reply.inbound_read_depth);
   Status status =
       start_connection(std::move(segment), fd, doorbell_fd, peer_doorbell_fd, pid, can_pull, 0,
