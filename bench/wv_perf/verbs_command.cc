@@ -177,8 +177,10 @@ class VerbsSubcommand final : public Subcommand {
   int run_server(const verbs::SocketAddress& bind, int port_fd);
   int run_client(const verbs::SocketAddress& server, const Plan& plan, Child* child,
                  const std::string& mode);
+  // Takes the shm floor's pong process and ends it once the floors are measured: it spins
+  // while it waits, on the CPU of the verbs pair's second process.
   Status measure(verbs_bench::Session& session, const Plan& plan, const std::string& floor,
-                 ShmPingPong* shm_floor, Reporter& reporter);
+                 std::unique_ptr<ShmPingPong> shm_floor, Reporter& reporter);
 
   std::string ops_ = std::string(kDefaultOps);
   uint32_t window_ = 64;
@@ -438,8 +440,7 @@ int VerbsSubcommand::run_client(const verbs::SocketAddress& server, const Plan& 
     if (!started) return fail(started.status());
     shm_floor = std::move(started).value();
   }
-  if (Status s = measure(session, plan, floor, shm_floor.get(), reporter); !s) return fail(s);
-  shm_floor.reset();
+  if (Status s = measure(session, plan, floor, std::move(shm_floor), reporter); !s) return fail(s);
   if (Status s = session.quit(); !s) return fail(s);
   connected.value().reset();
   if (child != nullptr) {
@@ -454,8 +455,8 @@ int VerbsSubcommand::run_client(const verbs::SocketAddress& server, const Plan& 
 }
 
 Status VerbsSubcommand::measure(verbs_bench::Session& session, const Plan& plan,
-                                const std::string& floor_kind, ShmPingPong* shm_floor,
-                                Reporter& reporter) {
+                                const std::string& floor_kind,
+                                std::unique_ptr<ShmPingPong> shm_floor, Reporter& reporter) {
   const bool baseline = floor_kind != "none";
   const int64_t iterations =
       common_.iterations > 0 ? common_.iterations : kDefaultLatencyIterations;
@@ -599,14 +600,11 @@ Status VerbsSubcommand::measure(verbs_bench::Session& session, const Plan& plan,
   if (floor_kind == "tcp" && !plan.latency_ops.empty()) {
     if (Status s = latency_section(Op::kTcpLat); !s) return s;
   }
+  // The shm floors all come first: the pong process spins between its pings, and left running
+  // it took half of a CPU from the verbs pair for the rest of the run (wv's numbers 2x slower
+  // in runs where the scheduler shared that CPU).
   if (floor_kind == "shm" && shm_floor != nullptr) {
     if (Status s = shm_latency_floor(); !s) return s;
-  }
-  for (Op op : plan.latency_ops) {
-    if (Status s = latency_section(op); !s) return s;
-  }
-  if (floor_kind == "tcp" && !plan.bandwidth_ops.empty()) {
-    if (Status s = bandwidth_section(Op::kTcpBw); !s) return s;
   }
   if (floor_kind == "shm" && !plan.bandwidth_ops.empty()) {
     memcpy_floor();
@@ -615,6 +613,13 @@ Status VerbsSubcommand::measure(verbs_bench::Session& session, const Plan& plan,
       if (Status s = cma_floor(); !s)
         std::fprintf(stderr, "# no CMA reference: %s\n", s.to_string().c_str());
     }
+  }
+  shm_floor.reset();
+  for (Op op : plan.latency_ops) {
+    if (Status s = latency_section(op); !s) return s;
+  }
+  if (floor_kind == "tcp" && !plan.bandwidth_ops.empty()) {
+    if (Status s = bandwidth_section(Op::kTcpBw); !s) return s;
   }
   for (Op op : plan.bandwidth_ops) {
     if (Status s = bandwidth_section(op); !s) return s;
