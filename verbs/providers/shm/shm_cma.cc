@@ -74,14 +74,8 @@ CmaSupport detect_cma(const std::string& setting) {
 }
 
 bool share_one_cpu(const std::vector<int>& mine, const std::vector<int>& theirs) {
-  if (mine.empty() || theirs.empty()) return false;  // unknown: assume they run side by side
-  for (int cpu : mine) {
-    if (cpu != mine.front()) return false;
-  }
-  for (int cpu : theirs) {
-    if (cpu != mine.front()) return false;
-  }
-  return true;
+  // allowed_cpus() lists each CPU once; an empty (unknown) set is not a shared one.
+  return mine.size() == 1 && mine == theirs;
 }
 
 bool use_cma_with(const CmaSupport& support, pid_t peer_pid) {

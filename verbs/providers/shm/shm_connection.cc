@@ -250,9 +250,8 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
         std::byte* at = reserve_locked(chunk, header, compact);
         if (at == nullptr) return Emit::kFull;
         const bool last = offset + chunk == request.length;
-        header.type =
-            static_cast<uint8_t>(static_cast<uint8_t>(send ? EntryType::kSend : EntryType::kWrite) |
-                                 (compact ? kCompactType : 0));
+        header.type = static_cast<uint8_t>(send ? EntryType::kSend : EntryType::kWrite);
+        if (compact) header.type |= kCompactType;
         header.flags = static_cast<uint8_t>((offset == 0 ? entry_flags::kFirst : 0) |
                                             (last ? entry_flags::kLast : 0) |
                                             (immediate ? entry_flags::kImmediate : 0));
@@ -394,12 +393,9 @@ void ShmConnection::pump_locked(SoftConnectQueuePair& qp) {
     // woke this side's progress thread, on the poller's own CPU when pinned: 4-5 per 1 MiB
     // message); parked, the progress thread takes over if the poller leaves. Without one, ask
     // the peer for a doorbell when it frees space, unless it just did.
-    if (poller_.active()) {
-      tx_blocked_.store(true, std::memory_order_relaxed);
-      park();
-      break;
-    }
-    if (!producer_.wait_for_space(blocked_bytes_)) {
+    const bool polled = poller_.active();
+    if (polled) park();
+    if (polled || !producer_.wait_for_space(blocked_bytes_)) {
       tx_blocked_.store(true, std::memory_order_relaxed);
       break;
     }
