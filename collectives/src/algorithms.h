@@ -22,6 +22,9 @@ struct Reduction {
   void apply(const void* in, void* inout, size_t count) const {
     reduce_local(in, inout, count, type, *op);
   }
+  void combine(const void* a, const void* b, void* out, size_t count) const {
+    reduce_into(a, b, out, count, type, *op);
+  }
 };
 
 // `total` in `parts` near-equal pieces (the first total % parts one larger), piece by piece

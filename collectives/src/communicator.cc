@@ -156,7 +156,7 @@ Result<std::unique_ptr<Communicator>> Communicator::create(Comm& comm, const Opt
   const uint64_t segment_tag = c->next_tag();  // taken by every rank: the sequences stay equal
   if (shared_memory && c->host_->size > 1) {
     Channel channel(*c->host_, segment_tag, nullptr);
-    auto segment = detail::HostSegment::create(channel, &c->segment_status_);
+    auto segment = detail::HostSegment::create(channel, machine.last_level_cache_bytes, &c->segment_status_);
     if (!segment.is_ok()) {
       return Status(segment.status().code(), "host segment: " + segment.status().message());
     }

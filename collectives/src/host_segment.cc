@@ -34,6 +34,22 @@ constexpr size_t kNameBytes = 64;
 // reduces its share and the others copy it (two steps, a copy less per byte).
 constexpr size_t kWholeReduceBytes = size_t{8} * 1024;
 
+// result = first (op) operand(r) for every rank r with an operand (non-null), in rank order.
+// The first combination reads `first` and writes `result` in one pass, so `first` need not be
+// copied to `result` beforehand; `result` may be `first`.
+template <typename Operand>
+void combine_ranks(const Reduction& r, const std::byte* first, int members, Operand operand,
+                   std::byte* result, size_t count) {
+  const std::byte* accumulated = first;
+  for (int rank = 0; rank < members; ++rank) {
+    const std::byte* theirs = operand(rank);
+    if (theirs == nullptr) continue;
+    r.combine(accumulated, theirs, result, count);
+    accumulated = result;
+  }
+  if (accumulated != result) copy_bytes(result, accumulated, count * r.element());
+}
+
 struct Header {
   uint32_t magic;
   uint32_t members;
@@ -83,7 +99,8 @@ struct alignas(64) HostSegment::Line {
   std::atomic<uint64_t> published;  // the address of this rank's data for the peers' pulls
 };
 
-Result<std::unique_ptr<HostSegment>> HostSegment::create(Channel& host, std::string* unavailable) {
+Result<std::unique_ptr<HostSegment>> HostSegment::create(Channel& host, size_t cache_bytes,
+                                                         std::string* unavailable) {
   const int members = host.size();
   if (members < 2) return std::unique_ptr<HostSegment>();
   if (static_cast<size_t>(members) > kChunkBytes / 64) {
@@ -92,6 +109,10 @@ Result<std::unique_ptr<HostSegment>> HostSegment::create(Channel& host, std::str
     return std::unique_ptr<HostSegment>();
   }
   const size_t length = segment_length(members);
+  const auto& config = config::global();
+  if (config.is_ok() && config->get_size(config::names::kCollectivesStreamCache) != 0) {
+    cache_bytes = config->get_size(config::names::kCollectivesStreamCache);
+  }
 
   // 1. Rank 0 creates it under a name nobody can guess (O_EXCL: nor hold beforehand).
   char name[kNameBytes] = {};
@@ -141,7 +162,7 @@ Result<std::unique_ptr<HostSegment>> HostSegment::create(Channel& host, std::str
   if (fd >= 0) close(fd);
   std::unique_ptr<HostSegment> segment;
   if (base != MAP_FAILED) {
-    segment.reset(new HostSegment(base, length, host.rank(), members));
+    segment.reset(new HostSegment(base, length, host.rank(), members, cache_bytes));
     if (host.rank() == 0) {
       auto* header = static_cast<Header*>(base);
       header->magic = kMagic;
@@ -168,7 +189,6 @@ Result<std::unique_ptr<HostSegment>> HostSegment::create(Channel& host, std::str
 
   // 4. Whether every rank may read every other's memory (cross-memory attach: ptrace rules,
   //    containers); all or none again, because the pulling collectives take other steps.
-  const auto& config = config::global();
   int32_t can_pull = config.is_ok() && config->get_bool(config::names::kCollectivesPull) ? 1 : 0;
   for (int rank = 0; rank < members && can_pull == 1; ++rank) {
     if (rank == host.rank()) continue;
@@ -215,8 +235,17 @@ Status HostSegment::pulled(const Channel& c, const void* mine, Pull&& pull_all) 
   return pulled;
 }
 
-HostSegment::HostSegment(void* base, size_t length, int rank, int members)
-    : base_(base), length_(length), rank_(rank), members_(members) {}
+HostSegment::HostSegment(void* base, size_t length, int rank, int members, size_t cache_bytes)
+    : base_(base),
+      length_(length),
+      rank_(rank),
+      members_(members),
+      stream_from_(cache_bytes == 0 ? SIZE_MAX : cache_bytes / (2 * static_cast<size_t>(members))) {
+}
+
+HostSegment::Copy HostSegment::output_copy(size_t bytes) const {
+  return bytes >= stream_from_ ? stream_bytes : copy_bytes;
+}
 
 HostSegment::~HostSegment() {
   munmap(base_, length_);
@@ -328,6 +357,7 @@ Status HostSegment::bcast(const Channel& c, void* buffer, size_t bytes, int root
   const bool small = bytes <= kSlotBytes;
   Turns& turns = small ? slots_ : chunks_;
   const size_t step = small ? kSlotBytes : kChunkBytes;
+  const Copy write = output_copy(bytes);
   for (size_t offset = 0; offset < bytes; offset += step) {
     const size_t length = std::min(step, bytes - offset);
     const bool writes = rank_ == root;
@@ -337,7 +367,7 @@ Status HostSegment::bcast(const Channel& c, void* buffer, size_t bytes, int root
       copy_bytes(at, data + offset, length);
     } else {
       if (Status s = wait_for(c, root, arrived_ + 1); !s.is_ok()) return s;
-      copy_bytes(data + offset, at, length);
+      write(data + offset, at, length);
     }
     // The readers arrive once they have read: the root may write this buffer again as soon
     // as they all have, while they read the next one.
@@ -352,6 +382,7 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
   const size_t per_chunk = kChunkBytes / element;
   const auto* in = static_cast<const std::byte*>(input);
   auto* out = static_cast<std::byte*>(output);
+  const Copy write = output_copy(count * element);
   for (size_t first = 0; first < count; first += per_chunk) {
     const size_t elements = std::min(per_chunk, count - first);
     const size_t bytes = elements * element;
@@ -363,10 +394,10 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
       // Every rank combines every contribution, in rank order: the same result everywhere.
       copy_bytes(mine, from, bytes);
       if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
-      copy_bytes(to, chunk_buffer(0, chunks_.begun), bytes);
-      for (int rank = 1; rank < members_; ++rank) {
-        r.apply(chunk_buffer(rank, chunks_.begun), to, elements);
-      }
+      combine_ranks(
+          r, chunk_buffer(0, chunks_.begun), members_,
+          [&](int rank) { return rank == 0 ? nullptr : chunk_buffer(rank, chunks_.begun); }, to,
+          elements);
       end_chunk(arrived_ + 1);  // read until this rank's next arrival
       continue;
     }
@@ -380,17 +411,19 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
       if (rank != rank_) copy_bytes(mine + start(rank), from + start(rank), share(rank) * element);
     }
     if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
-    if (to != from) copy_bytes(to + start(rank_), from + start(rank_), share(rank_) * element);
-    for (int rank = 0; rank < members_; ++rank) {
-      if (rank != rank_)
-        r.apply(chunk_buffer(rank, chunks_.begun) + start(rank_), to + start(rank_), share(rank_));
-    }
-    copy_bytes(mine + start(rank_), to + start(rank_), share(rank_) * element);
-    if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
+    combine_ranks(
+        r, from + start(rank_), members_,
+        [&](int rank) {
+          return rank == rank_ ? nullptr : chunk_buffer(rank, chunks_.begun) + start(rank_);
+        },
+        mine + start(rank_), share(rank_));
+    const uint64_t combined = arrive();
+    write(to + start(rank_), mine + start(rank_), share(rank_) * element);
+    if (Status s = wait_all(c, combined); !s.is_ok()) return s;
     for (int rank = 0; rank < members_; ++rank) {
       if (rank != rank_) {
-        copy_bytes(to + start(rank), chunk_buffer(rank, chunks_.begun) + start(rank),
-                   share(rank) * element);
+        write(to + start(rank), chunk_buffer(rank, chunks_.begun) + start(rank),
+              share(rank) * element);
       }
     }
     end_chunk(arrived_ + 1);
@@ -420,16 +453,15 @@ Status HostSegment::reduce_scatter(const Channel& c, const void* input, void* ou
                  in + (start(rank) + first) * element, piece(rank, first) * element);
     }
     if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
-    const size_t length = piece(rank_, first);
-    std::byte* to = out + (start(rank_) + first) * element;
-    if (to != in + (start(rank_) + first) * element) {
-      copy_bytes(to, in + (start(rank_) + first) * element, length * element);
-    }
-    for (int rank = 0; rank < members_; ++rank) {
-      if (rank == rank_) continue;
-      r.apply(chunk_buffer(rank, chunks_.begun) + static_cast<size_t>(rank_) * slot * element, to,
-              length);
-    }
+    const size_t at = (start(rank_) + first) * element;
+    combine_ranks(
+        r, in + at, members_,
+        [&](int rank) {
+          return rank == rank_ ? nullptr
+                               : chunk_buffer(rank, chunks_.begun) +
+                                     static_cast<size_t>(rank_) * slot * element;
+        },
+        out + at, piece(rank_, first));
     end_chunk(arrived_ + 1);
   }
   return Status::ok();
@@ -438,7 +470,10 @@ Status HostSegment::reduce_scatter(const Channel& c, const void* input, void* ou
 template <typename BytesOf, typename PlaceOf>
 Status HostSegment::gather_blocks(const Channel& c, const std::byte* send, std::byte* recv,
                                   BytesOf bytes_of, PlaceOf place_of, size_t longest) {
-  if (send != recv + place_of(rank_)) copy_bytes(recv + place_of(rank_), send, bytes_of(rank_));
+  size_t total = 0;
+  for (int rank = 0; rank < members_; ++rank) total += bytes_of(rank);
+  const Copy write = output_copy(total);
+  if (send != recv + place_of(rank_)) write(recv + place_of(rank_), send, bytes_of(rank_));
   for (size_t offset = 0; offset < longest; offset += kChunkBytes) {
     const auto piece = [&](int rank) {
       const size_t block = bytes_of(rank);
@@ -449,7 +484,7 @@ Status HostSegment::gather_blocks(const Channel& c, const std::byte* send, std::
     if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
     for (int rank = 0; rank < members_; ++rank) {
       if (rank == rank_ || piece(rank) == 0) continue;
-      copy_bytes(recv + place_of(rank) + offset, chunk_buffer(rank, chunks_.begun), piece(rank));
+      write(recv + place_of(rank) + offset, chunk_buffer(rank, chunks_.begun), piece(rank));
     }
     end_chunk(arrived_ + 1);
   }
@@ -506,6 +541,7 @@ Status HostSegment::alltoall(const Channel& c, const void* send, void* recv, siz
   // chunk buffer of its own (fewer, larger steps); with many they share one buffer. A step's
   // buffers must have been read two steps back, not one (their reads end at this step's
   // arrival): so at most half the buffers per step.
+  const Copy write = output_copy(block * static_cast<size_t>(members_));
   const bool wide = static_cast<size_t>(members_ - 1) <= kBuffers / 2;
   const size_t steps_chunks = wide ? static_cast<size_t>(members_ - 1) : 1;
   const size_t slot =
@@ -527,7 +563,7 @@ Status HostSegment::alltoall(const Channel& c, const void* send, void* recv, siz
     }
     if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
     for (int rank = 0; rank < members_; ++rank) {
-      if (rank != rank_) copy_bytes(out + at(rank) + offset, piece_at(rank, rank_, first), piece);
+      if (rank != rank_) write(out + at(rank) + offset, piece_at(rank, rank_, first), piece);
     }
     for (uint64_t chunk = first; chunk <= chunks_.begun; ++chunk) end(chunks_, chunk, arrived_ + 1);
   }

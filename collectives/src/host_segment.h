@@ -58,8 +58,11 @@ class HostSegment {
   // the segment, the others map it by name, and the name is unlinked once all have it, so
   // nothing is left in /dev/shm even if a rank dies later. All or none: when any member
   // cannot map it, every member gets null and `*unavailable` says why. An error is the
-  // transport's (the agreement itself failed).
-  static Result<std::unique_ptr<HostSegment>> create(Channel& host, std::string* unavailable);
+  // transport's (the agreement itself failed). `cache_bytes` is the host's last-level cache
+  // (0: unknown): a collective whose outputs and inputs together would overflow it writes its
+  // output with non-temporal stores.
+  static Result<std::unique_ptr<HostSegment>> create(Channel& host, size_t cache_bytes,
+                                                     std::string* unavailable);
   ~HostSegment();
   HostSegment(const HostSegment&) = delete;
   HostSegment& operator=(const HostSegment&) = delete;
@@ -86,7 +89,7 @@ class HostSegment {
 
  private:
   struct Line;
-  HostSegment(void* base, size_t length, int rank, int members);
+  HostSegment(void* base, size_t length, int rank, int members, size_t cache_bytes);
 
   Line& line(int rank) const;
   std::byte* chunk_buffer(int rank, uint64_t chunk) const;
@@ -120,6 +123,11 @@ class HostSegment {
   // returns once everyone has pulled.
   template <typename Pull>
   Status pulled(const Channel& c, const void* mine, Pull&& pull_all);
+  // How a collective that writes `bytes` to this rank's output copies into it: streamed past
+  // the cache when every rank's input and output would not fit it together, so the copies and
+  // reductions keep the cache for the segment's chunks.
+  using Copy = void (*)(void* __restrict, const void* __restrict, size_t);
+  Copy output_copy(size_t bytes) const;
 
   static constexpr uint64_t kProbe = 0x77762d70756c6c21;  // "wv-pull!"
   uint64_t probe_ = kProbe;  // what the peers read to see whether they may
@@ -128,6 +136,7 @@ class HostSegment {
   size_t length_;
   int rank_;
   int members_;
+  size_t stream_from_;    // output_copy() streams outputs of this many bytes and more
   uint64_t arrived_ = 0;  // this rank's own counter, as last published
   uint64_t chunk_reads_done_[kBuffers] = {};
   uint64_t slot_reads_done_[kSlots] = {};

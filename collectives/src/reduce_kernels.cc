@@ -54,35 +54,48 @@ struct BxorOp {
   static T apply(T a, T b) { return static_cast<T>(a ^ b); }
 };
 
+// out[i] = a[i] (op) b[i], as two loops over __restrict pointers: the in-place form (out is a)
+// would break the three-pointer loop's promise that out aliases nothing.
 template <typename T, template <typename> class O>
-__attribute__((noinline)) void loop(const T* __restrict in, T* __restrict inout, size_t count) {
-  for (size_t i = 0; i < count; ++i) inout[i] = O<T>::apply(inout[i], in[i]);
+__attribute__((noinline)) void accumulate(const T* __restrict b, T* __restrict out, size_t count) {
+  for (size_t i = 0; i < count; ++i) out[i] = O<T>::apply(out[i], b[i]);
+}
+template <typename T, template <typename> class O>
+__attribute__((noinline)) void combine(const T* __restrict a, const T* __restrict b,
+                                       T* __restrict out, size_t count) {
+  for (size_t i = 0; i < count; ++i) out[i] = O<T>::apply(a[i], b[i]);
+}
+template <typename T, template <typename> class O>
+void loop(const T* a, const T* b, T* out, size_t count) {
+  if (out == a) return accumulate<T, O>(b, out, count);
+  combine<T, O>(a, b, out, count);
 }
 
 template <typename T>
-void arithmetic(const void* in, void* inout, size_t count, Op op) {
-  const T* a = static_cast<const T*>(in);
-  T* b = static_cast<T*>(inout);
+void arithmetic(const void* first, const void* second, void* result, size_t count, Op op) {
+  const T* a = static_cast<const T*>(first);
+  const T* b = static_cast<const T*>(second);
+  T* out = static_cast<T*>(result);
   switch (op) {
     case Op::kSum:
-      return loop<T, SumOp>(a, b, count);
+      return loop<T, SumOp>(a, b, out, count);
     case Op::kProd:
-      return loop<T, ProdOp>(a, b, count);
+      return loop<T, ProdOp>(a, b, out, count);
     case Op::kMin:
-      return loop<T, MinOp>(a, b, count);
+      return loop<T, MinOp>(a, b, out, count);
     case Op::kMax:
-      return loop<T, MaxOp>(a, b, count);
+      return loop<T, MaxOp>(a, b, out, count);
     default:
       break;
   }
   if constexpr (std::is_integral_v<T>) {
     switch (op) {
       case Op::kBand:
-        return loop<T, BandOp>(a, b, count);
+        return loop<T, BandOp>(a, b, out, count);
       case Op::kBor:
-        return loop<T, BorOp>(a, b, count);
+        return loop<T, BorOp>(a, b, out, count);
       case Op::kBxor:
-        return loop<T, BxorOp>(a, b, count);
+        return loop<T, BxorOp>(a, b, out, count);
       default:
         break;
     }
@@ -102,18 +115,19 @@ float float_of(uint32_t bits) {
 
 // Widen/narrow in blocks small enough to stay in L1, so the 16-bit types cost one pass.
 template <float (*Widen)(uint16_t), uint16_t (*Narrow)(float)>
-void sixteen_bit(const void* in, void* inout, size_t count, Op op) {
+void sixteen_bit(const void* first, const void* second, void* result, size_t count, Op op) {
   constexpr size_t kBlock = 512;
   float a[kBlock];
   float b[kBlock];
-  const uint16_t* x = static_cast<const uint16_t*>(in);
-  uint16_t* y = static_cast<uint16_t*>(inout);
+  const uint16_t* x = static_cast<const uint16_t*>(first);
+  const uint16_t* y = static_cast<const uint16_t*>(second);
+  uint16_t* out = static_cast<uint16_t*>(result);
   for (size_t start = 0; start < count; start += kBlock) {
     const size_t n = count - start < kBlock ? count - start : kBlock;
     for (size_t i = 0; i < n; ++i) a[i] = Widen(x[start + i]);
     for (size_t i = 0; i < n; ++i) b[i] = Widen(y[start + i]);
-    arithmetic<float>(a, b, n, op);
-    for (size_t i = 0; i < n; ++i) y[start + i] = Narrow(b[i]);
+    arithmetic<float>(a, b, a, n, op);
+    for (size_t i = 0; i < n; ++i) out[start + i] = Narrow(a[i]);
   }
 }
 
@@ -164,35 +178,43 @@ uint16_t float_to_bfloat16(float value) {
   return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
-void reduce_local(const void* in, void* inout, size_t count, DataType type, const ReduceOp& op) {
+void reduce_into(const void* a, const void* b, void* out, size_t count, DataType type,
+                 const ReduceOp& op) {
   if (count == 0 || !check_op(op, type).is_ok()) return;
-  if (op.op == Op::kUser) return op.user(in, inout, count, type);
+  if (op.op == Op::kUser) {
+    if (out != a) std::memcpy(out, a, count * size_of(type));
+    return op.user(b, out, count, type);
+  }
   switch (type) {
     case DataType::kInt8:
-      return arithmetic<int8_t>(in, inout, count, op.op);
+      return arithmetic<int8_t>(a, b, out, count, op.op);
     case DataType::kInt16:
-      return arithmetic<int16_t>(in, inout, count, op.op);
+      return arithmetic<int16_t>(a, b, out, count, op.op);
     case DataType::kInt32:
-      return arithmetic<int32_t>(in, inout, count, op.op);
+      return arithmetic<int32_t>(a, b, out, count, op.op);
     case DataType::kInt64:
-      return arithmetic<int64_t>(in, inout, count, op.op);
+      return arithmetic<int64_t>(a, b, out, count, op.op);
     case DataType::kUint8:
-      return arithmetic<uint8_t>(in, inout, count, op.op);
+      return arithmetic<uint8_t>(a, b, out, count, op.op);
     case DataType::kUint16:
-      return arithmetic<uint16_t>(in, inout, count, op.op);
+      return arithmetic<uint16_t>(a, b, out, count, op.op);
     case DataType::kUint32:
-      return arithmetic<uint32_t>(in, inout, count, op.op);
+      return arithmetic<uint32_t>(a, b, out, count, op.op);
     case DataType::kUint64:
-      return arithmetic<uint64_t>(in, inout, count, op.op);
+      return arithmetic<uint64_t>(a, b, out, count, op.op);
     case DataType::kFloat16:
-      return sixteen_bit<half_to_float, float_to_half>(in, inout, count, op.op);
+      return sixteen_bit<half_to_float, float_to_half>(a, b, out, count, op.op);
     case DataType::kBfloat16:
-      return sixteen_bit<bfloat16_to_float, float_to_bfloat16>(in, inout, count, op.op);
+      return sixteen_bit<bfloat16_to_float, float_to_bfloat16>(a, b, out, count, op.op);
     case DataType::kFloat:
-      return arithmetic<float>(in, inout, count, op.op);
+      return arithmetic<float>(a, b, out, count, op.op);
     case DataType::kDouble:
-      return arithmetic<double>(in, inout, count, op.op);
+      return arithmetic<double>(a, b, out, count, op.op);
   }
+}
+
+void reduce_local(const void* in, void* inout, size_t count, DataType type, const ReduceOp& op) {
+  reduce_into(inout, in, inout, count, type, op);
 }
 
 }  // namespace wv::coll

@@ -57,6 +57,13 @@ MachineInfo describe_this_machine() {
       hwloc_obj_t package =
           hwloc_get_next_obj_covering_cpuset_by_type(topology, where, HWLOC_OBJ_PACKAGE, nullptr);
       if (package) info.socket = static_cast<int>(package->logical_index);
+      for (hwloc_obj_t obj = hwloc_get_obj_covering_cpuset(topology, where); obj != nullptr;
+           obj = obj->parent) {
+        if (hwloc_obj_type_is_dcache(obj->type)) {
+          info.last_level_cache_bytes =
+              std::max(info.last_level_cache_bytes, static_cast<size_t>(obj->attr->cache.size));
+        }
+      }
       find_network_devices(topology, where, info);
     }
     if (where) hwloc_bitmap_free(where);

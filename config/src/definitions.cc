@@ -227,6 +227,13 @@ constexpr Definition kDefinitions[] = {
                     "instead of through the host segment (two copies in cache). Off by default: "
                     "on the project's VMs the kernel's copy is the slower one.",
      .level = Level::kTuner},
+    {.name = names::kCollectivesStreamCache,
+     .type = Type::kSize,
+     .default_value = "0",
+     .description = "Last-level cache size the host segment plans with (0: the size hwloc "
+                    "reports). Collectives whose inputs and outputs on the host would not fit "
+                    "half of it write their outputs with non-temporal stores.",
+     .level = Level::kTuner},
     {.name = names::kTopologyFakeHosts,
      .type = Type::kInteger,
      .default_value = "0",

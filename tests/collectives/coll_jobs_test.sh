@@ -21,29 +21,34 @@ trap 'rm -f "$out"' EXIT
 # host's ranks are adjacent in rank order (blocks placed by world rank, leaders not rank 0..).
 # "niclast": each host's network device declared near its highest rank (topology_fake_nic=last),
 # so every host's leader is its highest rank and the host groups are not in rank order.
+# "stream": a 256 KiB cache assumed (collectives_stream_cache), so the large tests' outputs are
+# written with non-temporal stores.
 configs=(
   "shm 1 0" "shm 2 0" "shm 3 0" "shm 4 0" "shm 5 0" "shm 6 0" "shm 7 0" "shm 8 0"
   "shm 4 2" "shm 5 2" "shm 7 3" "shm 8 2" "shm 3 3"
   "shm 3 0 off" "shm 4 2 off" "shm 5 2 off" "shm 4 0 pull" "shm 3 0 pull"
   "shm 4 2 cyclic" "shm 5 2 cyclic" "shm 7 3 cyclic" "shm 4 2 niclast" "shm 7 3 niclast"
+  "shm 2 0 stream" "shm 4 2 stream"
   "tcp 2 0" "tcp 3 2"
 )
 for config in "${configs[@]}"; do
   read -r provider n hosts segment <<<"$config"
-  shared_memory=true pull=false layout=block nic=none
+  shared_memory=true pull=false layout=block nic=none stream_cache=0
   [ "${segment:-on}" = off ] && shared_memory=false
   [ "${segment:-on}" = pull ] && pull=true
   [ "${segment:-on}" = cyclic ] && layout=cyclic
   [ "${segment:-on}" = niclast ] && nic=last
+  [ "${segment:-on}" = stream ] && stream_cache=256K
   progress=hybrid
   [ "$n" -gt "$cores" ] && progress=block
   start=$(date +%s)
   WV_TRANSPORT_PROGRESS=$progress WV_TOPOLOGY_FAKE_HOSTS=$hosts WV_TOPOLOGY_FAKE_LAYOUT=$layout \
     WV_TOPOLOGY_FAKE_NIC=$nic WV_COLLECTIVES_SHARED_MEMORY=$shared_memory WV_COLLECTIVES_PULL=$pull \
+    WV_COLLECTIVES_STREAM_CACHE=$stream_cache \
     timeout -k 5 300 "$wvrun" -n "$n" --provider "$provider" --timeout 280 "$prog" >"$out" 2>&1
   rc=$?
   ok=$(grep -c "coll ok" "$out")
-  label="$provider -n $n fake_hosts=$hosts $layout nic=$nic ($progress, host segment $shared_memory, pull $pull)"
+  label="$provider -n $n fake_hosts=$hosts $layout nic=$nic ($progress, host segment $shared_memory, pull $pull, stream cache $stream_cache)"
   if [ $rc -ne 0 ] || [ "$ok" -ne "$n" ]; then
     echo "FAIL: $label: exit $rc, $ok of $n ranks ok"
     head -60 "$out"

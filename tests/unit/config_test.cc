@@ -443,6 +443,7 @@ TEST(NamesTest, EveryNameConstantIsDefined) {
       names::kCollectivesTable,
       names::kCollectivesSharedMemory,
       names::kCollectivesPull,
+      names::kCollectivesStreamCache,
       names::kTopologyFakeHosts,
       names::kTopologyFakeLayout,
       names::kTopologyFakeNic,

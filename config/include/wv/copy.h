@@ -6,7 +6,12 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace wv {
 
@@ -21,6 +26,37 @@ inline void copy_bytes(void* __restrict to, const void* __restrict from, size_t 
   size_t at = 0;
   for (; at + kBlock <= length; at += kBlock) __builtin_memcpy(out + at, in + at, kBlock);
   std::memcpy(out + at, in + at, length - at);
+}
+
+// copy_bytes with non-temporal stores: for data the copying core will not read again soon and
+// too large for the caches to keep, the stores skip the read-for-ownership of each line and
+// leave the cache to the data that is reused.
+inline void stream_bytes(void* __restrict to, const void* __restrict from, size_t length) {
+#if defined(__SSE2__)
+  constexpr size_t kBlock = 64;
+  auto* out = static_cast<std::byte*>(to);
+  const auto* in = static_cast<const std::byte*>(from);
+  const size_t head = (kBlock - reinterpret_cast<uintptr_t>(out) % kBlock) % kBlock;
+  if (length < head + 4 * kBlock) return copy_bytes(to, from, length);
+  std::memcpy(out, in, head);
+  size_t at = head;
+  for (; at + kBlock <= length; at += kBlock) {
+    const auto* source = reinterpret_cast<const __m128i*>(in + at);
+    auto* target = reinterpret_cast<__m128i*>(out + at);
+    const __m128i a = _mm_loadu_si128(source);
+    const __m128i b = _mm_loadu_si128(source + 1);
+    const __m128i c = _mm_loadu_si128(source + 2);
+    const __m128i d = _mm_loadu_si128(source + 3);
+    _mm_stream_si128(target, a);
+    _mm_stream_si128(target + 1, b);
+    _mm_stream_si128(target + 2, c);
+    _mm_stream_si128(target + 3, d);
+  }
+  std::memcpy(out + at, in + at, length - at);
+  _mm_sfence();  // the streamed stores are weakly ordered: order them before what follows
+#else
+  copy_bytes(to, from, length);
+#endif
 }
 
 }  // namespace wv

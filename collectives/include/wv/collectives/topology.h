@@ -36,6 +36,8 @@ struct MachineInfo {
   // This thread's CPU is inside the locality (the nearest non-I/O ancestor's CPUs) of one of
   // the network devices; true when there is none, or no locality to tell ranks apart.
   bool near_nic = true;
+  // The largest data cache this thread's CPU reads through (its last level; 0 if unknown).
+  size_t last_level_cache_bytes = 0;
   bool from_hwloc = false;
 };
 MachineInfo describe_this_machine();

@@ -63,6 +63,10 @@ Status check_op(const ReduceOp& op, DataType type);
 // inout[i] = inout[i] (op) in[i]; kernels are plain loops the compiler vectorises (float16
 // and bfloat16 through float in blocks). check_op() first: an invalid pair is a no-op here.
 void reduce_local(const void* in, void* inout, size_t count, DataType type, const ReduceOp& op);
+// out[i] = a[i] (op) b[i]: one pass where reduce_local would need a copy first. `out` may be
+// `a`; otherwise it overlaps neither input.
+void reduce_into(const void* a, const void* b, void* out, size_t count, DataType type,
+                 const ReduceOp& op);
 
 // Marks an in-place call (the MPI_IN_PLACE rule of each collective, see communicator.h).
 inline const void* const kInPlace = reinterpret_cast<const void*>(uintptr_t{1});

@@ -35,6 +35,7 @@ inline constexpr std::string_view kTransportYieldUs = "transport_yield_us";
 inline constexpr std::string_view kCollectivesTable = "collectives_table";
 inline constexpr std::string_view kCollectivesSharedMemory = "collectives_shared_memory";
 inline constexpr std::string_view kCollectivesPull = "collectives_pull";
+inline constexpr std::string_view kCollectivesStreamCache = "collectives_stream_cache";
 inline constexpr std::string_view kTopologyFakeHosts = "topology_fake_hosts";
 inline constexpr std::string_view kTopologyFakeLayout = "topology_fake_layout";
 inline constexpr std::string_view kTopologyFakeNic = "topology_fake_nic";
