@@ -33,6 +33,11 @@ double bus_factor(CollKind kind, int n) {
   }
 }
 
+// Without --iterations a size is timed for about this long. A fixed count sized by bytes timed
+// a few hundred calls of a small collective, 40 us in all, and measured the scheduler's noise
+// more than the collective (2x between runs).
+constexpr double kTimedSeconds = 0.1;
+
 const std::vector<uint64_t> kDefaultSizes = {8,      64,      512,      4096,    32768,
                                              262144, 2097152, 16777216, 67108864};
 
@@ -123,25 +128,42 @@ Status run_coll(CollLink& link, const CollRun& run) {
       if (split) shape.total = shape.per_rank * static_cast<size_t>(n);
       if (kind != CollKind::kBarrier && shape.total == 0) continue;
       const uint64_t s = shape.total * 4;
-      int64_t iterations =
-          common.iterations > 0
-              ? common.iterations
-              : std::clamp<int64_t>(
-                    static_cast<int64_t>((uint64_t{256} << 20) / std::max<uint64_t>(s, 1)), 5, 200);
+      const auto timed = [&](int64_t calls) -> Result<double> {
+        const auto start = std::chrono::steady_clock::now();
+        for (int64_t i = 0; i < calls; ++i) {
+          if (Status st = link.run(kind, shape, send.data(), recv.data()); !st.is_ok()) return st;
+        }
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
+               static_cast<double>(calls);
+      };
+      // How many calls take about `seconds` on the slowest rank, from a probe of `calls`. The
+      // count must be the same on every rank, and so is each probe's length.
+      const auto calls_for = [&](int64_t calls, double seconds) -> Result<int64_t> {
+        auto per_call = timed(calls);
+        if (!per_call.is_ok()) return per_call.status();
+        auto slowest_call = link.max(*per_call);
+        if (!slowest_call.is_ok()) return slowest_call.status();
+        return std::clamp<int64_t>(static_cast<int64_t>(seconds / std::max(*slowest_call, 1e-9)), 1,
+                                   10'000'000);
+      };
+      int64_t iterations = common.iterations;
+      if (iterations <= 0) {
+        // The first calls are slow (cold caches, pages touched first): a short probe sizes a
+        // second one of about a tenth of the timed run, and that sizes the run.
+        auto probe = calls_for(s >= (uint64_t{1} << 20) ? 3 : 20, kTimedSeconds / 10);
+        if (probe.is_ok()) probe = calls_for(*probe, kTimedSeconds);
+        if (!probe.is_ok()) return probe.status();
+        iterations = std::max<int64_t>(*probe, 5);
+      }
       const int64_t warmup =
           common.warmup >= 0 ? common.warmup : std::max<int64_t>(1, iterations / 10);
       for (int64_t i = 0; i < warmup; ++i) {
         if (Status st = link.run(kind, shape, send.data(), recv.data()); !st.is_ok()) return st;
       }
       if (Status st = link.barrier(); !st.is_ok()) return st;
-      const auto start = std::chrono::steady_clock::now();
-      for (int64_t i = 0; i < iterations; ++i) {
-        if (Status st = link.run(kind, shape, send.data(), recv.data()); !st.is_ok()) return st;
-      }
-      const double seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
-          static_cast<double>(iterations);
-      auto slowest = link.max(seconds);
+      auto seconds = timed(iterations);
+      if (!seconds.is_ok()) return seconds.status();
+      auto slowest = link.max(*seconds);
       if (!slowest.is_ok()) return slowest.status();
       const double algbw = static_cast<double>(s) / *slowest / 1e9;
       const double busbw = algbw * bus_factor(kind, n);

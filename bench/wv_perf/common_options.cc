@@ -11,7 +11,7 @@ void add_common_options(CLI::App& command, CommonOptions& common) {
                      "Message sizes, e.g. 8,4096,64K,1M (default: the subcommand's list)");
   command.add_option("--iterations", common.iterations,
                      "Timed iterations per size (default: 1000 for latency; bandwidth runs "
-                     "are sized to take about 0.2 s)");
+                     "are sized to take about 0.2 s, and every coll size about 0.1 s)");
   command.add_option("--warmup", common.warmup,
                      "Untimed iterations before each measurement (default 100; bandwidth runs "
                      "without --iterations warm up while sizing themselves)");

@@ -240,8 +240,8 @@ HostSegment::HostSegment(void* base, size_t length, int rank, int members, size_
       length_(length),
       rank_(rank),
       members_(members),
-      stream_from_(cache_bytes == 0 ? SIZE_MAX : cache_bytes / (2 * static_cast<size_t>(members))) {
-}
+      stream_from_(cache_bytes == 0 ? SIZE_MAX : cache_bytes / (2 * static_cast<size_t>(members))),
+      seen_(new uint64_t[static_cast<size_t>(members)]()) {}
 
 HostSegment::Copy HostSegment::output_copy(size_t bytes) const {
   return bytes >= stream_from_ ? stream_bytes : copy_bytes;
@@ -290,16 +290,18 @@ Status HostSegment::begin(const Channel& c, Turns& turns, bool writes) {
 }
 
 Status HostSegment::wait_for(const Channel& c, int rank, uint64_t step) {
+  uint64_t& seen = seen_[static_cast<size_t>(rank)];
+  if (seen >= step) return Status::ok();
   Line& peer = line(rank);
   std::atomic<uint64_t>& counter = peer.arrived;
-  if (counter.load(std::memory_order_acquire) >= step) return Status::ok();
+  if ((seen = counter.load(std::memory_order_acquire)) >= step) return Status::ok();
   using Clock = std::chrono::steady_clock;
   const Group& group = c.group();
   const Clock::time_point start = Clock::now();
   Clock::time_point last_check = start;
   auto phase = group.wait.phase(std::chrono::nanoseconds(0));
   for (uint32_t spins = 1;; ++spins) {
-    if (counter.load(std::memory_order_acquire) >= step) return Status::ok();
+    if ((seen = counter.load(std::memory_order_acquire)) >= step) return Status::ok();
     if (phase == transport::WaitPolicy::Phase::kSpin && (spins & 1023) != 0) {
       cpu_relax();  // the clock only now and then while spinning
       continue;
@@ -334,8 +336,8 @@ Status HostSegment::wait_for(const Channel& c, int rank, uint64_t step) {
       (void)group.worker->progress();
     }
     peer.sleepers.fetch_add(1, std::memory_order_seq_cst);
-    const uint64_t seen = counter.load(std::memory_order_seq_cst);
-    if (seen < step) futex_wait(counter, static_cast<uint32_t>(seen), kSleepBound);
+    const uint64_t now = counter.load(std::memory_order_seq_cst);
+    if (now < step) futex_wait(counter, static_cast<uint32_t>(now), kSleepBound);
     peer.sleepers.fetch_sub(1, std::memory_order_relaxed);
   }
 }
@@ -354,19 +356,26 @@ Status HostSegment::barrier(const Channel& c) {
 
 Status HostSegment::bcast(const Channel& c, void* buffer, size_t bytes, int root) {
   auto* data = static_cast<std::byte*>(buffer);
-  const bool small = bytes <= kSlotBytes;
+  const bool small = bytes <= kSlotPayload;
   Turns& turns = small ? slots_ : chunks_;
-  const size_t step = small ? kSlotBytes : kChunkBytes;
+  const size_t step = small ? kSlotPayload : kChunkBytes;
   const Copy write = output_copy(bytes);
   for (size_t offset = 0; offset < bytes; offset += step) {
     const size_t length = std::min(step, bytes - offset);
     const bool writes = rank_ == root;
     if (Status s = begin(c, turns, writes); !s.is_ok()) return s;
     std::byte* at = small ? slot_buffer(root, turns.begun) : chunk_buffer(root, turns.begun);
+    // A slot's turn number, stored after its data (release) and read before it (acquire).
+    auto& turn = *reinterpret_cast<std::atomic<uint64_t>*>(at);
+    if (small) at += kSlotHeader;
     if (writes) {
       copy_bytes(at, data + offset, length);
+      if (small) turn.store(turns.begun, std::memory_order_release);
     } else {
-      if (Status s = wait_for(c, root, arrived_ + 1); !s.is_ok()) return s;
+      // The root numbers the slot before it arrives, so either one says the data is there.
+      if (!small || turn.load(std::memory_order_acquire) != turns.begun) {
+        if (Status s = wait_for(c, root, arrived_ + 1); !s.is_ok()) return s;
+      }
       write(data + offset, at, length);
     }
     // The readers arrive once they have read: the root may write this buffer again as soon

@@ -40,11 +40,15 @@ class HostSegment {
   static constexpr size_t kChunkBytes = 128 * 1024;
   // Chunk buffers per rank: how far a broadcast's root may run ahead of its readers.
   static constexpr size_t kBuffers = 8;
-  // A broadcast of at most kSlotBytes goes through one of kSlots small slots per rank instead
-  // of a chunk buffer, so its root may run kSlots - 1 broadcasts ahead of the readers: on a
-  // host with more ranks than cores that saves most of the context switches a loop of small
-  // broadcasts costs.
+  // A broadcast of at most kSlotPayload bytes goes through one of kSlots small slots per rank
+  // instead of a chunk buffer, so its root may run kSlots - 1 broadcasts ahead of the readers:
+  // on a host with more ranks than cores that saves most of the context switches a loop of
+  // small broadcasts costs. A slot starts with the number of the turn whose data it holds, on
+  // the data's cache line: a reader that finds its turn there reads one line the root wrote
+  // instead of the root's counter and then the data.
   static constexpr size_t kSlotBytes = 1024;
+  static constexpr size_t kSlotHeader = sizeof(uint64_t);
+  static constexpr size_t kSlotPayload = kSlotBytes - kSlotHeader;
   static constexpr size_t kSlots = 64;
   // Blocks of at least this many bytes are read straight from the sender's memory
   // (process_vm_readv, one copy) by allgather and alltoall, where every rank may and
@@ -114,6 +118,8 @@ class HostSegment {
   template <typename BytesOf, typename PlaceOf>
   Status gather_blocks(const Channel& c, const std::byte* send, std::byte* recv, BytesOf bytes_of,
                        PlaceOf place_of, size_t longest);
+  // Returns once rank `rank` has arrived at `step`. Counters only grow, so what a wait saw is
+  // kept (seen_) and a step already seen costs no read of the peer's line.
   Status wait_for(const Channel& c, int rank, uint64_t step);
   Status wait_all(const Channel& c, uint64_t step);
 
@@ -136,8 +142,9 @@ class HostSegment {
   size_t length_;
   int rank_;
   int members_;
-  size_t stream_from_;    // output_copy() streams outputs of this many bytes and more
-  uint64_t arrived_ = 0;  // this rank's own counter, as last published
+  size_t stream_from_;                // output_copy() streams outputs of this many bytes and more
+  uint64_t arrived_ = 0;              // this rank's own counter, as last published
+  std::unique_ptr<uint64_t[]> seen_;  // each rank's counter as this rank last read it
   uint64_t chunk_reads_done_[kBuffers] = {};
   uint64_t slot_reads_done_[kSlots] = {};
   Turns chunks_{0, chunk_reads_done_};
