@@ -2,6 +2,8 @@
 #include <cstring>
 
 #include "algorithms.h"
+#include "scratch.h"
+#include "wv/copy.h"
 
 namespace wv::coll::detail {
 
@@ -77,10 +79,10 @@ Status allgather_bruck(Channel& c, void* buffer_, std::span<const size_t> bytes)
   std::vector<size_t> rotated(static_cast<size_t>(n) + 1, 0);
   for (int j = 0; j < n; ++j)
     rotated[static_cast<size_t>(j) + 1] = rotated[static_cast<size_t>(j)] + block(rank + j);
-  std::vector<std::byte> scratch(offsets.back());
+  Scratch scratch(offsets.back());
   if (bytes[static_cast<size_t>(rank)] > 0) {
-    std::memcpy(scratch.data(), buffer + offsets[static_cast<size_t>(rank)],
-                bytes[static_cast<size_t>(rank)]);
+    copy_bytes(scratch.data(), buffer + offsets[static_cast<size_t>(rank)],
+               bytes[static_cast<size_t>(rank)]);
   }
   uint32_t step = 0;
   for (int distance = 1; distance < n; distance *= 2, ++step) {
@@ -100,9 +102,8 @@ Status allgather_bruck(Channel& c, void* buffer_, std::span<const size_t> bytes)
   for (int j = 1; j < n; ++j) {
     const int owner = (rank + j) % n;
     if (bytes[static_cast<size_t>(owner)] == 0) continue;
-    std::memcpy(buffer + offsets[static_cast<size_t>(owner)],
-                scratch.data() + rotated[static_cast<size_t>(j)],
-                bytes[static_cast<size_t>(owner)]);
+    copy_bytes(buffer + offsets[static_cast<size_t>(owner)],
+               scratch.data() + rotated[static_cast<size_t>(j)], bytes[static_cast<size_t>(owner)]);
   }
   return Status::ok();
 }

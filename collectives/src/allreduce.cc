@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "algorithms.h"
+#include "scratch.h"
 
 namespace wv::coll::detail {
 
@@ -48,7 +49,7 @@ Status fold_out(Channel& c, const Fold& f, std::byte* buffer, size_t bytes) {
 Status allreduce_recursive_doubling(Channel& c, void* buffer_, size_t count, const Reduction& r) {
   auto* buffer = static_cast<std::byte*>(buffer_);
   const size_t bytes = count * r.element();
-  std::vector<std::byte> scratch(bytes);
+  Scratch scratch(bytes);
   auto fold = fold_in(c, buffer, scratch.data(), count, r);
   if (!fold.is_ok()) return fold.status();
   const Fold f = *fold;
@@ -72,7 +73,7 @@ Status allreduce_rabenseifner(Channel& c, void* buffer_, size_t count, const Red
   auto* buffer = static_cast<std::byte*>(buffer_);
   const size_t element = r.element();
   const size_t bytes = count * element;
-  std::vector<std::byte> scratch(bytes);
+  Scratch scratch(bytes);
   auto fold = fold_in(c, buffer, scratch.data(), count, r);
   if (!fold.is_ok()) return fold.status();
   const Fold f = *fold;

@@ -1,6 +1,8 @@
 #include <cstring>
 
 #include "algorithms.h"
+#include "scratch.h"
+#include "wv/copy.h"
 
 namespace wv::coll::detail {
 
@@ -13,20 +15,20 @@ Status alltoall_bruck(Channel& c, const void* send_, void* recv_, size_t block) 
   const int rank = c.rank();
   const size_t nb = static_cast<size_t>(n);
   // rotated[i] = the block for rank + i.
-  std::vector<std::byte> rotated(nb * block);
+  Scratch rotated(nb * block);
   for (int i = 0; i < n; ++i) {
-    std::memcpy(rotated.data() + static_cast<size_t>(i) * block,
-                send + static_cast<size_t>((rank + i) % n) * block, block);
+    copy_bytes(rotated.data() + static_cast<size_t>(i) * block,
+               send + static_cast<size_t>((rank + i) % n) * block, block);
   }
-  std::vector<std::byte> packed(nb * block);
-  std::vector<std::byte> incoming(nb * block);
+  Scratch packed(nb * block);
+  Scratch incoming(nb * block);
   uint32_t step = 0;
   for (int distance = 1; distance < n; distance *= 2, ++step) {
     size_t moved = 0;
     for (int i = 1; i < n; ++i) {
       if (i & distance) {
-        std::memcpy(packed.data() + moved * block, rotated.data() + static_cast<size_t>(i) * block,
-                    block);
+        copy_bytes(packed.data() + moved * block, rotated.data() + static_cast<size_t>(i) * block,
+                   block);
         ++moved;
       }
     }
@@ -38,16 +40,16 @@ Status alltoall_bruck(Channel& c, const void* send_, void* recv_, size_t block) 
     size_t index = 0;
     for (int i = 1; i < n; ++i) {
       if (i & distance) {
-        std::memcpy(rotated.data() + static_cast<size_t>(i) * block,
-                    incoming.data() + index * block, block);
+        copy_bytes(rotated.data() + static_cast<size_t>(i) * block, incoming.data() + index * block,
+                   block);
         ++index;
       }
     }
   }
   // Now rotated[i] came from rank - i.
   for (int i = 0; i < n; ++i) {
-    std::memcpy(recv + static_cast<size_t>((rank - i + n) % n) * block,
-                rotated.data() + static_cast<size_t>(i) * block, block);
+    copy_bytes(recv + static_cast<size_t>((rank - i + n) % n) * block,
+               rotated.data() + static_cast<size_t>(i) * block, block);
   }
   return Status::ok();
 }

@@ -9,8 +9,10 @@
 #include "hierarchical.h"
 #include "host_segment.h"
 #include "nonblocking.h"
+#include "scratch.h"
 #include "wv/config/config.h"
 #include "wv/config/names.h"
+#include "wv/copy.h"
 
 namespace wv::coll {
 
@@ -156,7 +158,8 @@ Result<std::unique_ptr<Communicator>> Communicator::create(Comm& comm, const Opt
   const uint64_t segment_tag = c->next_tag();  // taken by every rank: the sequences stay equal
   if (shared_memory && c->host_->size > 1) {
     Channel channel(*c->host_, segment_tag, nullptr);
-    auto segment = detail::HostSegment::create(channel, machine.last_level_cache_bytes, &c->segment_status_);
+    auto segment =
+        detail::HostSegment::create(channel, machine.last_level_cache_bytes, &c->segment_status_);
     if (!segment.is_ok()) {
       return Status(segment.status().code(), "host segment: " + segment.status().message());
     }
@@ -316,7 +319,7 @@ Status Communicator::allreduce(const void* send, void* recv, size_t count, DataT
     Channel channel(*world_, tag, nullptr);
     return segment->allreduce(channel, input, recv, count, detail::Reduction{type, &op});
   }
-  if (input != recv && bytes > 0) std::memcpy(recv, send, bytes);
+  if (input != recv && bytes > 0) copy_bytes(recv, send, bytes);
   return run_allreduce(tag, recv, count, type, op, *name, nullptr);
 }
 
@@ -375,15 +378,13 @@ Status Communicator::allgatherv(const void* send, size_t send_count, void* recv,
   for (size_t i = 0, at = 0; i < counts.size(); at += counts[i], ++i) {
     packed = packed && displacements[i] == at;
   }
-  std::vector<std::byte> scratch;
+  detail::Scratch scratch(packed ? 0 : total * element);
   std::byte* work = out;
   const std::vector<size_t> bytes = times(counts, element);
   const std::vector<size_t> offsets = detail::prefix(bytes);
   if (!packed) {
-    scratch.resize(total * element);
     work = scratch.data();
-    if (bytes[me] > 0)
-      std::memcpy(work + offsets[me], out + displacements[me] * element, bytes[me]);
+    if (bytes[me] > 0) copy_bytes(work + offsets[me], out + displacements[me] * element, bytes[me]);
   }
   Channel channel(*world_, tag, nullptr);
   Status s;
@@ -403,7 +404,7 @@ Status Communicator::allgatherv(const void* send, size_t send_count, void* recv,
   }
   if (!s.is_ok() || packed) return s;
   for (size_t i = 0; i < counts.size(); ++i) {
-    if (bytes[i] > 0) std::memcpy(out + displacements[i] * element, work + offsets[i], bytes[i]);
+    if (bytes[i] > 0) copy_bytes(out + displacements[i] * element, work + offsets[i], bytes[i]);
   }
   return Status::ok();
 }
@@ -430,11 +431,10 @@ Status Communicator::reduce_scatter(const void* send, void* recv, std::span<cons
   const size_t me = static_cast<size_t>(rank());
   const bool in_place = send == kInPlace;
   if (recv == nullptr || (!in_place && send == nullptr)) return missing("buffer");
-  std::vector<std::byte> scratch;
+  detail::Scratch scratch(in_place ? 0 : total * element);
   std::byte* work = static_cast<std::byte*>(recv);
   if (!in_place) {
-    scratch.resize(total * element);
-    std::memcpy(scratch.data(), send, total * element);
+    copy_bytes(scratch.data(), send, total * element);
     work = scratch.data();
   }
   if (size() > 1) {
@@ -462,10 +462,10 @@ Status Communicator::alltoall(const void* send, void* recv, size_t count, DataTy
   if (count == 0) return Status::ok();
   if (recv == nullptr || send == nullptr) return missing("buffer");
   const size_t n = static_cast<size_t>(size());
-  std::vector<std::byte> copy;
-  if (send == kInPlace || send == recv) {
-    copy.assign(static_cast<const std::byte*>(recv),
-                static_cast<const std::byte*>(recv) + n * block);
+  const bool in_place = send == kInPlace || send == recv;
+  detail::Scratch copy(in_place ? n * block : 0);
+  if (in_place) {
+    copy_bytes(copy.data(), recv, n * block);
     send = copy.data();
   }
   Channel channel(*world_, tag, nullptr);
@@ -509,15 +509,17 @@ Status Communicator::alltoallv(const void* send, std::span<const size_t> send_co
                       " algorithm needs equal blocks (use alltoall, or pairwise or linear)");
   }
   const size_t element = size_of(type);
-  std::vector<std::byte> copy;
-  std::vector<size_t> sb, so;
+  size_t end = 0;  // in place: the extent of the receive blocks, copied first
   if (in_place) {
     // MPI's rule: the same counts and displacements for sending and receiving.
-    size_t end = 0;
     for (size_t i = 0; i < recv_counts.size(); ++i) {
       end = std::max(end, (recv_displacements[i] + recv_counts[i]) * element);
     }
-    copy.assign(static_cast<const std::byte*>(recv), static_cast<const std::byte*>(recv) + end);
+  }
+  detail::Scratch copy(end);
+  std::vector<size_t> sb, so;
+  if (in_place) {
+    copy_bytes(copy.data(), recv, end);
     send = copy.data();
     sb = times(recv_counts, element);
     so = times(recv_displacements, element);
@@ -675,7 +677,7 @@ Result<CollRequest> Communicator::iallreduce(const void* send, void* recv, size_
   auto name = pick(Collective::kAllreduce, bytes, algorithm);
   if (!name.is_ok()) return name.status();
   if (count > 0 && (recv == nullptr || send == nullptr)) return missing("buffer");
-  if (send != kInPlace && send != recv && bytes > 0) std::memcpy(recv, send, bytes);
+  if (send != kInPlace && send != recv && bytes > 0) copy_bytes(recv, send, bytes);
   return launch([=, this, name = *name](const std::atomic<bool>* cancel) {
     return run_allreduce(tag, recv, count, type, op, name, cancel);
   });

@@ -2,6 +2,8 @@
 #include <cstring>
 
 #include "algorithms.h"
+#include "scratch.h"
+#include "wv/copy.h"
 
 namespace wv::coll::detail {
 
@@ -11,8 +13,8 @@ Status gather_binomial(Channel& c, const void* send, void* recv, size_t block, i
   const int n = c.size();
   const int vr = (c.rank() - root + n) % n;
   const size_t nb = static_cast<size_t>(n);
-  std::vector<std::byte> scratch(nb * block);
-  if (block > 0) std::memcpy(scratch.data(), send, block);
+  Scratch scratch(nb * block);
+  if (block > 0) copy_bytes(scratch.data(), send, block);
   int mask = 1;
   for (; mask < n; mask <<= 1) {
     if (vr & mask) {
@@ -30,8 +32,8 @@ Status gather_binomial(Channel& c, const void* send, void* recv, size_t block, i
   }
   auto* out = static_cast<std::byte*>(recv);
   for (int j = 0; j < n; ++j) {
-    std::memcpy(out + static_cast<size_t>((j + root) % n) * block,
-                scratch.data() + static_cast<size_t>(j) * block, block);
+    copy_bytes(out + static_cast<size_t>((j + root) % n) * block,
+               scratch.data() + static_cast<size_t>(j) * block, block);
   }
   return Status::ok();
 }
@@ -40,13 +42,13 @@ Status scatter_binomial(Channel& c, const void* send, void* recv, size_t block, 
   const int n = c.size();
   const int vr = (c.rank() - root + n) % n;
   const size_t nb = static_cast<size_t>(n);
-  std::vector<std::byte> scratch(nb * block);
+  Scratch scratch(nb * block);
   int mask = 1;
   if (vr == 0) {
     const auto* in = static_cast<const std::byte*>(send);
     for (int j = 0; j < n; ++j) {
-      std::memcpy(scratch.data() + static_cast<size_t>(j) * block,
-                  in + static_cast<size_t>((j + root) % n) * block, block);
+      copy_bytes(scratch.data() + static_cast<size_t>(j) * block,
+                 in + static_cast<size_t>((j + root) % n) * block, block);
     }
     while (mask < n) mask <<= 1;
   } else {
@@ -73,7 +75,7 @@ Status scatter_binomial(Channel& c, const void* send, void* recv, size_t block, 
     }
   }
   if (Status s = c.wait(); !s.is_ok()) return s;
-  if (recv != kInPlace && block > 0) std::memcpy(recv, scratch.data(), block);
+  if (recv != kInPlace && block > 0) copy_bytes(recv, scratch.data(), block);
   return Status::ok();
 }
 

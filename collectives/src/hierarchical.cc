@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cstring>
 
+#include "scratch.h"
+#include "wv/copy.h"
+
 namespace wv::coll::detail {
 
 namespace {
@@ -152,21 +155,20 @@ Status allgather_hierarchical(Channel& c, const Hierarchy& h, void* buffer_,
   const std::vector<size_t> host_at = prefix(host_bytes);
   const std::vector<size_t> world_at = prefix(bytes);
   const bool in_rank_order = std::is_sorted(order.begin(), order.end());
-  std::vector<std::byte> scratch;
+  Scratch scratch(in_rank_order ? 0 : at.back());
   std::byte* work = buffer;
   if (!in_rank_order) {
-    scratch.resize(at.back());
     work = scratch.data();
     const size_t me = static_cast<size_t>(h.world->rank);
     const size_t position = my_first + static_cast<size_t>(h.host->rank);
-    if (bytes[me] > 0) std::memcpy(work + at[position], buffer + world_at[me], bytes[me]);
+    if (bytes[me] > 0) copy_bytes(work + at[position], buffer + world_at[me], bytes[me]);
   }
   // Every block from the scratch buffer to its rank's place, once all are there.
   const auto place = [&](Status done) {
     if (!done.is_ok() || in_rank_order) return done;
     for (size_t position = 0; position < order.size(); ++position) {
       const auto rank = static_cast<size_t>(order[position]);
-      if (bytes[rank] > 0) std::memcpy(buffer + world_at[rank], work + at[position], bytes[rank]);
+      if (bytes[rank] > 0) copy_bytes(buffer + world_at[rank], work + at[position], bytes[rank]);
     }
     return done;
   };

@@ -1,6 +1,8 @@
 #include <cstring>
 
 #include "algorithms.h"
+#include "scratch.h"
+#include "wv/copy.h"
 
 namespace wv::coll::detail {
 
@@ -12,11 +14,11 @@ Status reduce_binomial(Channel& c, const void* input, void* output, size_t count
   const int n = c.size();
   const int vr = (c.rank() - root + n) % n;
   const size_t bytes = count * r.element();
-  std::vector<std::byte> scratch(c.rank() == root ? bytes : 2 * bytes);
+  Scratch scratch(c.rank() == root ? bytes : 2 * bytes);
   std::byte* accumulator =
       c.rank() == root ? static_cast<std::byte*>(output) : scratch.data() + bytes;
   std::byte* incoming = scratch.data();
-  if (accumulator != input && bytes > 0) std::memcpy(accumulator, input, bytes);
+  if (accumulator != input && bytes > 0) copy_bytes(accumulator, input, bytes);
   for (int mask = 1; mask < n; mask <<= 1) {
     if (vr & mask) {
       return c.send((vr - mask + root) % n, 0, accumulator, bytes);

@@ -1,6 +1,7 @@
 #include <cstring>
 
 #include "algorithms.h"
+#include "scratch.h"
 
 namespace wv::coll::detail {
 
@@ -17,7 +18,7 @@ Status reduce_scatter_recursive_halving(Channel& c, void* buffer_, std::span<con
   const size_t element = r.element();
   const std::vector<size_t> offsets = prefix(counts);  // elements
   const size_t total = offsets.back();
-  std::vector<std::byte> scratch(total * element);
+  Scratch scratch(total * element);
   const int pof2 = floor_pow2(n);
   const int rem = n - pof2;
   auto first = [&](int j) { return j < rem ? 2 * j : j + rem; };
@@ -79,7 +80,7 @@ Status reduce_scatter_ring(Channel& c, void* buffer_, std::span<const size_t> co
   const std::vector<size_t> offsets = prefix(counts);
   size_t largest = 0;
   for (size_t count : counts) largest = count > largest ? count : largest;
-  std::vector<std::byte> scratch(largest * element);
+  Scratch scratch(largest * element);
   const int right = (rank + 1) % n;
   const int left = (rank - 1 + n) % n;
   for (int k = 0; k < n - 1; ++k) {
