@@ -411,8 +411,8 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
       continue;
     }
     // Share j of the chunk is rank j's to combine: the others put their share j in their
-    // buffers, rank j combines its own input with those into its output and its buffer, and
-    // everyone copies the other shares from their owners' buffers.
+    // buffers, rank j combines its own input with those into its buffer, and every rank copies
+    // each share from its owner's buffer to its output (its own before it waits).
     const EvenSplit shares(elements, members_);
     const auto share = [&](int rank) { return shares.size(rank); };
     const auto start = [&](int rank) { return shares.start(rank) * element; };
