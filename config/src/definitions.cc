@@ -231,8 +231,8 @@ constexpr Definition kDefinitions[] = {
      .type = Type::kSize,
      .default_value = "0",
      .description = "Last-level cache size the host segment plans with (0: the size hwloc "
-                    "reports). Collectives whose inputs and outputs on the host would not fit "
-                    "half of it write their outputs with non-temporal stores.",
+                    "reports). Collectives whose inputs and outputs on the host would fill it "
+                    "write their outputs with non-temporal stores.",
      .level = Level::kTuner},
     {.name = names::kTopologyFakeHosts,
      .type = Type::kInteger,
