@@ -509,26 +509,21 @@ Status Communicator::alltoallv(const void* send, std::span<const size_t> send_co
                       " algorithm needs equal blocks (use alltoall, or pairwise or linear)");
   }
   const size_t element = size_of(type);
-  size_t end = 0;  // in place: the extent of the receive blocks, copied first
-  if (in_place) {
-    // MPI's rule: the same counts and displacements for sending and receiving.
-    for (size_t i = 0; i < recv_counts.size(); ++i) {
-      end = std::max(end, (recv_displacements[i] + recv_counts[i]) * element);
-    }
-  }
-  detail::Scratch copy(end);
-  std::vector<size_t> sb, so;
-  if (in_place) {
-    copy_bytes(copy.data(), recv, end);
-    send = copy.data();
-    sb = times(recv_counts, element);
-    so = times(recv_displacements, element);
-  } else {
-    sb = times(send_counts, element);
-    so = times(send_displacements, element);
-  }
   const std::vector<size_t> rb = times(recv_counts, element);
   const std::vector<size_t> ro = times(recv_displacements, element);
+  // In place, MPI's rule: the same counts and displacements for sending and receiving, sent
+  // from a copy of the receive blocks.
+  std::vector<size_t> sb = in_place ? rb : times(send_counts, element);
+  std::vector<size_t> so = in_place ? ro : times(send_displacements, element);
+  size_t extent = 0;
+  if (in_place) {
+    for (size_t i = 0; i < rb.size(); ++i) extent = std::max(extent, ro[i] + rb[i]);
+  }
+  detail::Scratch copy(extent);
+  if (in_place) {
+    copy_bytes(copy.data(), recv, extent);
+    send = copy.data();
+  }
   Channel channel(*world_, tag, nullptr);
   if (name == "linear") return detail::alltoallv_linear(channel, send, sb, so, recv, rb, ro);
   return detail::alltoallv_pairwise(channel, send, sb, so, recv, rb, ro);

@@ -366,14 +366,17 @@ Status HostSegment::bcast(const Channel& c, void* buffer, size_t bytes, int root
     if (Status s = begin(c, turns, writes); !s.is_ok()) return s;
     std::byte* at = small ? slot_buffer(root, turns.begun) : chunk_buffer(root, turns.begun);
     // A slot's turn number, stored after its data (release) and read before it (acquire).
-    auto& turn = *reinterpret_cast<std::atomic<uint64_t>*>(at);
-    if (small) at += kSlotHeader;
+    std::atomic<uint64_t>* turn = nullptr;
+    if (small) {
+      turn = reinterpret_cast<std::atomic<uint64_t>*>(at);
+      at += kSlotHeader;
+    }
     if (writes) {
       copy_bytes(at, data + offset, length);
-      if (small) turn.store(turns.begun, std::memory_order_release);
+      if (turn != nullptr) turn->store(turns.begun, std::memory_order_release);
     } else {
       // The root numbers the slot before it arrives, so either one says the data is there.
-      if (!small || turn.load(std::memory_order_acquire) != turns.begun) {
+      if (turn == nullptr || turn->load(std::memory_order_acquire) != turns.begun) {
         if (Status s = wait_for(c, root, arrived_ + 1); !s.is_ok()) return s;
       }
       write(data + offset, at, length);
