@@ -4,7 +4,10 @@
 //     (concrete source and tag: hashed) and wildcard (any source: the one list a message walks),
 //   - registration-cache lookup hits with 1 and 1000 cached regions,
 //   - the eager (and inline) send path per message between two Workers in this process, on the
-//     tcp and shm providers: isend + irecv + progress of both until both complete.
+//     tcp and shm providers: isend + irecv + progress of both until both complete,
+//   - one 8-byte message there and back between those Workers (the software in a pt2pt
+//     ping-pong's round trip, without the cache-line transfers), and one progress() of a worker
+//     whose peer is idle (the pass a waiting receive spins in).
 // wv_perf pt2pt measures between processes; these isolate the per-message overhead inside it.
 #include <benchmark/benchmark.h>
 
@@ -245,6 +248,69 @@ void BM_EagerSendPath(benchmark::State& state, const std::string& provider) {
 // 8 B is inline on providers with an inline size; 1 KiB takes the copy-through-buffers path.
 BENCHMARK_CAPTURE(BM_EagerSendPath, tcp, std::string("tcp"))->Arg(8)->Arg(1024);
 BENCHMARK_CAPTURE(BM_EagerSendPath, shm, std::string("shm"))->Arg(8)->Arg(1024);
+
+// Waits for `request` on `worker`, progressing both (one thread plays both processes).
+bool finish(WorkerPair& pair, wv::transport::Worker& worker, wv::transport::Request request) {
+  constexpr uint64_t kSpinLimit = uint64_t{1} << 30;
+  for (uint64_t spins = 0; spins < kSpinLimit; ++spins) {
+    auto done = worker.test(request);
+    if (!done) return false;
+    if (*done) return true;
+    (&worker == pair.sender.get() ? pair.receiver : pair.sender)->progress();
+  }
+  return false;
+}
+
+void BM_PingPong(benchmark::State& state, const std::string& provider) {
+  constexpr uint64_t kTag = 9;
+  WorkerPair pair = make_pair(provider);
+  if (!pair.error.empty()) {
+    fail(state, pair.error);
+    return;
+  }
+  uint64_t out = 0;
+  uint64_t in = 0;
+  for (auto _ : state) {
+    // There: the receive is posted before the send (the expected path), as in a ping-pong.
+    auto r = pair.receiver->irecv(pair.to_sender, kTag, kTagMaskAll, &in, sizeof(in));
+    auto s = pair.sender->isend(pair.to_receiver, kTag, &out, sizeof(out));
+    if (!r || !s || !finish(pair, *pair.receiver, *r) || !finish(pair, *pair.sender, *s)) {
+      fail(state, "the message did not arrive");
+      return;
+    }
+    // And back.
+    r = pair.sender->irecv(pair.to_receiver, kTag, kTagMaskAll, &in, sizeof(in));
+    s = pair.receiver->isend(pair.to_sender, kTag, &out, sizeof(out));
+    if (!r || !s || !finish(pair, *pair.sender, *r) || !finish(pair, *pair.receiver, *s)) {
+      fail(state, "the reply did not arrive");
+      return;
+    }
+    ++out;
+    if (in != out - 1) {
+      fail(state, "the reply carried the wrong payload");
+      return;
+    }
+  }
+}
+BENCHMARK_CAPTURE(BM_PingPong, shm, std::string("shm"));
+
+void BM_ProgressIdle(benchmark::State& state, const std::string& provider) {
+  WorkerPair pair = make_pair(provider);
+  if (!pair.error.empty()) {
+    fail(state, pair.error);
+    return;
+  }
+  // Connected (both ways) before the timing starts.
+  uint64_t byte = 0;
+  auto r = pair.receiver->irecv(pair.to_sender, 1, kTagMaskAll, &byte, sizeof(byte));
+  auto s = pair.sender->isend(pair.to_receiver, 1, &byte, sizeof(byte));
+  if (!r || !s || !finish(pair, *pair.receiver, *r) || !finish(pair, *pair.sender, *s)) {
+    fail(state, "the first message did not arrive");
+    return;
+  }
+  for (auto _ : state) benchmark::DoNotOptimize(pair.receiver->progress());
+}
+BENCHMARK_CAPTURE(BM_ProgressIdle, shm, std::string("shm"));
 
 }  // namespace
 

@@ -26,6 +26,7 @@
 #include "ring_queue.h"
 #include "wire_format.h"
 #include "wv/config/config.h"
+#include "wv/recursive_spin_lock.h"
 #include "wv/transport/worker.h"
 #include "wv/verbs.h"
 
@@ -312,7 +313,7 @@ class WorkerImpl final : public Worker {
                                              uint64_t compare, uint64_t operand, uint64_t* result);
 
   // ---- state ----
-  mutable std::recursive_mutex mutex_;
+  mutable RecursiveSpinLock mutex_;
   std::shared_ptr<verbs::Provider> provider_;
   std::shared_ptr<verbs::Device> device_;
   std::shared_ptr<verbs::ProtectionDomain> domain_;

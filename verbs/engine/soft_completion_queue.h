@@ -7,7 +7,7 @@
 #include <mutex>
 #include <vector>
 
-#include "spin_lock.h"
+#include "wv/spin_lock.h"
 #include "wv/verbs/completion_queue.h"
 
 namespace wv::verbs::soft {

@@ -13,7 +13,7 @@
 
 #include "key_table.h"
 #include "queue_pair_core.h"
-#include "spin_lock.h"
+#include "wv/spin_lock.h"
 #include "work_request.h"
 #include "wv/verbs/queue_pair.h"
 

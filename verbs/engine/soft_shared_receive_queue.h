@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "receive_queue.h"
-#include "spin_lock.h"
+#include "wv/spin_lock.h"
 #include "wv/verbs/shared_receive_queue.h"
 
 namespace wv::verbs::soft {

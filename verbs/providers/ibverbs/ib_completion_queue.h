@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "ib_device.h"
-#include "spin_lock.h"
+#include "wv/spin_lock.h"
 #include "wv/verbs/completion_queue.h"
 
 namespace wv::verbs::ib {
@@ -85,7 +85,7 @@ class IbCompletionQueue final : public CompletionQueue,
   ibv_cq* cq_ = nullptr;
   // Held for a poll's few dozen instructions; the event loop's notification path is the only
   // other regular taker, so a contended wait is rare and short.
-  mutable soft::SpinLock lock_;
+  mutable SpinLock lock_;
   uint32_t capacity_;
   mutable std::deque<Completion> queued_;  // drained from the device or made in software
   mutable Status status_;

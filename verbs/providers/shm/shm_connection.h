@@ -171,7 +171,7 @@ class ShmConnection final : public soft::Wire,
   std::atomic<bool> tx_blocked_{false};
 
   // Receive state, under rx_mutex_.
-  soft::SpinLock rx_mutex_;  // try-locked by every poll that finds an entry
+  SpinLock rx_mutex_;  // try-locked by every poll that finds an entry
   RingConsumer consumer_;
   bool receiving_ = false;
   uint64_t receive_offset_ = 0;

@@ -12,7 +12,7 @@
 #include <immintrin.h>
 #endif
 
-namespace wv::verbs::soft {
+namespace wv {
 
 class SpinLock {
  public:
@@ -42,4 +42,4 @@ class SpinLock {
   std::atomic<bool> locked_{false};
 };
 
-}  // namespace wv::verbs::soft
+}  // namespace wv
