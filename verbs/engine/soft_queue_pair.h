@@ -13,8 +13,8 @@
 
 #include "key_table.h"
 #include "queue_pair_core.h"
-#include "wv/spin_lock.h"
 #include "work_request.h"
+#include "wv/spin_lock.h"
 #include "wv/verbs/queue_pair.h"
 
 namespace wv::verbs::soft {
