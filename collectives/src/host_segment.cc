@@ -110,8 +110,10 @@ Result<std::unique_ptr<HostSegment>> HostSegment::create(Channel& host, size_t c
   }
   const size_t length = segment_length(members);
   const auto& config = config::global();
-  if (config.is_ok() && config->get_size(config::names::kCollectivesStreamCache) != 0) {
-    cache_bytes = config->get_size(config::names::kCollectivesStreamCache);
+  if (const size_t planned =
+          config.is_ok() ? config->get_size(config::names::kCollectivesStreamCache) : 0;
+      planned != 0) {
+    cache_bytes = planned;
   }
 
   // 1. Rank 0 creates it under a name nobody can guess (O_EXCL: nor hold beforehand).

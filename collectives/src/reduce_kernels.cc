@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "wv/collectives/types.h"
+#include "wv/copy.h"
 
 namespace wv::coll {
 
@@ -182,7 +183,7 @@ void reduce_into(const void* a, const void* b, void* out, size_t count, DataType
                  const ReduceOp& op) {
   if (count == 0 || !check_op(op, type).is_ok()) return;
   if (op.op == Op::kUser) {
-    if (out != a) std::memcpy(out, a, count * size_of(type));
+    if (out != a) copy_bytes(out, a, count * size_of(type));
     return op.user(b, out, count, type);
   }
   switch (type) {

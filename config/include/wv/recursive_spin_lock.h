@@ -27,17 +27,6 @@ class RecursiveSpinLock {
     owner_.store(self, std::memory_order_relaxed);
     depth_ = 1;
   }
-  bool try_lock() noexcept {
-    const pthread_t self = pthread_self();
-    if (owner_.load(std::memory_order_relaxed) == self) {
-      ++depth_;
-      return true;
-    }
-    if (!lock_.try_lock()) return false;
-    owner_.store(self, std::memory_order_relaxed);
-    depth_ = 1;
-    return true;
-  }
   void unlock() noexcept {
     if (--depth_ > 0) return;
     owner_.store(kNoOwner, std::memory_order_relaxed);
