@@ -465,6 +465,7 @@ ShmConnection::Outcome ShmConnection::handle(SoftConnectQueuePair& qp, const Ent
     case EntryType::kTerminate:
       return on_terminate(qp, header, payload);
     case EntryType::kPad:
+    case EntryType::kDatagram:  // datagram channels only
       break;
   }
   return malformed(qp, "ring entry of unknown type " + std::to_string(header.type));

@@ -25,6 +25,8 @@
 //   kWriteDone     tag: the target has copied a pulled write
 //   kTerminate     key = CompletionStatus of the requester's oldest read/atomic when
 //                  flags has kAboutRequest; payload = reason text
+//   kDatagram      (datagram channels, shm_datagram_wire.h) flags immediate/solicited;
+//                  tag = source QP; address = destination QP; key = Q_Key; payload = data
 #pragma once
 
 #include <sys/socket.h>
@@ -54,6 +56,7 @@ enum class EntryType : uint8_t {
   kAtomicReply = 9,
   kWriteDone = 10,
   kTerminate = 11,
+  kDatagram = 12,
 };
 
 namespace entry_flags {

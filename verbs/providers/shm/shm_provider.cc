@@ -6,6 +6,7 @@
 #include <string>
 
 #include "provider_factories.h"
+#include "shm_datagram_wire.h"
 #include "shm_endpoint.h"
 #include "shm_ring.h"
 #include "tcp_provider.h"
@@ -145,11 +146,15 @@ Result<std::shared_ptr<soft::SoftDevice>> ShmProvider::device() {
   } else {
     datagram_status_ = wire.status();
   }
+  std::vector<Gid> host_gids = gids;
   auto device = std::make_shared<soft::SoftDevice>(std::move(attributes), port, std::move(gids));
   if (Status status = device->start(); !status) return status;
   if (wire.is_ok()) {
     if (Status status = wire.value()->start(device->progress()); !status) return status;
-    device->set_datagram_wire(wire.value());
+    auto rings = ShmDatagramWire::open(wire.value(), std::move(host_gids), settings_.ring_bytes);
+    if (!rings.is_ok()) return rings.status();
+    if (Status status = rings.value()->start(device->progress()); !status) return status;
+    device->set_datagram_wire(std::move(rings).value());
   }
   device_ = device;
   return device;
@@ -187,7 +192,8 @@ Result<std::shared_ptr<DatagramEndpoint>> ShmProvider::create_datagram_endpoint(
     return Status(Errc::kNotSupported,
                   "provider shm has no datagram socket: " + datagram_status_.to_string());
   }
-  auto wire = std::static_pointer_cast<tcp::UdpWire>(device->datagram_wire());
+  // Lookups and multicast joins are the UDP wire's; the rings only carry datagrams.
+  auto wire = std::static_pointer_cast<ShmDatagramWire>(device->datagram_wire())->udp();
   return std::shared_ptr<DatagramEndpoint>(
       std::make_shared<tcp::UdpDatagramEndpoint>(datagrams_, std::move(device), std::move(wire)));
 }

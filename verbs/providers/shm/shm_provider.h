@@ -2,8 +2,8 @@
 // software RDMA engine the tcp provider uses too (only the wire differs).
 //
 // Connected QPs: shm_connection.h (rings, doorbells, cross-memory attach), connection setup:
-// shm_endpoint.h. Datagram QPs reuse the engine's UDP datagram wire on the host (loopback
-// datagrams and multicast with IP_MULTICAST_LOOP), so UD semantics also stay in one place.
+// shm_endpoint.h. Datagram QPs: shm_datagram_wire.h (rings between the processes, beside the
+// UDP wire that keeps lookups, multicast and peers without rings).
 #pragma once
 
 #include <memory>

@@ -505,12 +505,7 @@ void UdpWire::on_events(int fd, uint32_t events, const Gid* group) {
       watching_writable_ = false;
       (void)progress_->modify(fd_, EPOLLIN);
     }
-    std::shared_lock lock(registry_mutex_);
-    for (const uint32_t qp_number : resuming_) {
-      if (auto it = receivers_.find(qp_number); it != receivers_.end()) {
-        it->second->resume_sends();
-      }
-    }
+    resume_sends(resuming_);
     resuming_.clear();
   }
   if ((events & EPOLLERR) != 0) {
@@ -548,11 +543,23 @@ void UdpWire::receive(int fd, const Gid* group) {
       counters_.unknown_destination.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    if (group != nullptr) {
-      deliver_multicast(*group, header, payload);
-    } else {
-      deliver_unicast(header, payload);
-    }
+    deliver(header, payload, group);
+  }
+}
+
+void UdpWire::deliver(const soft::DatagramHeader& header, std::span<const std::byte> payload,
+                      const Gid* group) {
+  if (group != nullptr) {
+    deliver_multicast(*group, header, payload);
+  } else {
+    deliver_unicast(header, payload);
+  }
+}
+
+void UdpWire::resume_sends(std::span<const uint32_t> qp_numbers) {
+  std::shared_lock lock(registry_mutex_);
+  for (const uint32_t qp_number : qp_numbers) {
+    if (auto it = receivers_.find(qp_number); it != receivers_.end()) it->second->resume_sends();
   }
 }
 

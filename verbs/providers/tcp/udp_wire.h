@@ -112,6 +112,14 @@ class UdpWire final : public soft::DatagramWire, public std::enable_shared_from_
   // Progress thread: `fd` is readable (or writable); `group` is set for a group socket.
   void on_events(int fd, uint32_t events, const Gid* group);
 
+  // For a wire that carries datagrams beside this one (the shm provider's rings), so that one
+  // registry and one set of counters serve both. Progress thread only.
+  // A checked datagram for the attached QP it names, or for `group`'s members.
+  void deliver(const soft::DatagramHeader& header, std::span<const std::byte> payload,
+               const Gid* group);
+  // Calls resume_sends() of each attached QP among `qp_numbers`.
+  void resume_sends(std::span<const uint32_t> qp_numbers);
+
  private:
   explicit UdpWire(uint32_t max_payload);
   Status open_socket(uint16_t port_base);

@@ -1,0 +1,305 @@
+// The shm provider's datagram rings (shm_datagram_wire.h): traffic moves from UDP to a ring
+// once the channel is up, a stopped receiver holds sends back without losing any, and a hostile
+// sender's garbage closes its own channel only. Every wait is bounded.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "shm_datagram_wire.h"
+#include "shm_protocol.h"
+#include "shm_provider.h"
+#include "wv/verbs.h"
+
+namespace wv::verbs::shm {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr auto kBound = 10s;
+constexpr uint32_t kQkey = 0x51e55;
+constexpr uint32_t kSlot = 1024;
+constexpr const char* kRoleVariable = "SHM_DATAGRAM_TEST_ROLE";
+constexpr const char* kPipeVariable = "SHM_DATAGRAM_TEST_PIPE";
+
+std::byte pattern(uint32_t seed, size_t i) {
+  return static_cast<std::byte>((seed * 131 + i * 7) & 0xff);
+}
+
+// One process's device, a datagram QP on it, and a registered buffer of `slots` slots.
+struct Node {
+  std::shared_ptr<Provider> provider;
+  std::shared_ptr<ShmDatagramWire> wire;
+  std::shared_ptr<Device> device;
+  std::shared_ptr<ProtectionDomain> pd;
+  std::shared_ptr<CompletionQueue> send_cq;
+  std::shared_ptr<CompletionQueue> receive_cq;
+  std::shared_ptr<DatagramQueuePair> qp;
+  std::vector<std::byte> buffer;
+  std::shared_ptr<MemoryRegion> region;
+
+  Status open(uint32_t slots) {
+    auto provider_result = Provider::open("shm");
+    if (!provider_result.is_ok()) return provider_result.status();
+    provider = std::move(provider_result).value();
+    auto soft = std::static_pointer_cast<ShmProvider>(provider)->device();
+    if (!soft.is_ok()) return soft.status();
+    wire = std::dynamic_pointer_cast<ShmDatagramWire>(soft.value()->datagram_wire());
+    if (wire == nullptr) return Status(Errc::kNotSupported, "the shm device has no ring wire");
+    device = soft.value();
+    pd = device->allocate_protection_domain().value();
+    send_cq = device->create_completion_queue(slots + 8).value();
+    receive_cq = device->create_completion_queue(slots + 8).value();
+    QueuePairOptions options;
+    options.send_cq = send_cq;
+    options.receive_cq = receive_cq;
+    options.send_depth = slots;
+    options.receive_depth = slots;
+    auto made = pd->create_datagram_queue_pair(options, kQkey);
+    if (!made.is_ok()) return made.status();
+    qp = std::move(made).value();
+    buffer.resize(size_t{slots} * kSlot);
+    auto registered = pd->register_memory(buffer.data(), buffer.size(), Access::kLocalWrite);
+    if (!registered.is_ok()) return registered.status();
+    region = std::move(registered).value();
+    return Status::ok();
+  }
+  Status post_receives(uint32_t count) {
+    for (uint32_t i = 0; i < count; ++i) {
+      const Sge sge = region->sge(buffer.data() + size_t{i} * kSlot, kSlot);
+      if (Status status = qp->post_receive(i, std::span(&sge, 1)); !status) return status;
+    }
+    return Status::ok();
+  }
+  // Sends datagram `seed` of `length` pattern bytes from slot `slot` of the buffer.
+  Status send(const AddressHandle& to, uint32_t qp_number, uint32_t seed, uint32_t length,
+              uint32_t slot = 0) {
+    std::byte* at = buffer.data() + size_t{slot} * kSlot;
+    for (uint32_t i = 0; i < length; ++i) at[i] = pattern(seed, i);
+    const Sge sge = region->sge(at, length);
+    return qp->send(seed, std::span(&sge, 1), to, qp_number, kQkey, SendFlags::kNone);
+  }
+  uint16_t port() const { return wire->udp()->port(); }
+};
+
+AddressVector loopback(uint16_t port) {
+  AddressVector address;
+  address.destination_gid.raw[10] = 0xff;
+  address.destination_gid.raw[11] = 0xff;
+  address.destination_gid.raw[12] = 127;
+  address.destination_gid.raw[15] = 1;
+  address.destination_port = port;
+  return address;
+}
+
+// Polls until `count` completions arrived (all successful) or the bound passed.
+testing::AssertionResult complete(CompletionQueue& cq, uint32_t count,
+                                  std::vector<Completion>* out = nullptr,
+                                  std::chrono::milliseconds bound = kBound) {
+  const auto end = std::chrono::steady_clock::now() + bound;
+  uint32_t got = 0;
+  Completion batch[16];
+  while (got < count && std::chrono::steady_clock::now() < end) {
+    const int n = cq.poll(batch);
+    if (n < 0) return testing::AssertionFailure() << cq.status().to_string();
+    for (int i = 0; i < n; ++i) {
+      if (batch[i].status != CompletionStatus::kSuccess) {
+        return testing::AssertionFailure()
+               << "completion " << batch[i].wr_id << ": " << to_string(batch[i].status);
+      }
+      if (out != nullptr) out->push_back(batch[i]);
+    }
+    got += static_cast<uint32_t>(n);
+    if (n == 0) std::this_thread::sleep_for(50us);
+  }
+  if (got < count) {
+    return testing::AssertionFailure() << got << " of " << count << " completions";
+  }
+  return testing::AssertionSuccess();
+}
+
+template <typename Predicate>
+bool eventually(Predicate predicate) {
+  const auto end = std::chrono::steady_clock::now() + kBound;
+  while (!predicate()) {
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+TEST(ShmDatagrams, TrafficMovesToARingOnceTheChannelIsUp) {
+  Node node;
+  ASSERT_TRUE(node.open(256).is_ok());
+  auto handle = node.pd->create_address_handle(loopback(node.port())).value();
+  ASSERT_TRUE(node.post_receives(201).is_ok());
+  // The first datagram goes by UDP and asks for the channel (here, to this device itself).
+  ASSERT_TRUE(node.send(*handle, node.qp->number(), 1000, 64, 255).is_ok());
+  ASSERT_TRUE(complete(*node.send_cq, 1));
+  ASSERT_TRUE(complete(*node.receive_cq, 1));
+  ASSERT_TRUE(eventually([&] { return node.wire->counters().channels_opened == 1; }))
+      << "no channel to the device's own port";
+  EXPECT_EQ(node.wire->counters().channels_accepted, 1u);
+  const ShmDatagramCounters before = node.wire->counters();
+  for (uint32_t i = 0; i < 200; ++i) {
+    ASSERT_TRUE(node.send(*handle, node.qp->number(), i, 1 + (i * 37) % 1000, 255).is_ok());
+    // Sends copy the payload at post time: the buffer may be rewritten for the next one.
+  }
+  ASSERT_TRUE(complete(*node.send_cq, 200));
+  std::vector<Completion> received;
+  ASSERT_TRUE(complete(*node.receive_cq, 200, &received));
+  for (uint32_t i = 0; i < 200; ++i) {
+    const Completion& c = received[i];
+    ASSERT_EQ(c.length, 1 + (i * 37) % 1000) << "datagram " << i << " (a ring keeps order)";
+    EXPECT_EQ(c.source_qp_number, node.qp->number());
+    const std::byte* at = node.buffer.data() + c.wr_id * kSlot;
+    for (uint32_t k = 0; k < c.length; ++k) {
+      ASSERT_EQ(at[k], pattern(i, k)) << "datagram " << i << " byte " << k;
+    }
+  }
+  const ShmDatagramCounters after = node.wire->counters();
+  EXPECT_EQ(after.ring_sends - before.ring_sends, 200u) << "every datagram took the ring";
+  EXPECT_EQ(after.ring_received - before.ring_received, 200u);
+  EXPECT_EQ(after.malformed, 0u);
+}
+
+// ---- A receiver in another process ----
+
+struct ReceiverInfo {
+  uint16_t port = 0;
+  uint32_t qp_number = 0;
+};
+constexpr uint32_t kBurst = 1000;
+constexpr uint32_t kBurstBytes = 1000;
+
+// The child: receives 1 + kBurst datagrams, checks them, and reports how many were right.
+[[noreturn]] void run_receiver(int pipe_fd) {
+  Node node;
+  if (Status status = node.open(kBurst + 8); !status) {
+    std::fprintf(stderr, "receiver: %s\n", status.to_string().c_str());
+    ::_exit(2);
+  }
+  if (Status status = node.post_receives(kBurst + 1); !status) {
+    std::fprintf(stderr, "receiver: %s\n", status.to_string().c_str());
+    ::_exit(2);
+  }
+  const ReceiverInfo info{node.port(), node.qp->number()};
+  if (::write(pipe_fd, &info, sizeof(info)) != sizeof(info)) ::_exit(3);
+  std::vector<Completion> received;
+  if (!complete(*node.receive_cq, kBurst + 1, &received)) ::_exit(4);
+  uint32_t right = 0;
+  for (uint32_t i = 1; i <= kBurst; ++i) {
+    const Completion& c = received[i];
+    const std::byte* at = node.buffer.data() + c.wr_id * kSlot;
+    bool same = c.length == kBurstBytes;
+    for (uint32_t k = 0; same && k < kBurstBytes; ++k) same = at[k] == pattern(i, k);
+    right += same ? 1 : 0;
+  }
+  const uint64_t via_ring = node.wire->counters().ring_received;
+  if (::write(pipe_fd, &right, sizeof(right)) != sizeof(right)) ::_exit(5);
+  if (::write(pipe_fd, &via_ring, sizeof(via_ring)) != sizeof(via_ring)) ::_exit(6);
+  ::_exit(0);
+}
+
+template <typename T>
+testing::AssertionResult read_from(int fd, T& value) {
+  pollfd entry{fd, POLLIN, 0};
+  if (::poll(&entry, 1, 10000) != 1) return testing::AssertionFailure() << "the child is silent";
+  if (::read(fd, &value, sizeof(value)) != static_cast<ssize_t>(sizeof(value))) {
+    return testing::AssertionFailure() << "short read from the child";
+  }
+  return testing::AssertionSuccess();
+}
+
+TEST(ShmDatagrams, AStoppedReceiverHoldsSendsBackAndLosesNone) {
+  if (const char* role = std::getenv(kRoleVariable); role != nullptr) {
+    run_receiver(std::atoi(std::getenv(kPipeVariable)));
+  }
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(126);
+    ::fcntl(fds[1], F_SETFD, 0);
+    const std::string role = std::string(kRoleVariable) + "=receiver";
+    const std::string pipe = std::string(kPipeVariable) + "=" + std::to_string(fds[1]);
+    const std::string filter =
+        "--gtest_filter=ShmDatagrams.AStoppedReceiverHoldsSendsBackAndLosesNone";
+    char* argv[] = {const_cast<char*>("shm_datagram_test"), const_cast<char*>(filter.c_str()),
+                    nullptr};
+    char* envp[] = {const_cast<char*>(role.c_str()), const_cast<char*>(pipe.c_str()), nullptr};
+    ::execve("/proc/self/exe", argv, envp);
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  struct Reaper {
+    pid_t pid;
+    bool reaped = false;
+    ~Reaper() {
+      if (reaped) return;
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reaper{pid};
+  ReceiverInfo info;
+  ASSERT_TRUE(read_from(fds[0], info));
+
+  Node node;
+  ASSERT_TRUE(node.open(kBurst + 8).is_ok());
+  auto handle = node.pd->create_address_handle(loopback(info.port)).value();
+  ASSERT_TRUE(node.send(*handle, info.qp_number, 0, 8).is_ok());
+  ASSERT_TRUE(complete(*node.send_cq, 1));
+  ASSERT_TRUE(eventually([&] { return node.wire->counters().channels_opened == 1; }));
+
+  // A stopped receiver drains nothing: a 256 KiB ring takes a few hundred of these, and the
+  // rest wait in the send queue instead of being dropped.
+  ASSERT_EQ(::kill(pid, SIGSTOP), 0);
+  // kill() only queues the signal: wait until the receiver really is stopped.
+  siginfo_t stopped{};
+  while (::waitid(P_PID, static_cast<id_t>(pid), &stopped, WSTOPPED | WNOWAIT) < 0 &&
+         errno == EINTR) {
+  }
+  for (uint32_t i = 1; i <= kBurst; ++i) {
+    ASSERT_TRUE(node.send(*handle, info.qp_number, i, kBurstBytes, i).is_ok());
+  }
+  std::vector<Completion> sent;
+  EXPECT_FALSE(complete(*node.send_cq, kBurst, &sent, 500ms))
+      << "every send completed while the receiver was stopped; through the ring: "
+      << node.wire->counters().ring_sends
+      << ", closed for bad entries: " << node.wire->counters().malformed;
+  EXPECT_GT(sent.size(), 0u);
+  EXPECT_LT(sent.size(), kBurst);
+  ASSERT_EQ(::kill(pid, SIGCONT), 0);
+  ASSERT_TRUE(complete(*node.send_cq, kBurst - static_cast<uint32_t>(sent.size())));
+
+  uint32_t right = 0;
+  uint64_t via_ring = 0;
+  ASSERT_TRUE(read_from(fds[0], right));
+  ASSERT_TRUE(read_from(fds[0], via_ring));
+  ::close(fds[0]);
+  EXPECT_EQ(right, kBurst) << "datagrams lost or damaged";
+  EXPECT_GE(via_ring, kBurst) << "the burst did not go through the ring";
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  reaper.reaped = true;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "receiver status " << status;
+}
+
+}  // namespace
+}  // namespace wv::verbs::shm

@@ -1,0 +1,166 @@
+// The shm provider's datagram wire: UD datagrams between processes of one host through shared
+// memory, with the UDP wire (tcp/udp_wire.h) beside it for everything shared memory cannot reach.
+//
+// Each device listens on the abstract unix socket "\0wv-shm-dg/<port>", <port> being its UDP
+// wire's port: the port that address vectors and lookups already carry, and its owner's alone
+// on the host while the device lives. The first datagram to a port of this host goes by UDP
+// while the progress thread connects to that name in the background; the connection brings a
+// channel, a memfd segment (shm_ring.h) whose ring 0 carries this device's datagrams to that
+// peer, with a doorbell each way. Later datagrams go through the ring: one copy in, one copy
+// out, and no system call unless the receiver's progress thread sleeps. Every sender has its
+// own ring at the receiver, so each ring keeps a single producer, and a sender that dies with
+// an entry half written stalls nobody else.
+//
+// Kept on UDP: destinations on other hosts, peers without a channel (a tcp-provider device, or
+// while the channel is being set up; a failed setup is retried after kChannelRetry), and
+// multicast groups. UD promises no order, and datagrams sent across the switch from UDP to the
+// ring may arrive out of order.
+//
+// A full ring is back-pressure rather than loss: send() returns kWouldBlock and the QP resumes
+// once the receiver has freed half the ring. A receiver that goes away (its socket hangs up)
+// takes its channel along, and later datagrams to its port go by UDP again. An entry that does
+// not check out closes the channel it came on.
+//
+// The receiving side runs on the device's progress thread: the rings' shared doorbell wakes it,
+// and it delivers through the UDP wire's registry, so attachments, Q_Key checks and counters
+// stay in one place.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "datagram_wire.h"
+#include "progress.h"
+#include "shm_ring.h"
+#include "udp_wire.h"
+#include "wv/spin_lock.h"
+
+namespace wv::verbs::shm {
+
+inline constexpr std::string_view kDatagramNames = "wv-shm-dg/";
+inline constexpr auto kChannelRetry = std::chrono::seconds(1);
+// Senders one device serves at once; more are refused and stay on UDP.
+inline constexpr size_t kMaxInboundChannels = 1024;
+
+struct ShmDatagramCounters {
+  uint64_t ring_sends = 0;         // datagrams this device sent through a ring
+  uint64_t ring_received = 0;      // datagrams taken from the rings of its senders
+  uint64_t channels_opened = 0;    // rings this device set up towards receivers
+  uint64_t channels_accepted = 0;  // rings its senders set up towards it
+  uint64_t malformed = 0;          // channels closed for an entry or handshake that did not check
+};
+
+class ShmDatagramWire final : public soft::DatagramWire,
+                              public std::enable_shared_from_this<ShmDatagramWire> {
+ public:
+  // `host_gids`: this host's addresses (a destination among them, or on loopback, is local).
+  // `ring_bytes`: the ring of each channel, a power of two from shm_ring.h's range.
+  static Result<std::shared_ptr<ShmDatagramWire>> open(std::shared_ptr<tcp::UdpWire> udp,
+                                                       std::vector<Gid> host_gids,
+                                                       uint32_t ring_bytes);
+  ~ShmDatagramWire() override;
+  ShmDatagramWire(const ShmDatagramWire&) = delete;
+  ShmDatagramWire& operator=(const ShmDatagramWire&) = delete;
+
+  // Starts serving on the device's progress thread (the UDP wire is started by its owner).
+  Status start(soft::Progress& progress);
+  const std::shared_ptr<tcp::UdpWire>& udp() const { return udp_; }
+  ShmDatagramCounters counters() const;
+
+  // ---- soft::DatagramWire ----
+  uint32_t max_payload() const override { return udp_->max_payload(); }
+  Status resolve(const AddressVector& address, soft::WireAddress& out) const override;
+  soft::SendResult send(const soft::WireAddress& to, const soft::DatagramHeader& header,
+                        std::span<const soft::Segment> payload, int& error) override;
+  void wait_writable(uint32_t qp_number) override;
+  Status attach(uint32_t qp_number, soft::DatagramReceiver* receiver) override {
+    return udp_->attach(qp_number, receiver);
+  }
+  void detach(uint32_t qp_number) override { udp_->detach(qp_number); }
+  Status attach_multicast(const Gid& group, uint32_t qp_number) override {
+    return udp_->attach_multicast(group, qp_number);
+  }
+  Status detach_multicast(const Gid& group, uint32_t qp_number) override {
+    return udp_->detach_multicast(group, qp_number);
+  }
+
+  // Progress thread: events on one of the wire's descriptors.
+  void on_events(int fd, uint32_t events);
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  enum class ChannelState : uint8_t { kConnecting, kReady, kClosed };
+  // This device's ring towards one receiver.
+  struct Outbound {
+    ChannelState state = ChannelState::kConnecting;  // under outbound_mutex_
+    Clock::time_point closed_at;                     // under outbound_mutex_
+    int socket = -1;  // owned by outbound_sockets_ (progress thread; read under the mutex)
+    std::unique_ptr<Segment> segment;  // set before kReady
+    int peer_doorbell = -1;            // set before kReady
+    SpinLock producer_lock;
+    RingProducer producer;
+    ~Outbound();
+  };
+  // One sender's ring towards this device (progress thread only).
+  struct Inbound {
+    int socket = -1;
+    std::unique_ptr<Segment> segment;  // null until the sender's request arrived
+    RingConsumer consumer;
+    int peer_doorbell = -1;  // the sender's, rung when it waits for space
+    ~Inbound();
+  };
+
+  ShmDatagramWire(std::shared_ptr<tcp::UdpWire> udp, std::vector<Gid> host_gids,
+                  uint32_t ring_bytes);
+  bool on_this_host(const Gid& gid) const;
+  void request_channel(uint16_t port) const;
+  std::shared_ptr<Outbound> ready_channel(uint16_t port);
+  soft::SendResult send_on_ring(Outbound& channel, const soft::DatagramHeader& header,
+                                std::span<const soft::Segment> payload);
+
+  // Progress thread.
+  void connect_channel(uint16_t port);
+  void on_outbound_reply(Outbound& channel);
+  void close_outbound(int fd);
+  void accept_senders();
+  void on_inbound_request(Inbound& channel);
+  void close_inbound(int fd);
+  void drain_rings();
+  bool drain(Inbound& channel);
+  void resume_ring_waiters();
+
+  const std::shared_ptr<tcp::UdpWire> udp_;
+  const std::vector<Gid> host_gids_;
+  const uint32_t ring_bytes_;
+  soft::Progress* progress_ = nullptr;
+  int listen_fd_ = -1;
+  int doorbell_fd_ = -1;  // senders ring it for this device's rings
+  int writable_fd_ = -1;  // receivers ring it when this device waits for space
+
+  mutable std::mutex outbound_mutex_;
+  mutable std::unordered_map<uint16_t, std::shared_ptr<Outbound>> outbound_;
+  std::unordered_map<int, uint16_t> outbound_sockets_;  // progress thread; owns the fds
+
+  std::unordered_map<int, std::unique_ptr<Inbound>> inbound_;  // progress thread, by socket
+
+  // QPs whose last send found a ring full; resumed by the writable doorbell.
+  std::mutex waiters_mutex_;
+  std::vector<uint32_t> ring_waiters_;
+  std::vector<uint32_t> resuming_;  // progress thread
+
+  struct Counters {
+    std::atomic<uint64_t> ring_sends{0};
+    std::atomic<uint64_t> ring_received{0};
+    std::atomic<uint64_t> channels_opened{0};
+    std::atomic<uint64_t> channels_accepted{0};
+    std::atomic<uint64_t> malformed{0};
+  };
+  Counters counters_;
+};
+
+}  // namespace wv::verbs::shm
