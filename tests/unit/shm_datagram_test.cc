@@ -8,9 +8,11 @@
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "shm_datagram_wire.h"
+#include "shm_group_directory.h"
 #include "shm_protocol.h"
 #include "shm_provider.h"
 #include "wv/verbs.h"
@@ -299,6 +302,134 @@ TEST(ShmDatagrams, AStoppedReceiverHoldsSendsBackAndLosesNone) {
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   reaper.reaped = true;
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "receiver status " << status;
+}
+
+// ---- Multicast between processes ----
+
+constexpr uint32_t kPhase = 50;
+
+// A member: joins `group`, reports, then reports each phase of kPhase datagrams it received.
+[[noreturn]] void run_member(int pipe_fd, const std::string& group) {
+  Node node;
+  if (!node.open(2 * kPhase + 8).is_ok() || !node.post_receives(2 * kPhase).is_ok()) ::_exit(2);
+  auto endpoint = node.provider->create_datagram_endpoint();
+  const auto address = SocketAddress::parse(group);
+  if (!endpoint.is_ok() || !address.is_ok()) ::_exit(3);
+  auto joined = endpoint.value()->join_multicast(node.qp, address.value()).wait(kBound);
+  if (!joined.is_ok()) {
+    std::fprintf(stderr, "member: %s\n", joined.status().to_string().c_str());
+    ::_exit(4);
+  }
+  const uint32_t ready = 1;
+  if (::write(pipe_fd, &ready, sizeof(ready)) != sizeof(ready)) ::_exit(5);
+  for (uint32_t phase = 0; phase < 2; ++phase) {
+    std::vector<Completion> received;
+    if (!complete(*node.receive_cq, kPhase, &received)) ::_exit(6);
+    uint32_t right = 0;
+    for (uint32_t i = 0; i < kPhase; ++i) {
+      const Completion& c = received[i];
+      const std::byte* at = node.buffer.data() + c.wr_id * kSlot;
+      bool same = c.length == 100;
+      for (uint32_t k = 0; same && k < 100; ++k) same = at[k] == pattern(phase * kPhase + i, k);
+      right += same ? 1 : 0;
+    }
+    if (::write(pipe_fd, &right, sizeof(right)) != sizeof(right)) ::_exit(7);
+  }
+  ::_exit(0);
+}
+
+struct Member {
+  pid_t pid = -1;
+  int pipe = -1;
+  ~Member() {
+    if (pipe >= 0) ::close(pipe);
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
+void start_member(const std::string& group, Member& member) {
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  const pid_t parent = ::getpid();
+  member.pid = ::fork();
+  ASSERT_GE(member.pid, 0);
+  if (member.pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(126);
+    ::fcntl(fds[1], F_SETFD, 0);
+    const std::string role = std::string(kRoleVariable) + "=" + group;
+    const std::string pipe = std::string(kPipeVariable) + "=" + std::to_string(fds[1]);
+    const std::string filter =
+        "--gtest_filter=ShmDatagrams.MulticastReachesEveryMemberProcessAndOutlivesItsHolder";
+    char* argv[] = {const_cast<char*>("shm_datagram_test"), const_cast<char*>(filter.c_str()),
+                    nullptr};
+    char* envp[] = {const_cast<char*>(role.c_str()), const_cast<char*>(pipe.c_str()), nullptr};
+    ::execve("/proc/self/exe", argv, envp);
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  member.pipe = fds[0];
+  uint32_t ready = 0;
+  ASSERT_TRUE(read_from(member.pipe, ready)) << "the member did not join";
+}
+
+bool name_held(const Gid& group) {
+  const int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  sockaddr_storage address;
+  const socklen_t length = unix_address(group_name(group), address);
+  const bool held = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), length) == 0;
+  ::close(fd);
+  return held;
+}
+
+TEST(ShmDatagrams, MulticastReachesEveryMemberProcessAndOutlivesItsHolder) {
+  if (const char* role = std::getenv(kRoleVariable); role != nullptr) {
+    run_member(std::atoi(std::getenv(kPipeVariable)), role);
+  }
+  // A group of its own per run, so that concurrent runs on the host do not meet.
+  const uint32_t salt = static_cast<uint32_t>(::getpid());
+  const std::array<uint8_t, 4> group_ip{239, 254, static_cast<uint8_t>(salt >> 8),
+                                        static_cast<uint8_t>(salt)};
+  const std::string group = std::to_string(group_ip[0]) + "." + std::to_string(group_ip[1]) + "." +
+                            std::to_string(group_ip[2]) + "." + std::to_string(group_ip[3]) +
+                            ":4791";
+  Member holder;
+  Member other;
+  ASSERT_NO_FATAL_FAILURE(start_member(group, holder));  // the first to join holds the name
+  ASSERT_NO_FATAL_FAILURE(start_member(group, other));
+
+  Node node;  // a sender that is no member
+  ASSERT_TRUE(node.open(kPhase + 8).is_ok());
+  AddressVector to;
+  to.destination_gid = soft::ipv4_group_gid(group_ip);
+  to.destination_port = 4791;
+  auto handle = node.pd->create_address_handle(to).value();
+  const auto send_phase = [&](uint32_t phase) {
+    for (uint32_t i = 0; i < kPhase; ++i) {
+      ASSERT_TRUE(node.send(*handle, kMulticastQpNumber, phase * kPhase + i, 100, i).is_ok());
+    }
+    ASSERT_TRUE(complete(*node.send_cq, kPhase));
+  };
+  ASSERT_NO_FATAL_FAILURE(send_phase(0));
+  uint32_t right = 0;
+  ASSERT_TRUE(read_from(holder.pipe, right));
+  EXPECT_EQ(right, kPhase) << "the holder's datagrams";
+  ASSERT_TRUE(read_from(other.pipe, right));
+  EXPECT_EQ(right, kPhase) << "the other member's datagrams";
+  EXPECT_GE(node.wire->counters().ring_sends, 2 * kPhase) << "one ring entry per member";
+
+  // The holder dies; the other member takes the group's name over and keeps receiving.
+  ::kill(holder.pid, SIGKILL);
+  ::waitpid(holder.pid, nullptr, 0);
+  holder.pid = -1;
+  ASSERT_TRUE(eventually([&] { return name_held(to.destination_gid); }))
+      << "nobody took the group's name over";
+  ASSERT_NO_FATAL_FAILURE(send_phase(1));
+  ASSERT_TRUE(read_from(other.pipe, right));
+  EXPECT_EQ(right, kPhase) << "datagrams after the holder died";
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "shm_datagram_wire.h"
 
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "shm_protocol.h"
 
@@ -16,12 +18,14 @@ namespace wv::verbs::shm {
 namespace {
 
 // The channel handshake (SOCK_SEQPACKET, host byte order):
-//   request  sender -> receiver, with SCM_RIGHTS [segment memfd, sender's writable eventfd]
-//   accept   receiver -> sender, with SCM_RIGHTS [receiver's doorbell eventfd]
+//   request    sender -> receiver, with SCM_RIGHTS [segment memfd, sender's writable eventfd]
+//   accept     receiver -> sender, with SCM_RIGHTS [receiver's doorbell eventfd]
 // The socket then lives as long as the channel; its hang-up ends the channel on both sides.
+// A group's holder says one thing to whoever connects to the group's name:
+//   directory  holder -> member or sender, with SCM_RIGHTS [directory memfd]
 constexpr uint32_t kChannelMagic = 0x57534447;  // "WSDG"
 constexpr uint16_t kChannelVersion = 1;
-enum class ChannelMessage : uint16_t { kRequest = 1, kAccept = 2 };
+enum class ChannelMessage : uint16_t { kRequest = 1, kAccept = 2, kDirectory = 3 };
 struct ChannelHello {
   uint32_t magic = kChannelMagic;
   uint16_t version = kChannelVersion;
@@ -32,6 +36,9 @@ struct ChannelHello {
 // for a destination on this host, a mark and the port whose ring to try first.
 constexpr size_t kMarkOffset = 28;
 constexpr std::byte kLocalMark{0x5d};
+constexpr std::byte kGroupMark{0x6d};  // then the group's index in groups_
+constexpr int kDirectoryWaitMs = 2000;
+constexpr size_t kGidBytes = sizeof(Gid::raw);
 static_assert(sizeof(sockaddr_in6) <= kMarkOffset);
 static_assert(kMarkOffset + 4 <= sizeof(soft::WireAddress::bytes));
 
@@ -47,6 +54,24 @@ void ring(int doorbell) {
 void drain_eventfd(int fd) {
   uint64_t value = 0;
   [[maybe_unused]] const ssize_t n = ::read(fd, &value, sizeof(value));
+}
+
+// A holder's answer on `fd`: the group's directory, or null while nothing has arrived yet.
+Result<std::unique_ptr<GroupDirectory>> take_directory(int fd, const Gid& group) {
+  std::byte buffer[sizeof(ChannelHello)];
+  size_t got = 0;
+  std::vector<int> fds;
+  if (Status status = receive_message(fd, buffer, &got, fds, 1); !status) return status;
+  if (got == 0) return std::unique_ptr<GroupDirectory>();
+  ChannelHello hello;
+  if (got == sizeof(hello)) std::memcpy(&hello, buffer, sizeof(hello));
+  if (got != sizeof(hello) || hello.magic != kChannelMagic || hello.version != kChannelVersion ||
+      hello.type != ChannelMessage::kDirectory || fds.size() != 1) {
+    for (int received : fds) ::close(received);
+    return Status(Errc::kProtocolError,
+                  "the holder of multicast group " + to_string(group) + " answered nonsense");
+  }
+  return GroupDirectory::attach(fds[0], group);
 }
 
 class WireHandler final : public soft::PollHandler {
@@ -109,6 +134,7 @@ ShmDatagramWire::~ShmDatagramWire() {
     if (fd >= 0) ::close(fd);
   }
   for (const auto& [fd, port] : outbound_sockets_) ::close(fd);
+  for (const auto& [fd, index] : group_sockets_) ::close(fd);
 }
 
 Status ShmDatagramWire::start(soft::Progress& progress) {
@@ -130,6 +156,7 @@ ShmDatagramCounters ShmDatagramWire::counters() const {
   result.channels_opened = counters_.channels_opened.load(std::memory_order_relaxed);
   result.channels_accepted = counters_.channels_accepted.load(std::memory_order_relaxed);
   result.malformed = counters_.malformed.load(std::memory_order_relaxed);
+  result.group_drops = counters_.group_drops.load(std::memory_order_relaxed);
   return result;
 }
 
@@ -150,9 +177,25 @@ Status ShmDatagramWire::resolve(const AddressVector& address, soft::WireAddress&
   if (Status status = udp_->resolve(address, out); !status) return status;
   out.bytes[kMarkOffset] = std::byte{0};
   const Gid& gid = address.destination_gid;
-  if (progress_ == nullptr || soft::is_multicast_group(gid) || !on_this_host(gid)) {
+  if (progress_ == nullptr) return Status::ok();
+  if (soft::is_multicast_group(gid)) {
+    // The interface's const is about the address; finding a group's members changes the wire.
+    auto& self = const_cast<ShmDatagramWire&>(*this);
+    std::lock_guard lock(self.groups_mutex_);
+    size_t index = 0;
+    Group* group = self.group_locked(soft::canonical_group(gid), &index);
+    if (group == nullptr) {
+      return Status(Errc::kNoMemory, "the device sends to its limit of " +
+                                         std::to_string(tcp::kMaxMulticastGroups) +
+                                         " multicast groups");
+    }
+    self.find_group_locked(*group, index);
+    out.bytes[kMarkOffset] = kGroupMark;
+    const auto slot = static_cast<uint16_t>(index);
+    std::memcpy(&out.bytes[kMarkOffset + 2], &slot, sizeof(slot));
     return Status::ok();
   }
+  if (!on_this_host(gid)) return Status::ok();
   out.bytes[kMarkOffset] = kLocalMark;
   std::memcpy(&out.bytes[kMarkOffset + 2], &address.destination_port, sizeof(uint16_t));
   request_channel(address.destination_port);
@@ -188,20 +231,86 @@ std::shared_ptr<ShmDatagramWire::Outbound> ShmDatagramWire::ready_channel(uint16
 soft::SendResult ShmDatagramWire::send(const soft::WireAddress& to,
                                        const soft::DatagramHeader& header,
                                        std::span<const soft::Segment> payload, int& error) {
+  uint16_t slot = 0;
+  std::memcpy(&slot, &to.bytes[kMarkOffset + 2], sizeof(slot));
+  if (to.bytes[kMarkOffset] == kGroupMark) return send_to_group(slot, header, payload);
   if (to.bytes[kMarkOffset] == kLocalMark) {
-    uint16_t port = 0;
-    std::memcpy(&port, &to.bytes[kMarkOffset + 2], sizeof(port));
-    if (std::shared_ptr<Outbound> channel = ready_channel(port)) {
-      return send_on_ring(*channel, header, payload);
+    if (std::shared_ptr<Outbound> channel = ready_channel(slot)) {
+      return send_on_ring(*channel, header, payload, nullptr);
     }
   }
   return udp_->send(to, header, payload, error);
 }
 
+void ShmDatagramWire::wait_on_ring(uint32_t qp_number) {
+  std::lock_guard lock(waiters_mutex_);
+  if (std::find(ring_waiters_.begin(), ring_waiters_.end(), qp_number) == ring_waiters_.end()) {
+    ring_waiters_.push_back(qp_number);
+  }
+}
+
+void ShmDatagramWire::stop_waiting(uint32_t qp_number) {
+  std::lock_guard lock(waiters_mutex_);
+  std::erase(ring_waiters_, qp_number);
+}
+
+soft::SendResult ShmDatagramWire::send_to_group(size_t index, const soft::DatagramHeader& header,
+                                                std::span<const soft::Segment> payload) {
+  // Registered first: whatever this send waits for resumes the waiters after it changes.
+  wait_on_ring(header.source_qp_number);
+  std::array<uint16_t, kMaxGroupMembers> ports;
+  size_t count = 0;
+  Gid gid;
+  {
+    std::lock_guard lock(groups_mutex_);
+    if (index >= groups_.size()) {
+      stop_waiting(header.source_qp_number);
+      return soft::SendResult::kLost;
+    }
+    Group& group = *groups_[index];
+    find_group_locked(group, index);
+    if (group.finding) return soft::SendResult::kWouldBlock;
+    if (group.directory == nullptr) {
+      stop_waiting(header.source_qp_number);
+      return soft::SendResult::kSent;  // no member on this host
+    }
+    if (const uint64_t generation = group.directory->generation(); generation != group.generation) {
+      group.generation = generation;
+      group.count = group.directory->members(group.ports);
+    }
+    count = group.count;
+    std::copy_n(group.ports.begin(), count, ports.begin());
+    gid = group.gid;
+  }
+  // Every member's channel first: a new member's ring is worth waiting for, one that failed
+  // before (a member gone) is not.
+  bool waiting = false;
+  for (size_t i = 0; i < count; ++i) {
+    std::unique_lock lock(outbound_mutex_);
+    auto it = outbound_.find(ports[i]);
+    if (it == outbound_.end()) {
+      lock.unlock();
+      request_channel(ports[i]);
+      waiting = true;
+    } else if (it->second->state == ChannelState::kConnecting && !it->second->retry) {
+      waiting = true;
+    }
+  }
+  if (waiting) return soft::SendResult::kWouldBlock;
+  stop_waiting(header.source_qp_number);
+  for (size_t i = 0; i < count; ++i) {
+    if (std::shared_ptr<Outbound> channel = ready_channel(ports[i])) {
+      (void)send_on_ring(*channel, header, payload, &gid);
+    }
+  }
+  return soft::SendResult::kSent;
+}
+
 soft::SendResult ShmDatagramWire::send_on_ring(Outbound& channel,
                                                const soft::DatagramHeader& header,
-                                               std::span<const soft::Segment> payload) {
-  uint64_t length = 0;
+                                               std::span<const soft::Segment> payload,
+                                               const Gid* group) {
+  uint64_t length = group != nullptr ? kGidBytes : 0;
   for (const soft::Segment& segment : payload) length += segment.length;
   const uint32_t bytes = entry_bytes(length);
   std::lock_guard lock(channel.producer_lock);
@@ -213,19 +322,22 @@ soft::SendResult ShmDatagramWire::send_on_ring(Outbound& channel,
       counters_.malformed.fetch_add(1, std::memory_order_relaxed);
       return soft::SendResult::kLost;
     }
-    {
-      // Registered before the receiver is asked for a doorbell, so the doorbell finds it.
-      std::lock_guard waiters(waiters_mutex_);
-      if (std::find(ring_waiters_.begin(), ring_waiters_.end(), header.source_qp_number) ==
-          ring_waiters_.end()) {
-        ring_waiters_.push_back(header.source_qp_number);
-      }
+    if (group != nullptr) {
+      counters_.group_drops.fetch_add(1, std::memory_order_relaxed);
+      return soft::SendResult::kLost;
     }
+    // Registered before the receiver is asked for a doorbell, so the doorbell finds it.
+    wait_on_ring(header.source_qp_number);
     if (!channel.producer.wait_for_space(bytes)) return soft::SendResult::kWouldBlock;
     entry = channel.producer.reserve(bytes, &malformed);
     if (entry == nullptr) return soft::SendResult::kWouldBlock;
+    stop_waiting(header.source_qp_number);
   }
   std::byte* at = entry + kEntryHeaderBytes;
+  if (group != nullptr) {
+    std::memcpy(at, group->raw.data(), kGidBytes);
+    at += kGidBytes;
+  }
   for (const soft::Segment& segment : payload) {
     if (segment.length == 0) continue;
     std::memcpy(at, segment.address, segment.length);
@@ -235,7 +347,8 @@ soft::SendResult ShmDatagramWire::send_on_ring(Outbound& channel,
   fields.size = bytes;
   fields.type = static_cast<uint8_t>(EntryType::kDatagram);
   fields.flags = static_cast<uint8_t>((header.has_immediate ? entry_flags::kImmediate : 0) |
-                                      (header.solicited ? entry_flags::kSolicited : 0));
+                                      (header.solicited ? entry_flags::kSolicited : 0) |
+                                      (group != nullptr ? entry_flags::kGroup : 0));
   fields.length = static_cast<uint32_t>(length);
   fields.key = header.qkey;
   fields.tag = header.source_qp_number;
@@ -271,9 +384,12 @@ void ShmDatagramWire::connect_channel(uint16_t port) {
   int fd = -1;
   const auto fail = [&] {
     if (fd >= 0) ::close(fd);
-    std::lock_guard lock(outbound_mutex_);
-    channel->state = ChannelState::kClosed;
-    channel->closed_at = Clock::now();
+    {
+      std::lock_guard lock(outbound_mutex_);
+      channel->state = ChannelState::kClosed;
+      channel->closed_at = Clock::now();
+    }
+    resume_ring_waiters();  // a group send waiting for this channel goes on without it
   };
   auto segment = Segment::create(ring_bytes_);
   if (!segment.is_ok()) return fail();
@@ -318,6 +434,7 @@ void ShmDatagramWire::on_outbound_reply(Outbound& channel) {
     channel.state = ChannelState::kReady;
   }
   counters_.channels_opened.fetch_add(1, std::memory_order_relaxed);  // after: tests wait on it
+  resume_ring_waiters();  // group sends wait for their members' channels
 }
 
 void ShmDatagramWire::close_outbound(int fd) {
@@ -408,11 +525,15 @@ bool ShmDatagramWire::drain(Inbound& channel) {
     const char* why = nullptr;
     const RingConsumer::Peek peek = channel.consumer.peek(entry, &payload, &why);
     if (peek == RingConsumer::Peek::kEmpty) return true;
+    const bool to_group = (entry.flags & entry_flags::kGroup) != 0;
+    const uint32_t prefix = to_group ? kGidBytes : 0;
     if (peek == RingConsumer::Peek::kMalformed ||
-        entry.type != static_cast<uint8_t>(EntryType::kDatagram) ||
-        entry.length > udp_->max_payload() || entry.address > kMulticastQpNumber ||
+        entry.type != static_cast<uint8_t>(EntryType::kDatagram) || entry.length < prefix ||
+        entry.length - prefix > udp_->max_payload() ||
+        (entry.address == kMulticastQpNumber) != to_group || entry.address > kMulticastQpNumber ||
         entry.tag > kMulticastQpNumber ||
-        (entry.flags & ~(entry_flags::kImmediate | entry_flags::kSolicited)) != 0) {
+        (entry.flags &
+         ~(entry_flags::kImmediate | entry_flags::kSolicited | entry_flags::kGroup)) != 0) {
       counters_.malformed.fetch_add(1, std::memory_order_relaxed);
       close_inbound(channel.socket);
       return true;
@@ -425,8 +546,9 @@ bool ShmDatagramWire::drain(Inbound& channel) {
     header.has_immediate = (entry.flags & entry_flags::kImmediate) != 0;
     header.solicited = (entry.flags & entry_flags::kSolicited) != 0;
     counters_.ring_received.fetch_add(1, std::memory_order_relaxed);
-    // Group traffic never comes through a ring: a group QP number here is unknown destination.
-    udp_->deliver(header, {payload, entry.length}, nullptr);
+    Gid group;
+    if (to_group) std::memcpy(group.raw.data(), payload, kGidBytes);
+    udp_->deliver(header, {payload + prefix, entry.length - prefix}, to_group ? &group : nullptr);
     if (channel.consumer.release(entry)) ring(channel.peer_doorbell);
   }
   return false;
@@ -495,6 +617,7 @@ void ShmDatagramWire::on_events(int fd, uint32_t events) {
     }
     return on_outbound_reply(*channel);
   }
+  if (on_group_socket(fd, events)) return;
   if (auto it = inbound_.find(fd); it != inbound_.end()) {
     Inbound& channel = *it->second;
     if (channel.segment == nullptr && (events & EPOLLIN) != 0) return on_inbound_request(channel);
@@ -502,6 +625,289 @@ void ShmDatagramWire::on_events(int fd, uint32_t events) {
     if (channel.segment) drain(channel);
     if (inbound_.count(fd) != 0) close_inbound(fd);
   }
+}
+
+// ---- Multicast groups ----
+
+ShmDatagramWire::Group* ShmDatagramWire::group_locked(const Gid& gid, size_t* index) {
+  for (size_t i = 0; i < groups_.size(); ++i) {
+    if (groups_[i]->gid == gid) {
+      *index = i;
+      return groups_[i].get();
+    }
+  }
+  if (groups_.size() >= tcp::kMaxMulticastGroups) return nullptr;
+  groups_.push_back(std::make_unique<Group>());
+  groups_.back()->gid = gid;
+  *index = groups_.size() - 1;
+  return groups_.back().get();
+}
+
+void ShmDatagramWire::watch_group_socket_locked(int fd, size_t index) {
+  group_sockets_[fd] = index;
+  if (!progress_->add(fd, EPOLLIN, std::make_shared<WireHandler>(shared_from_this(), fd))) {
+    // Unwatched, its hang-up goes unnoticed; the directory itself keeps working.
+    group_sockets_.erase(fd);
+  }
+}
+
+void ShmDatagramWire::close_group_socket_locked(int fd) {
+  if (group_sockets_.erase(fd) != 0) progress_->remove(fd);
+  ::close(fd);
+}
+
+void ShmDatagramWire::find_group_locked(Group& group, size_t index) {
+  if (group.directory != nullptr || group.finding || progress_ == nullptr) return;
+  const int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  sockaddr_storage address;
+  const socklen_t length = unix_address(group_name(group.gid), address);
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), length) != 0) {
+    ::close(fd);  // nobody holds the name: the group has no member on this host
+    return;
+  }
+  group.socket = fd;
+  group.finding = true;
+  watch_group_socket_locked(fd, index);
+}
+
+Result<ShmDatagramWire::FoundDirectory> ShmDatagramWire::find_or_hold(const Gid& group) {
+  sockaddr_storage address;
+  const socklen_t length = unix_address(group_name(group), address);
+  const auto* name = reinterpret_cast<const sockaddr*>(&address);
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return errno_status(Errc::kIoError, "socket for a multicast group");
+    if (::connect(fd, name, length) == 0) {
+      pollfd answer{fd, POLLIN, 0};
+      if (::poll(&answer, 1, kDirectoryWaitMs) == 1) {
+        auto directory = take_directory(fd, group);
+        if (directory.is_ok() && directory.value() != nullptr) {
+          return FoundDirectory{std::move(directory).value(), fd, false};
+        }
+      }
+      ::close(fd);  // the holder left meanwhile, or said nonsense: ask whoever holds it now
+      continue;
+    }
+    const int refused = errno;
+    ::close(fd);
+    if (refused == EAGAIN) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // the holder's backlog
+      continue;
+    }
+    if (refused != ECONNREFUSED && refused != ENOENT) {
+      errno = refused;
+      return errno_status(Errc::kIoError, "connecting to the holder of " + to_string(group));
+    }
+    // Nobody holds the name: this device starts the group's directory and holds it.
+    auto directory = GroupDirectory::create(group);
+    if (!directory.is_ok()) return directory.status();
+    fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return errno_status(Errc::kIoError, "socket for a multicast group");
+    if (::bind(fd, name, length) == 0 && ::listen(fd, 64) == 0) {
+      return FoundDirectory{std::move(directory).value(), fd, true};
+    }
+    const int taken = errno;
+    ::close(fd);
+    if (taken != EADDRINUSE) {
+      errno = taken;
+      return errno_status(Errc::kIoError, "holding the name of " + to_string(group));
+    }
+  }
+  return Status(Errc::kBusy, "the directory of multicast group " + to_string(group) +
+                                 " could be neither found nor held on this host");
+}
+
+Status ShmDatagramWire::attach_multicast(const Gid& any_group, uint32_t qp_number) {
+  if (progress_ == nullptr) return Status(Errc::kInvalidState, "datagram wire not started");
+  const Gid gid = soft::canonical_group(any_group);
+  std::lock_guard join(join_mutex_);
+  if (Status status = udp_->attach_multicast(gid, qp_number); !status) return status;
+  Status status;
+  {
+    std::unique_lock lock(groups_mutex_);
+    size_t index = 0;
+    Group* group = group_locked(gid, &index);
+    if (group == nullptr) {
+      status = Status(Errc::kNoMemory, "the device is in its limit of " +
+                                           std::to_string(tcp::kMaxMulticastGroups) +
+                                           " multicast groups");
+    } else if (group->directory == nullptr || group->finding) {
+      // Not a member yet, and no directory at hand: find the holder or become it. This blocks
+      // (boundedly) on another device's progress thread, so it runs here, never on ours.
+      lock.unlock();
+      auto found = find_or_hold(gid);
+      lock.lock();
+      if (group->socket >= 0) close_group_socket_locked(group->socket);
+      group->socket = -1;
+      group->finding = false;
+      group->directory.reset();
+      if (!found.is_ok()) {
+        status = found.status();
+      } else {
+        group->directory = std::move(found.value().directory);
+        group->socket = found.value().socket;
+        group->holder = found.value().holder;
+        group->generation = ~uint64_t{0};
+        watch_group_socket_locked(group->socket, index);
+      }
+    }
+    if (status && group->attachments.empty()) {
+      group->directory->prune();
+      status = group->directory->add(udp_->port());
+    }
+    if (status) ++group->attachments[qp_number];
+  }
+  resume_ring_waiters();  // a send that waited for this group's directory goes on
+  if (!status) (void)udp_->detach_multicast(gid, qp_number);
+  return status;
+}
+
+void ShmDatagramWire::leave_locked(Group& group) {
+  if (group.directory != nullptr) group.directory->remove(udp_->port());
+  // Closing the name (or the connection to its holder) is what tells the others.
+  for (int fd : group.accepted) close_group_socket_locked(fd);
+  group.accepted.clear();
+  if (group.socket >= 0) close_group_socket_locked(group.socket);
+  group.socket = -1;
+  group.holder = false;
+  group.finding = false;
+  group.directory.reset();
+  group.generation = ~uint64_t{0};
+  group.count = 0;
+}
+
+Status ShmDatagramWire::detach_multicast(const Gid& any_group, uint32_t qp_number) {
+  const Gid gid = soft::canonical_group(any_group);
+  std::lock_guard join(join_mutex_);
+  if (Status status = udp_->detach_multicast(gid, qp_number); !status) return status;
+  std::lock_guard lock(groups_mutex_);
+  for (auto& group : groups_) {
+    if (group->gid != gid) continue;
+    auto it = group->attachments.find(qp_number);
+    if (it == group->attachments.end()) break;
+    if (--it->second == 0) group->attachments.erase(it);
+    if (group->attachments.empty()) leave_locked(*group);
+    break;
+  }
+  return Status::ok();
+}
+
+void ShmDatagramWire::detach(uint32_t qp_number) {
+  udp_->detach(qp_number);
+  std::lock_guard join(join_mutex_);
+  std::lock_guard lock(groups_mutex_);
+  for (auto& group : groups_) {
+    if (group->attachments.erase(qp_number) != 0 && group->attachments.empty()) {
+      leave_locked(*group);
+    }
+  }
+}
+
+void ShmDatagramWire::take_over_locked(Group& group, size_t index) {
+  sockaddr_storage address;
+  const socklen_t length = unix_address(group_name(group.gid), address);
+  const auto* name = reinterpret_cast<const sockaddr*>(&address);
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    if (::bind(fd, name, length) == 0 && ::listen(fd, 64) == 0) {
+      group.socket = fd;
+      group.holder = true;
+      group.directory->prune();  // the old holder, if it died
+      watch_group_socket_locked(fd, index);
+      return;
+    }
+    ::close(fd);
+    // Another member got there first: its answer comes to on_group_socket.
+    fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    if (::connect(fd, name, length) == 0) {
+      group.socket = fd;
+      group.finding = true;
+      watch_group_socket_locked(fd, index);
+      return;
+    }
+    ::close(fd);
+  }
+  // Neither: the members keep the directory they map, only newcomers cannot find it.
+}
+
+bool ShmDatagramWire::on_group_socket(int fd, uint32_t events) {
+  bool resume = false;
+  {
+    std::lock_guard lock(groups_mutex_);
+    auto it = group_sockets_.find(fd);
+    if (it == group_sockets_.end()) return false;
+    const size_t index = it->second;
+    Group& group = *groups_[index];
+    if (group.holder && fd == group.socket) {
+      // Hand the directory to every device that asks, and keep the connection: its hang-up
+      // is how the asker learns that this device no longer holds the name.
+      for (;;) {
+        const int asker = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (asker < 0) break;
+        ChannelHello hello;
+        hello.type = ChannelMessage::kDirectory;
+        const int directory[] = {group.directory->fd()};
+        if (group.accepted.size() >= kMaxInboundChannels ||
+            !send_message(asker, std::as_bytes(std::span(&hello, 1)), directory)) {
+          ::close(asker);
+          continue;
+        }
+        group.accepted.push_back(asker);
+        watch_group_socket_locked(asker, index);
+      }
+      return true;
+    }
+    if (auto asker = std::find(group.accepted.begin(), group.accepted.end(), fd);
+        asker != group.accepted.end()) {
+      // An asker says nothing more; anything on its connection is its leaving.
+      group.accepted.erase(asker);
+      close_group_socket_locked(fd);
+      return true;
+    }
+    bool hung_up = true;
+    if (group.finding) {
+      auto found = take_directory(fd, group.gid);
+      if (found.is_ok() && found.value() == nullptr && (events & (EPOLLHUP | EPOLLERR)) == 0) {
+        return true;  // nothing yet
+      }
+      group.finding = false;
+      resume = true;
+      if (!found.is_ok()) {
+        counters_.malformed.fetch_add(1, std::memory_order_relaxed);
+      } else if (found.value() != nullptr) {
+        hung_up = false;  // the connection stays, to hear the holder leave
+        std::unique_ptr<GroupDirectory> directory = std::move(found).value();
+        if (group.directory == nullptr || group.directory->id() != directory->id()) {
+          // A member that took over but met another directory moves its entry there.
+          if (!group.attachments.empty()) {
+            if (group.directory != nullptr) group.directory->remove(udp_->port());
+            directory->prune();
+            (void)directory->add(udp_->port());
+          }
+          group.directory = std::move(directory);
+          group.generation = ~uint64_t{0};
+        }
+      }
+    }
+    if (hung_up) {
+      // The holder left (or said nonsense): a member keeps the name alive, a sender forgets
+      // the directory and looks again at its next send.
+      close_group_socket_locked(fd);
+      group.socket = -1;
+      resume = true;
+      if (!group.attachments.empty() && group.directory != nullptr) {
+        take_over_locked(group, index);
+      } else {
+        group.directory.reset();
+        group.generation = ~uint64_t{0};
+      }
+    }
+  }
+  if (resume) resume_ring_waiters();
+  return true;
 }
 
 }  // namespace wv::verbs::shm

@@ -11,10 +11,18 @@
 // own ring at the receiver, so each ring keeps a single producer, and a sender that dies with
 // an entry half written stalls nobody else.
 //
-// Kept on UDP: destinations on other hosts, peers without a channel (a tcp-provider device, or
-// while the channel is being set up; a failed setup is retried after kChannelRetry), and
-// multicast groups. UD promises no order, and datagrams sent across the switch from UDP to the
-// ring may arrive out of order.
+// Kept on UDP: destinations on other hosts, and peers without a channel (a tcp-provider device,
+// or while the channel is being set up; a failed setup is retried after kChannelRetry). UD
+// promises no order, and datagrams sent across the switch from UDP to the ring may arrive out
+// of order.
+//
+// Multicast needs no IP multicast on the host: the members of a group are the shm devices with
+// a QP attached to it, listed in the group's directory (shm_group_directory.h), and a datagram
+// to the group is one ring entry per member, the sender's own device included when it is one.
+// A send waits (kWouldBlock) while the directory is being found and while new members'
+// channels are being set up, so that the first datagrams reach everyone; a member whose ring is
+// full misses that datagram, as a NIC's multicast would drop it. UDP devices (the tcp provider)
+// on the host are not members of shm groups.
 //
 // A full ring is back-pressure rather than loss: send() returns kWouldBlock and the QP resumes
 // once the receiver has freed half the ring. A receiver that goes away (its socket hangs up)
@@ -36,6 +44,7 @@
 
 #include "datagram_wire.h"
 #include "progress.h"
+#include "shm_group_directory.h"
 #include "shm_ring.h"
 #include "udp_wire.h"
 #include "wv/spin_lock.h"
@@ -53,9 +62,11 @@ struct ShmDatagramCounters {
   uint64_t channels_opened = 0;    // rings this device set up towards receivers
   uint64_t channels_accepted = 0;  // rings its senders set up towards it
   uint64_t malformed = 0;          // channels closed for an entry or handshake that did not check
+  uint64_t group_drops = 0;        // group datagrams a member missed (its ring was full)
 };
 
 class ShmDatagramWire final : public soft::DatagramWire,
+                              public tcp::GroupMembership,
                               public std::enable_shared_from_this<ShmDatagramWire> {
  public:
   // `host_gids`: this host's addresses (a destination among them, or on loopback, is local).
@@ -81,12 +92,14 @@ class ShmDatagramWire final : public soft::DatagramWire,
   Status attach(uint32_t qp_number, soft::DatagramReceiver* receiver) override {
     return udp_->attach(qp_number, receiver);
   }
-  void detach(uint32_t qp_number) override { udp_->detach(qp_number); }
-  Status attach_multicast(const Gid& group, uint32_t qp_number) override {
-    return udp_->attach_multicast(group, qp_number);
-  }
-  Status detach_multicast(const Gid& group, uint32_t qp_number) override {
-    return udp_->detach_multicast(group, qp_number);
+  void detach(uint32_t qp_number) override;
+  Status attach_multicast(const Gid& group, uint32_t qp_number) override;
+  Status detach_multicast(const Gid& group, uint32_t qp_number) override;
+
+  // ---- tcp::GroupMembership: rings need no host membership, only a valid group ----
+  Status join_group(const SocketAddress& group) override { return tcp::check_group_address(group); }
+  Status leave_group(const SocketAddress& group) override {
+    return tcp::check_group_address(group);
   }
 
   // Progress thread: events on one of the wire's descriptors.
@@ -102,9 +115,28 @@ class ShmDatagramWire final : public soft::DatagramWire,
     int socket = -1;  // owned by outbound_sockets_ (progress thread; read under the mutex)
     std::unique_ptr<Segment> segment;  // set before kReady
     int peer_doorbell = -1;            // set before kReady
+    bool retry = false;  // set up again after a failure: group sends do not wait for it
     SpinLock producer_lock;
     RingProducer producer;
     ~Outbound();
+  };
+  // A multicast group this device sends to or is a member of (under groups_mutex_).
+  struct Group {
+    Gid gid;
+    std::unique_ptr<GroupDirectory> directory;  // null until found
+    int socket = -1;  // to the holder, or listening while this device holds the name
+    bool holder = false;
+    bool finding = false;       // a connection to the holder waits for its answer
+    std::vector<int> accepted;  // holder: the others' connections
+    std::unordered_map<uint32_t, uint32_t> attachments;  // QP number -> attach count
+    uint64_t generation = ~uint64_t{0};                  // of `ports`
+    std::array<uint16_t, kMaxGroupMembers> ports{};
+    size_t count = 0;
+  };
+  struct FoundDirectory {
+    std::unique_ptr<GroupDirectory> directory;
+    int socket = -1;
+    bool holder = false;
   };
   // One sender's ring towards this device (progress thread only).
   struct Inbound {
@@ -120,8 +152,26 @@ class ShmDatagramWire final : public soft::DatagramWire,
   bool on_this_host(const Gid& gid) const;
   void request_channel(uint16_t port) const;
   std::shared_ptr<Outbound> ready_channel(uint16_t port);
+  // `group`: a group datagram, dropped rather than held back when the ring is full.
   soft::SendResult send_on_ring(Outbound& channel, const soft::DatagramHeader& header,
-                                std::span<const soft::Segment> payload);
+                                std::span<const soft::Segment> payload, const Gid* group);
+  soft::SendResult send_to_group(size_t index, const soft::DatagramHeader& header,
+                                 std::span<const soft::Segment> payload);
+  void wait_on_ring(uint32_t qp_number);
+  void stop_waiting(uint32_t qp_number);
+  // Starts looking for the holder of `group` unless it is known or being looked for.
+  void find_group_locked(Group& group, size_t index);
+
+  // Multicast membership (application threads, under join_mutex_).
+  Result<FoundDirectory> find_or_hold(const Gid& group);
+  // The entry of `group`, made if new; null when the device has its limit of groups.
+  Group* group_locked(const Gid& group, size_t* index);
+  void watch_group_socket_locked(int fd, size_t index);
+  void leave_locked(Group& group);
+  void close_group_socket_locked(int fd);
+  // Progress thread; false when `fd` is none of the groups'.
+  bool on_group_socket(int fd, uint32_t events);
+  void take_over_locked(Group& group, size_t index);
 
   // Progress thread.
   void connect_channel(uint16_t port);
@@ -148,6 +198,11 @@ class ShmDatagramWire final : public soft::DatagramWire,
 
   std::unordered_map<int, std::unique_ptr<Inbound>> inbound_;  // progress thread, by socket
 
+  std::mutex join_mutex_;  // one attach or detach at a time
+  std::mutex groups_mutex_;
+  std::vector<std::unique_ptr<Group>> groups_;     // never shrinks: resolved addresses index it
+  std::unordered_map<int, size_t> group_sockets_;  // fd -> group; owns the fds
+
   // QPs whose last send found a ring full; resumed by the writable doorbell.
   std::mutex waiters_mutex_;
   std::vector<uint32_t> ring_waiters_;
@@ -159,6 +214,7 @@ class ShmDatagramWire final : public soft::DatagramWire,
     std::atomic<uint64_t> channels_opened{0};
     std::atomic<uint64_t> channels_accepted{0};
     std::atomic<uint64_t> malformed{0};
+    std::atomic<uint64_t> group_drops{0};
   };
   Counters counters_;
 };

@@ -25,8 +25,9 @@
 //   kWriteDone     tag: the target has copied a pulled write
 //   kTerminate     key = CompletionStatus of the requester's oldest read/atomic when
 //                  flags has kAboutRequest; payload = reason text
-//   kDatagram      (datagram channels, shm_datagram_wire.h) flags immediate/solicited;
-//                  tag = source QP; address = destination QP; key = Q_Key; payload = data
+//   kDatagram      (datagram channels, shm_datagram_wire.h) flags immediate/solicited/group;
+//                  tag = source QP; address = destination QP; key = Q_Key; payload = data,
+//                  after the group's 16-byte GID for a group datagram
 #pragma once
 
 #include <sys/socket.h>
@@ -67,6 +68,7 @@ inline constexpr uint8_t kInvalidate = 1u << 3;
 inline constexpr uint8_t kSolicited = 1u << 4;
 inline constexpr uint8_t kCompareSwap = 1u << 5;
 inline constexpr uint8_t kAboutRequest = 1u << 6;
+inline constexpr uint8_t kGroup = 1u << 7;  // kDatagram: to a group, whose GID starts the payload
 }  // namespace entry_flags
 
 struct PullIovec {

@@ -138,11 +138,10 @@ Result<std::shared_ptr<soft::SoftDevice>> ShmProvider::device() {
   auto wire = tcp::UdpWire::open(datagrams_->settings().port_base, port.active_mtu);
   if (wire.is_ok()) {
     datagram_status_ = Status::ok();
-    attributes.capabilities = attributes.capabilities | Capability::kDatagram;
-    if (wire.value()->multicast_status().is_ok()) {
-      attributes.capabilities = attributes.capabilities | Capability::kMulticast;
-      attributes.max_multicast_groups = tcp::kMaxMulticastGroups;
-    }
+    // Multicast goes through the rings too, so it needs no IP multicast route on the host.
+    attributes.capabilities =
+        attributes.capabilities | Capability::kDatagram | Capability::kMulticast;
+    attributes.max_multicast_groups = tcp::kMaxMulticastGroups;
   } else {
     datagram_status_ = wire.status();
   }
@@ -192,10 +191,10 @@ Result<std::shared_ptr<DatagramEndpoint>> ShmProvider::create_datagram_endpoint(
     return Status(Errc::kNotSupported,
                   "provider shm has no datagram socket: " + datagram_status_.to_string());
   }
-  // Lookups and multicast joins are the UDP wire's; the rings only carry datagrams.
-  auto wire = std::static_pointer_cast<ShmDatagramWire>(device->datagram_wire())->udp();
-  return std::shared_ptr<DatagramEndpoint>(
-      std::make_shared<tcp::UdpDatagramEndpoint>(datagrams_, std::move(device), std::move(wire)));
+  // Lookups are the UDP wire's; group membership is the rings' (no IP group to join).
+  auto rings = std::static_pointer_cast<ShmDatagramWire>(device->datagram_wire());
+  return std::shared_ptr<DatagramEndpoint>(std::make_shared<tcp::UdpDatagramEndpoint>(
+      datagrams_, std::move(device), rings->udp(), rings));
 }
 
 }  // namespace shm

@@ -159,13 +159,17 @@ UdpDatagramEndpoint::Socket::~Socket() {
 
 UdpDatagramEndpoint::UdpDatagramEndpoint(std::shared_ptr<TcpProvider> provider,
                                          std::shared_ptr<soft::SoftDevice> device,
-                                         std::shared_ptr<UdpWire> wire)
-    : provider_(std::move(provider)), device_(std::move(device)), wire_(std::move(wire)) {}
+                                         std::shared_ptr<UdpWire> wire,
+                                         std::shared_ptr<GroupMembership> membership)
+    : provider_(std::move(provider)),
+      device_(std::move(device)),
+      wire_(std::move(wire)),
+      membership_(membership ? std::move(membership) : wire_) {}
 
 UdpDatagramEndpoint::~UdpDatagramEndpoint() {
   for (Joined& joined : joined_) {
     (void)joined.qp->detach_multicast(gid_of_address(joined.group), 0);
-    (void)wire_->leave_group(joined.group);
+    (void)membership_->leave_group(joined.group);
   }
   if (role_ == Role::kRequest) {
     // Abandoned without an answer: say no now rather than let the asker time out.
@@ -433,7 +437,7 @@ void UdpDatagramEndpoint::on_request(uint64_t id, const SocketAddress& from,
   recent_.push_back(record);
   if (recent_.size() > kRecentLookups) recent_.pop_front();
 
-  auto child = std::make_shared<UdpDatagramEndpoint>(provider_, device_, wire_);
+  auto child = std::make_shared<UdpDatagramEndpoint>(provider_, device_, wire_, membership_);
   child->role_ = Role::kRequest;
   child->socket_ = socket_;
   child->local_ = local_;
@@ -546,11 +550,11 @@ Operation<DatagramPeer> UdpDatagramEndpoint::join_multicast(std::shared_ptr<Data
   using Op = Operation<DatagramPeer>;
   auto soft_qp = own_queue_pair(qp);
   if (!soft_qp.is_ok()) return Op::done(soft_qp.status());
-  if (Status status = wire_->join_group(group); !status) return Op::done(status);
+  if (Status status = membership_->join_group(group); !status) return Op::done(status);
   // The IPoIB spelling of the group, so that Gid::is_multicast() holds for it.
   const Gid gid = soft::canonical_group(gid_of_address(group));
   if (Status status = (*soft_qp)->attach_multicast(gid, 0); !status) {
-    (void)wire_->leave_group(group);
+    (void)membership_->leave_group(group);
     return Op::done(status);
   }
   {
@@ -578,7 +582,7 @@ Status UdpDatagramEndpoint::leave_multicast(const SocketAddress& group) {
     joined_.erase(it);
   }
   Status detached = joined.qp->detach_multicast(gid_of_address(group), 0);
-  Status left = wire_->leave_group(group);
+  Status left = membership_->leave_group(group);
   return detached ? left : detached;
 }
 

@@ -57,8 +57,10 @@ inline constexpr int kLookupAttempts = 4;
 class UdpDatagramEndpoint final : public DatagramEndpoint,
                                   public std::enable_shared_from_this<UdpDatagramEndpoint> {
  public:
+  // `membership` joins and leaves groups for the device (the UDP wire itself when null).
   UdpDatagramEndpoint(std::shared_ptr<TcpProvider> provider,
-                      std::shared_ptr<soft::SoftDevice> device, std::shared_ptr<UdpWire> wire);
+                      std::shared_ptr<soft::SoftDevice> device, std::shared_ptr<UdpWire> wire,
+                      std::shared_ptr<GroupMembership> membership = nullptr);
   ~UdpDatagramEndpoint() override;
 
   size_t max_private_data() const override { return kLookupMaxPrivateData; }
@@ -113,6 +115,7 @@ class UdpDatagramEndpoint final : public DatagramEndpoint,
   std::shared_ptr<TcpProvider> provider_;
   std::shared_ptr<soft::SoftDevice> device_;
   std::shared_ptr<UdpWire> wire_;
+  std::shared_ptr<GroupMembership> membership_;
   mutable std::mutex mutex_;
   Role role_ = Role::kIdle;
   std::shared_ptr<Socket> socket_;

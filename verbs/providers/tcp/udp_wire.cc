@@ -425,7 +425,7 @@ Status UdpWire::detach_multicast(const Gid& any_group, uint32_t qp_number) {
 
 // ---- Multicast membership of the host ----
 
-Status UdpWire::join_group(const SocketAddress& group) {
+Status check_group_address(const SocketAddress& group) {
   if (group.family() != AF_INET ||
       !IN_MULTICAST(ntohl(reinterpret_cast<const sockaddr_in*>(group.get())->sin_addr.s_addr))) {
     return Status(Errc::kInvalidArgument,
@@ -435,6 +435,11 @@ Status UdpWire::join_group(const SocketAddress& group) {
     return Status(Errc::kInvalidArgument,
                   "multicast group " + group.to_string() + " needs a port: members receive on it");
   }
+  return Status::ok();
+}
+
+Status UdpWire::join_group(const SocketAddress& group) {
+  if (Status status = check_group_address(group); !status) return status;
   if (!multicast_status_) return multicast_status_;
   if (progress_ == nullptr) return Status(Errc::kInvalidState, "datagram wire not started");
   std::lock_guard lock(groups_mutex_);

@@ -75,7 +75,21 @@ struct UdpWireCounters {
   uint64_t lost_sends = 0;  // the kernel refused to send (no route, ...)
 };
 
-class UdpWire final : public soft::DatagramWire, public std::enable_shared_from_this<UdpWire> {
+// The host's membership of multicast groups, which a datagram endpoint's joins and leaves
+// count: a socket in the IP group for UDP, nothing for shared-memory rings.
+class GroupMembership {
+ public:
+  virtual ~GroupMembership() = default;
+  virtual Status join_group(const SocketAddress& group) = 0;
+  virtual Status leave_group(const SocketAddress& group) = 0;
+};
+
+// What a group address must be: IPv4 multicast (224.0.0.0/4) with a port.
+Status check_group_address(const SocketAddress& group);
+
+class UdpWire final : public soft::DatagramWire,
+                      public GroupMembership,
+                      public std::enable_shared_from_this<UdpWire> {
  public:
   // Opens and binds the device socket and probes multicast. `max_payload` is the port MTU.
   static Result<std::shared_ptr<UdpWire>> open(uint16_t port_base, uint32_t max_payload);
@@ -95,8 +109,8 @@ class UdpWire final : public soft::DatagramWire, public std::enable_shared_from_
 
   // The host's membership of `group` (an IPv4 multicast address and port), counted: the
   // socket lives until the last leave.
-  Status join_group(const SocketAddress& group);
-  Status leave_group(const SocketAddress& group);
+  Status join_group(const SocketAddress& group) override;
+  Status leave_group(const SocketAddress& group) override;
 
   // ---- soft::DatagramWire ----
   uint32_t max_payload() const override { return max_payload_; }
