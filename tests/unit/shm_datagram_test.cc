@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -430,6 +431,160 @@ TEST(ShmDatagrams, MulticastReachesEveryMemberProcessAndOutlivesItsHolder) {
   ASSERT_NO_FATAL_FAILURE(send_phase(1));
   ASSERT_TRUE(read_from(other.pipe, right));
   EXPECT_EQ(right, kPhase) << "datagrams after the holder died";
+}
+
+// ---- A hostile sender ----
+
+// A channel set up by hand to `port`, so that the test can write what no wire would.
+struct HandMadeChannel {
+  int socket = -1;
+  int doorbell = -1;  // the receiver's
+  int writable = -1;  // ours
+  std::unique_ptr<Segment> segment;
+  RingProducer producer;
+  ~HandMadeChannel() {
+    for (int fd : {socket, doorbell, writable}) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+};
+
+void open_channel(uint16_t port, HandMadeChannel& channel) {
+  channel.socket = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  ASSERT_GE(channel.socket, 0);
+  sockaddr_storage address;
+  const socklen_t length =
+      unix_address(std::string(kDatagramNames) + std::to_string(port), address);
+  ASSERT_EQ(::connect(channel.socket, reinterpret_cast<const sockaddr*>(&address), length), 0);
+  auto segment = Segment::create(kMinRingBytes);
+  ASSERT_TRUE(segment.is_ok());
+  channel.segment = std::move(segment).value();
+  channel.writable = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  const ChannelHello hello;
+  const int fds[] = {channel.segment->fd(), channel.writable};
+  ASSERT_TRUE(send_message(channel.socket, std::as_bytes(std::span(&hello, 1)), fds).is_ok());
+  pollfd answer{channel.socket, POLLIN, 0};
+  ASSERT_EQ(::poll(&answer, 1, 10000), 1) << "no answer to the channel request";
+  std::byte buffer[sizeof(ChannelHello)];
+  size_t got = 0;
+  std::vector<int> received;
+  ASSERT_TRUE(receive_message(channel.socket, buffer, &got, received, 1).is_ok());
+  ASSERT_EQ(got, sizeof(ChannelHello));
+  ASSERT_EQ(received.size(), 1u);
+  channel.doorbell = received[0];
+  channel.producer = RingProducer(&channel.segment->header().rings[0],
+                                  channel.segment->ring_data(0), kMinRingBytes);
+}
+
+struct BadEntry {
+  const char* what;
+  uint8_t type;
+  uint8_t flags;
+  uint32_t length;
+  uint64_t destination;
+};
+
+TEST(ShmDatagrams, AnEntryThatDoesNotCheckOutClosesItsChannelOnly) {
+  Node node;
+  ASSERT_TRUE(node.open(16).is_ok());
+  const uint32_t qp_number = node.qp->number();
+  const BadEntry cases[] = {
+      {"a connection's entry type", static_cast<uint8_t>(EntryType::kSend), 0, 8, qp_number},
+      {"a length beyond the MTU", static_cast<uint8_t>(EntryType::kDatagram), 0, 4097, qp_number},
+      {"a QP number beyond 24 bits", static_cast<uint8_t>(EntryType::kDatagram), 0, 8,
+       uint64_t{1} << 30},
+      {"the group flag on a unicast datagram", static_cast<uint8_t>(EntryType::kDatagram),
+       entry_flags::kGroup, 24, qp_number},
+      {"a group datagram shorter than its GID", static_cast<uint8_t>(EntryType::kDatagram),
+       entry_flags::kGroup, 8, kMulticastQpNumber},
+      {"an unknown flag", static_cast<uint8_t>(EntryType::kDatagram), entry_flags::kFirst, 8,
+       qp_number},
+  };
+  ASSERT_TRUE(node.post_receives(16).is_ok());
+  uint64_t malformed = 0;
+  for (const BadEntry& bad : cases) {
+    SCOPED_TRACE(bad.what);
+    HandMadeChannel channel;
+    ASSERT_NO_FATAL_FAILURE(open_channel(node.port(), channel));
+    const uint32_t bytes = entry_bytes(bad.length);
+    bool impossible = false;
+    std::byte* entry = channel.producer.reserve(bytes, &impossible);
+    ASSERT_NE(entry, nullptr);
+    std::memset(entry + kEntryHeaderBytes, 0x42, bad.length);
+    EntryHeader fields;
+    fields.size = bytes;
+    fields.type = bad.type;
+    fields.flags = bad.flags;
+    fields.length = bad.length;
+    fields.key = kQkey;
+    fields.tag = 7;
+    fields.address = bad.destination;
+    channel.producer.commit(fields);
+    const uint64_t one = 1;
+    ASSERT_EQ(::write(channel.doorbell, &one, sizeof(one)), 8);
+    ASSERT_TRUE(eventually([&] { return node.wire->counters().malformed == malformed + 1; }));
+    malformed += 1;
+    pollfd closed{channel.socket, POLLIN, 0};
+    ASSERT_EQ(::poll(&closed, 1, 10000), 1);
+    std::byte byte;
+    EXPECT_EQ(::recv(channel.socket, &byte, 1, MSG_DONTWAIT), 0) << "the channel is not closed";
+    Completion c;
+    EXPECT_EQ(node.receive_cq->poll(std::span(&c, 1)), 0) << "garbage reached the QP";
+  }
+  // The device still takes datagrams, through its own ring.
+  auto handle = node.pd->create_address_handle(loopback(node.port())).value();
+  ASSERT_TRUE(node.send(*handle, qp_number, 9, 32, 15).is_ok());
+  ASSERT_TRUE(complete(*node.receive_cq, 1));
+}
+
+// ---- The group directory ----
+
+TEST(ShmGroupDirectory, ListsMembersOnceAndSkipsHalfClaimedAndDeadEntries) {
+  Gid group = soft::ipv4_group_gid({239, 1, 2, 3});
+  auto made = GroupDirectory::create(group);
+  ASSERT_TRUE(made.is_ok());
+  GroupDirectory& directory = *made.value();
+  const uint64_t start = directory.generation();
+  ASSERT_TRUE(directory.add(5000).is_ok());
+  ASSERT_TRUE(directory.add(5000).is_ok());  // once per device
+  ASSERT_TRUE(directory.add(5001).is_ok());
+  EXPECT_NE(directory.generation(), start);
+  std::array<uint16_t, kMaxGroupMembers> ports{};
+  ASSERT_EQ(directory.members(ports), 2u);
+  EXPECT_EQ(ports[0], 5000);
+  EXPECT_EQ(ports[1], 5001);
+
+  // Another process maps the same memfd: a member it sees half-claimed (no port yet) and one
+  // of a process that is gone.
+  const int copy = ::dup(directory.fd());
+  auto mapped = GroupDirectory::attach(copy, group);
+  ASSERT_TRUE(mapped.is_ok()) << mapped.status().to_string();
+  void* base = ::mmap(nullptr, sizeof(GroupDirectoryHeader), PROT_READ | PROT_WRITE, MAP_SHARED,
+                      directory.fd(), 0);
+  ASSERT_NE(base, MAP_FAILED);
+  auto* header = static_cast<GroupDirectoryHeader*>(base);
+  header->members[10].pid.store(::getpid());  // claimed, port not yet written
+  const pid_t gone = ::fork();
+  if (gone == 0) ::_exit(0);
+  ::waitpid(gone, nullptr, 0);
+  header->members[11].pid.store(gone);
+  header->members[11].port.store(6000);
+  EXPECT_EQ(mapped.value()->members(ports), 3u) << "the dead member is listed until pruned";
+  mapped.value()->prune();
+  ASSERT_EQ(mapped.value()->members(ports), 2u);
+  mapped.value()->remove(5000);
+  ASSERT_EQ(directory.members(ports), 1u);
+  EXPECT_EQ(ports[0], 5001);
+  ::munmap(base, sizeof(GroupDirectoryHeader));
+
+  // Not this group's directory, or not a directory at all.
+  const Gid other = soft::ipv4_group_gid({239, 1, 2, 4});
+  EXPECT_EQ(GroupDirectory::attach(::dup(directory.fd()), other).status().code(),
+            Errc::kProtocolError);
+  const int plain = ::memfd_create("not-a-directory", MFD_CLOEXEC);
+  ASSERT_EQ(::ftruncate(plain, sizeof(GroupDirectoryHeader)), 0);
+  EXPECT_EQ(GroupDirectory::attach(plain, group).status().code(), Errc::kProtocolError)
+      << "an unsealed memfd could shrink under its readers";
 }
 
 }  // namespace

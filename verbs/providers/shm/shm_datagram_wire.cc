@@ -17,21 +17,6 @@
 namespace wv::verbs::shm {
 namespace {
 
-// The channel handshake (SOCK_SEQPACKET, host byte order):
-//   request    sender -> receiver, with SCM_RIGHTS [segment memfd, sender's writable eventfd]
-//   accept     receiver -> sender, with SCM_RIGHTS [receiver's doorbell eventfd]
-// The socket then lives as long as the channel; its hang-up ends the channel on both sides.
-// A group's holder says one thing to whoever connects to the group's name:
-//   directory  holder -> member or sender, with SCM_RIGHTS [directory memfd]
-constexpr uint32_t kChannelMagic = 0x57534447;  // "WSDG"
-constexpr uint16_t kChannelVersion = 1;
-enum class ChannelMessage : uint16_t { kRequest = 1, kAccept = 2, kDirectory = 3 };
-struct ChannelHello {
-  uint32_t magic = kChannelMagic;
-  uint16_t version = kChannelVersion;
-  ChannelMessage type = ChannelMessage::kRequest;
-};
-
 // A resolved address is the UDP wire's socket address (at most a sockaddr_in6, 28 bytes) and,
 // for a destination on this host, a mark and the port whose ring to try first.
 constexpr size_t kMarkOffset = 28;

@@ -56,6 +56,21 @@ inline constexpr auto kChannelRetry = std::chrono::seconds(1);
 // Senders one device serves at once; more are refused and stay on UDP.
 inline constexpr size_t kMaxInboundChannels = 1024;
 
+// The channel handshake (SOCK_SEQPACKET, host byte order):
+//   request    sender -> receiver, with SCM_RIGHTS [segment memfd, sender's writable eventfd]
+//   accept     receiver -> sender, with SCM_RIGHTS [receiver's doorbell eventfd]
+// The socket then lives as long as the channel; its hang-up ends the channel on both sides.
+// A group's holder says one thing to whoever connects to the group's name:
+//   directory  holder -> member or sender, with SCM_RIGHTS [directory memfd]
+inline constexpr uint32_t kChannelMagic = 0x57534447;  // "WSDG"
+inline constexpr uint16_t kChannelVersion = 1;
+enum class ChannelMessage : uint16_t { kRequest = 1, kAccept = 2, kDirectory = 3 };
+struct ChannelHello {
+  uint32_t magic = kChannelMagic;
+  uint16_t version = kChannelVersion;
+  ChannelMessage type = ChannelMessage::kRequest;
+};
+
 struct ShmDatagramCounters {
   uint64_t ring_sends = 0;         // datagrams this device sent through a ring
   uint64_t ring_received = 0;      // datagrams taken from the rings of its senders
