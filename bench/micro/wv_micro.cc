@@ -1,6 +1,7 @@
 // wv_micro: what single data-path calls cost in one process, on the configured provider
 // (WV_PROVIDER): an inline 8-byte send plus polling its completion on a loopback connected pair,
-// polling an empty CQ, and registering 4 KiB. wv_perf measures between processes; this isolates
+// an 8-byte datagram between two datagram QPs of the device, polling an empty CQ, and
+// registering 4 KiB. wv_perf measures between processes; this isolates
 // the per-call overhead that those numbers contain.
 #include <benchmark/benchmark.h>
 
@@ -41,6 +42,14 @@ struct Fixture {
   std::shared_ptr<ConnectEndpoint> passive;
   alignas(64) std::array<std::byte, 4096> buffer{};
   std::shared_ptr<MemoryRegion> region;
+  // Datagram QPs, set up by the first datagram benchmark (empty error: they work).
+  std::string datagram_error = "not set up";
+  std::shared_ptr<CompletionQueue> datagram_cq;
+  std::shared_ptr<DatagramQueuePair> datagram_sender;
+  std::shared_ptr<DatagramQueuePair> datagram_receiver;
+  std::shared_ptr<DatagramEndpoint> datagram_listener;
+  DatagramPeer datagram_peer;
+  std::shared_ptr<AddressHandle> datagram_handle;
 };
 
 std::unique_ptr<Fixture>& fixture_slot() {
@@ -223,6 +232,98 @@ void poll_idle_connection_cq(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(f.receiver_cq->poll(completions));
 }
 BENCHMARK(poll_idle_connection_cq);
+
+// Two datagram QPs of the device, the receiver found by a lookup on loopback as an application
+// would find it (so the address is whatever the provider's wire uses: UDP, or shm's rings).
+bool set_up_datagrams(Fixture& f) {
+  if (f.datagram_error != "not set up") return f.datagram_error.empty();
+  std::string& error = f.datagram_error;
+  constexpr uint32_t kQkey = 0x11;
+  QueuePairOptions options;
+  if (!take(f.device->create_completion_queue(512), f.datagram_cq, error, "CQ")) return false;
+  options.send_cq = f.datagram_cq;
+  options.receive_cq = f.datagram_cq;
+  options.receive_depth = kReceiveDepth;
+  if (!take(f.pd->create_datagram_queue_pair(options, kQkey), f.datagram_sender, error, "QP") ||
+      !take(f.pd->create_datagram_queue_pair(options, kQkey), f.datagram_receiver, error, "QP")) {
+    return false;
+  }
+  const Sge sge = f.region->sge(f.buffer.data(), 64);
+  for (uint32_t i = 0; i < kReceiveDepth; ++i) {
+    if (Status s = f.datagram_receiver->post_receive(1, {&sge, 1}); !s) {
+      error = "post_receive: " + s.to_string();
+      return false;
+    }
+  }
+  std::shared_ptr<DatagramEndpoint> asker;
+  if (!take(f.provider->create_datagram_endpoint(), f.datagram_listener, error, "endpoint") ||
+      !take(f.provider->create_datagram_endpoint(), asker, error, "endpoint")) {
+    return false;
+  }
+  if (Status s = f.datagram_listener->bind(SocketAddress::ipv4_loopback(0)); !s) {
+    error = "bind: " + s.to_string();
+    return false;
+  }
+  if (Status s = f.datagram_listener->listen(1); !s) {
+    error = "listen: " + s.to_string();
+    return false;
+  }
+  auto looking = asker->lookup(f.datagram_listener->local_address(), {}, kSetupTimeout);
+  std::shared_ptr<DatagramEndpoint> request;
+  if (!take(f.datagram_listener->get_request().wait(kSetupTimeout), request, error, "request")) {
+    return false;
+  }
+  if (auto r = request->accept(f.datagram_receiver, {}).wait(kSetupTimeout); !r) {
+    error = "accept: " + r.status().to_string();
+    return false;
+  }
+  if (!take(looking.wait(kSetupTimeout), f.datagram_peer, error, "lookup") ||
+      !take(f.pd->create_address_handle(f.datagram_peer.address), f.datagram_handle, error,
+            "address handle")) {
+    return false;
+  }
+  error.clear();
+  return true;
+}
+
+// An 8-byte datagram to the other QP, its arrival polled, the receive reposted, and the send's
+// completion: the round of a datagram ping-pong's one direction, in one thread.
+void datagram_send_receive_8b(benchmark::State& state) {
+  Fixture& f = fixture();
+  if (!f.error.empty() || !set_up_datagrams(f)) {
+    state.SkipWithError(f.error.empty() ? f.datagram_error.c_str() : f.error.c_str());
+    return;
+  }
+  state.SetLabel(std::string(f.provider->name()));
+  const Sge send_sge = f.region->sge(f.buffer.data() + 2048, 8);
+  const Sge receive_sge = f.region->sge(f.buffer.data(), 64);
+  std::array<Completion, 2> completions;
+  for (auto _ : state) {
+    if (Status s = f.datagram_sender->send(0, {&send_sge, 1}, *f.datagram_handle,
+                                           f.datagram_peer.qp_number, f.datagram_peer.qkey,
+                                           SendFlags::kSignaled);
+        !s) {
+      state.SkipWithError(s.to_string().c_str());
+      break;
+    }
+    int seen = 0;
+    for (uint64_t spins = 0; seen < 2 && spins < kSpinLimit; ++spins) {
+      const int n = f.datagram_cq->poll(completions);
+      for (int i = 0; i < n; ++i) {
+        if (completions[i].status != CompletionStatus::kSuccess) seen = -100;
+        if (completions[i].wr_id == 1) {
+          (void)f.datagram_receiver->post_receive(1, {&receive_sge, 1});
+        }
+      }
+      seen += n;
+    }
+    if (seen != 2) {
+      state.SkipWithError("the datagram or its send completion did not arrive");
+      break;
+    }
+  }
+}
+BENCHMARK(datagram_send_receive_8b);
 
 void poll_empty_cq(benchmark::State& state) {
   Fixture& f = fixture();

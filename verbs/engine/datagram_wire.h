@@ -13,6 +13,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 
 #include "work_request.h"
@@ -21,6 +22,8 @@
 #include "wv/verbs/types.h"
 
 namespace wv::verbs::soft {
+
+class ProgressSource;
 
 inline bool is_ipv4_mapped(const Gid& gid) {
   for (int i = 0; i < 10; ++i) {
@@ -142,6 +145,9 @@ class DatagramWire {
   // each attach needs its detach.
   virtual Status attach_multicast(const Gid& group, uint32_t qp_number) = 0;
   virtual Status detach_multicast(const Gid& group, uint32_t qp_number) = 0;
+  // A wire whose datagrams a polling thread can move itself (no wakeup of the progress
+  // thread) names the source that attached QPs register with their CQs.
+  virtual std::weak_ptr<ProgressSource> progress_source() { return {}; }
 };
 
 }  // namespace wv::verbs::soft

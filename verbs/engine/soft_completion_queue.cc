@@ -33,7 +33,11 @@ bool SoftCompletionQueue::has_news() const {
 void SoftCompletionQueue::add_progress_source(std::weak_ptr<ProgressSource> source) {
   std::lock_guard lock(sources_mutex_);
   std::erase_if(sources_, [](const auto& weak) { return weak.expired(); });
-  sources_.push_back(std::move(source));
+  // Once each: every datagram QP of a device names the same wire.
+  const auto same = [&](const std::weak_ptr<ProgressSource>& known) {
+    return !known.owner_before(source) && !source.owner_before(known);
+  };
+  if (std::none_of(sources_.begin(), sources_.end(), same)) sources_.push_back(std::move(source));
 }
 
 void SoftCompletionQueue::drive_progress() {

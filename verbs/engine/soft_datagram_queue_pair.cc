@@ -34,6 +34,10 @@ SoftDatagramQueuePair::~SoftDatagramQueuePair() {
 Status SoftDatagramQueuePair::start() {
   Status status = wire_->attach(core_.number(), this);
   attached_ = status.is_ok();
+  if (std::weak_ptr<ProgressSource> source = wire_->progress_source(); !source.expired()) {
+    core_.send_cq().add_progress_source(source);
+    if (&core_.receive_cq() != &core_.send_cq()) core_.receive_cq().add_progress_source(source);
+  }
   return status;
 }
 

@@ -63,6 +63,7 @@ class WireHandler final : public soft::PollHandler {
  public:
   WireHandler(std::shared_ptr<ShmDatagramWire> wire, int fd) : wire_(std::move(wire)), fd_(fd) {}
   void on_events(uint32_t events) override { wire_->on_events(fd_, events); }
+  void on_deadline() override { wire_->on_deadline(fd_); }
 
  private:
   std::shared_ptr<ShmDatagramWire> wire_;
@@ -443,6 +444,7 @@ void ShmDatagramWire::close_outbound(int fd) {
 }
 
 void ShmDatagramWire::accept_senders() {
+  std::lock_guard lock(drain_lock_);
   for (;;) {
     const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return;
@@ -457,12 +459,12 @@ void ShmDatagramWire::accept_senders() {
   }
 }
 
-void ShmDatagramWire::on_inbound_request(Inbound& channel) {
+bool ShmDatagramWire::accept_request_locked(Inbound& channel) {
   std::byte buffer[sizeof(ChannelHello)];
   size_t got = 0;
   std::vector<int> fds;
   Status status = receive_message(channel.socket, buffer, &got, fds, 2);
-  if (status && got == 0) return;
+  if (status && got == 0) return true;
   ChannelHello hello;
   if (got == sizeof(hello)) std::memcpy(&hello, buffer, sizeof(hello));
   if (!status || got != sizeof(hello) || hello.magic != kChannelMagic ||
@@ -470,38 +472,35 @@ void ShmDatagramWire::on_inbound_request(Inbound& channel) {
       fds.size() != 2) {
     for (int fd : fds) ::close(fd);
     if (status) counters_.malformed.fetch_add(1, std::memory_order_relaxed);
-    return close_inbound(channel.socket);
+    return false;
   }
   channel.peer_doorbell = fds[1];
   auto segment = Segment::attach(fds[0]);
   if (!segment.is_ok()) {
     counters_.malformed.fetch_add(1, std::memory_order_relaxed);
-    return close_inbound(channel.socket);
+    return false;
   }
-  channel.segment = std::move(segment).value();
-  const uint32_t ring_bytes = channel.segment->ring_bytes();
-  channel.consumer =
-      RingConsumer(&channel.segment->header().rings[0], channel.segment->ring_data(0), ring_bytes);
+  std::unique_ptr<Segment> mapped = std::move(segment).value();
+  const uint32_t ring_bytes = mapped->ring_bytes();
+  channel.consumer = RingConsumer(&mapped->header().rings[0], mapped->ring_data(0), ring_bytes);
   ChannelHello accept;
   accept.type = ChannelMessage::kAccept;
   const int doorbell[] = {doorbell_fd_};
-  if (!send_message(channel.socket, std::as_bytes(std::span(&accept, 1)), doorbell)) {
-    return close_inbound(channel.socket);
-  }
+  if (!send_message(channel.socket, std::as_bytes(std::span(&accept, 1)), doorbell)) return false;
+  channel.segment = std::move(mapped);  // from here on, pollers drain it too
+  has_inbound_.store(true, std::memory_order_relaxed);
   counters_.channels_accepted.fetch_add(1, std::memory_order_relaxed);
-  // Entries may have been written before this side looked: the sender only rings a consumer
-  // that said it sleeps.
-  drain_rings();
+  return true;
 }
 
-void ShmDatagramWire::close_inbound(int fd) {
+void ShmDatagramWire::close_inbound_locked(int fd) {
   progress_->remove(fd);
   inbound_.erase(fd);
 }
 
-// ---- Receiving (progress thread) ----
+// ---- Receiving (the progress thread, or a thread polling a CQ of an attached QP) ----
 
-bool ShmDatagramWire::drain(Inbound& channel) {
+ShmDatagramWire::Drained ShmDatagramWire::drain_locked(Inbound& channel) {
   // Bounded, so that one busy sender cannot keep the progress thread from everything else.
   constexpr int kBatch = 256;
   for (int i = 0; i < kBatch; ++i) {
@@ -509,7 +508,7 @@ bool ShmDatagramWire::drain(Inbound& channel) {
     const std::byte* payload = nullptr;
     const char* why = nullptr;
     const RingConsumer::Peek peek = channel.consumer.peek(entry, &payload, &why);
-    if (peek == RingConsumer::Peek::kEmpty) return true;
+    if (peek == RingConsumer::Peek::kEmpty) return Drained::kEmpty;
     const bool to_group = (entry.flags & entry_flags::kGroup) != 0;
     const uint32_t prefix = to_group ? kGidBytes : 0;
     if (peek == RingConsumer::Peek::kMalformed ||
@@ -520,8 +519,7 @@ bool ShmDatagramWire::drain(Inbound& channel) {
         (entry.flags &
          ~(entry_flags::kImmediate | entry_flags::kSolicited | entry_flags::kGroup)) != 0) {
       counters_.malformed.fetch_add(1, std::memory_order_relaxed);
-      close_inbound(channel.socket);
-      return true;
+      return Drained::kBroken;
     }
     soft::DatagramHeader header;
     header.source_qp_number = entry.tag;
@@ -536,29 +534,52 @@ bool ShmDatagramWire::drain(Inbound& channel) {
     udp_->deliver(header, {payload + prefix, entry.length - prefix}, to_group ? &group : nullptr);
     if (channel.consumer.release(entry)) ring(channel.peer_doorbell);
   }
-  return false;
+  return Drained::kMore;
+}
+
+bool ShmDatagramWire::drain_all_locked() {
+  bool more = false;
+  for (auto it = inbound_.begin(); it != inbound_.end();) {
+    const Drained drained = it->second->segment ? drain_locked(*it->second) : Drained::kEmpty;
+    if (drained == Drained::kBroken) {
+      progress_->remove(it->first);  // the channel ends; its sender goes back to UDP
+      it = inbound_.erase(it);
+      continue;
+    }
+    more = more || drained == Drained::kMore;
+    ++it;
+  }
+  return more;
 }
 
 void ShmDatagramWire::drain_rings() {
-  // Collected first: draining may close a channel, which erases it from the map.
-  std::vector<int> sockets;
-  sockets.reserve(inbound_.size());
-  bool done = false;
-  while (!done) {
-    done = true;
-    sockets.clear();
+  std::lock_guard lock(drain_lock_);
+  for (;;) {
+    if (drain_all_locked()) continue;
+    if (presence_.active()) {
+      // A thread polls a CQ these rings feed and moves their datagrams itself: the senders
+      // need not ring, and this thread looks again later in case the poller went away.
+      progress_->set_deadline(doorbell_fd_, Clock::now() + kPollerRecheck);
+      return;
+    }
+    bool arrived = false;
     for (const auto& [fd, channel] : inbound_) {
-      if (channel->segment) sockets.push_back(fd);
+      if (channel->segment && channel->consumer.prepare_to_sleep()) arrived = true;
     }
-    for (int fd : sockets) {
-      if (auto it = inbound_.find(fd); it != inbound_.end() && !drain(*it->second)) done = false;
-    }
-    if (!done) continue;
-    for (int fd : sockets) {
-      auto it = inbound_.find(fd);
-      if (it != inbound_.end() && it->second->consumer.prepare_to_sleep()) done = false;
-    }
+    if (!arrived) return;
   }
+}
+
+void ShmDatagramWire::progress_from_poll() {
+  presence_.note_poll();
+  if (!has_inbound_.load(std::memory_order_relaxed) || !drain_lock_.try_lock()) return;
+  (void)drain_all_locked();
+  drain_lock_.unlock();
+}
+
+void ShmDatagramWire::poller_sleeping() {
+  presence_.forget();
+  ring(doorbell_fd_);  // the progress thread takes the rings back at once
 }
 
 void ShmDatagramWire::resume_ring_waiters() {
@@ -603,13 +624,31 @@ void ShmDatagramWire::on_events(int fd, uint32_t events) {
     return on_outbound_reply(*channel);
   }
   if (on_group_socket(fd, events)) return;
-  if (auto it = inbound_.find(fd); it != inbound_.end()) {
+  bool accepted = false;
+  {
+    std::lock_guard lock(drain_lock_);
+    auto it = inbound_.find(fd);
+    if (it == inbound_.end()) return;
     Inbound& channel = *it->second;
-    if (channel.segment == nullptr && (events & EPOLLIN) != 0) return on_inbound_request(channel);
-    // The sender left (or spoke out of turn): take what it sent, then end the channel.
-    if (channel.segment) drain(channel);
-    if (inbound_.count(fd) != 0) close_inbound(fd);
+    if (channel.segment == nullptr && (events & (EPOLLHUP | EPOLLERR)) == 0) {
+      if (accept_request_locked(channel)) {
+        accepted = channel.segment != nullptr;
+      } else {
+        close_inbound_locked(fd);
+      }
+    } else {
+      // The sender left (or spoke out of turn): take what it sent, then end the channel.
+      if (channel.segment) (void)drain_locked(channel);
+      close_inbound_locked(fd);
+    }
   }
+  // Entries may have been written before this side looked: a sender rings only a consumer
+  // that said it sleeps.
+  if (accepted) drain_rings();
+}
+
+void ShmDatagramWire::on_deadline(int fd) {
+  if (fd == doorbell_fd_) drain_rings();
 }
 
 // ---- Multicast groups ----

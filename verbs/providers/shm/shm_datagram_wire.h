@@ -43,9 +43,11 @@
 #include <vector>
 
 #include "datagram_wire.h"
+#include "poller_presence.h"
 #include "progress.h"
 #include "shm_group_directory.h"
 #include "shm_ring.h"
+#include "soft_completion_queue.h"
 #include "udp_wire.h"
 #include "wv/spin_lock.h"
 
@@ -53,6 +55,8 @@ namespace wv::verbs::shm {
 
 inline constexpr std::string_view kDatagramNames = "wv-shm-dg/";
 inline constexpr auto kChannelRetry = std::chrono::seconds(1);
+// While a poller drains the rings, how often the progress thread checks it is still there.
+inline constexpr auto kPollerRecheck = std::chrono::microseconds(200);
 // Senders one device serves at once; more are refused and stay on UDP.
 inline constexpr size_t kMaxInboundChannels = 1024;
 
@@ -81,6 +85,7 @@ struct ShmDatagramCounters {
 };
 
 class ShmDatagramWire final : public soft::DatagramWire,
+                              public soft::ProgressSource,
                               public tcp::GroupMembership,
                               public std::enable_shared_from_this<ShmDatagramWire> {
  public:
@@ -117,8 +122,15 @@ class ShmDatagramWire final : public soft::DatagramWire,
     return tcp::check_group_address(group);
   }
 
-  // Progress thread: events on one of the wire's descriptors.
+  std::weak_ptr<soft::ProgressSource> progress_source() override { return weak_from_this(); }
+
+  // ---- soft::ProgressSource: a thread polling a CQ of an attached QP drains the rings ----
+  void progress_from_poll() override;
+  void poller_sleeping() override;
+
+  // Progress thread: events on one of the wire's descriptors, or its deadline.
   void on_events(int fd, uint32_t events);
+  void on_deadline(int fd);
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -193,10 +205,15 @@ class ShmDatagramWire final : public soft::DatagramWire,
   void on_outbound_reply(Outbound& channel);
   void close_outbound(int fd);
   void accept_senders();
-  void on_inbound_request(Inbound& channel);
-  void close_inbound(int fd);
+  // False when the channel must end.
+  bool accept_request_locked(Inbound& channel);
+  void close_inbound_locked(int fd);
+  // Progress thread: drains, then arms the rings' doorbells, or parks while a poller drains.
   void drain_rings();
-  bool drain(Inbound& channel);
+  enum class Drained : uint8_t { kEmpty, kMore, kBroken };
+  Drained drain_locked(Inbound& channel);
+  // True when a ring still holds entries after a batch.
+  bool drain_all_locked();
   void resume_ring_waiters();
 
   const std::shared_ptr<tcp::UdpWire> udp_;
@@ -211,7 +228,11 @@ class ShmDatagramWire final : public soft::DatagramWire,
   mutable std::unordered_map<uint16_t, std::shared_ptr<Outbound>> outbound_;
   std::unordered_map<int, uint16_t> outbound_sockets_;  // progress thread; owns the fds
 
-  std::unordered_map<int, std::unique_ptr<Inbound>> inbound_;  // progress thread, by socket
+  // The receiving side: the progress thread changes it, pollers drain it (try_lock).
+  SpinLock drain_lock_;
+  std::unordered_map<int, std::unique_ptr<Inbound>> inbound_;  // by socket, under drain_lock_
+  std::atomic<bool> has_inbound_{false};
+  soft::PollerPresence presence_;
 
   std::mutex join_mutex_;  // one attach or detach at a time
   std::mutex groups_mutex_;
