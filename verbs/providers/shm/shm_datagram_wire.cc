@@ -200,6 +200,7 @@ void ShmDatagramWire::request_channel(uint16_t port) const {
       }
     }
     it->second = std::make_shared<Outbound>();
+    it->second->retry = !inserted;
   }
   // Set up on the progress thread, never here: resolve() runs under the posting QP's lock,
   // which the progress thread may need before it can answer (a device sending to itself).
@@ -304,8 +305,21 @@ soft::SendResult ShmDatagramWire::send_on_ring(Outbound& channel,
   std::byte* entry = channel.producer.reserve(bytes, &malformed);
   if (entry == nullptr) {
     if (malformed) {
-      // The receiver wrote an impossible index into the ring: nothing more goes through it.
+      // The receiver wrote an impossible index into the ring: nothing more goes through it,
+      // and the channel ends (its datagrams go by UDP until a new one is set up).
       counters_.malformed.fetch_add(1, std::memory_order_relaxed);
+      int ending = -1;
+      {
+        std::lock_guard closing(outbound_mutex_);
+        if (channel.state == ChannelState::kReady) {
+          channel.state = ChannelState::kClosed;
+          channel.closed_at = Clock::now();
+          ending = channel.socket;
+        }
+      }
+      if (ending >= 0) {
+        progress_->post([self = shared_from_this(), ending] { self->close_outbound(ending); });
+      }
       return soft::SendResult::kLost;
     }
     if (group != nullptr) {
@@ -393,7 +407,10 @@ void ShmDatagramWire::connect_channel(uint16_t port) {
   if (!progress_->add(fd, EPOLLIN, std::make_shared<WireHandler>(shared_from_this(), fd))) {
     return fail();
   }
-  channel->socket = fd;
+  {
+    std::lock_guard lock(outbound_mutex_);  // senders read it to end a broken channel
+    channel->socket = fd;
+  }
   outbound_sockets_[fd] = port;
 }
 
