@@ -208,6 +208,7 @@ Status WorkerImpl::init(const WorkerOptions& options) {
   auto atomic_buffers = BufferPool::create(*domain_, 256, 8, verbs::Access::kLocalWrite);
   if (!atomic_buffers.is_ok()) return atomic_buffers.status();
   atomic_buffers_ = std::move(atomic_buffers).value();
+  deferred_limit_ = std::min<size_t>(kMaxDeferredReposts, receive_count / 8);
   for (uint32_t i = 0; i < receive_count; ++i) {
     uint32_t buffer = receive_buffers_->take();
     verbs::Sge sge = receive_buffers_->sge(buffer, receive_buffers_->buffer_size());
@@ -608,6 +609,19 @@ void WorkerImpl::repost_receive(uint32_t buffer) {
   (void)srq_->post_receive(make_wr_id(WorkKind::kReceive, buffer), {&sge, 1});
 }
 
+void WorkerImpl::defer_repost(uint32_t buffer) {
+  if (deferred_count_ >= deferred_limit_) {
+    repost_deferred();
+    if (deferred_limit_ == 0) return repost_receive(buffer);
+  }
+  deferred_reposts_[deferred_count_++] = buffer;
+}
+
+void WorkerImpl::repost_deferred() {
+  for (size_t i = 0; i < deferred_count_; ++i) repost_receive(deferred_reposts_[i]);
+  deferred_count_ = 0;
+}
+
 void WorkerImpl::handle_completion(const verbs::Completion& completion) {
   Peer* peer = peer_of(completion);
   const uint64_t value = wr_value(completion.wr_id);
@@ -666,7 +680,7 @@ void WorkerImpl::handle_completion(const verbs::Completion& completion) {
           ++counters_.messages_received;
         }
       }
-      repost_receive(buffer);
+      defer_repost(buffer);
       if (peer) pump(*peer);
       return;
     }
@@ -717,6 +731,7 @@ int WorkerImpl::progress() {
 
 int WorkerImpl::progress_locked() {
   int handled = poll_completions();
+  if (handled == 0 && deferred_count_ != 0) repost_deferred();
   progress_connections((++progress_calls_ & 31) == 0);
   return handled;
 }
@@ -727,6 +742,7 @@ Status WorkerImpl::wait_for_event(std::chrono::milliseconds bound) {
   int request_fd = -1;
   {
     std::lock_guard lock(mutex_);
+    repost_deferred();  // a sleeping worker leaves every buffer with the SRQ
     connecting = anything_connecting();
     if (next_request_) request_fd = next_request_->fd();
   }

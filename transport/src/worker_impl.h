@@ -236,6 +236,11 @@ class WorkerImpl final : public Worker {
   int progress_locked();  // one pass of progress() with the lock held
   void handle_completion(const verbs::Completion& completion);
   void repost_receive(uint32_t buffer);
+  // A consumed receive buffer goes back to the SRQ at the next idle pass (or once
+  // deferred_limit_ wait), so that reposting is off the path from a message to its handler's
+  // reply.
+  void defer_repost(uint32_t buffer);
+  void repost_deferred();
   Peer* peer_of(const verbs::Completion& completion);
   bool anything_connecting() const;
   std::vector<std::byte> hello() const;
@@ -361,6 +366,10 @@ class WorkerImpl final : public Worker {
   std::array<std::byte, 64> fence_sink_{};  // where flush's fencing reads land
   WorkerCounters counters_;
   std::array<verbs::Completion, 32> completions_{};
+  static constexpr size_t kMaxDeferredReposts = 32;
+  std::array<uint32_t, kMaxDeferredReposts> deferred_reposts_{};
+  size_t deferred_count_ = 0;
+  size_t deferred_limit_ = 0;  // an eighth of the receive buffers, at most kMaxDeferredReposts
 
   std::thread progress_thread_;
   std::atomic<bool> stop_progress_{false};
