@@ -40,7 +40,7 @@ constexpr const char* kRoleVariable = "SHM_DATAGRAM_TEST_ROLE";
 constexpr const char* kPipeVariable = "SHM_DATAGRAM_TEST_PIPE";
 
 std::byte pattern(uint32_t seed, size_t i) {
-  return static_cast<std::byte>((seed * 131 + i * 7) & 0xff);
+  return static_cast<std::byte>((size_t{seed} * 131 + i * 7) & 0xff);
 }
 
 // One process's device, a datagram QP on it, and a registered buffer of `slots` slots.
