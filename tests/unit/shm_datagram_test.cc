@@ -1,6 +1,7 @@
-// The shm provider's datagram rings (shm_datagram_wire.h): traffic moves from UDP to a ring
-// once the channel is up, a stopped receiver holds sends back without losing any, and a hostile
-// sender's garbage closes its own channel only. Every wait is bounded.
+// The datagram rings (shm_datagram_wire.h) of the shm and hybrid providers: traffic moves from
+// UDP to a ring once the channel is up, a stopped receiver holds sends back without losing any,
+// multicast outlives its holder, and a hostile sender's garbage closes its own channel only.
+// Every wait is bounded.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -26,7 +27,7 @@
 #include "shm_datagram_wire.h"
 #include "shm_group_directory.h"
 #include "shm_protocol.h"
-#include "shm_provider.h"
+#include "soft_device.h"
 #include "wv/verbs.h"
 
 namespace wv::verbs::shm {
@@ -55,15 +56,17 @@ struct Node {
   std::vector<std::byte> buffer;
   std::shared_ptr<MemoryRegion> region;
 
-  Status open(uint32_t slots) {
-    auto provider_result = Provider::open("shm");
+  // `provider_name`: shm, or hybrid (whose tcp device takes the rings to devices of this host).
+  Status open(uint32_t slots, const char* provider_name = "shm") {
+    auto provider_result = Provider::open(provider_name);
     if (!provider_result.is_ok()) return provider_result.status();
     provider = std::move(provider_result).value();
-    auto soft = std::static_pointer_cast<ShmProvider>(provider)->device();
-    if (!soft.is_ok()) return soft.status();
-    wire = std::dynamic_pointer_cast<ShmDatagramWire>(soft.value()->datagram_wire());
-    if (wire == nullptr) return Status(Errc::kNotSupported, "the shm device has no ring wire");
-    device = soft.value();
+    auto opened = provider->open_device("");
+    if (!opened.is_ok()) return opened.status();
+    device = std::move(opened).value();
+    auto soft = std::static_pointer_cast<soft::SoftDevice>(device);
+    wire = std::dynamic_pointer_cast<ShmDatagramWire>(soft->datagram_wire());
+    if (wire == nullptr) return Status(Errc::kNotSupported, "the device has no ring wire");
     pd = device->allocate_protection_domain().value();
     send_cq = device->create_completion_queue(slots + 8).value();
     receive_cq = device->create_completion_queue(slots + 8).value();
@@ -145,9 +148,11 @@ bool eventually(Predicate predicate) {
   return true;
 }
 
-TEST(ShmDatagrams, TrafficMovesToARingOnceTheChannelIsUp) {
+class RingTraffic : public testing::TestWithParam<const char*> {};
+
+TEST_P(RingTraffic, MovesToARingOnceTheChannelIsUp) {
   Node node;
-  ASSERT_TRUE(node.open(256).is_ok());
+  ASSERT_TRUE(node.open(256, GetParam()).is_ok());
   auto handle = node.pd->create_address_handle(loopback(node.port())).value();
   ASSERT_TRUE(node.post_receives(201).is_ok());
   // The first datagram goes by UDP and asks for the channel (here, to this device itself).
@@ -179,6 +184,8 @@ TEST(ShmDatagrams, TrafficMovesToARingOnceTheChannelIsUp) {
   EXPECT_EQ(after.ring_received - before.ring_received, 200u);
   EXPECT_EQ(after.malformed, 0u);
 }
+
+INSTANTIATE_TEST_SUITE_P(Providers, RingTraffic, testing::Values("shm", "hybrid"));
 
 // ---- A receiver in another process ----
 

@@ -2,6 +2,7 @@
 
 #include "hybrid_endpoint.h"
 #include "provider_factories.h"
+#include "shm_datagram_wire.h"
 #include "shm_endpoint.h"
 #include "tcp_endpoint.h"
 
@@ -12,9 +13,22 @@ Result<std::shared_ptr<Provider>> open_hybrid_provider() {
   if (!tcp.is_ok()) return tcp.status();
   auto shm = open_shm_provider();
   if (!shm.is_ok()) return shm.status();
-  return std::shared_ptr<Provider>(std::make_shared<hybrid::HybridProvider>(
-      std::static_pointer_cast<tcp::TcpProvider>(std::move(tcp).value()),
-      std::static_pointer_cast<shm::ShmProvider>(std::move(shm).value())));
+  auto tcp_provider = std::static_pointer_cast<tcp::TcpProvider>(std::move(tcp).value());
+  auto shm_provider = std::static_pointer_cast<shm::ShmProvider>(std::move(shm).value());
+  // Datagrams to devices of this host take shm's rings; groups stay IP multicast, since
+  // their members may be on other hosts.
+  tcp_provider->wrap_datagrams(
+      [ring_bytes = shm_provider->settings().ring_bytes](
+          std::shared_ptr<tcp::UdpWire> udp, const std::vector<Gid>& host_gids,
+          soft::Progress& progress) -> Result<std::shared_ptr<soft::DatagramWire>> {
+        auto rings =
+            shm::ShmDatagramWire::open(std::move(udp), host_gids, ring_bytes, shm::GroupMode::kUdp);
+        if (!rings.is_ok()) return rings.status();
+        if (Status status = rings.value()->start(progress); !status) return status;
+        return std::shared_ptr<soft::DatagramWire>(std::move(rings).value());
+      });
+  return std::shared_ptr<Provider>(
+      std::make_shared<hybrid::HybridProvider>(std::move(tcp_provider), std::move(shm_provider)));
 }
 
 namespace hybrid {

@@ -4,7 +4,8 @@
 // Both wires serve the same software device, so one protection domain, one key space, one CQ
 // and one SRQ cover every peer, and a transport above (the Worker, btl/wv) needs no notion of
 // rails: it connects to an ip:port as usual and gets the fastest wire that reaches it. Only
-// connection setup differs (hybrid_endpoint.h); datagrams are the tcp provider's.
+// connection setup differs (hybrid_endpoint.h). Datagrams are the tcp provider's UDP, except
+// that those to devices of this host take shm's rings (shm_datagram_wire.h, GroupMode::kUdp).
 #pragma once
 
 #include <memory>

@@ -82,19 +82,23 @@ ShmDatagramWire::Inbound::~Inbound() {
 }
 
 ShmDatagramWire::ShmDatagramWire(std::shared_ptr<tcp::UdpWire> udp, std::vector<Gid> host_gids,
-                                 uint32_t ring_bytes)
-    : udp_(std::move(udp)), host_gids_(std::move(host_gids)), ring_bytes_(ring_bytes) {}
+                                 uint32_t ring_bytes, GroupMode groups)
+    : udp_(std::move(udp)),
+      host_gids_(std::move(host_gids)),
+      ring_bytes_(ring_bytes),
+      groups_mode_(groups) {}
 
 Result<std::shared_ptr<ShmDatagramWire>> ShmDatagramWire::open(std::shared_ptr<tcp::UdpWire> udp,
                                                                std::vector<Gid> host_gids,
-                                                               uint32_t ring_bytes) {
+                                                               uint32_t ring_bytes,
+                                                               GroupMode groups) {
   if (entry_bytes(udp->max_payload()) > ring_bytes / 4) {
     return Status(Errc::kInvalidArgument,
                   "a datagram ring of " + std::to_string(ring_bytes) + " bytes cannot hold " +
                       std::to_string(udp->max_payload()) + "-byte datagrams");
   }
   std::shared_ptr<ShmDatagramWire> wire(
-      new ShmDatagramWire(std::move(udp), std::move(host_gids), ring_bytes));
+      new ShmDatagramWire(std::move(udp), std::move(host_gids), ring_bytes, groups));
   wire->doorbell_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   wire->writable_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wire->doorbell_fd_ < 0 || wire->writable_fd_ < 0) {
@@ -165,6 +169,7 @@ Status ShmDatagramWire::resolve(const AddressVector& address, soft::WireAddress&
   const Gid& gid = address.destination_gid;
   if (progress_ == nullptr) return Status::ok();
   if (soft::is_multicast_group(gid)) {
+    if (groups_mode_ == GroupMode::kUdp) return Status::ok();
     // The interface's const is about the address; finding a group's members changes the wire.
     auto& self = const_cast<ShmDatagramWire&>(*this);
     std::lock_guard lock(self.groups_mutex_);
@@ -760,6 +765,7 @@ Result<ShmDatagramWire::FoundDirectory> ShmDatagramWire::find_or_hold(const Gid&
 }
 
 Status ShmDatagramWire::attach_multicast(const Gid& any_group, uint32_t qp_number) {
+  if (groups_mode_ == GroupMode::kUdp) return udp_->attach_multicast(any_group, qp_number);
   if (progress_ == nullptr) return Status(Errc::kInvalidState, "datagram wire not started");
   const Gid gid = soft::canonical_group(any_group);
   std::lock_guard join(join_mutex_);
@@ -819,6 +825,7 @@ void ShmDatagramWire::leave_locked(Group& group) {
 }
 
 Status ShmDatagramWire::detach_multicast(const Gid& any_group, uint32_t qp_number) {
+  if (groups_mode_ == GroupMode::kUdp) return udp_->detach_multicast(any_group, qp_number);
   const Gid gid = soft::canonical_group(any_group);
   std::lock_guard join(join_mutex_);
   if (Status status = udp_->detach_multicast(gid, qp_number); !status) return status;

@@ -16,13 +16,15 @@
 // promises no order, and datagrams sent across the switch from UDP to the ring may arrive out
 // of order.
 //
-// Multicast needs no IP multicast on the host: the members of a group are the shm devices with
-// a QP attached to it, listed in the group's directory (shm_group_directory.h), and a datagram
-// to the group is one ring entry per member, the sender's own device included when it is one.
-// A send waits (kWouldBlock) while the directory is being found and while new members'
-// channels are being set up, so that the first datagrams reach everyone; a member whose ring is
-// full misses that datagram, as a NIC's multicast would drop it. UDP devices (the tcp provider)
-// on the host are not members of shm groups.
+// Multicast (GroupMode::kRings, the shm provider) needs no IP multicast on the host: the members of
+// a group are the shm devices with a QP attached to it, listed in the group's directory
+// (shm_group_directory.h), and a datagram to the group is one ring entry per member, the sender's
+// own device included when it is one. A send waits (kWouldBlock) while the directory is being found
+// and while new members' channels are being set up, so that the first datagrams reach everyone; a
+// member whose ring is full misses that datagram, as a NIC's multicast would drop it. UDP devices
+// (the tcp provider) on the host are not members of shm groups. With GroupMode::kUdp (the hybrid
+// provider, whose groups span hosts) multicast stays IP multicast on the UDP wire, and only unicast
+// to peers of this host takes the rings.
 //
 // A full ring is back-pressure rather than loss: send() returns kWouldBlock and the QP resumes
 // once the receiver has freed half the ring. A receiver that goes away (its socket hangs up)
@@ -84,6 +86,8 @@ struct ShmDatagramCounters {
   uint64_t group_drops = 0;        // group datagrams a member missed (its ring was full)
 };
 
+enum class GroupMode : uint8_t { kRings, kUdp };
+
 class ShmDatagramWire final : public soft::DatagramWire,
                               public soft::ProgressSource,
                               public tcp::GroupMembership,
@@ -93,7 +97,8 @@ class ShmDatagramWire final : public soft::DatagramWire,
   // `ring_bytes`: the ring of each channel, a power of two from shm_ring.h's range.
   static Result<std::shared_ptr<ShmDatagramWire>> open(std::shared_ptr<tcp::UdpWire> udp,
                                                        std::vector<Gid> host_gids,
-                                                       uint32_t ring_bytes);
+                                                       uint32_t ring_bytes,
+                                                       GroupMode groups = GroupMode::kRings);
   ~ShmDatagramWire() override;
   ShmDatagramWire(const ShmDatagramWire&) = delete;
   ShmDatagramWire& operator=(const ShmDatagramWire&) = delete;
@@ -117,9 +122,13 @@ class ShmDatagramWire final : public soft::DatagramWire,
   Status detach_multicast(const Gid& group, uint32_t qp_number) override;
 
   // ---- tcp::GroupMembership: rings need no host membership, only a valid group ----
-  Status join_group(const SocketAddress& group) override { return tcp::check_group_address(group); }
+  Status join_group(const SocketAddress& group) override {
+    return groups_mode_ == GroupMode::kUdp ? udp_->join_group(group)
+                                           : tcp::check_group_address(group);
+  }
   Status leave_group(const SocketAddress& group) override {
-    return tcp::check_group_address(group);
+    return groups_mode_ == GroupMode::kUdp ? udp_->leave_group(group)
+                                           : tcp::check_group_address(group);
   }
 
   std::weak_ptr<soft::ProgressSource> progress_source() override { return weak_from_this(); }
@@ -175,7 +184,7 @@ class ShmDatagramWire final : public soft::DatagramWire,
   };
 
   ShmDatagramWire(std::shared_ptr<tcp::UdpWire> udp, std::vector<Gid> host_gids,
-                  uint32_t ring_bytes);
+                  uint32_t ring_bytes, GroupMode groups);
   bool on_this_host(const Gid& gid) const;
   void request_channel(uint16_t port) const;
   std::shared_ptr<Outbound> ready_channel(uint16_t port);
@@ -219,6 +228,7 @@ class ShmDatagramWire final : public soft::DatagramWire,
   const std::shared_ptr<tcp::UdpWire> udp_;
   const std::vector<Gid> host_gids_;
   const uint32_t ring_bytes_;
+  const GroupMode groups_mode_;
   soft::Progress* progress_ = nullptr;
   int listen_fd_ = -1;
   int doorbell_fd_ = -1;  // senders ring it for this device's rings

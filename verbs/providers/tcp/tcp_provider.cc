@@ -122,11 +122,19 @@ Result<std::shared_ptr<soft::SoftDevice>> TcpProvider::device() {
   } else {
     datagram_status_ = wire.status();
   }
+  const std::vector<Gid> host_gids = gids;
   auto device = std::make_shared<soft::SoftDevice>(std::move(attributes), port, std::move(gids));
   if (Status status = device->start(); !status) return status;
   if (wire.is_ok()) {
     if (Status status = wire.value()->start(device->progress()); !status) return status;
-    device->set_datagram_wire(wire.value());
+    std::shared_ptr<soft::DatagramWire> datagrams = wire.value();
+    if (wrap_datagrams_) {
+      auto wrapped = wrap_datagrams_(wire.value(), host_gids, device->progress());
+      if (!wrapped.is_ok()) return wrapped.status();
+      datagrams = std::move(wrapped).value();
+    }
+    device->set_datagram_wire(std::move(datagrams));
+    udp_wire_ = wire.value();
   }
   device_ = device;
   return device;
@@ -162,8 +170,13 @@ Result<std::shared_ptr<DatagramEndpoint>> TcpProvider::create_datagram_endpoint(
     return Status(Errc::kNotSupported,
                   "provider tcp has no datagram socket: " + datagram_status_.to_string());
   }
-  // The tcp device's datagram wire is always a UdpWire (set in device()).
-  auto wire = std::static_pointer_cast<UdpWire>(device->datagram_wire());
+  // Lookups and group joins are the UDP wire's, whatever carries the datagrams.
+  std::shared_ptr<UdpWire> wire;
+  {
+    std::lock_guard lock(mutex_);
+    wire = udp_wire_.lock();
+  }
+  if (wire == nullptr) return Status(Errc::kInvalidState, "the tcp device has closed");
   return std::shared_ptr<DatagramEndpoint>(std::make_shared<UdpDatagramEndpoint>(
       shared_from_this(), std::move(device), std::move(wire)));
 }

@@ -2,13 +2,19 @@
 // (MPA v2 / DDP / RDMAP) on one TCP stream each; the software engine supplies the verbs.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <vector>
 
+#include "datagram_wire.h"
+#include "progress.h"
 #include "soft_device.h"
 #include "wv/verbs/provider.h"
 
 namespace wv::verbs::tcp {
+
+class UdpWire;
 
 // What the provider's connections need from the configuration, read once at open.
 struct TcpSettings {
@@ -35,11 +41,19 @@ class TcpProvider final : public Provider, public std::enable_shared_from_this<T
   // The one software device of this provider; its progress thread serves every endpoint.
   Result<std::shared_ptr<soft::SoftDevice>> device();
 
+  // Wraps the device's UDP wire before the device takes it (the hybrid provider adds
+  // shared-memory rings for peers of this host). Set before the device is first opened.
+  using DatagramWrapper = std::function<Result<std::shared_ptr<soft::DatagramWire>>(
+      std::shared_ptr<UdpWire> udp, const std::vector<Gid>& host_gids, soft::Progress& progress)>;
+  void wrap_datagrams(DatagramWrapper wrapper) { wrap_datagrams_ = std::move(wrapper); }
+
  private:
   TcpSettings settings_;
+  DatagramWrapper wrap_datagrams_;
   std::mutex mutex_;
   std::weak_ptr<soft::SoftDevice> device_;
-  Status datagram_status_;  // why the device has no datagram wire, if it has none
+  std::weak_ptr<UdpWire> udp_wire_;  // the device's, wrapped or not
+  Status datagram_status_;           // why the device has no datagram wire, if it has none
 };
 
 inline constexpr std::string_view kDeviceName = "tcp0";
