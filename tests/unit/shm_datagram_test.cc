@@ -2,13 +2,11 @@
 // UDP to a ring once the channel is up, a stopped receiver holds sends back without losing any,
 // multicast outlives its holder, and a hostile sender's garbage closes its own channel only.
 // Every wait is bounded.
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -24,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "child_test_process.h"
 #include "shm_datagram_wire.h"
 #include "shm_group_directory.h"
 #include "shm_protocol.h"
@@ -235,41 +234,30 @@ testing::AssertionResult read_from(int fd, T& value) {
   return testing::AssertionSuccess();
 }
 
+// A child process of the test: killed and reaped on the way out unless reaped before.
+struct Child {
+  pid_t pid = -1;
+  int pipe = -1;
+  ~Child() {
+    if (pipe >= 0) ::close(pipe);
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
 TEST(ShmDatagrams, AStoppedReceiverHoldsSendsBackAndLosesNone) {
   if (const char* role = std::getenv(kRoleVariable); role != nullptr) {
     run_receiver(std::atoi(std::getenv(kPipeVariable)));
   }
-  int fds[2];
-  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(126);
-    ::fcntl(fds[1], F_SETFD, 0);
-    const std::string role = std::string(kRoleVariable) + "=receiver";
-    const std::string pipe = std::string(kPipeVariable) + "=" + std::to_string(fds[1]);
-    const std::string filter =
-        "--gtest_filter=ShmDatagrams.AStoppedReceiverHoldsSendsBackAndLosesNone";
-    char* argv[] = {const_cast<char*>("shm_datagram_test"), const_cast<char*>(filter.c_str()),
-                    nullptr};
-    char* envp[] = {const_cast<char*>(role.c_str()), const_cast<char*>(pipe.c_str()), nullptr};
-    ::execve("/proc/self/exe", argv, envp);
-    ::_exit(127);
-  }
-  ::close(fds[1]);
-  struct Reaper {
-    pid_t pid;
-    bool reaped = false;
-    ~Reaper() {
-      if (reaped) return;
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  } reaper{pid};
+  Child receiver;
+  ASSERT_NO_FATAL_FAILURE(test::start_child_test(
+      "ShmDatagrams.AStoppedReceiverHoldsSendsBackAndLosesNone", kRoleVariable, "receiver",
+      kPipeVariable, &receiver.pid, &receiver.pipe));
+  const pid_t pid = receiver.pid;
   ReceiverInfo info;
-  ASSERT_TRUE(read_from(fds[0], info));
+  ASSERT_TRUE(read_from(receiver.pipe, info));
 
   Node node;
   ASSERT_TRUE(node.open(kBurst + 8).is_ok());
@@ -301,14 +289,13 @@ TEST(ShmDatagrams, AStoppedReceiverHoldsSendsBackAndLosesNone) {
 
   uint32_t right = 0;
   uint64_t via_ring = 0;
-  ASSERT_TRUE(read_from(fds[0], right));
-  ASSERT_TRUE(read_from(fds[0], via_ring));
-  ::close(fds[0]);
+  ASSERT_TRUE(read_from(receiver.pipe, right));
+  ASSERT_TRUE(read_from(receiver.pipe, via_ring));
   EXPECT_EQ(right, kBurst) << "datagrams lost or damaged";
   EXPECT_GE(via_ring, kBurst) << "the burst did not go through the ring";
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  reaper.reaped = true;
+  receiver.pid = -1;  // reaped
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "receiver status " << status;
 }
 
@@ -346,40 +333,10 @@ constexpr uint32_t kPhase = 50;
   ::_exit(0);
 }
 
-struct Member {
-  pid_t pid = -1;
-  int pipe = -1;
-  ~Member() {
-    if (pipe >= 0) ::close(pipe);
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  }
-};
-
-void start_member(const std::string& group, Member& member) {
-  int fds[2];
-  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
-  const pid_t parent = ::getpid();
-  member.pid = ::fork();
-  ASSERT_GE(member.pid, 0);
-  if (member.pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(126);
-    ::fcntl(fds[1], F_SETFD, 0);
-    const std::string role = std::string(kRoleVariable) + "=" + group;
-    const std::string pipe = std::string(kPipeVariable) + "=" + std::to_string(fds[1]);
-    const std::string filter =
-        "--gtest_filter=ShmDatagrams.MulticastReachesEveryMemberProcessAndOutlivesItsHolder";
-    char* argv[] = {const_cast<char*>("shm_datagram_test"), const_cast<char*>(filter.c_str()),
-                    nullptr};
-    char* envp[] = {const_cast<char*>(role.c_str()), const_cast<char*>(pipe.c_str()), nullptr};
-    ::execve("/proc/self/exe", argv, envp);
-    ::_exit(127);
-  }
-  ::close(fds[1]);
-  member.pipe = fds[0];
+void start_member(const std::string& group, Child& member) {
+  ASSERT_NO_FATAL_FAILURE(
+      test::start_child_test("ShmDatagrams.MulticastReachesEveryMemberProcessAndOutlivesItsHolder",
+                             kRoleVariable, group, kPipeVariable, &member.pid, &member.pipe));
   uint32_t ready = 0;
   ASSERT_TRUE(read_from(member.pipe, ready)) << "the member did not join";
 }
@@ -404,8 +361,8 @@ TEST(ShmDatagrams, MulticastReachesEveryMemberProcessAndOutlivesItsHolder) {
   const std::string group = std::to_string(group_ip[0]) + "." + std::to_string(group_ip[1]) + "." +
                             std::to_string(group_ip[2]) + "." + std::to_string(group_ip[3]) +
                             ":4791";
-  Member holder;
-  Member other;
+  Child holder;
+  Child other;
   ASSERT_NO_FATAL_FAILURE(start_member(group, holder));  // the first to join holds the name
   ASSERT_NO_FATAL_FAILURE(start_member(group, other));
 

@@ -4,13 +4,11 @@
 // - a peer killed with SIGKILL leaves nothing behind: no /dev/shm entry, no mapping or
 //   descriptor of the connection's segment once the surviving side let go of its objects;
 // - the device says whether RDMA read/write are a single copy (what wv_info prints).
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "child_test_process.h"
 #include "shm_cma.h"
 #include "shm_protocol.h"
 #include "shm_ring.h"
@@ -238,33 +237,19 @@ TEST(ShmCleanup, PeerKilledLeavesNoSharedMemoryBehind) {
     run_victim(std::atoi(std::getenv(kPipeVariable)));
   }
   const std::set<std::string> before = dev_shm();
-  int fds[2];
-  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(126);
-    ::fcntl(fds[1], F_SETFD, 0);
-    const std::string role = std::string(kRoleVariable) + "=victim";
-    const std::string pipe = std::string(kPipeVariable) + "=" + std::to_string(fds[1]);
-    const std::string filter = "--gtest_filter=ShmCleanup.PeerKilledLeavesNoSharedMemoryBehind";
-    char* argv[] = {const_cast<char*>("shm_provider_test"), const_cast<char*>(filter.c_str()),
-                    nullptr};
-    char* envp[] = {const_cast<char*>(role.c_str()), const_cast<char*>(pipe.c_str()), nullptr};
-    ::execve("/proc/self/exe", argv, envp);
-    ::_exit(127);
-  }
-  ::close(fds[1]);
+  pid_t pid = -1;
+  int report = -1;
+  ASSERT_NO_FATAL_FAILURE(test::start_child_test("ShmCleanup.PeerKilledLeavesNoSharedMemoryBehind",
+                                                 kRoleVariable, "victim", kPipeVariable, &pid,
+                                                 &report));
   struct {
     uint16_t port;
     RemoteAddress remote;
   } info{};
-  pollfd entry{fds[0], POLLIN, 0};
+  pollfd entry{report, POLLIN, 0};
   ASSERT_EQ(::poll(&entry, 1, 10000), 1) << "the victim did not report";
-  ASSERT_EQ(::read(fds[0], &info, sizeof(info)), static_cast<ssize_t>(sizeof(info)));
-  ::close(fds[0]);
+  ASSERT_EQ(::read(report, &info, sizeof(info)), static_cast<ssize_t>(sizeof(info)));
+  ::close(report);
   {
     Side side;
     ASSERT_NO_FATAL_FAILURE(open_side(side));

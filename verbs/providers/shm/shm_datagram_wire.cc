@@ -41,21 +41,31 @@ void drain_eventfd(int fd) {
   [[maybe_unused]] const ssize_t n = ::read(fd, &value, sizeof(value));
 }
 
-// A holder's answer on `fd`: the group's directory, or null while nothing has arrived yet.
-Result<std::unique_ptr<GroupDirectory>> take_directory(int fd, const Gid& group) {
+// One handshake message of `type` carrying exactly `descriptors` descriptors, which land in
+// `fds` (the caller's). False while nothing has arrived; kProtocolError for anything else the
+// peer sent (its descriptors closed); the socket's own error when it failed or hung up.
+Result<bool> receive_hello(int fd, ChannelMessage type, size_t descriptors, std::vector<int>& fds) {
   std::byte buffer[sizeof(ChannelHello)];
   size_t got = 0;
-  std::vector<int> fds;
-  if (Status status = receive_message(fd, buffer, &got, fds, 1); !status) return status;
-  if (got == 0) return std::unique_ptr<GroupDirectory>();
+  if (Status status = receive_message(fd, buffer, &got, fds, descriptors); !status) return status;
+  if (got == 0) return false;
   ChannelHello hello;
   if (got == sizeof(hello)) std::memcpy(&hello, buffer, sizeof(hello));
   if (got != sizeof(hello) || hello.magic != kChannelMagic || hello.version != kChannelVersion ||
-      hello.type != ChannelMessage::kDirectory || fds.size() != 1) {
+      hello.type != type || fds.size() != descriptors) {
     for (int received : fds) ::close(received);
-    return Status(Errc::kProtocolError,
-                  "the holder of multicast group " + to_string(group) + " answered nonsense");
+    fds.clear();
+    return Status(Errc::kProtocolError, "an shm datagram handshake message that is not one");
   }
+  return true;
+}
+
+// A holder's answer on `fd`: the group's directory, or null while nothing has arrived yet.
+Result<std::unique_ptr<GroupDirectory>> take_directory(int fd, const Gid& group) {
+  std::vector<int> fds;
+  auto arrived = receive_hello(fd, ChannelMessage::kDirectory, 1, fds);
+  if (!arrived.is_ok()) return arrived.status();
+  if (!arrived.value()) return std::unique_ptr<GroupDirectory>();
   return GroupDirectory::attach(fds[0], group);
 }
 
@@ -420,18 +430,13 @@ void ShmDatagramWire::connect_channel(uint16_t port) {
 }
 
 void ShmDatagramWire::on_outbound_reply(Outbound& channel) {
-  std::byte buffer[sizeof(ChannelHello)];
-  size_t got = 0;
   std::vector<int> fds;
-  Status status = receive_message(channel.socket, buffer, &got, fds, 1);
-  if (status && got == 0) return;  // nothing yet
-  ChannelHello hello;
-  if (got == sizeof(hello)) std::memcpy(&hello, buffer, sizeof(hello));
-  if (!status || got != sizeof(hello) || hello.magic != kChannelMagic ||
-      hello.version != kChannelVersion || hello.type != ChannelMessage::kAccept ||
-      fds.size() != 1) {
-    for (int fd : fds) ::close(fd);
-    if (status) counters_.malformed.fetch_add(1, std::memory_order_relaxed);
+  auto arrived = receive_hello(channel.socket, ChannelMessage::kAccept, 1, fds);
+  if (arrived.is_ok() && !arrived.value()) return;  // nothing yet
+  if (!arrived.is_ok()) {
+    if (arrived.status().code() == Errc::kProtocolError) {
+      counters_.malformed.fetch_add(1, std::memory_order_relaxed);
+    }
     return close_outbound(channel.socket);
   }
   SegmentHeader& shared = channel.segment->header();
@@ -482,18 +487,13 @@ void ShmDatagramWire::accept_senders() {
 }
 
 bool ShmDatagramWire::accept_request_locked(Inbound& channel) {
-  std::byte buffer[sizeof(ChannelHello)];
-  size_t got = 0;
   std::vector<int> fds;
-  Status status = receive_message(channel.socket, buffer, &got, fds, 2);
-  if (status && got == 0) return true;
-  ChannelHello hello;
-  if (got == sizeof(hello)) std::memcpy(&hello, buffer, sizeof(hello));
-  if (!status || got != sizeof(hello) || hello.magic != kChannelMagic ||
-      hello.version != kChannelVersion || hello.type != ChannelMessage::kRequest ||
-      fds.size() != 2) {
-    for (int fd : fds) ::close(fd);
-    if (status) counters_.malformed.fetch_add(1, std::memory_order_relaxed);
+  auto arrived = receive_hello(channel.socket, ChannelMessage::kRequest, 2, fds);
+  if (arrived.is_ok() && !arrived.value()) return true;  // nothing yet
+  if (!arrived.is_ok()) {
+    if (arrived.status().code() == Errc::kProtocolError) {
+      counters_.malformed.fetch_add(1, std::memory_order_relaxed);
+    }
     return false;
   }
   channel.peer_doorbell = fds[1];
