@@ -388,6 +388,44 @@ TEST_P(WorkerTest, CreditsLetManyMoreMessagesThanTheWindowThrough) {
   for (Request& send : sends) ASSERT_TRUE(wait(*a_, send).is_ok());
 }
 
+// Most inline sends go unsignaled and a later signaled send retires them; a miscount either
+// stalls the sender once the send queue seems full (the test's bound) or shows in the count of
+// completions. Larger messages, from send buffers, are interleaved: their completions retire
+// the unsignaled sends before them too.
+TEST_P(WorkerTest, SmallSendsShareCompletionsAndNeverStall) {
+  make_pair({{"transport_send_depth", "16"}});
+  if (a_->thresholds().inline_limit < 8) {
+    GTEST_SKIP() << "provider " << GetParam().provider << " has no inline sends";
+  }
+  constexpr int kCount = 3000;
+  constexpr size_t kLarge = 2048;  // above any inline size, below the eager limit
+  std::vector<std::vector<std::byte>> payloads;
+  for (int i = 0; i < kCount; ++i) {
+    payloads.push_back(pattern(i % 10 == 9 ? kLarge : 8, static_cast<uint32_t>(i)));
+  }
+  const WorkerCounters before = a_->counters();
+  std::vector<std::byte> got(kLarge);
+  for (int i = 0; i < kCount; ++i) {
+    const auto& payload = payloads[static_cast<size_t>(i)];
+    auto recv = b_->irecv(to_a_, 7, kTagMaskAll, got.data(), got.size());
+    auto send = a_->isend(to_b_, 7, payload.data(), payload.size());
+    ASSERT_TRUE(recv.is_ok() && send.is_ok());
+    RequestResult result;
+    ASSERT_TRUE(wait(*b_, *recv, &result).is_ok()) << "message " << i;
+    ASSERT_TRUE(wait(*a_, *send).is_ok()) << "message " << i;
+    ASSERT_EQ(result.length, payload.size());
+    ASSERT_EQ(std::memcmp(got.data(), payload.data(), payload.size()), 0) << "message " << i;
+  }
+  const WorkerCounters after = a_->counters();
+  const uint64_t sent = after.messages_sent - before.messages_sent;
+  const uint64_t completions = after.send_completions - before.send_completions;
+  EXPECT_GE(sent, static_cast<uint64_t>(kCount));
+  // Every large send completes; of the small ones, one in four at most (depth 16 / 4) plus
+  // what follows each large send early.
+  EXPECT_LT(completions, sent / 2) << sent << " messages, " << completions << " completions";
+  EXPECT_GE(completions, static_cast<uint64_t>(kCount / 10));
+}
+
 TEST_P(WorkerTest, FullUnexpectedQueueIsAClearErrorAndLosesNothing) {
   make_pair({{"transport_unexpected_limit", "4096"}});
   std::vector<std::vector<std::byte>> sent;

@@ -37,6 +37,7 @@ bool WorkerImpl::post_message(Peer& peer, wire::Header& header, std::span<const 
   verbs::ConnectQueuePair& qp = *peer.active->qp;
   Status status;
   uint32_t buffer = BufferPool::kNone;
+  bool signaled = true;
   if (total <= inline_bytes_) {
     // Inline: the device copies at post time, so the header may live on the stack and the
     // payload stays where the user has it.
@@ -51,8 +52,14 @@ bool WorkerImpl::post_message(Peer& peer, wire::Header& header, std::span<const 
       sges[count++] = {nullptr, const_cast<std::byte*>(payload.data()),
                        static_cast<uint32_t>(payload.size())};
     }
-    status = qp.send(make_wr_id(WorkKind::kInlineSend, 0), std::span(sges, count),
-                     verbs::SendFlags::kSignaled | verbs::SendFlags::kInline);
+    // Nothing waits for an inline send's completion, so most go without one: the next
+    // signaled send's completion retires them, one completion per unsignaled_limit_ sends.
+    signaled = peer.unsignaled + 1 >= unsignaled_limit_;
+    status =
+        qp.send(make_wr_id(WorkKind::kInlineSend, send_value(0, signaled ? peer.unsignaled : 0)),
+                std::span(sges, count),
+                signaled ? verbs::SendFlags::kSignaled | verbs::SendFlags::kInline
+                         : verbs::SendFlags::kInline);
   } else {
     buffer = send_buffers_->take();
     if (buffer == BufferPool::kNone) return false;
@@ -63,8 +70,8 @@ bool WorkerImpl::post_message(Peer& peer, wire::Header& header, std::span<const 
       std::memcpy(out + sizeof header + body.size(), payload.data(), payload.size());
     }
     verbs::Sge sge = send_buffers_->sge(buffer, total);
-    status =
-        qp.send(make_wr_id(WorkKind::kSendBuffer, buffer), {&sge, 1}, verbs::SendFlags::kSignaled);
+    status = qp.send(make_wr_id(WorkKind::kSendBuffer, send_value(buffer, peer.unsignaled)),
+                     {&sge, 1}, verbs::SendFlags::kSignaled);
   }
   if (!status.is_ok()) {
     if (buffer != BufferPool::kNone) send_buffers_->give(buffer);
@@ -74,6 +81,7 @@ bool WorkerImpl::post_message(Peer& peer, wire::Header& header, std::span<const 
   }
   peer.credits_to_return -= header.credits;
   ++peer.in_flight;
+  peer.unsignaled = signaled ? 0 : peer.unsignaled + 1;
   ++counters_.messages_sent;
   return true;
 }
@@ -83,8 +91,9 @@ bool WorkerImpl::post_from_buffer(Peer& peer, uint32_t buffer, size_t bytes) {
   const auto credits = static_cast<uint16_t>(std::min<uint32_t>(peer.credits_to_return, 0xffff));
   std::memcpy(out + offsetof(wire::Header, credits), &credits, sizeof credits);
   verbs::Sge sge = send_buffers_->sge(buffer, bytes);
-  Status status = peer.active->qp->send(make_wr_id(WorkKind::kSendBuffer, buffer), {&sge, 1},
-                                        verbs::SendFlags::kSignaled);
+  Status status =
+      peer.active->qp->send(make_wr_id(WorkKind::kSendBuffer, send_value(buffer, peer.unsignaled)),
+                            {&sge, 1}, verbs::SendFlags::kSignaled);
   if (!status.is_ok()) {
     if (status.code() == Errc::kQueueFull) return false;
     send_buffers_->give(buffer);
@@ -93,6 +102,7 @@ bool WorkerImpl::post_from_buffer(Peer& peer, uint32_t buffer, size_t bytes) {
   }
   peer.credits_to_return -= credits;
   ++peer.in_flight;
+  peer.unsignaled = 0;
   ++counters_.messages_sent;
   return true;
 }

@@ -158,6 +158,8 @@ Status WorkerImpl::init(const WorkerOptions& options) {
   credit_window_ = static_cast<uint32_t>(config.get_int(names::kTransportCredits));
   send_depth_ = static_cast<uint32_t>(config.get_int(names::kTransportSendDepth));
   if (attributes.max_qp_wr) send_depth_ = std::min(send_depth_, attributes.max_qp_wr);
+  // Few enough that a full send queue always holds a signaled send whose completion frees it.
+  unsignaled_limit_ = std::clamp<uint32_t>(send_depth_ / 4, 1, 16);
   outbound_read_depth_ = std::max<uint32_t>(1, attributes.max_outbound_read_depth);
   unexpected_limit_ = config.get_size(names::kTransportUnexpectedLimit);
   const std::string& mode = config.get_string(names::kTransportProgress);
@@ -321,6 +323,7 @@ Result<std::shared_ptr<verbs::ConnectQueuePair>> WorkerImpl::create_qp(Peer& pee
   options.receive_cq = cq_;
   options.srq = srq_;
   options.send_depth = send_depth_;
+  options.signal_all_sends = false;
   options.send_sge = 3;
   options.receive_sge = 1;
   options.max_inline = static_cast<uint32_t>(inline_bytes_);
@@ -625,6 +628,7 @@ void WorkerImpl::repost_deferred() {
 void WorkerImpl::handle_completion(const verbs::Completion& completion) {
   Peer* peer = peer_of(completion);
   const uint64_t value = wr_value(completion.wr_id);
+  uint32_t retired = 1;  // send-queue requests this completion ends: itself and unsignaled ones
   switch (wr_kind(completion.wr_id)) {
     case WorkKind::kReceive: {
       const auto buffer = static_cast<uint32_t>(value);
@@ -685,9 +689,13 @@ void WorkerImpl::handle_completion(const verbs::Completion& completion) {
       return;
     }
     case WorkKind::kSendBuffer:
-      send_buffers_->give(static_cast<uint32_t>(value));
+      ++counters_.send_completions;
+      send_buffers_->give(send_buffer(value));
+      retired += send_retired(value);
       break;
     case WorkKind::kInlineSend:
+      ++counters_.send_completions;
+      retired += send_retired(value);
       break;
     case WorkKind::kFragment:
       if (peer) {
@@ -702,7 +710,7 @@ void WorkerImpl::handle_completion(const verbs::Completion& completion) {
       break;
   }
   if (!peer) return;
-  if (peer->in_flight > 0) --peer->in_flight;
+  peer->in_flight -= std::min(peer->in_flight, retired);
   if (completion.status != verbs::CompletionStatus::kSuccess) {
     fail_peer(*peer, Status(Errc::kDisconnected,
                             "connection to peer " + std::to_string(peer->id) +

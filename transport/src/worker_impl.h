@@ -34,8 +34,8 @@ namespace wv::transport {
 
 // What a work request id names; the kind is the top byte.
 enum class WorkKind : uint8_t {
-  kSendBuffer = 1,  // a send from an eager send buffer (value: buffer index)
-  kInlineSend = 2,  // an inline send (nothing to release)
+  kSendBuffer = 1,  // a send from an eager send buffer (value: send_value(buffer, retired))
+  kInlineSend = 2,  // an inline send (nothing to release; value: send_value(0, retired))
   kFragment = 3,    // an RDMA operation of a request (value: request id)
   kReceive = 4,     // a shared receive queue buffer (value: buffer index)
 };
@@ -47,6 +47,17 @@ inline WorkKind wr_kind(uint64_t wr_id) {
 }
 inline uint64_t wr_value(uint64_t wr_id) {
   return wr_id & ((uint64_t{1} << 56) - 1);
+}
+// A signaled send's value: its buffer, and how many unsignaled sends before it on the QP its
+// completion retires (a QP completes its send queue in order).
+inline uint64_t send_value(uint32_t buffer, uint32_t retired) {
+  return (uint64_t{retired} << 32) | buffer;
+}
+inline uint32_t send_buffer(uint64_t value) {
+  return static_cast<uint32_t>(value);
+}
+inline uint32_t send_retired(uint64_t value) {
+  return static_cast<uint32_t>(value >> 32);
 }
 
 // The largest eager limit the cost model chooses, and the receive buffers' default capacity.
@@ -147,7 +158,8 @@ struct Peer {
   uint32_t credits = 0;            // messages we may still send
   uint32_t credits_to_return = 0;  // messages of the peer we processed
   bool credit_queued = false;
-  uint32_t in_flight = 0;  // work requests posted, not completed
+  uint32_t in_flight = 0;   // work requests posted, not completed
+  uint32_t unsignaled = 0;  // inline sends posted without a completion since the last signaled send
   RingQueue<ControlMessage> control;
   RingQueue<DataItem> data;
   RingQueue<uint64_t> rdma;  // requests with RDMA left to post
@@ -343,6 +355,7 @@ class WorkerImpl final : public Worker {
   std::optional<config::Config> config_;
   uint32_t credit_window_ = 32;
   uint32_t send_depth_ = 128;
+  uint32_t unsignaled_limit_ = 1;  // every unsignaled_limit_-th inline send is signaled
   uint32_t outbound_read_depth_ = 16;
   size_t unexpected_limit_ = 0;
   WaitPolicy wait_policy_;
