@@ -333,6 +333,23 @@ Result<uint32_t> SoftConnectQueuePair::bind_memory_window(uint64_t wr_id, Memory
   return key;
 }
 
+namespace {
+Status no_out_of_band(const SoftConnectQueuePair& qp) {
+  return Status(Errc::kNotSupported,
+                "device " + qp.device().attributes().name +
+                    " connects QPs through its endpoints only (no capability out_of_band_connect)");
+}
+}  // namespace
+
+Result<OutOfBandAddress> SoftConnectQueuePair::out_of_band_address() {
+  return no_out_of_band(*this);
+}
+
+Status SoftConnectQueuePair::connect_out_of_band(const OutOfBandAddress&,
+                                                 const ConnectParameters&) {
+  return no_out_of_band(*this);
+}
+
 Status SoftConnectQueuePair::invalidate(uint64_t wr_id, uint32_t rkey, SendFlags flags) {
   return post(WorkKind::kLocalInvalidate, wr_id, {}, flags, Access::kNone,
               [rkey](SendWorkRequest& request) {

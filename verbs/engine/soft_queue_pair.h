@@ -48,6 +48,9 @@ class SoftConnectQueuePair final : public ConnectQueuePair {
   Status post_receive(uint64_t wr_id, std::span<const Sge> sges) override;
   QpAttributes query() const override;
   Status modify(QpState state) override;
+  Result<OutOfBandAddress> out_of_band_address() override;
+  Status connect_out_of_band(const OutOfBandAddress& peer,
+                             const ConnectParameters& parameters) override;
 
   Status send(uint64_t wr_id, std::span<const Sge> sges, SendFlags flags) override;
   Status send_with_immediate(uint64_t wr_id, std::span<const Sge> sges, uint32_t immediate,

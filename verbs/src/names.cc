@@ -53,6 +53,7 @@ std::string to_string(Capability set) {
       {Capability::kRemoteErrorsInCompletion, "remote_errors_in_completion"},
       {Capability::kReadSinkNeedsRemoteWrite, "read_sink_needs_remote_write"},
       {Capability::kInline, "inline"},
+      {Capability::kOutOfBandConnect, "out_of_band_connect"},
   };
   return flag_names(set, kNames);
 }

@@ -142,6 +142,14 @@ uint32_t mtu_bytes(ibv_mtu mtu) {
   return 0;
 }
 
+ibv_mtu mtu_of_bytes(uint32_t bytes) {
+  if (bytes >= 4096) return IBV_MTU_4096;
+  if (bytes >= 2048) return IBV_MTU_2048;
+  if (bytes >= 1024) return IBV_MTU_1024;
+  if (bytes >= 512) return IBV_MTU_512;
+  return IBV_MTU_256;
+}
+
 Status verbs_status(int error, std::string_view what) {
   if (error == -1) error = errno;
   if (error < 0) error = -error;

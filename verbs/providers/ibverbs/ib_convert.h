@@ -18,6 +18,8 @@ CompletionStatus from_ibv_status(ibv_wc_status status);
 Opcode from_ibv_opcode(ibv_wc_opcode opcode);
 PortState from_ibv_port_state(ibv_port_state state);
 uint32_t mtu_bytes(ibv_mtu mtu);
+// The largest ibv_mtu not above `bytes` (at least IBV_MTU_256).
+ibv_mtu mtu_of_bytes(uint32_t bytes);
 // A Status for a failed libibverbs/librdmacm call that returned an errno value (or -1 and set
 // errno, when `error` is -1).
 Status verbs_status(int error, std::string_view what);

@@ -131,7 +131,9 @@ void IbDevice::probe_capabilities(const ibv_device_attr& device) {
   }
   if (device.max_srq > 0)
     caps = caps | Capability::kSharedReceiveQueue | Capability::kSrqLimitEvent;
-  if (transport_ != Transport::kIwarp) caps = caps | Capability::kRemoteErrorsInCompletion;
+  if (transport_ != Transport::kIwarp) {
+    caps = caps | Capability::kRemoteErrorsInCompletion | Capability::kOutOfBandConnect;
+  }
   if (transport_ == Transport::kIwarp) caps = caps | Capability::kReadSinkNeedsRemoteWrite;
 
   ibv_pd* pd = ibv_alloc_pd(context_);

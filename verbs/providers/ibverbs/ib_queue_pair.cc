@@ -2,13 +2,16 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <random>
 #include <thread>
 
 #include "ib_address_handle.h"
 #include "ib_convert.h"
 #include "ib_shared_receive_queue.h"
+#include "wv/verbs/connect_endpoint.h"
 
 namespace wv::verbs::ib {
 
@@ -376,6 +379,103 @@ Result<std::shared_ptr<IbConnectQueuePair>> IbConnectQueuePair::create(
   // A new connected QP is in kInit so that receives can be posted before it connects.
   if (Status status = qp->core_.transition(QpState::kInit); !status) return status;
   return qp;
+}
+
+// The provider's connected QPs all live on port 1 (QpCore::transition).
+constexpr uint8_t kOutOfBandPort = 1;
+
+Result<OutOfBandAddress> IbConnectQueuePair::out_of_band_address() {
+  const std::shared_ptr<IbDevice>& device = core_.domain()->device();
+  if (device->transport() == Transport::kIwarp) {
+    return Status(Errc::kNotSupported,
+                  "device " + device->attributes().name +
+                      " is iWARP, which connects only through its connection manager (MPA): use "
+                      "a ConnectEndpoint (no capability out_of_band_connect)");
+  }
+  ibv_port_attr port{};
+  if (int rc = ibv_query_port(device->context(), kOutOfBandPort, &port); rc != 0) {
+    return verbs_status(rc, "ibv_query_port");
+  }
+  if (out_of_band_psn_ == 0) out_of_band_psn_ = (std::random_device{}() & 0xffffff) | 1;
+  OutOfBandAddress address;
+  address.qp_number = core_.number();
+  address.psn = out_of_band_psn_;
+  address.port = kOutOfBandPort;
+  address.lid = port.lid;
+  address.mtu = mtu_bytes(port.active_mtu);
+  address.inbound_read_depth = device->attributes().max_inbound_read_depth;
+  // RoCE: a RoCE v2 GID, the IPv4-mapped one where the netdev has an IPv4 address (what
+  // rdma_cm would use); InfiniBand: the port GID at index 0.
+  Gid ipv4_mapped;
+  ipv4_mapped.raw[10] = ipv4_mapped.raw[11] = 0xff;
+  ibv_gid gid{};
+  const uint8_t index = device->source_gid_index(kOutOfBandPort, ipv4_mapped);
+  if (int rc = ibv_query_gid(device->context(), kOutOfBandPort, index, &gid); rc != 0) {
+    return verbs_status(rc, "ibv_query_gid");
+  }
+  std::memcpy(address.gid.raw.data(), gid.raw, sizeof gid.raw);
+  return address;
+}
+
+Status IbConnectQueuePair::connect_out_of_band(const OutOfBandAddress& peer,
+                                               const ConnectParameters& parameters) {
+  auto local = out_of_band_address();
+  if (!local.is_ok()) return local.status();
+  if (Status status = peer.check(); !status) return status;
+  if (!parameters.private_data.empty()) {
+    return Status(Errc::kInvalidArgument, "an out-of-band connection carries no private data");
+  }
+  if (core_.state() != QpState::kInit) {
+    return Status(Errc::kInvalidState, "connect_out_of_band needs a QP in kInit, not " +
+                                           std::string(to_string(core_.state())));
+  }
+  const std::shared_ptr<IbDevice>& device = core_.domain()->device();
+  ibv_qp_attr attr{};
+  attr.qp_state = IBV_QPS_RTR;
+  attr.path_mtu = mtu_of_bytes(std::min(local->mtu, peer.mtu));
+  attr.dest_qp_num = peer.qp_number;
+  attr.rq_psn = peer.psn;
+  attr.max_dest_rd_atomic =
+      static_cast<uint8_t>(std::min<uint32_t>(local->inbound_read_depth, 255));
+  attr.min_rnr_timer = 12;  // 0.64 ms between the peer's receiver-not-ready retries
+  attr.ah_attr.port_num = local->port;
+  attr.ah_attr.dlid = peer.lid;
+  if (device->transport() == Transport::kRoce) {
+    attr.ah_attr.is_global = 1;
+    std::memcpy(attr.ah_attr.grh.dgid.raw, peer.gid.raw.data(), sizeof attr.ah_attr.grh.dgid.raw);
+    attr.ah_attr.grh.sgid_index = device->source_gid_index(local->port, peer.gid);
+    attr.ah_attr.grh.hop_limit = 64;
+  }
+  constexpr int kToReceive = IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
+                             IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER;
+  if (int rc = ibv_modify_qp(core_.qp(), &attr, kToReceive); rc != 0) {
+    return verbs_status(rc, "ibv_modify_qp(ready to receive) to QP " +
+                                std::to_string(peer.qp_number) + " at " + to_string(peer.gid));
+  }
+  core_.set_peer(peer.qp_number);
+  core_.set_state(QpState::kReadyToReceive);
+  const uint32_t wanted = parameters.outbound_read_depth == 0
+                              ? device->attributes().max_outbound_read_depth
+                              : parameters.outbound_read_depth;
+  const uint32_t outbound = std::min({wanted, device->attributes().max_outbound_read_depth,
+                                      peer.inbound_read_depth, uint32_t{255}});
+  attr = {};
+  attr.qp_state = IBV_QPS_RTS;
+  attr.timeout = 14;  // 4.096 us * 2^14, about 67 ms per transport retry
+  attr.retry_cnt = std::min<uint8_t>(parameters.retry_count, 7);
+  attr.rnr_retry = std::min<uint8_t>(parameters.rnr_retry_count, 7);
+  attr.sq_psn = local->psn;
+  attr.max_rd_atomic = static_cast<uint8_t>(outbound);
+  constexpr int kToSend = IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
+                          IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC;
+  if (int rc = ibv_modify_qp(core_.qp(), &attr, kToSend); rc != 0) {
+    // Half connected is of no use: the QP goes to kError, from where it can be reset.
+    (void)core_.transition(QpState::kError);
+    return verbs_status(rc, "ibv_modify_qp(ready to send)");
+  }
+  core_.set_read_depths(local->inbound_read_depth, outbound);
+  core_.set_state(QpState::kReadyToSend);
+  return Status::ok();
 }
 
 Status IbConnectQueuePair::post_receive(uint64_t wr_id, std::span<const Sge> sges) {

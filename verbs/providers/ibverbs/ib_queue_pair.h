@@ -91,6 +91,9 @@ class IbConnectQueuePair final : public ConnectQueuePair {
   Status post_receive(uint64_t wr_id, std::span<const Sge> sges) override;
   QpAttributes query() const override { return core_.query(); }
   Status modify(QpState state) override { return core_.user_modify(state); }
+  Result<OutOfBandAddress> out_of_band_address() override;
+  Status connect_out_of_band(const OutOfBandAddress& peer,
+                             const ConnectParameters& parameters) override;
 
   Status send(uint64_t wr_id, std::span<const Sge> sges, SendFlags flags) override;
   Status send_with_immediate(uint64_t wr_id, std::span<const Sge> sges, uint32_t immediate,
@@ -121,6 +124,7 @@ class IbConnectQueuePair final : public ConnectQueuePair {
               SendFlags flags, ibv_send_wr& wr);
 
   QpCore core_;
+  uint32_t out_of_band_psn_ = 0;  // chosen by out_of_band_address(), sent from at kReadyToSend
 };
 
 class IbDatagramQueuePair final : public DatagramQueuePair {

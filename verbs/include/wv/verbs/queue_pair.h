@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "wv/result.h"
 #include "wv/verbs/types.h"
@@ -55,8 +56,44 @@ class QueuePair {
   QueuePair() = default;
 };
 
+// What a peer needs to connect to a QP out of band (ConnectQueuePair::connect_out_of_band).
+// encode() gives kOutOfBandAddressBytes in network order for any byte channel; decode() checks
+// the length and version and refuses anything else.
+struct OutOfBandAddress {
+  uint32_t qp_number = 0;
+  uint32_t psn = 0;  // the first packet sequence number the QP sends
+  Gid gid;           // the port's GID (RoCE: a RoCE v2 entry, IPv4-mapped where there is one)
+  uint16_t lid = 0;  // InfiniBand: the port's LID; 0 on RoCE
+  uint8_t port = 1;
+  uint32_t mtu = 0;                 // the port's active MTU in bytes
+  uint32_t inbound_read_depth = 0;  // RDMA reads (and atomics) the QP serves at once
+
+  std::vector<std::byte> encode() const;
+  static Result<OutOfBandAddress> decode(std::span<const std::byte> bytes);
+  // kInvalidArgument naming the field when one is out of range (QP number and PSN are 24 bits,
+  // the MTU a power of two from 256 to 4096, ports count from 1).
+  Status check() const;
+};
+inline constexpr size_t kOutOfBandAddressBytes = 40;
+
+struct ConnectParameters;
+
 class ConnectQueuePair : public QueuePair {
  public:
+  // Out-of-band connection, as InfiniBand and RoCE connect without a connection manager: each
+  // side passes its QP's out_of_band_address() to the other by its own means (a socket, PMIx, a
+  // file) and calls connect_out_of_band() with the peer's; the QP goes from kInit to
+  // kReadyToSend. This side serves the reads its address announced (the device's maximum); its
+  // outbound read depth (capped by the peer's announcement) and retry counts come from
+  // `parameters`, and private data has no place (kInvalidArgument). Without
+  // Capability::kOutOfBandConnect both return kNotSupported: iWARP connects only through its
+  // connection manager (MPA), and the software providers' connections are their endpoints. No
+  // message says goodbye: a side ends the connection by moving its QP to kError, and the peer
+  // learns of it when its next request exhausts its retries.
+  virtual Result<OutOfBandAddress> out_of_band_address() = 0;
+  virtual Status connect_out_of_band(const OutOfBandAddress& peer,
+                                     const ConnectParameters& parameters) = 0;
+
   virtual Status send(uint64_t wr_id, std::span<const Sge> sges, SendFlags flags) = 0;
   virtual Status send_with_immediate(uint64_t wr_id, std::span<const Sge> sges, uint32_t immediate,
                                      SendFlags flags) = 0;

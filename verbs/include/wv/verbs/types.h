@@ -60,6 +60,9 @@ enum class Capability : uint32_t {
   // iWARP: the sink of an RDMA read must be registered with remote write access.
   kReadSinkNeedsRemoteWrite = 1u << 12,
   kInline = 1u << 13,  // sends of up to max_inline bytes are copied at post time
+  // ConnectQueuePair::connect_out_of_band: InfiniBand and RoCE, whose QPs can be connected from
+  // addresses the application exchanges itself, without a connection manager.
+  kOutOfBandConnect = 1u << 14,
 };
 template <>
 struct EnableFlags<Capability> : std::true_type {};
