@@ -184,6 +184,7 @@ class VerbsSubcommand final : public Subcommand {
 
   std::string ops_ = std::string(kDefaultOps);
   uint32_t window_ = 64;
+  bool out_of_band_ = false;
   std::string provider_;
   std::string device_;
   std::string baseline_ = "auto";
@@ -211,6 +212,9 @@ void VerbsSubcommand::add_options(CLI::App& command) {
                   "shared-memory ping-pong and memcpy), none, or auto (the provider's own)")
       ->check(CLI::IsMember({"auto", "tcp", "shm", "none"}))
       ->capture_default_str();
+  command.add_flag("--out-of-band", out_of_band_,
+                   "Connect the QPs from addresses exchanged over TCP (InfiniBand/RoCE without "
+                   "rdma_cm, as perftest without -R); both sides must say so");
   auto* server = command.add_flag("--server", server_,
                                   "Run only the server side and serve one client (which chooses "
                                   "the operations, sizes and iterations)");
@@ -336,7 +340,7 @@ int VerbsSubcommand::run_server(const verbs::SocketAddress& bind, int port_fd) {
   };
   auto provider = verbs::Provider::open(config_->get_string(config::names::kProvider));
   if (!provider) return fail(provider.status());
-  auto listener = verbs_bench::Listener::listen(provider.value(), bind);
+  auto listener = verbs_bench::Listener::listen(provider.value(), bind, out_of_band_);
   if (!listener) return fail(listener.status());
   const verbs::SocketAddress listening = listener.value().address();
   if (port_writer.get() >= 0) {
@@ -351,7 +355,8 @@ int VerbsSubcommand::run_server(const verbs::SocketAddress& bind, int port_fd) {
   verbs_bench::SessionOptions options{.device = config_->get_string(config::names::kDevice),
                                       .area_size = 1,
                                       .window = window_,
-                                      .timeout = common_.timeout()};
+                                      .timeout = common_.timeout(),
+                                      .out_of_band = out_of_band_};
   auto session = listener.value().accept(options);
   if (!session) return fail(session.status());
   verbs_bench::PeerDescription self{.process = {.role = "server",
@@ -377,7 +382,8 @@ int VerbsSubcommand::run_client(const verbs::SocketAddress& server, const Plan& 
   verbs_bench::SessionOptions options{.device = config_->get_string(config::names::kDevice),
                                       .area_size = std::max<uint64_t>(area_size, 1),
                                       .window = window_,
-                                      .timeout = common_.timeout()};
+                                      .timeout = common_.timeout(),
+                                      .out_of_band = out_of_band_};
   auto connected = verbs_bench::Session::connect(provider.value(), server, options);
   if (!connected) return fail(connected.status());
   verbs_bench::Session& session = *connected.value();
@@ -406,6 +412,8 @@ int VerbsSubcommand::run_client(const verbs::SocketAddress& server, const Plan& 
   }
   // Threads a provider starts (a progress thread) inherit their process's CPUs.
   header.details["pinned"] = common_.pin && cpus_.size() >= 2;
+  header.details["connection"] =
+      out_of_band_ ? "out of band (QP addresses over TCP)" : "the provider's endpoint";
   header.details["window"] = session.window();
   header.details["read_window"] = session.read_window();
   header.details["max_inline"] = session.max_inline();

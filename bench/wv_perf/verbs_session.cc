@@ -281,36 +281,90 @@ Result<std::unique_ptr<Session>> Session::connect(const std::shared_ptr<verbs::P
   std::unique_ptr<Session> session(new Session(provider, options));
   session->server_ = server;
   if (Status status = session->create_resources(options.area_size); !status) return status;
-  auto endpoint = provider->create_connect_endpoint();
-  if (!endpoint) return with_context("creating a connect endpoint", endpoint.status());
-  session->endpoint_ = std::move(endpoint).value();
-  if (session->endpoint_->max_private_data() < sizeof(MemoryAdvert)) {
-    return Status(Errc::kNotSupported,
-                  fmt::format("the provider carries {} bytes of private data; wv_perf needs {}",
-                              session->endpoint_->max_private_data(), sizeof(MemoryAdvert)));
-  }
-  const std::string where = server.to_string();
-  auto resolving = session->endpoint_->resolve_address(server, options.timeout);
-  if (auto r = wait_for(resolving, options.timeout, "resolving " + where); !r) return r.status();
-  auto routing = session->endpoint_->resolve_route(options.timeout);
-  if (auto r = wait_for(routing, options.timeout, "resolving the route to " + where); !r) {
-    return r.status();
-  }
-  verbs::ConnectParameters parameters;
-  parameters.private_data = session->advert();
-  auto connecting = session->endpoint_->connect(session->qp_, parameters);
-  auto accepted = wait_for(connecting, options.timeout, "connecting to " + where);
-  if (!accepted) return accepted.status();
-  if (Status status = session->take_peer_advert(accepted.value().private_data); !status) {
-    return status;
-  }
+  Status connected = options.out_of_band ? session->connect_out_of_band(server)
+                                         : session->connect_through_endpoint(server);
+  if (!connected) return connected;
   const uint32_t outbound = session->qp_->query().outbound_read_depth;
   session->read_window_ = outbound == 0 ? session->window_ : std::min(session->window_, outbound);
   return session;
 }
 
+Status Session::connect_through_endpoint(const verbs::SocketAddress& server) {
+  auto endpoint = provider_->create_connect_endpoint();
+  if (!endpoint) return with_context("creating a connect endpoint", endpoint.status());
+  endpoint_ = std::move(endpoint).value();
+  if (endpoint_->max_private_data() < sizeof(MemoryAdvert)) {
+    return Status(Errc::kNotSupported,
+                  fmt::format("the provider carries {} bytes of private data; wv_perf needs {}",
+                              endpoint_->max_private_data(), sizeof(MemoryAdvert)));
+  }
+  const std::string where = server.to_string();
+  auto resolving = endpoint_->resolve_address(server, options_.timeout);
+  if (auto r = wait_for(resolving, options_.timeout, "resolving " + where); !r) return r.status();
+  auto routing = endpoint_->resolve_route(options_.timeout);
+  if (auto r = wait_for(routing, options_.timeout, "resolving the route to " + where); !r) {
+    return r.status();
+  }
+  verbs::ConnectParameters parameters;
+  parameters.private_data = advert();
+  auto connecting = endpoint_->connect(qp_, parameters);
+  auto accepted = wait_for(connecting, options_.timeout, "connecting to " + where);
+  if (!accepted) return accepted.status();
+  return take_peer_advert(accepted.value().private_data);
+}
+
+// Out of band: the client sends its advert and QP address first; the server answers with its
+// own once its QP is connected, so the client's first message never meets a QP not yet ready.
+Status Session::connect_out_of_band(const verbs::SocketAddress& server) {
+  auto socket = TcpSocket::connect(server, options_.timeout);
+  if (!socket) {
+    return with_context("connecting to " + server.to_string() + " for the QP addresses",
+                        socket.status());
+  }
+  out_of_band_.emplace(std::move(socket).value());
+  if (Status status = send_out_of_band_hello(); !status) return status;
+  auto peer = receive_out_of_band_hello();
+  if (!peer) return peer.status();
+  if (Status status = qp_->connect_out_of_band(*peer, {}); !status) {
+    return with_context("connecting the QP out of band", status);
+  }
+  return Status::ok();
+}
+
+Status Session::send_out_of_band_hello() {
+  auto address = qp_->out_of_band_address();
+  if (!address) return with_context("the QP's out-of-band address", address.status());
+  std::vector<std::byte> hello = advert();
+  const std::vector<std::byte> encoded = address->encode();
+  hello.insert(hello.end(), encoded.begin(), encoded.end());
+  if (Status status = out_of_band_->send_all(hello.data(), hello.size()); !status) {
+    return with_context("sending the QP address", status);
+  }
+  return Status::ok();
+}
+
+Result<verbs::OutOfBandAddress> Session::receive_out_of_band_hello() {
+  std::array<std::byte, sizeof(MemoryAdvert) + verbs::kOutOfBandAddressBytes> hello{};
+  if (Status status = out_of_band_->recv_all(hello.data(), hello.size()); !status) {
+    return with_context("receiving the peer's QP address", status);
+  }
+  if (Status status = take_peer_advert(std::span(hello).first(sizeof(MemoryAdvert))); !status) {
+    return status;
+  }
+  auto address = verbs::OutOfBandAddress::decode(std::span(hello).subspan(sizeof(MemoryAdvert)));
+  if (!address) return with_context("the peer's QP address", address.status());
+  return address;
+}
+
 Result<Listener> Listener::listen(std::shared_ptr<verbs::Provider> provider,
-                                  const verbs::SocketAddress& address) {
+                                  const verbs::SocketAddress& address, bool out_of_band) {
+  if (out_of_band) {
+    auto tcp = TcpListener::listen(address);
+    if (!tcp) return with_context("listening on " + address.to_string(), tcp.status());
+    verbs::SocketAddress bound = address;
+    bound.set_port(tcp.value().port());
+    return Listener(std::move(provider), std::move(tcp).value(), bound);
+  }
   auto endpoint = provider->create_connect_endpoint();
   if (!endpoint) return with_context("creating a connect endpoint", endpoint.status());
   std::shared_ptr<verbs::ConnectEndpoint> listening = std::move(endpoint).value();
@@ -322,10 +376,30 @@ Result<Listener> Listener::listen(std::shared_ptr<verbs::Provider> provider,
 }
 
 verbs::SocketAddress Listener::address() const {
-  return endpoint_->query().local;
+  return tcp_ ? tcp_address_ : endpoint_->query().local;
+}
+
+Result<std::unique_ptr<Session>> Listener::accept_out_of_band(const SessionOptions& options) {
+  auto socket = tcp_->accept(options.timeout);
+  if (!socket) return with_context("waiting for a client", socket.status());
+  std::unique_ptr<Session> session(new Session(provider_, options));
+  session->out_of_band_.emplace(std::move(socket).value());
+  session->local_ = tcp_address_;
+  // The client's advert says how large the data areas must be.
+  auto peer = session->receive_out_of_band_hello();
+  if (!peer) return peer.status();
+  if (Status status = session->create_resources(session->peer_size_); !status) return status;
+  if (Status status = session->qp_->connect_out_of_band(*peer, {}); !status) {
+    return with_context("connecting the QP out of band", status);
+  }
+  if (Status status = session->send_out_of_band_hello(); !status) return status;
+  const uint32_t outbound = session->qp_->query().outbound_read_depth;
+  session->read_window_ = outbound == 0 ? session->window_ : std::min(session->window_, outbound);
+  return session;
 }
 
 Result<std::unique_ptr<Session>> Listener::accept(const SessionOptions& options) {
+  if (tcp_) return accept_out_of_band(options);
   auto requested = endpoint_->get_request();
   auto request = wait_for(requested, options.timeout, "a client to connect");
   if (!request) return request.status();
@@ -655,6 +729,13 @@ Status Session::quit() {
   request.command = kQuit;
   if (Status status = send_control(request); !status) return status;
   if (Status status = expect(kAck); !status) return status;
+  if (out_of_band_) {
+    // No message ends an out-of-band connection: the QP goes to error, and the closed TCP
+    // connection tells the server.
+    (void)qp_->modify(verbs::QpState::kError);
+    out_of_band_.reset();
+    return Status::ok();
+  }
   auto disconnecting = endpoint_->disconnect();
   if (auto r = wait_for(disconnecting, options_.timeout, "disconnecting"); !r) return r.status();
   return Status::ok();
@@ -686,7 +767,7 @@ Status Session::serve(const PeerDescription& self) {
         if (Status status = send_control(reply); !status) return status;
         break;
       case kTcpListen: {
-        verbs::SocketAddress local = endpoint_->query().local;
+        verbs::SocketAddress local = endpoint_ ? endpoint_->query().local : local_;
         if (local.empty()) local = verbs::SocketAddress::ipv4_any(0);
         local.set_port(0);
         auto listener = TcpListener::listen(local);
@@ -704,6 +785,11 @@ Status Session::serve(const PeerDescription& self) {
         reply.command = kAck;
         if (Status status = send_control(reply); !status) return status;
         // The client disconnects; waiting for it keeps the ack from being flushed by our close.
+        if (out_of_band_) {
+          std::byte end{};
+          (void)out_of_band_->recv_some(&end, 1);  // end of stream, or the socket's timeout
+          return Status::ok();
+        }
         auto ended = endpoint_->notify_disconnect();
         if (!ended.wait(options_.timeout).is_ok()) ended.cancel();
         return Status::ok();

@@ -61,6 +61,9 @@ struct SessionOptions {
   uint64_t area_size = 1;  // bytes of each data area: the largest message (client side)
   uint32_t window = 64;    // outstanding operations in bandwidth runs
   std::chrono::milliseconds timeout{60000};
+  // Connect the QPs from addresses exchanged over a TCP connection (ConnectQueuePair::
+  // connect_out_of_band, as perftest does without -R) instead of through the provider's endpoint.
+  bool out_of_band = false;
 };
 
 // What the server tells the client about itself, for the report's header.
@@ -75,18 +78,26 @@ class Session;
 // The server's listening endpoint.
 class Listener {
  public:
+  // Out of band, the listener is a TCP socket on `address` that carries the QP addresses.
   static Result<Listener> listen(std::shared_ptr<verbs::Provider> provider,
-                                 const verbs::SocketAddress& address);
+                                 const verbs::SocketAddress& address, bool out_of_band);
   verbs::SocketAddress address() const;
-  // Waits for one client; the data areas take the client's size from its private data.
+  // Waits for one client; the data areas take the client's size from its memory advert.
   Result<std::unique_ptr<Session>> accept(const SessionOptions& options);
 
  private:
   Listener(std::shared_ptr<verbs::Provider> provider,
            std::shared_ptr<verbs::ConnectEndpoint> endpoint)
       : provider_(std::move(provider)), endpoint_(std::move(endpoint)) {}
+  Listener(std::shared_ptr<verbs::Provider> provider, TcpListener tcp,
+           const verbs::SocketAddress& address)
+      : provider_(std::move(provider)), tcp_(std::move(tcp)), tcp_address_(address) {}
+  Result<std::unique_ptr<Session>> accept_out_of_band(const SessionOptions& options);
+
   std::shared_ptr<verbs::Provider> provider_;
   std::shared_ptr<verbs::ConnectEndpoint> endpoint_;
+  std::optional<TcpListener> tcp_;
+  verbs::SocketAddress tcp_address_;
 };
 
 class Session {
@@ -128,6 +139,11 @@ class Session {
   Status create_resources(uint64_t area_size);
   std::vector<std::byte> advert() const;
   Status take_peer_advert(std::span<const std::byte> private_data);
+  Status connect_through_endpoint(const verbs::SocketAddress& server);
+  Status connect_out_of_band(const verbs::SocketAddress& server);
+  // Out of band: this side's advert and QP address, and the peer's, over out_of_band_.
+  Status send_out_of_band_hello();
+  Result<verbs::OutOfBandAddress> receive_out_of_band_hello();
 
   verbs::SendFlags send_flags(uint64_t size) const;
   Status post(Op op, uint64_t wr_id, std::span<const verbs::Sge> sges);
@@ -181,6 +197,9 @@ class Session {
 
   std::optional<TcpListener> tcp_listener_;
   std::optional<TcpSocket> tcp_;
+  // Out of band: the TCP connection that carried the QP addresses; its close ends the session.
+  std::optional<TcpSocket> out_of_band_;
+  verbs::SocketAddress local_;  // server side, out of band: where the client reached us
 };
 
 }  // namespace wv::perf::verbs_bench

@@ -62,6 +62,21 @@ if [ -x "$WV_VM_BUILD/bin/wv_vm_interop" ]; then
   if [ $rc -eq 0 ]; then echo 1 > "$run/passed.interop"; echo 0 > "$run/failed.interop"
   else echo 0 > "$run/passed.interop"; echo 1 > "$run/failed.interop"; status=1; fi
 fi
+if [ -x "$WV_VM_BUILD/bin/wv_perf" ]; then
+  # The out-of-band connection end to end in a tool: QP addresses over TCP on loopback, where
+  # rdma_cm cannot route (counted as one test).
+  echo "=== wv_perf verbs --out-of-band on rxe0 ==="
+  timeout 120 "$WV_VM_BUILD/bin/wv_perf" verbs --provider ibverbs --device rxe0 --out-of-band \
+    --ops send_lat,write_bw,read_bw --sizes 8,4096 --iterations 200 --timeout 20 \
+    > "$run/oob_perf.log" 2>&1
+  rc=$?
+  grep -E "^# connection|^##|^ +[0-9]|wv_perf:" "$run/oob_perf.log"
+  echo "=== wv_perf out of band exit $rc ==="
+  if [ $rc -eq 0 ]; then echo 1 > "$run/passed.oob_perf"; echo 0 > "$run/failed.oob_perf"
+  else echo 0 > "$run/passed.oob_perf"; echo 1 > "$run/failed.oob_perf"; status=1; fi
+else
+  echo "=== wv_perf out of band: skipped: $WV_VM_BUILD/bin/wv_perf is not built ==="
+fi
 if [ "${WV_VM_BENCH:-0}" = 1 ]; then
   # Measurements, not tests: the tier's status does not depend on them.
   echo "=== bench: wv_perf verbs vs perftest ==="
