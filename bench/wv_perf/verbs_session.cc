@@ -284,9 +284,14 @@ Result<std::unique_ptr<Session>> Session::connect(const std::shared_ptr<verbs::P
   Status connected = options.out_of_band ? session->connect_out_of_band(server)
                                          : session->connect_through_endpoint(server);
   if (!connected) return connected;
-  const uint32_t outbound = session->qp_->query().outbound_read_depth;
-  session->read_window_ = outbound == 0 ? session->window_ : std::min(session->window_, outbound);
+  session->settle_read_window();
   return session;
+}
+
+// Reads in flight are bounded by the depth the connection settled on, too.
+void Session::settle_read_window() {
+  const uint32_t outbound = qp_->query().outbound_read_depth;
+  read_window_ = outbound == 0 ? window_ : std::min(window_, outbound);
 }
 
 Status Session::connect_through_endpoint(const verbs::SocketAddress& server) {
@@ -393,8 +398,7 @@ Result<std::unique_ptr<Session>> Listener::accept_out_of_band(const SessionOptio
     return with_context("connecting the QP out of band", status);
   }
   if (Status status = session->send_out_of_band_hello(); !status) return status;
-  const uint32_t outbound = session->qp_->query().outbound_read_depth;
-  session->read_window_ = outbound == 0 ? session->window_ : std::min(session->window_, outbound);
+  session->settle_read_window();
   return session;
 }
 
@@ -422,8 +426,7 @@ Result<std::unique_ptr<Session>> Listener::accept(const SessionOptions& options)
     return r.status();
   }
   session->endpoint_ = std::move(connection);
-  const uint32_t outbound = session->qp_->query().outbound_read_depth;
-  session->read_window_ = outbound == 0 ? session->window_ : std::min(session->window_, outbound);
+  session->settle_read_window();
   return session;
 }
 

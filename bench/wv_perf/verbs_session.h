@@ -140,6 +140,7 @@ class Session {
   std::vector<std::byte> advert() const;
   Status take_peer_advert(std::span<const std::byte> private_data);
   Status connect_through_endpoint(const verbs::SocketAddress& server);
+  void settle_read_window();
   Status connect_out_of_band(const verbs::SocketAddress& server);
   // Out of band: this side's advert and QP address, and the peer's, over out_of_band_.
   Status send_out_of_band_hello();

@@ -689,10 +689,8 @@ void WorkerImpl::handle_completion(const verbs::Completion& completion) {
       return;
     }
     case WorkKind::kSendBuffer:
-      ++counters_.send_completions;
       send_buffers_->give(send_buffer(value));
-      retired += send_retired(value);
-      break;
+      [[fallthrough]];
     case WorkKind::kInlineSend:
       ++counters_.send_completions;
       retired += send_retired(value);

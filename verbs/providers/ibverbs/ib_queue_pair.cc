@@ -292,7 +292,7 @@ Status QpCore::transition(QpState target) {
   int mask = IBV_QP_STATE;
   if (target == QpState::kInit) {
     attr.pkey_index = 0;
-    attr.port_num = 1;
+    attr.port_num = kQpPort;
     mask |= IBV_QP_PKEY_INDEX | IBV_QP_PORT;
     if (datagram_) {
       attr.qkey = qkey_;
@@ -381,9 +381,6 @@ Result<std::shared_ptr<IbConnectQueuePair>> IbConnectQueuePair::create(
   return qp;
 }
 
-// The provider's connected QPs all live on port 1 (QpCore::transition).
-constexpr uint8_t kOutOfBandPort = 1;
-
 Result<OutOfBandAddress> IbConnectQueuePair::out_of_band_address() {
   const std::shared_ptr<IbDevice>& device = core_.domain()->device();
   if (device->transport() == Transport::kIwarp) {
@@ -393,14 +390,14 @@ Result<OutOfBandAddress> IbConnectQueuePair::out_of_band_address() {
                       "a ConnectEndpoint (no capability out_of_band_connect)");
   }
   ibv_port_attr port{};
-  if (int rc = ibv_query_port(device->context(), kOutOfBandPort, &port); rc != 0) {
+  if (int rc = ibv_query_port(device->context(), kQpPort, &port); rc != 0) {
     return verbs_status(rc, "ibv_query_port");
   }
   if (out_of_band_psn_ == 0) out_of_band_psn_ = (std::random_device{}() & 0xffffff) | 1;
   OutOfBandAddress address;
   address.qp_number = core_.number();
   address.psn = out_of_band_psn_;
-  address.port = kOutOfBandPort;
+  address.port = kQpPort;
   address.lid = port.lid;
   address.mtu = mtu_bytes(port.active_mtu);
   address.inbound_read_depth = device->attributes().max_inbound_read_depth;
@@ -409,8 +406,8 @@ Result<OutOfBandAddress> IbConnectQueuePair::out_of_band_address() {
   Gid ipv4_mapped;
   ipv4_mapped.raw[10] = ipv4_mapped.raw[11] = 0xff;
   ibv_gid gid{};
-  const uint8_t index = device->source_gid_index(kOutOfBandPort, ipv4_mapped);
-  if (int rc = ibv_query_gid(device->context(), kOutOfBandPort, index, &gid); rc != 0) {
+  const uint8_t index = device->source_gid_index(kQpPort, ipv4_mapped);
+  if (int rc = ibv_query_gid(device->context(), kQpPort, index, &gid); rc != 0) {
     return verbs_status(rc, "ibv_query_gid");
   }
   std::memcpy(address.gid.raw.data(), gid.raw, sizeof gid.raw);
@@ -662,7 +659,7 @@ Result<std::shared_ptr<IbDatagramQueuePair>> IbDatagramQueuePair::create(
   if (Status status = qp->core_.create(IBV_QPT_UD, options.context); !status) return status;
   qp->grh_mr_ = ibv_reg_mr(domain->pd(), qp->grh_, sizeof(qp->grh_), IBV_ACCESS_LOCAL_WRITE);
   if (qp->grh_mr_ == nullptr) return verbs_status(-1, "ibv_reg_mr(GRH scratch)");
-  qp->mtu_ = domain->device()->active_mtu(1);
+  qp->mtu_ = domain->device()->active_mtu(kQpPort);
   // Verbs walks a UD QP to RTS with no peer to name, so the API's datagram QP starts there.
   for (QpState step : {QpState::kInit, QpState::kReadyToReceive, QpState::kReadyToSend}) {
     if (Status status = qp->core_.transition(step); !status) return status;

@@ -21,6 +21,8 @@ namespace wv::verbs::ib {
 class IbSharedReceiveQueue;
 
 inline constexpr uint32_t kMaxPostSge = 32;
+// The port every QP of the provider uses (devices with more ports are reached as port 1).
+inline constexpr uint8_t kQpPort = 1;
 
 class QpCore {
  public:
