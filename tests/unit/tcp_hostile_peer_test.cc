@@ -60,6 +60,11 @@ class RawPeer {
       all.insert(all.end(), chunk, chunk + n);
     }
   }
+  // What has arrived, up to `capacity` bytes; 0 once the stream ended or the timeout passed.
+  size_t read_some(std::byte* out, size_t capacity) {
+    const ssize_t n = ::recv(fd_, out, capacity, 0);
+    return n > 0 ? static_cast<size_t>(n) : 0;
+  }
   bool read_exactly(std::byte* out, size_t length) {
     while (length > 0) {
       const ssize_t n = ::recv(fd_, out, length, 0);
@@ -284,6 +289,75 @@ TEST_F(HostilePeerTest, NegotiatedCrcIsCheckedOnEveryFpdu) {
   ASSERT_TRUE(terminate.is_ok()) << terminate.status().to_string();
   EXPECT_EQ(terminate.value().code, TerminateCode::kMpaCrcError)
       << describe(terminate.value().code);
+}
+
+// The other direction: what the provider itself puts on the wire for messages larger than one
+// segment, which it writes as runs of FPDUs per system call. Every FPDU must stand alone: its own
+// header, offsets that continue the previous one, the L flag only on the last, and a CRC of its
+// own bytes (the parser checks it).
+TEST_F(HostilePeerTest, LargeMessagesLeaveAsWellFormedFpdusWithCrc) {
+  auto qp = make_qp();
+  constexpr size_t kSendBytes = 200'000;  // 4 segments, the last one short
+  constexpr size_t kWriteBytes = 150'001;
+  constexpr uint32_t kRkey = 0x1234;
+  constexpr uint64_t kRemote = 0x10000;
+  std::vector<std::byte> source(kSendBytes + kWriteBytes);
+  for (size_t i = 0; i < source.size(); ++i) source[i] = static_cast<std::byte>(i * 7 + i / 251);
+  std::vector<std::byte> sink(16);
+  auto region = pd_->register_memory(source.data(), source.size(), Access::kLocalWrite);
+  auto sink_region = pd_->register_memory(sink.data(), sink.size(), Access::kLocalWrite);
+  ASSERT_TRUE(region.is_ok() && sink_region.is_ok());
+  const Sge receive = sink_region.value()->sge(sink.data(), static_cast<uint32_t>(sink.size()));
+  ASSERT_TRUE(qp->post_receive(1, {&receive, 1}).is_ok());
+  RawPeer peer(port_);
+  ASSERT_TRUE(peer.connected());
+  ASSERT_NO_FATAL_FAILURE(handshake(peer, qp, /*crc=*/true));
+  // The responder sends nothing before the initiator's first FPDU.
+  ASSERT_TRUE(peer.send(send_fpdu(1, true, false)));
+  const Sge send = region.value()->sge(source.data(), kSendBytes);
+  const Sge write = region.value()->sge(source.data() + kSendBytes, kWriteBytes);
+  ASSERT_TRUE(qp->send(2, {&send, 1}, SendFlags::kNone).is_ok());
+  ASSERT_TRUE(
+      qp->rdma_write(3, {&write, 1}, RemoteAddress{kRemote, kRkey}, SendFlags::kNone).is_ok());
+
+  StreamParser parser(/*crc_enabled=*/true);
+  std::vector<StreamParser::OwnedSegment> segments;
+  std::vector<std::byte> sent;     // the Send's payload as the peer reassembles it
+  std::vector<std::byte> written;  // the Write's
+  const auto deadline = std::chrono::steady_clock::now() + kBound;
+  bool send_done = false;
+  bool write_done = false;
+  while (!(send_done && write_done) && std::chrono::steady_clock::now() < deadline) {
+    std::vector<std::byte> chunk(65536);
+    const size_t n = peer.read_some(chunk.data(), chunk.size());
+    ASSERT_GT(n, 0u) << "the provider stopped sending";
+    ASSERT_TRUE(parser.feed({chunk.data(), n}, segments).is_ok()) << parser.status().to_string();
+    for (const auto& segment : segments) {
+      const SegmentHeader& h = segment.header;
+      ASSERT_LE(segment.payload.size(), kMaxUntaggedPayload);
+      if (h.opcode == RdmapOpcode::kSend) {
+        ASSERT_FALSE(send_done);
+        EXPECT_EQ(h.msn, 1u);
+        EXPECT_EQ(h.message_offset, sent.size()) << "segments out of order or lost";
+        sent.insert(sent.end(), segment.payload.begin(), segment.payload.end());
+        send_done = h.last;
+        EXPECT_EQ(h.last, sent.size() == kSendBytes);
+      } else {
+        ASSERT_EQ(h.opcode, RdmapOpcode::kWrite);
+        ASSERT_TRUE(send_done) << "the Write overtook the Send";
+        EXPECT_EQ(h.stag, kRkey);
+        EXPECT_EQ(h.tagged_offset, kRemote + written.size());
+        written.insert(written.end(), segment.payload.begin(), segment.payload.end());
+        write_done = h.last;
+        EXPECT_EQ(h.last, written.size() == kWriteBytes);
+      }
+    }
+    segments.clear();
+  }
+  ASSERT_TRUE(send_done && write_done) << "sent " << sent.size() << " written " << written.size();
+  EXPECT_TRUE(std::equal(sent.begin(), sent.end(), source.begin()));
+  EXPECT_TRUE(std::equal(written.begin(), written.end(), source.begin() + kSendBytes));
+  EXPECT_EQ(parser.buffered_bytes(), 0u);
 }
 
 TEST_F(HostilePeerTest, TruncatedStreamEndsTheQpWithoutHanging) {

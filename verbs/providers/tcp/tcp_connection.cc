@@ -222,13 +222,17 @@ void TcpConnection::pump_locked(SoftConnectQueuePair& qp) {
       continue;
     }
     if (!may_transmit_) break;
+    frame_.reset();
     if (rtr_pending_) {
       rtr_pending_ = false;
       build_rtr_frame();
       continue;
     }
     if (responses_count_ > 0) {
-      build_response_frame(responses_[responses_head_]);
+      Response& response = responses_[responses_head_];
+      do {
+        build_response_frame(response);
+      } while (frame_.extendable && frame_.has_room());
       continue;
     }
     if (current_ == nullptr) {
@@ -236,7 +240,9 @@ void TcpConnection::pump_locked(SoftConnectQueuePair& qp) {
       current_stage_ = 0;
       if (current_ == nullptr) break;
     }
-    build_request_frame(*current_);
+    do {
+      build_request_frame(*current_);
+    } while (frame_.extendable && frame_.has_room());
   }
   if (write_interest_) {
     write_interest_ = false;
@@ -290,28 +296,29 @@ void TcpConnection::finish_frame_locked(SoftConnectQueuePair& qp) {
 
 void TcpConnection::finish_fpdu(size_t header_size, const soft::Segment* segments, uint32_t count,
                                 uint64_t offset, uint32_t length) {
-  frame_.iov[0] = iovec{frame_.header.data(), header_size};
-  int n = 1;
-  n += gather(segments, count, offset, length, &frame_.iov[1],
-              static_cast<int>(frame_.iov.size()) - 2);
+  Frame::Fpdu& fpdu = frame_.fpdus[static_cast<size_t>(frame_.fpdu_count++)];
+  const int first = frame_.iov_count;
+  int n = first;
+  frame_.iov[n++] = iovec{fpdu.header.data(), header_size};
+  n += gather(segments, count, offset, length, &frame_.iov[n],
+              static_cast<int>(frame_.iov.size()) - n - 1);
   const auto ulpdu = static_cast<uint16_t>(header_size - kMpaLengthBytes + length);
   uint32_t crc = 0;
   if (options_.crc) {
-    for (int i = 0; i < n; ++i) {
+    for (int i = first; i < n; ++i) {
       crc = crc32c_update(
           crc, {static_cast<const std::byte*>(frame_.iov[i].iov_base), frame_.iov[i].iov_len});
     }
   }
-  frame_.trailer = fpdu_trailer(ulpdu, options_.crc, crc);
-  frame_.iov[n++] = iovec{frame_.trailer.bytes.data(), frame_.trailer.size};
+  fpdu.trailer = fpdu_trailer(ulpdu, options_.crc, crc);
+  frame_.iov[n++] = iovec{fpdu.trailer.bytes.data(), fpdu.trailer.size};
   frame_.iov_count = n;
-  frame_.iov_index = 0;
   frame_.active = true;
 }
 
 void TcpConnection::build_rtr_frame() {
   const size_t size =
-      encode_tagged_header(frame_.header, RdmapOpcode::kWrite, true, kRtrStag, 0, 0);
+      encode_tagged_header(frame_.next_header(), RdmapOpcode::kWrite, true, kRtrStag, 0, 0);
   frame_.ends_item = false;
   frame_.from_response = false;
   finish_fpdu(size, nullptr, 0, 0, 0);
@@ -320,7 +327,8 @@ void TcpConnection::build_rtr_frame() {
 void TcpConnection::build_request_frame(SendWorkRequest& request) {
   frame_.from_response = false;
   frame_.ends_item = false;
-  std::span<std::byte> out(frame_.header);
+  frame_.extendable = false;
+  std::span<std::byte> out(frame_.next_header());
   const uint64_t offset = request.transmitted_bytes;
   const auto chunk =
       static_cast<uint32_t>(std::min<uint64_t>(max_payload_, request.length - offset));
@@ -355,6 +363,7 @@ void TcpConnection::build_request_frame(SendWorkRequest& request) {
       if (last) ++send_msn_;
       request.transmitted_bytes += chunk;
       frame_.ends_item = last;
+      frame_.extendable = !last;
       finish_fpdu(size, request.segments.data(), request.segment_count, offset, chunk);
       return;
     }
@@ -369,6 +378,7 @@ void TcpConnection::build_request_frame(SendWorkRequest& request) {
             encode_tagged_header(out, RdmapOpcode::kWrite, last, request.remote.rkey,
                                  request.remote.address + offset, static_cast<uint16_t>(chunk));
         request.transmitted_bytes += chunk;
+        frame_.extendable = !last;
         if (last) {
           if (request.kind == WorkKind::kWrite) {
             frame_.ends_item = true;
@@ -418,10 +428,9 @@ void TcpConnection::build_request_frame(SendWorkRequest& request) {
     }
     case WorkKind::kBindWindow:
     case WorkKind::kLocalInvalidate:
-      // Applied by the engine; never reaches the wire. Treat as sent.
+      // Applied by the engine; never reaches the wire. Treat as sent: an empty frame.
       frame_.ends_item = true;
-      finish_fpdu(0, nullptr, 0, 0, 0);
-      frame_.iov_count = 0;
+      frame_.active = true;
       return;
   }
 }
@@ -429,7 +438,8 @@ void TcpConnection::build_request_frame(SendWorkRequest& request) {
 void TcpConnection::build_response_frame(Response& response) {
   frame_.from_response = true;
   frame_.ends_item = false;
-  std::span<std::byte> out(frame_.header);
+  frame_.extendable = false;
+  std::span<std::byte> out(frame_.next_header());
   switch (response.kind) {
     case Response::Kind::kReadResponse: {
       const uint64_t offset = response.sent;
@@ -441,6 +451,7 @@ void TcpConnection::build_response_frame(Response& response) {
                                response.sink_offset + offset, static_cast<uint16_t>(chunk));
       response.sent += chunk;
       frame_.ends_item = last;
+      frame_.extendable = !last;
       const soft::Segment source{const_cast<std::byte*>(response.source),
                                  static_cast<uint32_t>(response.length)};
       finish_fpdu(size, &source, 1, offset, chunk);
@@ -1069,6 +1080,7 @@ void TcpConnection::terminate(SoftConnectQueuePair& qp, TerminateCode code, Comp
     Response response{};
     response.kind = Response::Kind::kTerminate;
     response.terminate = make_terminate_body(code, {offending_.data(), offending_length_});
+    frame_.reset();
     build_response_frame(response);
     (void)write_frame();
     frame_.active = false;

@@ -83,16 +83,38 @@ class TcpConnection final : public soft::Wire,
     AtomicResponseBody atomic;
     TerminateBody terminate;
   };
-  // One FPDU being written: header (with any fixed body), payload iovecs, pad + CRC.
+  // The FPDUs of one request or response written by one sendmsg: header (with any fixed body),
+  // payload iovecs, pad + CRC each. A large message goes out as up to kMaxFpdus segments per
+  // system call: one 64 KiB sendmsg per segment made a 1 MiB loopback transfer about 1.6x
+  // slower than the same bytes in one call.
   struct Frame {
-    std::array<std::byte, kMaxFpduHeaderBytes + kTerminateMaxBodyBytes + 64> header{};
-    std::array<iovec, soft::kMaxSge + 2> iov{};
+    static constexpr int kMaxFpdus = 16;
+    struct Fpdu {
+      std::array<std::byte, kMaxFpduHeaderBytes + kTerminateMaxBodyBytes + 64> header{};
+      FpduTrailer trailer;
+    };
+    std::array<Fpdu, kMaxFpdus> fpdus{};
+    std::array<iovec, kMaxFpdus*(soft::kMaxSge + 2)> iov{};
+    int fpdu_count = 0;
     int iov_count = 0;
     int iov_index = 0;
-    FpduTrailer trailer;
     bool active = false;
     bool ends_item = false;  // the request or response is fully sent after this frame
     bool from_response = false;
+    bool extendable = false;  // the item's next FPDU may join this frame
+
+    void reset() {
+      fpdu_count = 0;
+      iov_count = 0;
+      iov_index = 0;
+      extendable = false;
+    }
+    // Where the FPDU being built puts its header.
+    std::span<std::byte> next_header() { return fpdus[static_cast<size_t>(fpdu_count)].header; }
+    bool has_room() const {
+      return fpdu_count < kMaxFpdus &&
+             iov_count + static_cast<int>(soft::kMaxSge) + 2 <= static_cast<int>(iov.size());
+    }
   };
   enum class RxStage : uint8_t { kHeader, kBegin, kPayload, kTrailer, kFinish };
 
@@ -103,8 +125,8 @@ class TcpConnection final : public soft::Wire,
   void build_request_frame(soft::SendWorkRequest& request);
   void build_response_frame(Response& response);
   void build_rtr_frame();
-  // Completes the frame: `header_size` bytes in frame_.header, then `length` payload bytes
-  // gathered from `segments` at `offset`, then pad and CRC.
+  // Appends an FPDU to the frame: `header_size` bytes in frame_.next_header(), then `length`
+  // payload bytes gathered from `segments` at `offset`, then pad and CRC.
   void finish_fpdu(size_t header_size, const soft::Segment* segments, uint32_t count,
                    uint64_t offset, uint32_t length);
   // False when the responder queue is full (the peer exceeded our inbound read depth).
