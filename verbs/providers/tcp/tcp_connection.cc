@@ -820,12 +820,22 @@ Status TcpConnection::receive_payload(bool* more) {
       continue;
     }
     if (remaining >= kDirectReadThreshold && placement_count_ > 0) {
-      iovec iov[soft::kMaxSge];
+      // The same call also stages what follows the payload (the trailer, the next header and
+      // whatever small FPDUs come after), so a segment costs one system call, not two.
+      iovec iov[soft::kMaxSge + 1];
       const int n = gather(placement_, placement_count_, at, remaining, iov, soft::kMaxSge);
-      const ssize_t got = ::readv(fd_, iov, n);
+      uint64_t gathered = 0;
+      for (int i = 0; i < n; ++i) gathered += iov[i].iov_len;
+      rx_begin_ = 0;
+      rx_end_ = 0;
+      iov[n] = iovec{rx_buffer_.data(), kStagingRead};
+      const ssize_t got = ::readv(fd_, iov, n + 1);
       if (got > 0) {
+        // Bytes past the destination (gathered < remaining) land staged, where scatter refuses
+        // them as it refuses any payload beyond its destination.
+        const uint64_t placed = std::min<uint64_t>(static_cast<uint64_t>(got), gathered);
         if (options_.crc) {
-          uint64_t left = static_cast<uint64_t>(got);
+          uint64_t left = placed;
           for (int i = 0; i < n && left > 0; ++i) {
             const uint64_t piece = std::min<uint64_t>(left, iov[i].iov_len);
             rx_crc_ =
@@ -833,7 +843,8 @@ Status TcpConnection::receive_payload(bool* more) {
             left -= piece;
           }
         }
-        payload_done_ += static_cast<uint64_t>(got);
+        payload_done_ += placed;
+        rx_end_ = static_cast<size_t>(static_cast<uint64_t>(got) - placed);
         continue;
       }
       if (got == 0) {
