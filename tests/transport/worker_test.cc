@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cstring>
 #include <numeric>
@@ -17,6 +18,7 @@
 #include <tuple>
 #include <vector>
 
+#include "eager_limit.h"
 #include "wv/verbs/provider.h"
 
 namespace wv::transport {
@@ -140,6 +142,20 @@ TEST_P(WorkerTest, MessagesOfEverySizeArriveIntact) {
   }
   EXPECT_GT(a_->counters().rendezvous_transfers, 0u);
   EXPECT_EQ(a_->counters().connections, 1u);
+}
+
+// A layered protocol puts its header on power-of-two messages (Open MPI ob1: 14 bytes on 64
+// KiB), so the cost model's choice leaves room for one, or those messages go by rendezvous.
+TEST_P(WorkerTest, ChosenEagerLimitLeavesRoomForALayeredHeader) {
+  auto chosen = Worker::create(options({{"transport_eager_limit", "0"}}));
+  ASSERT_TRUE(chosen.is_ok()) << chosen.status().to_string();
+  const size_t eager = (*chosen)->thresholds().eager_limit;
+  ASSERT_GT(eager, kUpperHeaderRoom);
+  const size_t power = eager - kUpperHeaderRoom;
+  EXPECT_TRUE(std::has_single_bit(power)) << eager << ": " << (*chosen)->thresholds().rationale;
+  EXPECT_GE(power, kMinEagerChoice);
+  EXPECT_LE(power, kMaxEagerChoice);
+  EXPECT_EQ((*chosen)->am_limit(), eager);
 }
 
 TEST_P(WorkerTest, WorkersWithDifferentEagerLimitsInteroperate) {

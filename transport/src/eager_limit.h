@@ -11,10 +11,14 @@
 namespace wv::transport {
 
 inline constexpr size_t kMinEagerChoice = 1024;
-// The model's ceiling. Above 32 KiB an eager message no longer fits the software providers'
-// 64 KiB frames with room to spare and costs twice the rendezvous read on tcp (64 KiB: 70-110
-// us eager against 45 us read, measured with wv_perf pt2pt).
-inline constexpr size_t kMaxEagerChoice = 32 * 1024;
+// The model's ceiling. On tcp, since a large message's segments leave in one system call,
+// 64 and 128 KiB messages are faster eager than by rendezvous read (wv_perf pt2pt half round
+// trip: 28-32 against 39 us at 64 KiB, 39-41 against 47-48 us at 128 KiB), but from 128 KiB a
+// window of eager messages moves less than the reads do, and every eager buffer is this large.
+inline constexpr size_t kMaxEagerChoice = 64 * 1024;
+// Added to the chosen power of two, so that a power-of-two message with a layered protocol's
+// header on top (Open MPI ob1's match header is 14 bytes) is still eager.
+inline constexpr size_t kUpperHeaderRoom = 64;
 
 struct EagerChoice {
   size_t limit = 0;

@@ -103,14 +103,15 @@ Status WorkerImpl::choose_thresholds() {
   } else {
     const EagerChoice choice =
         choose_eager_limit(t.copy_bandwidth_gbps, transport, attributes.kernel_emulated);
-    t.eager_limit = choice.limit;
-    char line[200];
-    std::snprintf(
-        line, sizeof line,
-        "eager: %zu B (two copies at %.1f GB/s cost one %s%s round trip of ~%.0f us "
-        "at %.0f B; power of two in [1 KiB, 32 KiB])\n",
-        choice.limit, t.copy_bandwidth_gbps, attributes.kernel_emulated ? "kernel-emulated " : "",
-        std::string(verbs::to_string(transport)).c_str(), choice.round_trip_us, choice.break_even);
+    t.eager_limit = choice.limit + kUpperHeaderRoom;
+    char line[240];
+    std::snprintf(line, sizeof line,
+                  "eager: %zu B (two copies at %.1f GB/s cost one %s%s round trip of ~%.0f us "
+                  "at %.0f B; power of two in [1 KiB, 64 KiB], plus %zu B for a layered header)\n",
+                  t.eager_limit, t.copy_bandwidth_gbps,
+                  attributes.kernel_emulated ? "kernel-emulated " : "",
+                  std::string(verbs::to_string(transport)).c_str(), choice.round_trip_us,
+                  choice.break_even, kUpperHeaderRoom);
     why += line;
   }
   if (attributes.max_message_size && t.eager_limit > attributes.max_message_size) {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "buffer_pool.h"
+#include "eager_limit.h"
 #include "match_queue.h"
 #include "registration_cache.h"
 #include "ring_queue.h"
@@ -61,7 +62,7 @@ inline uint32_t send_retired(uint64_t value) {
 }
 
 // The largest eager limit the cost model chooses, and the receive buffers' default capacity.
-inline constexpr size_t kMaxEagerLimit = 65536;
+inline constexpr size_t kMaxEagerLimit = kMaxEagerChoice + kUpperHeaderRoom;
 
 enum class RequestKind : uint8_t { kFree, kSend, kReceive, kPut, kGet, kAtomic };
 
