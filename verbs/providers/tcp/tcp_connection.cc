@@ -700,6 +700,11 @@ void TcpConnection::on_readable(SoftConnectQueuePair& qp) {
           return;
         }
         stage_ = RxStage::kHeader;
+        // Nothing more staged: return now, so the completion is seen without first waiting for
+        // a read that is most likely empty (a system call per message on the latency path).
+        // Bytes still in the socket are read by the next poll, or the next epoll wakeup (level-
+        // triggered).
+        if (rx_begin_ == rx_end_) return;
         continue;
     }
     // The socket has no more bytes for now.
