@@ -87,6 +87,11 @@ class SoftConnectQueuePair final : public ConnectQueuePair {
   SendWorkRequest* next_to_transmit_locked();
   // All of `request` went out; sends and writes are complete now, reads wait for data.
   void transmitted_locked(SendWorkRequest& request);
+  // Whether the request about to go out is the only one: nothing queued behind it and no read
+  // waiting for its response (a latency-bound exchange, not a stream).
+  bool transmitting_alone_locked() const {
+    return outstanding_reads_ == 0 && tail_ - next_tx_ == 1;
+  }
   // The oldest transmitted read (or atomic) still waiting for its response.
   SendWorkRequest* oldest_pending_locked(bool atomic);
   void response_arrived_locked(SendWorkRequest& request, CompletionStatus status);

@@ -16,7 +16,9 @@
 // 0.6-0.9x). Two processes confined to one CPU take turns instead, and there the single copy
 // is 3x the ring. So `shm_cma=auto` uses it only between processes whose CPU sets together
 // hold a single CPU; `shm_cma=on` uses it for every peer. (Oversubscribed processes free to
-// run anywhere also take turns; pin them, or set on.)
+// run anywhere also take turns; pin them, or set on.) A lone read is the exception: an RDMA read
+// of 32 KiB or more with nothing else outstanding on its QP (a rendezvous in a ping-pong) waits
+// for the whole pipeline, and one copy ends sooner; where CMA works, `auto` uses it for those.
 #pragma once
 
 #include <sys/types.h>
@@ -38,6 +40,12 @@ struct CmaSupport {
 };
 // `setting` is the shm_cma parameter (auto | on | off).
 CmaSupport detect_cma(const std::string& setting);
+
+// What CMA does on one connection.
+struct CmaWith {
+  bool works = false;           // this process may copy to and from the peer: lone reads use it
+  bool every_transfer = false;  // shm_cma chose it for every large read and write (both sides)
+};
 
 // Whether two processes allowed on these CPUs can only take turns: together they have one CPU.
 bool share_one_cpu(const std::vector<int>& mine, const std::vector<int>& theirs);

@@ -121,6 +121,7 @@ ShmConnection::ShmConnection(std::unique_ptr<Segment> segment, int socket_fd, in
       events_(std::move(events)),
       options_(options),
       cma_(options.can_pull),
+      push_lone_reads_(options.push_lone_reads),
       responses_(std::max<uint32_t>(options.inbound_read_depth, 1) + 2) {
   const int mine = options_.side;
   const int theirs = 1 - mine;
@@ -202,7 +203,8 @@ bool ShmConnection::commit_locked(const EntryHeader& header) {
   return producer_.commit(header);
 }
 
-ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request, bool* ring) {
+ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request, bool lone,
+                                                       bool* ring) {
   EntryHeader header{};
   switch (request.kind) {
     case WorkKind::kSend:
@@ -278,6 +280,7 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
       std::byte* at = reserve_locked(count * sizeof(PullIovec), header);
       if (at == nullptr) return Emit::kFull;
       header.type = static_cast<uint8_t>(EntryType::kReadRequest);
+      header.flags = lone && request.length >= kLonePushThreshold ? entry_flags::kLoneRead : 0;
       header.count = static_cast<uint16_t>(count);
       header.key = request.remote.rkey;
       header.address = request.remote.address;
@@ -367,7 +370,7 @@ void ShmConnection::pump_locked(SoftConnectQueuePair& qp) {
       SendWorkRequest* request = current_ != nullptr ? current_ : qp.next_to_transmit_locked();
       if (request == nullptr) break;
       current_ = request;
-      const Emit emitted = emit_request_locked(*request, &ring);
+      const Emit emitted = emit_request_locked(*request, qp.transmitting_alone_locked(), &ring);
       if (emitted == Emit::kFull) {
         full = true;
         break;
@@ -643,13 +646,16 @@ ShmConnection::Outcome ShmConnection::on_read_request(SoftConnectQueuePair& qp,
   response.kind = Response::Kind::kReadData;
   response.source = static_cast<const std::byte*>(host);
   response.length = header.value;
-  if (header.count > 0 && header.value > 0 && cma_.load(std::memory_order_relaxed)) {
+  const bool push = cma_.load(std::memory_order_relaxed) ||
+                    (push_lone_reads_ && (header.flags & entry_flags::kLoneRead) != 0);
+  if (header.count > 0 && header.value > 0 && push) {
     Status status = cma_copy(options_.peer_pid, true, static_cast<std::byte*>(host), header.value,
                              sink, header.count);
     if (status) {
       response.kind = Response::Kind::kReadDone;
     } else if (status.message().find("Operation not permitted") != std::string::npos) {
       cma_.store(false, std::memory_order_relaxed);  // the ring carries it from now on
+      push_lone_reads_ = false;
     } else {
       terminate(qp, true, CompletionStatus::kRemoteOperationError,
                 CompletionStatus::kTransportError, "pushing an RDMA read: " + status.message());

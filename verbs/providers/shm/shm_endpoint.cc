@@ -458,12 +458,13 @@ Operation<ConnectParameters> ShmConnectEndpoint::connect(std::shared_ptr<Connect
 
 Status ShmConnectEndpoint::start_connection(std::unique_ptr<Segment> segment, int fd,
                                             int doorbell_fd, int peer_doorbell_fd, pid_t peer_pid,
-                                            bool can_pull, int side, uint32_t peer_qp_number,
+                                            CmaWith cma, int side, uint32_t peer_qp_number,
                                             uint32_t inbound, uint32_t outbound) {
   ConnectionOptions options;
   options.side = side;
   options.peer_pid = peer_pid;
-  options.can_pull = can_pull;
+  options.can_pull = cma.every_transfer;
+  options.push_lone_reads = cma.works;
   options.rnr_timeout_ms = provider_->settings().rnr_timeout_ms;
   options.inbound_read_depth = inbound;
   events_ = std::make_shared<ConnectionEvents>();
@@ -498,11 +499,12 @@ void ShmConnectEndpoint::on_reply(int fd, const Handshake& reply, int peer_doorb
     return;
   }
   const pid_t pid = peer_pid(fd);
-  const bool can_pull =
-      reply.can_pull && use_cma_with(provider_->cma(), pid) && probe_peer(pid, reply.probe_address);
+  CmaWith cma;
+  cma.works = provider_->cma().enabled && probe_peer(pid, reply.probe_address);
+  cma.every_transfer = reply.can_pull && cma.works && use_cma_with(provider_->cma(), pid);
   const uint32_t outbound = std::min(offered_outbound_, reply.inbound_read_depth);
   Status status =
-      start_connection(std::move(segment), fd, doorbell_fd, peer_doorbell_fd, pid, can_pull, 0,
+      start_connection(std::move(segment), fd, doorbell_fd, peer_doorbell_fd, pid, cma, 0,
                        reply.qp_number, offered_inbound_, std::max<uint32_t>(outbound, 1));
   if (!status) {
     state_ = EndpointState::kError;
@@ -545,15 +547,16 @@ Operation<void> ShmConnectEndpoint::accept(std::shared_ptr<ConnectQueuePair> qp,
   const DeviceAttributes& limits = device_->attributes();
   const uint32_t inbound = offered(parameters.inbound_read_depth, limits.max_inbound_read_depth);
   const uint32_t outbound = offered(parameters.outbound_read_depth, limits.max_outbound_read_depth);
-  const bool can_pull =
-      use_cma_with(provider_->cma(), peer_pid_) && probe_peer(peer_pid_, request_.probe_address);
+  CmaWith cma;
+  cma.works = provider_->cma().enabled && probe_peer(peer_pid_, request_.probe_address);
+  cma.every_transfer = cma.works && use_cma_with(provider_->cma(), peer_pid_);
   Handshake reply;
   reply.type = HandshakeType::kAccept;
   reply.qp_number = soft_qp.value()->number();
   reply.inbound_read_depth = inbound;
   reply.outbound_read_depth = outbound;
   reply.probe_address = probe_address();
-  reply.can_pull = can_pull;
+  reply.can_pull = cma.every_transfer;
   reply.private_data = parameters.private_data;
   std::vector<std::byte> bytes;
   Status status = encode_handshake(reply, bytes);
@@ -568,8 +571,8 @@ Operation<void> ShmConnectEndpoint::accept(std::shared_ptr<ConnectQueuePair> qp,
   fd_ = -1;
   const int peer_doorbell = peer_doorbell_fd_;
   peer_doorbell_fd_ = -1;
-  status = start_connection(std::move(segment).value(), fd, doorbell, peer_doorbell, peer_pid_,
-                            can_pull, 1, request_.qp_number, inbound,
+  status = start_connection(std::move(segment).value(), fd, doorbell, peer_doorbell, peer_pid_, cma,
+                            1, request_.qp_number, inbound,
                             std::max<uint32_t>(std::min(outbound, request_.inbound_read_depth), 1));
   state_ = status ? EndpointState::kConnected : EndpointState::kError;
   return Operation<void>::done(status);

@@ -13,6 +13,7 @@
 #include <mutex>
 
 #include "request_queue.h"
+#include "shm_cma.h"
 #include "shm_connection.h"
 #include "shm_protocol.h"
 #include "soft_device.h"
@@ -65,7 +66,7 @@ class ShmConnectEndpoint final : public ConnectEndpoint,
   uint32_t offered(uint32_t wanted, uint32_t limit) const;
   Status bind_locked(const SocketAddress& address);
   Status start_connection(std::unique_ptr<Segment> segment, int fd, int doorbell_fd,
-                          int peer_doorbell_fd, pid_t peer_pid, bool can_pull, int side,
+                          int peer_doorbell_fd, pid_t peer_pid, CmaWith cma, int side,
                           uint32_t peer_qp_number, uint32_t inbound, uint32_t outbound);
 
   std::shared_ptr<ShmProvider> provider_;
