@@ -67,13 +67,14 @@ constexpr Definition kDefinitions[] = {
     {.name = names::kShmCma,
      .type = Type::kChoice,
      .default_value = "auto",
-     .description = "shm RDMA read/write of 16 KiB and more as one copy with "
-                    "process_vm_readv/writev (the kernel permitting): on for every peer; auto "
-                    "only between processes confined to the same single CPU, where the ring's "
-                    "two copies would take turns, or for a read of 32 KiB and more with nothing "
-                    "else outstanding on its QP (one copy ends sooner than the pipeline), and "
-                    "through the ring elsewhere, where its two copies run side by side on two "
-                    "cores (twice the bandwidth on the machines measured); off never.",
+     .description =
+         "shm RDMA read/write of 16 KiB and more as one copy with "
+         "process_vm_readv/writev (the kernel permitting): on for every peer; auto "
+         "only between processes confined to the same single CPU, where the ring's "
+         "two copies would take turns, or for a read or write of 32 KiB and more with nothing "
+         "else outstanding on its QP (one copy ends sooner than the pipeline), and "
+         "through the ring elsewhere, where its two copies run side by side on two "
+         "cores (twice the bandwidth on the machines measured); off never.",
      .level = Level::kTuner,
      .choices = kShmCmaChoices},
     {.name = names::kShmRingSize,

@@ -16,9 +16,10 @@
 // 0.6-0.9x). Two processes confined to one CPU take turns instead, and there the single copy
 // is 3x the ring. So `shm_cma=auto` uses it only between processes whose CPU sets together
 // hold a single CPU; `shm_cma=on` uses it for every peer. (Oversubscribed processes free to
-// run anywhere also take turns; pin them, or set on.) A lone read is the exception: an RDMA read
-// of 32 KiB or more with nothing else outstanding on its QP (a rendezvous in a ping-pong) waits
-// for the whole pipeline, and one copy ends sooner; where CMA works, `auto` uses it for those.
+// run anywhere also take turns; pin them, or set on.) A lone transfer is the exception: an RDMA
+// read or write of 32 KiB or more with nothing else outstanding on its QP (a rendezvous in a
+// ping-pong) waits for the whole pipeline, and one copy ends sooner; where CMA works, `auto`
+// uses it for those.
 #pragma once
 
 #include <sys/types.h>
@@ -43,7 +44,7 @@ CmaSupport detect_cma(const std::string& setting);
 
 // What CMA does on one connection.
 struct CmaWith {
-  bool works = false;           // this process may copy to and from the peer: lone reads use it
+  bool works = false;           // this process may copy to and from the peer: lone transfers use it
   bool every_transfer = false;  // shm_cma chose it for every large read and write (both sides)
 };
 

@@ -121,7 +121,7 @@ ShmConnection::ShmConnection(std::unique_ptr<Segment> segment, int socket_fd, in
       events_(std::move(events)),
       options_(options),
       cma_(options.can_pull),
-      push_lone_reads_(options.push_lone_reads),
+      cma_for_lone_(options.cma_for_lone),
       responses_(std::max<uint32_t>(options.inbound_read_depth, 1) + 2) {
   const int mine = options_.side;
   const int theirs = 1 - mine;
@@ -130,7 +130,10 @@ ShmConnection::ShmConnection(std::unique_ptr<Segment> segment, int socket_fd, in
   producer_ = RingProducer(&header.rings[mine], segment_->ring_data(mine), bytes);
   consumer_ = RingConsumer(&header.rings[theirs], segment_->ring_data(theirs), bytes);
   max_payload_ = producer_.max_entry() - kEntryHeaderBytes;
-  header.can_pull[mine].store(options_.can_pull ? 1 : 0, std::memory_order_release);
+  header.can_pull[mine].store(options_.can_pull       ? kPullEvery
+                              : options_.cma_for_lone ? kPullLone
+                                                      : kPullNever,
+                              std::memory_order_release);
 }
 
 ShmConnection::~ShmConnection() {
@@ -219,8 +222,14 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
                              request.kind == WorkKind::kWriteWithImmediate;
       const bool inline_data =
           request.segment_count == 1 && request.segments[0].address == request.inline_data.data();
-      if (!send && request.length >= kPullThreshold && !inline_data &&
-          segment_->header().can_pull[1 - options_.side].load(std::memory_order_acquire) != 0) {
+      const uint32_t peer_pulls =
+          segment_->header().can_pull[1 - options_.side].load(std::memory_order_acquire);
+      // A write completes once in the ring, so only the ring shows whether earlier ones are
+      // still in flight (then this one is part of a stream).
+      const bool pull =
+          peer_pulls == kPullEvery || (peer_pulls == kPullLone && lone &&
+                                       request.length >= kLonePushThreshold && producer_.drained());
+      if (!send && request.length >= kPullThreshold && !inline_data && pull) {
         // The target copies the whole write itself.
         const uint32_t count = request.segment_count;
         std::byte* at = reserve_locked(count * sizeof(PullIovec), header);
@@ -594,7 +603,7 @@ ShmConnection::Outcome ShmConnection::on_write_pull(SoftConnectQueuePair& qp,
                 "RDMA write refused: " + std::string(to_string(check)));
       return Outcome::kFailed;
     }
-    if (!cma_.load(std::memory_order_relaxed)) {
+    if (!cma_.load(std::memory_order_relaxed) && !cma_for_lone_) {
       return malformed(qp, "the peer asked for a pulled write this side never offered");
     }
     if (Status status = cma_copy(options_.peer_pid, false, static_cast<std::byte*>(host),
@@ -647,7 +656,7 @@ ShmConnection::Outcome ShmConnection::on_read_request(SoftConnectQueuePair& qp,
   response.source = static_cast<const std::byte*>(host);
   response.length = header.value;
   const bool push = cma_.load(std::memory_order_relaxed) ||
-                    (push_lone_reads_ && (header.flags & entry_flags::kLoneRead) != 0);
+                    (cma_for_lone_ && (header.flags & entry_flags::kLoneRead) != 0);
   if (header.count > 0 && header.value > 0 && push) {
     Status status = cma_copy(options_.peer_pid, true, static_cast<std::byte*>(host), header.value,
                              sink, header.count);
@@ -655,7 +664,7 @@ ShmConnection::Outcome ShmConnection::on_read_request(SoftConnectQueuePair& qp,
       response.kind = Response::Kind::kReadDone;
     } else if (status.message().find("Operation not permitted") != std::string::npos) {
       cma_.store(false, std::memory_order_relaxed);  // the ring carries it from now on
-      push_lone_reads_ = false;
+      cma_for_lone_ = false;
     } else {
       terminate(qp, true, CompletionStatus::kRemoteOperationError,
                 CompletionStatus::kTransportError, "pushing an RDMA read: " + status.message());

@@ -57,10 +57,10 @@ struct ConnectionOptions {
   pid_t peer_pid = 0;     // from SO_PEERCRED
   bool can_pull = false;  // this side copies from/to the peer with CMA
   // CMA works with the peer (shm_cma is not off here and the probe succeeded): a read request
-  // that comes alone (kLoneRead) is answered by CMA even when can_pull is false. A single
-  // copy has the lower latency; a stream of reads moves faster through the ring's two copies
-  // on two cores (shm_cma.h).
-  bool push_lone_reads = false;
+  // that comes alone (kLoneRead) is answered by CMA, and the peer may hand over a lone write as
+  // a pull request, even when can_pull is false. A single copy has the lower latency; a stream
+  // moves faster through the ring's two copies on two cores (shm_cma.h).
+  bool cma_for_lone = false;
   int64_t rnr_timeout_ms = 2000;
   uint32_t inbound_read_depth = 1;
 };
@@ -68,9 +68,9 @@ struct ConnectionOptions {
 // Payloads at least this long go by CMA (when both sides can): below it the ring's two
 // copies cost less than a system call and the round trip of the pull's acknowledgement.
 inline constexpr uint64_t kPullThreshold = 16 * 1024;
-// A read that comes alone is answered by CMA from this size (where CMA works): btl/wv ping-pong
-// against the ring's copies, 16 KiB 5.4-6.4 against 4.5 us, 32 KiB 6.5-7.5 against 7.3-7.4,
-// 64 KiB 8.9-11.2 against 12.6-13.4.
+// A read or write that comes alone goes by CMA from this size (where CMA works): btl/wv
+// ping-pong (reads) against the ring's copies, 16 KiB 5.4-6.4 against 4.5 us, 32 KiB 6.5-7.5
+// against 7.3-7.4, 64 KiB 8.9-11.2 against 12.6-13.4.
 inline constexpr uint64_t kLonePushThreshold = 32 * 1024;
 
 class ShmConnection final : public soft::Wire,
@@ -166,7 +166,7 @@ class ShmConnection final : public soft::Wire,
   const ConnectionOptions options_;
   std::atomic<bool> closed_{false};
   std::atomic<bool> cma_;  // starts as options_.can_pull; cleared if the kernel refuses
-  bool push_lone_reads_;   // options_.push_lone_reads; cleared with cma_ (receive side only)
+  bool cma_for_lone_;      // options_.cma_for_lone; cleared with cma_ (receive side only)
   std::shared_ptr<soft::PollHandler> socket_watch_;
 
   // Transmit state, under the QP lock.

@@ -72,11 +72,16 @@ struct SegmentHeader {
   uint64_t magic = 0;
   uint32_t version = 0;
   uint32_t ring_bytes = 0;
-  // can_pull[i]: side i copies with process_vm_readv/writev from/to its peer, so the peer may
-  // hand it large RDMA writes as a pull request instead of copying them through the ring.
+  // can_pull[i]: which large RDMA writes side i copies itself from its peer with
+  // process_vm_readv (a pull request instead of a copy through the ring): kPullNever,
+  // kPullEvery, or kPullLone (a write with nothing else outstanding on the peer's QP).
   alignas(kCacheLine) std::atomic<uint32_t> can_pull[2];
   RingControl rings[2];
 };
+
+inline constexpr uint32_t kPullNever = 0;
+inline constexpr uint32_t kPullEvery = 1;
+inline constexpr uint32_t kPullLone = 2;
 
 inline constexpr size_t kDataOffset = 4096;  // ring data starts on its own page
 static_assert(sizeof(SegmentHeader) <= kDataOffset);
@@ -162,6 +167,8 @@ class RingProducer {
   // The largest entry reserve() ever grants (so any entry eventually fits).
   uint32_t max_entry() const { return capacity_ / 4; }
   uint64_t head() const { return head_; }
+  // The consumer has released every entry published: nothing is in flight to it.
+  bool drained() const { return control_->tail.load(std::memory_order_acquire) == head_; }
 
  private:
   bool fits(uint32_t bytes) const;
