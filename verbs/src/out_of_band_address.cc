@@ -1,5 +1,6 @@
 #include <string>
 
+#include "wv/byte_order.h"
 #include "wv/verbs/queue_pair.h"
 
 namespace wv::verbs {
@@ -10,15 +11,6 @@ namespace {
 constexpr std::byte kMagic{'W'};
 constexpr std::byte kVersion{1};
 
-void put32(std::byte* out, uint32_t value) {
-  for (int i = 3; i >= 0; --i, value >>= 8) out[i] = static_cast<std::byte>(value & 0xff);
-}
-uint32_t get32(const std::byte* in) {
-  uint32_t value = 0;
-  for (int i = 0; i < 4; ++i) value = (value << 8) | std::to_integer<uint32_t>(in[i]);
-  return value;
-}
-
 }  // namespace
 
 std::vector<std::byte> OutOfBandAddress::encode() const {
@@ -26,13 +18,12 @@ std::vector<std::byte> OutOfBandAddress::encode() const {
   out[0] = kMagic;
   out[1] = kVersion;
   out[2] = static_cast<std::byte>(port);
-  put32(&out[4], qp_number);
-  put32(&out[8], psn);
+  store_be32(&out[4], qp_number);
+  store_be32(&out[8], psn);
   for (size_t i = 0; i < gid.raw.size(); ++i) out[12 + i] = static_cast<std::byte>(gid.raw[i]);
-  out[28] = static_cast<std::byte>(lid >> 8);
-  out[29] = static_cast<std::byte>(lid & 0xff);
-  put32(&out[32], mtu);
-  put32(&out[36], inbound_read_depth);
+  store_be16(&out[28], lid);
+  store_be32(&out[32], mtu);
+  store_be32(&out[36], inbound_read_depth);
   return out;
 }
 
@@ -47,15 +38,14 @@ Result<OutOfBandAddress> OutOfBandAddress::decode(std::span<const std::byte> byt
   }
   OutOfBandAddress address;
   address.port = std::to_integer<uint8_t>(bytes[2]);
-  address.qp_number = get32(&bytes[4]);
-  address.psn = get32(&bytes[8]);
+  address.qp_number = load_be32(&bytes[4]);
+  address.psn = load_be32(&bytes[8]);
   for (size_t i = 0; i < address.gid.raw.size(); ++i) {
     address.gid.raw[i] = std::to_integer<uint8_t>(bytes[12 + i]);
   }
-  address.lid = static_cast<uint16_t>((std::to_integer<uint16_t>(bytes[28]) << 8) |
-                                      std::to_integer<uint16_t>(bytes[29]));
-  address.mtu = get32(&bytes[32]);
-  address.inbound_read_depth = get32(&bytes[36]);
+  address.lid = load_be16(&bytes[28]);
+  address.mtu = load_be32(&bytes[32]);
+  address.inbound_read_depth = load_be32(&bytes[36]);
   if (Status status = address.check(); !status) return status;
   return address;
 }

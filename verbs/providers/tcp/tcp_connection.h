@@ -111,10 +111,8 @@ class TcpConnection final : public soft::Wire,
     }
     // Where the FPDU being built puts its header.
     std::span<std::byte> next_header() { return fpdus[static_cast<size_t>(fpdu_count)].header; }
-    bool has_room() const {
-      return fpdu_count < kMaxFpdus &&
-             iov_count + static_cast<int>(soft::kMaxSge) + 2 <= static_cast<int>(iov.size());
-    }
+    // iov has room for kMaxFpdus FPDUs of the most iovecs one can take.
+    bool has_room() const { return fpdu_count < kMaxFpdus; }
   };
   enum class RxStage : uint8_t { kHeader, kBegin, kPayload, kTrailer, kFinish };
 
