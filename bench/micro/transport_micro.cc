@@ -11,10 +11,13 @@
 // wv_perf pt2pt measures between processes; these isolate the per-message overhead inside it.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -293,6 +296,63 @@ void BM_PingPong(benchmark::State& state, const std::string& provider) {
   }
 }
 BENCHMARK_CAPTURE(BM_PingPong, shm, std::string("shm"));
+
+// The active-message round trip btl/wv makes for every small MPI message: am_send there, the
+// handler runs inside the peer's progress(), and back. No requests, no matching.
+void BM_AmPingPong(benchmark::State& state, const std::string& provider) {
+  constexpr uint8_t kHandler = 3;
+  WorkerPair pair = make_pair(provider);
+  if (!pair.error.empty()) {
+    fail(state, pair.error);
+    return;
+  }
+  uint64_t arrived[2] = {0, 0};
+  for (int side = 0; side < 2; ++side) {
+    auto& worker = side == 0 ? pair.sender : pair.receiver;
+    auto status = worker->set_am_handler(
+        kHandler, [&arrived, side](wv::transport::PeerId, std::span<const std::byte> header,
+                                   std::span<const std::byte>) {
+          uint64_t value = 0;
+          std::memcpy(&value, header.data(), std::min(header.size(), sizeof value));
+          arrived[side] = value;
+        });
+    if (!status.is_ok()) {
+      fail(state, status.to_string());
+      return;
+    }
+  }
+  // Waits until `side`'s handler has seen `value`, progressing that side and, as a peer process
+  // would meanwhile, the other.
+  const auto await = [&](int side, uint64_t value) {
+    auto& worker = side == 0 ? pair.sender : pair.receiver;
+    auto& other = side == 0 ? pair.receiver : pair.sender;
+    constexpr uint64_t kSpinLimit = uint64_t{1} << 30;
+    for (uint64_t spins = 0; spins < kSpinLimit; ++spins) {
+      if (arrived[side] == value) return true;
+      worker->progress();
+      if (arrived[side] == value) return true;
+      other->progress();
+    }
+    return false;
+  };
+  uint64_t value = 0;
+  for (auto _ : state) {
+    ++value;
+    auto there =
+        pair.sender->am_send(pair.to_receiver, kHandler, std::as_bytes(std::span(&value, 1)), {});
+    if (!there.is_ok() || !await(1, value)) {
+      fail(state, "the active message did not arrive: " + there.to_string());
+      return;
+    }
+    auto back =
+        pair.receiver->am_send(pair.to_sender, kHandler, std::as_bytes(std::span(&value, 1)), {});
+    if (!back.is_ok() || !await(0, value)) {
+      fail(state, "the reply did not arrive: " + back.to_string());
+      return;
+    }
+  }
+}
+BENCHMARK_CAPTURE(BM_AmPingPong, shm, std::string("shm"));
 
 void BM_ProgressIdle(benchmark::State& state, const std::string& provider) {
   WorkerPair pair = make_pair(provider);

@@ -47,32 +47,41 @@ Status WorkerImpl::am_send(PeerId peer_id, uint8_t id, std::span<const std::byte
                   "active message of " + std::to_string(bytes) +
                       " bytes exceeds am_limit() = " + std::to_string(am_limit()));
   }
-  auto peer = peer_for_send(peer_id);
-  if (!peer.is_ok()) return peer.status();
-  if (bytes > (*peer)->eager_limit) {
+  auto found = peer_for_send(peer_id);
+  if (!found.is_ok()) return found.status();
+  Peer& peer = **found;
+  if (bytes > peer.eager_limit) {
     return Status(Errc::kInvalidArgument, "active message of " + std::to_string(bytes) +
                                               " bytes exceeds what peer " +
                                               std::to_string(peer_id) + " receives (" +
-                                              std::to_string((*peer)->eager_limit) + ")");
-  }
-  const uint32_t buffer = send_buffers_->take();
-  if (buffer == BufferPool::kNone) {
-    return Status(Errc::kQueueFull, "every eager send buffer is in flight; progress and retry");
+                                              std::to_string(peer.eager_limit) + ")");
   }
   wire::Header wire_header{};
   wire_header.type = wire::Type::kActive;
   wire_header.am_id = id;
   wire_header.am_header_length = static_cast<uint16_t>(header.size());
   wire_header.payload_length = static_cast<uint32_t>(bytes);
+  // Nothing queued ahead of it and room to post: an inline send copies header and payload at
+  // post time, so a small message needs no send buffer and, like inline tagged sends, mostly no
+  // completion (each one cost the sender a CQ entry to push, poll and handle).
+  if (sizeof wire_header + bytes <= inline_bytes_ && peer.data.empty() && peer.credits > 0 &&
+      can_post(peer) && post_message(peer, wire_header, header, payload)) {
+    --peer.credits;
+    return Status::ok();
+  }
+  const uint32_t buffer = send_buffers_->take();
+  if (buffer == BufferPool::kNone) {
+    return Status(Errc::kQueueFull, "every eager send buffer is in flight; progress and retry");
+  }
   std::byte* out = send_buffers_->buffer(buffer);
   std::memcpy(out, &wire_header, sizeof wire_header);
   if (!header.empty()) std::memcpy(out + sizeof wire_header, header.data(), header.size());
   if (!payload.empty()) {
     std::memcpy(out + sizeof wire_header + header.size(), payload.data(), payload.size());
   }
-  (*peer)->data.push_back(
+  peer.data.push_back(
       DataItem{.is_request = false, .value = buffer, .bytes = sizeof wire_header + bytes});
-  pump(**peer);
+  pump(peer);
   return Status::ok();
 }
 
