@@ -1,16 +1,19 @@
 #include "match_queue.h"
 
 #include <algorithm>
+#include <bit>
 
 namespace wv::transport {
 
 MatchQueue::MatchQueue(bool ordered, uint32_t bucket_count)
-    : ordered_(ordered), buckets_(bucket_count) {}
+    : ordered_(ordered),
+      buckets_(std::bit_ceil(std::max<uint32_t>(bucket_count, 1))),
+      bucket_mask_(static_cast<uint32_t>(buckets_.size()) - 1) {}
 
 uint32_t MatchQueue::bucket_of(PeerId source, uint64_t tag) const {
   // A multiplicative mix: tags are often small consecutive integers.
   uint64_t h = (tag ^ (uint64_t{source} << 32 | source)) * 0x9e3779b97f4a7c15ull;
-  return static_cast<uint32_t>((h >> 32) % buckets_.size());
+  return static_cast<uint32_t>(h >> 32) & bucket_mask_;  // a division here cost ~40 cycles
 }
 
 void MatchQueue::link(List& list, uint32_t id, Links Node::*links) {

@@ -66,7 +66,8 @@ class MatchQueue {
 
   bool ordered_;
   std::vector<Node> nodes_;
-  std::vector<List> buckets_;
+  std::vector<List> buckets_;  // a power of two of them
+  uint32_t bucket_mask_;
   List wildcards_;
   List arrival_;
   uint64_t next_sequence_ = 1;

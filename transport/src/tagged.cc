@@ -83,8 +83,7 @@ void WorkerImpl::release(uint64_t id, RequestSlot& request) {
   free_requests_.push_back(static_cast<uint32_t>(id));
 }
 
-Status WorkerImpl::sticky_error() const {
-  if (unexpected_bytes_ <= unexpected_limit_) return Status::ok();
+Status WorkerImpl::unexpected_overflow() const {
   return Status(Errc::kQueueFull,
                 "unexpected-message queue full: " + std::to_string(unexpected_bytes_) +
                     " bytes received but not matched (transport_unexpected_limit = " +
@@ -94,7 +93,7 @@ Status WorkerImpl::sticky_error() const {
 Result<Request> WorkerImpl::isend(PeerId peer_id, uint64_t tag, const void* buffer, size_t length,
                                   SendMode mode) {
   std::lock_guard lock(mutex_);
-  if (Status status = sticky_error(); !status.is_ok()) return status;
+  if (unexpected_bytes_ > unexpected_limit_) return unexpected_overflow();
   if (buffer == nullptr && length != 0) {
     return Status(Errc::kInvalidArgument,
                   "isend of " + std::to_string(length) + " bytes from a null buffer");

@@ -75,6 +75,8 @@ bool read_at(std::span<const std::byte> bytes, size_t offset, T* out) {
   return true;
 }
 
+// Whether a received message is well-formed for its type: the receive path's check.
+bool well_formed(const Header& header, size_t received_bytes, size_t eager_limit);
 // Why a received message is malformed, or empty when it is well-formed for its type.
 std::string check(const Header& header, size_t received_bytes, size_t eager_limit);
 

@@ -635,13 +635,10 @@ void WorkerImpl::handle_completion(const verbs::Completion& completion) {
       if (completion.status == verbs::CompletionStatus::kSuccess && peer) {
         std::span<const std::byte> bytes(receive_buffers_->buffer(buffer), completion.length);
         wire::Header header{};
-        std::string problem;
-        if (!wire::read_at(bytes, 0, &header)) {
-          problem = "short message";
-        } else {
-          problem = wire::check(header, bytes.size(), receive_capacity_);
-        }
-        if (!problem.empty()) {
+        const bool whole = wire::read_at(bytes, 0, &header);
+        if (!whole || !wire::well_formed(header, bytes.size(), receive_capacity_)) {
+          const std::string problem =
+              whole ? wire::check(header, bytes.size(), receive_capacity_) : "short message";
           fail_peer(*peer,
                     Status(Errc::kProtocolError, "malformed message from peer " +
                                                      std::to_string(peer->id) + ": " + problem));

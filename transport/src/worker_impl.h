@@ -285,7 +285,8 @@ class WorkerImpl final : public Worker {
   UnexpectedMessage& store_unexpected(Peer& peer, const wire::Header& header);
   void match_eager(uint64_t request_id, RequestSlot& request, PeerId source,
                    const wire::Header& header, std::span<const std::byte> payload);
-  Status sticky_error() const;
+  // The error every send reports once unexpected messages exceed transport_unexpected_limit.
+  Status unexpected_overflow() const;
   // test() without progress: the waits progress between checks themselves.
   Result<bool> take_if_done_locked(Request request, RequestResult* result);
   // A non-owning reference to the condition of a wait: std::function would allocate for a
