@@ -72,9 +72,10 @@ constexpr Definition kDefinitions[] = {
          "process_vm_readv/writev (the kernel permitting): on for every peer; auto "
          "only between processes confined to the same single CPU, where the ring's "
          "two copies would take turns, or for a read or write of 32 KiB and more with nothing "
-         "else outstanding on its QP (one copy ends sooner than the pipeline), and "
-         "through the ring elsewhere, where its two copies run side by side on two "
-         "cores (twice the bandwidth on the machines measured); off never.",
+         "else outstanding on its QP (one copy ends sooner than the pipeline); reads of "
+         "32 KiB and more in a stream take whichever of CMA and the ring (whose two copies "
+         "run side by side on two cores) the connection measured faster, re-measuring the "
+         "other every 64th; other writes go through the ring; off never.",
      .level = Level::kTuner,
      .choices = kShmCmaChoices},
     {.name = names::kShmRingSize,

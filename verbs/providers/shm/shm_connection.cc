@@ -24,6 +24,12 @@ namespace {
 
 constexpr auto kParkCheck = std::chrono::milliseconds(1);
 
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // Copies `length` bytes at `offset` of a scattered buffer into `out` (the ring).
 void gather_payload(const soft::Segment* segments, uint32_t count, uint64_t offset, std::byte* out,
                     uint64_t length) {
@@ -289,7 +295,7 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
       std::byte* at = reserve_locked(count * sizeof(PullIovec), header);
       if (at == nullptr) return Emit::kFull;
       header.type = static_cast<uint8_t>(EntryType::kReadRequest);
-      header.flags = lone && request.length >= kLonePushThreshold ? entry_flags::kLoneRead : 0;
+      header.flags = lone && request.length >= kLonePushThreshold ? entry_flags::kPushRead : 0;
       header.count = static_cast<uint16_t>(count);
       header.key = request.remote.rkey;
       header.address = request.remote.address;
@@ -337,6 +343,9 @@ bool ShmConnection::emit_response_locked(Response& response, bool* ring) {
             static_cast<uint32_t>(std::min<uint64_t>(max_payload_, response.length - offset));
         std::byte* at = reserve_locked(chunk, header);
         if (at == nullptr) return false;
+        // Timed from its first chunk in the ring: the wait for space before it is the previous
+        // response's.
+        if (response.timed && response.first_chunk_ns == 0) response.first_chunk_ns = now_ns();
         header.type = static_cast<uint8_t>(EntryType::kReadData);
         header.flags = offset + chunk == response.length ? entry_flags::kLast : 0;
         header.address = offset;
@@ -344,6 +353,10 @@ bool ShmConnection::emit_response_locked(Response& response, bool* ring) {
         *ring |= commit_locked(header);
         response.sent = offset + chunk;
       } while (response.sent < response.length);
+      if (response.timed) {
+        read_paths_.record(TransferPathChooser::Path::kRing, response.length,
+                           static_cast<uint64_t>(now_ns() - response.first_chunk_ns));
+      }
       return true;
     case Response::Kind::kReadDone:
     case Response::Kind::kAtomicReply:
@@ -655,11 +668,21 @@ ShmConnection::Outcome ShmConnection::on_read_request(SoftConnectQueuePair& qp,
   response.kind = Response::Kind::kReadData;
   response.source = static_cast<const std::byte*>(host);
   response.length = header.value;
-  const bool push = cma_.load(std::memory_order_relaxed) ||
-                    (cma_for_lone_ && (header.flags & entry_flags::kLoneRead) != 0);
+  bool push = cma_.load(std::memory_order_relaxed) ||
+              (cma_for_lone_ && (header.flags & entry_flags::kPushRead) != 0);
+  // A large read of a stream takes the path this connection measured faster (see
+  // TransferPathChooser); both paths' times are recorded for it.
+  if (!push && cma_for_lone_ && header.count > 0 && header.value >= kLonePushThreshold) {
+    std::lock_guard lock(qp.mutex());
+    push = read_paths_.next(header.value) == TransferPathChooser::Path::kCma;
+    response.timed = !push;
+  }
+  int64_t cma_ns = 0;
   if (header.count > 0 && header.value > 0 && push) {
+    const int64_t start = now_ns();
     Status status = cma_copy(options_.peer_pid, true, static_cast<std::byte*>(host), header.value,
                              sink, header.count);
+    cma_ns = now_ns() - start;
     if (status) {
       response.kind = Response::Kind::kReadDone;
     } else if (status.message().find("Operation not permitted") != std::string::npos) {
@@ -672,6 +695,10 @@ ShmConnection::Outcome ShmConnection::on_read_request(SoftConnectQueuePair& qp,
     }
   }
   std::unique_lock lock(qp.mutex());
+  if (response.kind == Response::Kind::kReadDone && header.value >= kLonePushThreshold) {
+    read_paths_.record(TransferPathChooser::Path::kCma, header.value,
+                       static_cast<uint64_t>(cma_ns));
+  }
   if (!queue_response_locked(qp, response)) {
     lock.unlock();
     terminate(

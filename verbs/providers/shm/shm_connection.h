@@ -35,6 +35,7 @@
 #include "shm_ring.h"
 #include "soft_completion_queue.h"
 #include "soft_queue_pair.h"
+#include "transfer_path_chooser.h"
 #include "wv/verbs/operation.h"
 
 namespace wv::verbs::shm {
@@ -57,9 +58,9 @@ struct ConnectionOptions {
   pid_t peer_pid = 0;     // from SO_PEERCRED
   bool can_pull = false;  // this side copies from/to the peer with CMA
   // CMA works with the peer (shm_cma is not off here and the probe succeeded): a read request
-  // that comes alone (kLoneRead) is answered by CMA, and the peer may hand over a lone write as
-  // a pull request, even when can_pull is false. A single copy has the lower latency; a stream
-  // moves faster through the ring's two copies on two cores (shm_cma.h).
+  // that comes alone or is short (kPushRead) is answered by CMA, and the peer may hand over a lone
+  // write as a pull request, even when can_pull is false. A single copy has the lower latency; a
+  // stream moves faster through the ring's two copies on two cores (shm_cma.h).
   bool cma_for_lone = false;
   int64_t rnr_timeout_ms = 2000;
   uint32_t inbound_read_depth = 1;
@@ -107,13 +108,16 @@ class ShmConnection final : public soft::Wire,
     uint64_t length = 0;
     uint64_t sent = 0;
     uint64_t value = 0;
+    // kReadData through the ring on the chooser's behalf: when its first chunk went (0: not yet).
+    bool timed = false;
+    int64_t first_chunk_ns = 0;
   };
   enum class Emit : uint8_t { kDone, kFull, kHeld };
   enum class Outcome : uint8_t { kDone, kStall, kFailed };
 
   // ---- transmit (QP lock) ----
   void pump_locked(soft::SoftConnectQueuePair& qp);
-  // `lone`: nothing else is outstanding on the QP (see kLoneRead).
+  // `lone`: nothing else is outstanding on the QP (see kPushRead).
   Emit emit_request_locked(soft::SendWorkRequest& request, bool lone, bool* ring);
   bool emit_response_locked(Response& response, bool* ring);
   // Reserves an entry for `payload` bytes; null when the ring is full (blocked_bytes_ is set).
@@ -167,6 +171,8 @@ class ShmConnection final : public soft::Wire,
   std::atomic<bool> closed_{false};
   std::atomic<bool> cma_;  // starts as options_.can_pull; cleared if the kernel refuses
   bool cma_for_lone_;      // options_.cma_for_lone; cleared with cma_ (receive side only)
+  // Ring or CMA for reads of kLonePushThreshold and more in a stream, where CMA works (QP lock).
+  TransferPathChooser read_paths_;
   std::shared_ptr<soft::PollHandler> socket_watch_;
 
   // Transmit state, under the QP lock.

@@ -69,10 +69,10 @@ inline constexpr uint8_t kSolicited = 1u << 4;
 inline constexpr uint8_t kCompareSwap = 1u << 5;
 inline constexpr uint8_t kAboutRequest = 1u << 6;
 inline constexpr uint8_t kGroup = 1u << 7;  // kDatagram: to a group, whose GID starts the payload
-// kReadRequest: the requester has nothing else outstanding on the connection, so the target may
-// answer with one process_vm_writev where CMA works even when it streams through the ring
+// kReadRequest: the requester has nothing else outstanding on the connection, so the target
+// answers with one process_vm_writev where CMA works, whichever path its stream of reads takes
 // otherwise (a bit kAtomic uses for kCompareSwap; no type carries both).
-inline constexpr uint8_t kLoneRead = 1u << 5;
+inline constexpr uint8_t kPushRead = 1u << 5;
 }  // namespace entry_flags
 
 struct PullIovec {
