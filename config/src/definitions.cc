@@ -73,9 +73,9 @@ constexpr Definition kDefinitions[] = {
          "only between processes confined to the same single CPU, where the ring's "
          "two copies would take turns, or for a read or write of 32 KiB and more with nothing "
          "else outstanding on its QP (one copy ends sooner than the pipeline); reads of "
-         "32 KiB and more in a stream take whichever of CMA and the ring (whose two copies "
-         "run side by side on two cores) the connection measured faster, re-measuring the "
-         "other every 64th; other writes go through the ring; off never.",
+         "32 KiB and more in a stream take whichever of a pull by the reader and the ring "
+         "(whose two copies run side by side on two cores) the connection measured faster, "
+         "re-measuring the other every 64th; other writes go through the ring; off never.",
      .level = Level::kTuner,
      .choices = kShmCmaChoices},
     {.name = names::kShmRingSize,

@@ -128,6 +128,7 @@ ShmConnection::ShmConnection(std::unique_ptr<Segment> segment, int socket_fd, in
       options_(options),
       cma_(options.can_pull),
       cma_for_lone_(options.cma_for_lone),
+      pull_reads_(options.cma_for_lone),
       responses_(std::max<uint32_t>(options.inbound_read_depth, 1) + 2) {
   const int mine = options_.side;
   const int theirs = 1 - mine;
@@ -290,12 +291,24 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
       return Emit::kDone;
     }
     case WorkKind::kRead: {
-      // Large reads name the sink, so that the target can push the data with one copy.
-      const uint32_t count = request.length >= kPullThreshold ? request.segment_count : 0;
+      // A large read is copied once, by CMA, where it works: by the target when it comes alone
+      // (it ends sooner: the target's source is warm; btl/wv 1 MiB ping-pong 82 against 88-89
+      // us pulled), by this side when a stream measured pulls faster than the ring
+      // (TransferPathChooser); the ring carries the rest. Reads the target may push name their
+      // sink.
+      bool grant = false;
+      if (pull_reads_ && request.length >= kPullThreshold) {
+        grant = cma_.load(std::memory_order_relaxed) ||
+                (!lone && request.length >= kLonePushThreshold &&
+                 read_paths_.next(request.length) == TransferPathChooser::Path::kCma);
+      }
+      const uint32_t count = !grant && request.length >= kPullThreshold ? request.segment_count : 0;
       std::byte* at = reserve_locked(count * sizeof(PullIovec), header);
       if (at == nullptr) return Emit::kFull;
       header.type = static_cast<uint8_t>(EntryType::kReadRequest);
-      header.flags = lone && request.length >= kLonePushThreshold ? entry_flags::kPushRead : 0;
+      header.flags = grant                                          ? entry_flags::kGrantRead
+                     : lone && request.length >= kLonePushThreshold ? entry_flags::kPushRead
+                                                                    : 0;
       header.count = static_cast<uint16_t>(count);
       header.key = request.remote.rkey;
       header.address = request.remote.address;
@@ -343,9 +356,6 @@ bool ShmConnection::emit_response_locked(Response& response, bool* ring) {
             static_cast<uint32_t>(std::min<uint64_t>(max_payload_, response.length - offset));
         std::byte* at = reserve_locked(chunk, header);
         if (at == nullptr) return false;
-        // Timed from its first chunk in the ring: the wait for space before it is the previous
-        // response's.
-        if (response.timed && response.first_chunk_ns == 0) response.first_chunk_ns = now_ns();
         header.type = static_cast<uint8_t>(EntryType::kReadData);
         header.flags = offset + chunk == response.length ? entry_flags::kLast : 0;
         header.address = offset;
@@ -353,21 +363,23 @@ bool ShmConnection::emit_response_locked(Response& response, bool* ring) {
         *ring |= commit_locked(header);
         response.sent = offset + chunk;
       } while (response.sent < response.length);
-      if (response.timed) {
-        read_paths_.record(TransferPathChooser::Path::kRing, response.length,
-                           static_cast<uint64_t>(now_ns() - response.first_chunk_ns));
-      }
       return true;
     case Response::Kind::kReadDone:
+    case Response::Kind::kReadGrant:
     case Response::Kind::kAtomicReply:
     case Response::Kind::kWriteDone: {
       std::byte* at = reserve_locked(0, header);
       if (at == nullptr) return false;
       header.type = static_cast<uint8_t>(
           response.kind == Response::Kind::kReadDone      ? EntryType::kReadDone
+          : response.kind == Response::Kind::kReadGrant   ? EntryType::kReadGrant
           : response.kind == Response::Kind::kAtomicReply ? EntryType::kAtomicReply
                                                           : EntryType::kWriteDone);
       header.value = response.value;
+      if (response.kind == Response::Kind::kReadGrant) {
+        header.address = reinterpret_cast<uint64_t>(response.source);
+        header.value = response.length;
+      }
       *ring |= commit_locked(header);
       return true;
     }
@@ -484,6 +496,7 @@ ShmConnection::Outcome ShmConnection::handle(SoftConnectQueuePair& qp, const Ent
       return on_atomic(qp, header, payload);
     case EntryType::kReadData:
     case EntryType::kReadDone:
+    case EntryType::kReadGrant:
     case EntryType::kAtomicReply:
     case EntryType::kWriteDone:
       return on_response(qp, header, payload);
@@ -668,21 +681,13 @@ ShmConnection::Outcome ShmConnection::on_read_request(SoftConnectQueuePair& qp,
   response.kind = Response::Kind::kReadData;
   response.source = static_cast<const std::byte*>(host);
   response.length = header.value;
-  bool push = cma_.load(std::memory_order_relaxed) ||
-              (cma_for_lone_ && (header.flags & entry_flags::kPushRead) != 0);
-  // A large read of a stream takes the path this connection measured faster (see
-  // TransferPathChooser); both paths' times are recorded for it.
-  if (!push && cma_for_lone_ && header.count > 0 && header.value >= kLonePushThreshold) {
-    std::lock_guard lock(qp.mutex());
-    push = read_paths_.next(header.value) == TransferPathChooser::Path::kCma;
-    response.timed = !push;
-  }
-  int64_t cma_ns = 0;
-  if (header.count > 0 && header.value > 0 && push) {
-    const int64_t start = now_ns();
+  const bool push = cma_.load(std::memory_order_relaxed) ||
+                    (cma_for_lone_ && (header.flags & entry_flags::kPushRead) != 0);
+  if ((header.flags & entry_flags::kGrantRead) != 0) {
+    response.kind = Response::Kind::kReadGrant;  // the requester copies the checked range
+  } else if (header.count > 0 && header.value > 0 && push) {
     Status status = cma_copy(options_.peer_pid, true, static_cast<std::byte*>(host), header.value,
                              sink, header.count);
-    cma_ns = now_ns() - start;
     if (status) {
       response.kind = Response::Kind::kReadDone;
     } else if (status.message().find("Operation not permitted") != std::string::npos) {
@@ -695,10 +700,6 @@ ShmConnection::Outcome ShmConnection::on_read_request(SoftConnectQueuePair& qp,
     }
   }
   std::unique_lock lock(qp.mutex());
-  if (response.kind == Response::Kind::kReadDone && header.value >= kLonePushThreshold) {
-    read_paths_.record(TransferPathChooser::Path::kCma, header.value,
-                       static_cast<uint64_t>(cma_ns));
-  }
   if (!queue_response_locked(qp, response)) {
     lock.unlock();
     terminate(
@@ -783,13 +784,73 @@ ShmConnection::Outcome ShmConnection::on_response(SoftConnectQueuePair& qp,
       return malformed(qp, "read data beyond its read");
     }
     if ((header.flags & entry_flags::kLast) == 0) return Outcome::kDone;
+    read_finished_locked(*request, TransferPathChooser::Path::kRing);
   } else if (header.length != 0) {
     lock.unlock();
     return malformed(qp, "read completion with a payload");
+  } else if (type == EntryType::kReadGrant) {
+    if (header.value != request->length || !pull_reads_) {
+      lock.unlock();
+      return malformed(qp, "read grant this side did not ask for");
+    }
+    Status status;
+    if (!pull_read(qp, lock, header.tag, header.address, &status)) {
+      if (status) return Outcome::kDone;  // flushed meanwhile
+      lock.unlock();
+      terminate(qp, false, CompletionStatus::kRemoteOperationError,
+                CompletionStatus::kTransportError, "pulling an RDMA read: " + status.message());
+      return Outcome::kFailed;
+    }
+    request = qp.oldest_pending_locked(false);
+    read_finished_locked(*request, TransferPathChooser::Path::kCma);
   }
   qp.response_arrived_locked(*request, CompletionStatus::kSuccess);
+  if (!atomic) read_stream_busy_ = qp.oldest_pending_locked(false) != nullptr;
   pump_locked(qp);
   return Outcome::kDone;
+}
+
+bool ShmConnection::pull_read(SoftConnectQueuePair& qp, std::unique_lock<SpinLock>& lock,
+                              uint64_t tag, uint64_t source, Status* status) {
+  // A piece at a time: the QP lock is not held for a whole large copy, and a read flushed
+  // between pieces (its buffer the application's again) is not written further.
+  constexpr uint64_t kPiece = 256 * 1024;
+  for (uint64_t done = 0;;) {
+    SendWorkRequest* read = qp.oldest_pending_locked(false);
+    if (closed_ || read == nullptr || read->wire_tag != tag) return false;
+    if (done == read->length) return true;
+    uint64_t skip = done;
+    uint64_t want = std::min(kPiece, read->length - done);
+    for (uint32_t i = 0; i < read->segment_count && want > 0; ++i) {
+      const soft::Segment& segment = read->segments[i];
+      if (skip >= segment.length) {
+        skip -= segment.length;
+        continue;
+      }
+      const uint64_t chunk = std::min<uint64_t>(want, segment.length - skip);
+      const PullIovec from{source + done, chunk};
+      *status = cma_copy(options_.peer_pid, false, segment.address + skip, chunk, &from, 1);
+      if (!*status) return false;
+      done += chunk;
+      want -= chunk;
+      skip = 0;
+    }
+    if (want > 0) {
+      *status = Status(Errc::kProtocolError, "the read's buffers are shorter than the read");
+      return false;
+    }
+    lock.unlock();
+    lock.lock();
+  }
+}
+
+void ShmConnection::read_finished_locked(const SendWorkRequest& read,
+                                         TransferPathChooser::Path path) {
+  const int64_t now = now_ns();
+  if (read_stream_busy_ && read.length >= kLonePushThreshold) {
+    read_paths_.record(path, read.length, static_cast<uint64_t>(now - last_read_done_ns_));
+  }
+  last_read_done_ns_ = now;
 }
 
 ShmConnection::Outcome ShmConnection::on_terminate(SoftConnectQueuePair& qp,

@@ -102,15 +102,12 @@ class ShmConnection final : public soft::Wire,
 
  private:
   struct Response {
-    enum class Kind : uint8_t { kReadData, kReadDone, kAtomicReply, kWriteDone } kind;
+    enum class Kind : uint8_t { kReadData, kReadDone, kReadGrant, kAtomicReply, kWriteDone } kind;
     uint32_t tag = 0;
     const std::byte* source = nullptr;
     uint64_t length = 0;
     uint64_t sent = 0;
     uint64_t value = 0;
-    // kReadData through the ring on the chooser's behalf: when its first chunk went (0: not yet).
-    bool timed = false;
-    int64_t first_chunk_ns = 0;
   };
   enum class Emit : uint8_t { kDone, kFull, kHeld };
   enum class Outcome : uint8_t { kDone, kStall, kFailed };
@@ -120,6 +117,12 @@ class ShmConnection final : public soft::Wire,
   // `lone`: nothing else is outstanding on the QP (see kPushRead).
   Emit emit_request_locked(soft::SendWorkRequest& request, bool lone, bool* ring);
   bool emit_response_locked(Response& response, bool* ring);
+  // Copies a granted read from the peer's `source` into its sink, a piece at a time under the
+  // QP lock (released between pieces); false when the read was flushed meanwhile.
+  bool pull_read(soft::SoftConnectQueuePair& qp, std::unique_lock<SpinLock>& lock, uint64_t tag,
+                 uint64_t source, Status* status);
+  // A read finished: feeds the chooser its time when the stream was busy.
+  void read_finished_locked(const soft::SendWorkRequest& read, TransferPathChooser::Path path);
   // Reserves an entry for `payload` bytes; null when the ring is full (blocked_bytes_ is set).
   std::byte* reserve_locked(uint32_t payload, EntryHeader& header, bool compact = false);
   bool commit_locked(const EntryHeader& header);
@@ -171,8 +174,13 @@ class ShmConnection final : public soft::Wire,
   std::atomic<bool> closed_{false};
   std::atomic<bool> cma_;  // starts as options_.can_pull; cleared if the kernel refuses
   bool cma_for_lone_;      // options_.cma_for_lone; cleared with cma_ (receive side only)
-  // Ring or CMA for reads of kLonePushThreshold and more in a stream, where CMA works (QP lock).
+  // This side copies large reads from the peer itself (CMA works; kGrantRead).
+  const bool pull_reads_;
+  // Reads of a stream (QP lock): the ring or a pull, by this side's measurements of both. A
+  // completion's time since the previous one is the transfer's when the stream was busy.
   TransferPathChooser read_paths_;
+  int64_t last_read_done_ns_ = 0;
+  bool read_stream_busy_ = false;
   std::shared_ptr<soft::PollHandler> socket_watch_;
 
   // Transmit state, under the QP lock.

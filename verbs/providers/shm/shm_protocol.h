@@ -16,11 +16,14 @@
 //                  rkey; value = total length (first fragment: the whole range is checked)
 //   kWritePull     large write the target copies itself (process_vm_readv); address, key,
 //                  value = length; tag; count iovecs {u64 base, u64 length} of the source
-//   kReadRequest   address, key, value = length, tag; count iovecs of the sink (for a
-//                  target that pushes with process_vm_writev)
+//   kReadRequest   address, key, value = length, tag; flags kGrantRead (the requester pulls
+//                  the data itself) or kPushRead; count iovecs of the sink (for a target that
+//                  pushes with process_vm_writev)
 //   kAtomic        flags kCompareSwap; address, key, value = compare; payload = u64 swap/add
 //   kReadData      tag; address = offset in the read; payload = data; kLast ends the read
 //   kReadDone      tag: the target pushed all the data of the read
+//   kReadGrant     tag; address = where the checked range starts in the target; value = length:
+//                  the requester copies it with process_vm_readv
 //   kAtomicReply   tag; value = original value
 //   kWriteDone     tag: the target has copied a pulled write
 //   kTerminate     key = CompletionStatus of the requester's oldest read/atomic when
@@ -58,6 +61,7 @@ enum class EntryType : uint8_t {
   kWriteDone = 10,
   kTerminate = 11,
   kDatagram = 12,
+  kReadGrant = 13,
 };
 
 namespace entry_flags {
@@ -73,6 +77,9 @@ inline constexpr uint8_t kGroup = 1u << 7;  // kDatagram: to a group, whose GID 
 // answers with one process_vm_writev where CMA works, whichever path its stream of reads takes
 // otherwise (a bit kAtomic uses for kCompareSwap; no type carries both).
 inline constexpr uint8_t kPushRead = 1u << 5;
+// kReadRequest: the requester copies the data itself with process_vm_readv; the target answers
+// with kReadGrant once the key is checked (a bit kTerminate uses for kAboutRequest).
+inline constexpr uint8_t kGrantRead = 1u << 6;
 }  // namespace entry_flags
 
 struct PullIovec {

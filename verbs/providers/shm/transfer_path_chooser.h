@@ -1,11 +1,12 @@
 // How a stream of large RDMA reads moves between two processes: through the ring (the target
-// copies in, the initiator copies out, the two overlapping on two cores) or by one
-// process_vm_writev of the target. Which is faster depends on the machine and changes under a
-// VM: on the project's 2-vCPU VMs the ring ran at 7.5-8.5 GB/s and CMA at 11-12.6 at 1 MiB
-// most of the time, but whenever the host placed the two vCPUs far apart (the two-process
-// flag ping-pong went from 0.075 to 0.27-0.31 us) the ring fell to 2.1-2.3 GB/s while CMA
-// stayed at 11.7-12.5; earlier sessions measured CMA itself at 1.3-2.3 GB/s. So the target
-// measures both and takes the faster, re-measuring the other now and then.
+// copies in, the requester copies out, the two overlapping on two cores) or by one
+// process_vm_readv of the requester once the target has checked the key (a pull). Which is
+// faster depends on the machine and changes under a VM: on the project's 2-vCPU VMs the ring
+// ran at 7.5-8.5 GB/s and CMA at 11-12.6 at 1 MiB most of the time, but whenever the host placed
+// the two vCPUs far apart (the two-process flag ping-pong went from 0.075 to 0.27-0.31 us) the
+// ring fell to 2.1-2.3 GB/s while CMA stayed at 11.7-12.5; earlier sessions measured CMA itself
+// at 1.3-2.3 GB/s. So the requester measures both and takes the faster, re-measuring the other
+// now and then.
 #pragma once
 
 #include <array>
@@ -36,7 +37,8 @@ class TransferPathChooser {
     return faster == Path::kCma ? Path::kRing : Path::kCma;
   }
 
-  // A transfer of `bytes` that took `nanoseconds` on `path` (wall time on the target).
+  // A transfer of `bytes` that took `nanoseconds` on `path`: in a busy stream, the time since
+  // the previous transfer finished.
   void record(Path path, uint64_t bytes, uint64_t nanoseconds) {
     if (bytes == 0) return;
     const double rate = static_cast<double>(bytes) / static_cast<double>(nanoseconds + 1);
