@@ -54,9 +54,9 @@ TEST(TransferPathChooserTest, FollowsAPhaseChangeWithinAFewExplorations) {
 
 TEST(TransferPathChooserTest, SizeClassesAreMeasuredApart) {
   TransferPathChooser chooser;
-  run(chooser, 64, 64 * 1024, 12.0, 4.0);  // small reads: the ring ahead
-  run(chooser, 64, 4 * kMiB, 4.0, 12.0);   // large reads: CMA ahead
-  EXPECT_EQ(chooser.next(64 * 1024), Path::kRing);
+  run(chooser, 64, uint64_t{64} * 1024, 12.0, 4.0);  // small reads: the ring ahead
+  run(chooser, 64, 4 * kMiB, 4.0, 12.0);             // large reads: CMA ahead
+  EXPECT_EQ(chooser.next(uint64_t{64} * 1024), Path::kRing);
   EXPECT_EQ(chooser.next(4 * kMiB), Path::kCma);
   EXPECT_EQ(chooser.rate(Path::kCma, kMiB), 0.0) << "1 MiB is a class of its own, unmeasured";
 }

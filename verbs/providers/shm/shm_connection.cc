@@ -814,7 +814,7 @@ bool ShmConnection::pull_read(SoftConnectQueuePair& qp, std::unique_lock<SpinLoc
                               uint64_t tag, uint64_t source, Status* status) {
   // A piece at a time: the QP lock is not held for a whole large copy, and a read flushed
   // between pieces (its buffer the application's again) is not written further.
-  constexpr uint64_t kPiece = 256 * 1024;
+  constexpr uint64_t kPiece = uint64_t{256} * 1024;
   for (uint64_t done = 0;;) {
     SendWorkRequest* read = qp.oldest_pending_locked(false);
     if (closed_ || read == nullptr || read->wire_tag != tag) return false;
