@@ -765,6 +765,7 @@ ShmConnection::Outcome ShmConnection::on_response(SoftConnectQueuePair& qp,
     return Outcome::kDone;
   }
   const bool atomic = type == EntryType::kAtomicReply;
+  std::optional<TransferPathChooser::Path> path;  // how a read's data came, if this side knows
   SendWorkRequest* request = qp.oldest_pending_locked(atomic);
   if (request == nullptr || request->wire_tag != header.tag) {
     lock.unlock();
@@ -784,7 +785,7 @@ ShmConnection::Outcome ShmConnection::on_response(SoftConnectQueuePair& qp,
       return malformed(qp, "read data beyond its read");
     }
     if ((header.flags & entry_flags::kLast) == 0) return Outcome::kDone;
-    read_finished_locked(*request, TransferPathChooser::Path::kRing);
+    path = TransferPathChooser::Path::kRing;
   } else if (header.length != 0) {
     lock.unlock();
     return malformed(qp, "read completion with a payload");
@@ -802,8 +803,9 @@ ShmConnection::Outcome ShmConnection::on_response(SoftConnectQueuePair& qp,
       return Outcome::kFailed;
     }
     request = qp.oldest_pending_locked(false);
-    read_finished_locked(*request, TransferPathChooser::Path::kCma);
+    path = TransferPathChooser::Path::kCma;
   }
+  if (!atomic) read_finished_locked(*request, path);
   qp.response_arrived_locked(*request, CompletionStatus::kSuccess);
   if (!atomic) read_stream_busy_ = qp.oldest_pending_locked(false) != nullptr;
   pump_locked(qp);
@@ -845,10 +847,10 @@ bool ShmConnection::pull_read(SoftConnectQueuePair& qp, std::unique_lock<SpinLoc
 }
 
 void ShmConnection::read_finished_locked(const SendWorkRequest& read,
-                                         TransferPathChooser::Path path) {
+                                         std::optional<TransferPathChooser::Path> path) {
   const int64_t now = now_ns();
-  if (read_stream_busy_ && read.length >= kLonePushThreshold) {
-    read_paths_.record(path, read.length, static_cast<uint64_t>(now - last_read_done_ns_));
+  if (path && read_stream_busy_ && read.length >= kLonePushThreshold) {
+    read_paths_.record(*path, read.length, static_cast<uint64_t>(now - last_read_done_ns_));
   }
   last_read_done_ns_ = now;
 }

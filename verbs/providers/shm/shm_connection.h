@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -121,8 +122,10 @@ class ShmConnection final : public soft::Wire,
   // QP lock (released between pieces); false when the read was flushed meanwhile.
   bool pull_read(soft::SoftConnectQueuePair& qp, std::unique_lock<SpinLock>& lock, uint64_t tag,
                  uint64_t source, Status* status);
-  // A read finished: feeds the chooser its time when the stream was busy.
-  void read_finished_locked(const soft::SendWorkRequest& read, TransferPathChooser::Path path);
+  // A read finished (its data by `path`, when this side knows): feeds the chooser its time when
+  // the stream was busy.
+  void read_finished_locked(const soft::SendWorkRequest& read,
+                            std::optional<TransferPathChooser::Path> path);
   // Reserves an entry for `payload` bytes; null when the ring is full (blocked_bytes_ is set).
   std::byte* reserve_locked(uint32_t payload, EntryHeader& header, bool compact = false);
   bool commit_locked(const EntryHeader& header);
