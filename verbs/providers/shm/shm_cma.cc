@@ -68,8 +68,9 @@ CmaSupport detect_cma(const std::string& setting) {
   support.description = support.every_peer
                             ? "single copy with process_vm_readv/writev (shm_cma=on)"
                             : "single copy with process_vm_readv/writev between processes that "
-                              "share one CPU, and for an RDMA read or write of 32 KiB or more that "
-                              "comes alone; else through the ring (shm_cma=auto)";
+                              "share one CPU, for an RDMA read or write of 32 KiB or more that "
+                              "comes alone, and for the reads of a stream when that measures "
+                              "faster than the ring; else through the ring (shm_cma=auto)";
   if (scope == 1) support.description += " (Yama ptrace_scope=1: PR_SET_PTRACER_ANY set)";
   return support;
 }

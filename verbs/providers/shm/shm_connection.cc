@@ -127,8 +127,7 @@ ShmConnection::ShmConnection(std::unique_ptr<Segment> segment, int socket_fd, in
       events_(std::move(events)),
       options_(options),
       cma_(options.can_pull),
-      cma_for_lone_(options.cma_for_lone),
-      pull_reads_(options.cma_for_lone),
+      cma_works_(options.cma_works),
       responses_(std::max<uint32_t>(options.inbound_read_depth, 1) + 2) {
   const int mine = options_.side;
   const int theirs = 1 - mine;
@@ -137,9 +136,9 @@ ShmConnection::ShmConnection(std::unique_ptr<Segment> segment, int socket_fd, in
   producer_ = RingProducer(&header.rings[mine], segment_->ring_data(mine), bytes);
   consumer_ = RingConsumer(&header.rings[theirs], segment_->ring_data(theirs), bytes);
   max_payload_ = producer_.max_entry() - kEntryHeaderBytes;
-  header.can_pull[mine].store(options_.can_pull       ? kPullEvery
-                              : options_.cma_for_lone ? kPullLone
-                                                      : kPullNever,
+  header.can_pull[mine].store(options_.can_pull    ? kPullEvery
+                              : options_.cma_works ? kPullLone
+                                                   : kPullNever,
                               std::memory_order_release);
 }
 
@@ -296,12 +295,10 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
       // us pulled), by this side when a stream measured pulls faster than the ring
       // (TransferPathChooser); the ring carries the rest. Reads the target may push name their
       // sink.
-      bool grant = false;
-      if (pull_reads_ && request.length >= kPullThreshold) {
-        grant = cma_.load(std::memory_order_relaxed) ||
-                (!lone && request.length >= kLonePushThreshold &&
-                 read_paths_.next(request.length) == TransferPathChooser::Path::kCma);
-      }
+      const bool grant = options_.cma_works && request.length >= kPullThreshold &&
+                         (cma_.load(std::memory_order_relaxed) ||
+                          (!lone && request.length >= kLonePushThreshold &&
+                           read_paths_.next(request.length) == TransferPathChooser::Path::kCma));
       const uint32_t count = !grant && request.length >= kPullThreshold ? request.segment_count : 0;
       std::byte* at = reserve_locked(count * sizeof(PullIovec), header);
       if (at == nullptr) return Emit::kFull;
@@ -378,7 +375,6 @@ bool ShmConnection::emit_response_locked(Response& response, bool* ring) {
       header.value = response.value;
       if (response.kind == Response::Kind::kReadGrant) {
         header.address = reinterpret_cast<uint64_t>(response.source);
-        header.value = response.length;
       }
       *ring |= commit_locked(header);
       return true;
@@ -629,7 +625,7 @@ ShmConnection::Outcome ShmConnection::on_write_pull(SoftConnectQueuePair& qp,
                 "RDMA write refused: " + std::string(to_string(check)));
       return Outcome::kFailed;
     }
-    if (!cma_.load(std::memory_order_relaxed) && !cma_for_lone_) {
+    if (!cma_.load(std::memory_order_relaxed) && !cma_works_) {
       return malformed(qp, "the peer asked for a pulled write this side never offered");
     }
     if (Status status = cma_copy(options_.peer_pid, false, static_cast<std::byte*>(host),
@@ -682,9 +678,10 @@ ShmConnection::Outcome ShmConnection::on_read_request(SoftConnectQueuePair& qp,
   response.source = static_cast<const std::byte*>(host);
   response.length = header.value;
   const bool push = cma_.load(std::memory_order_relaxed) ||
-                    (cma_for_lone_ && (header.flags & entry_flags::kPushRead) != 0);
+                    (cma_works_ && (header.flags & entry_flags::kPushRead) != 0);
   if ((header.flags & entry_flags::kGrantRead) != 0) {
     response.kind = Response::Kind::kReadGrant;  // the requester copies the checked range
+    response.value = header.value;
   } else if (header.count > 0 && header.value > 0 && push) {
     Status status = cma_copy(options_.peer_pid, true, static_cast<std::byte*>(host), header.value,
                              sink, header.count);
@@ -692,7 +689,7 @@ ShmConnection::Outcome ShmConnection::on_read_request(SoftConnectQueuePair& qp,
       response.kind = Response::Kind::kReadDone;
     } else if (status.message().find("Operation not permitted") != std::string::npos) {
       cma_.store(false, std::memory_order_relaxed);  // the ring carries it from now on
-      cma_for_lone_ = false;
+      cma_works_ = false;
     } else {
       terminate(qp, true, CompletionStatus::kRemoteOperationError,
                 CompletionStatus::kTransportError, "pushing an RDMA read: " + status.message());
@@ -790,7 +787,7 @@ ShmConnection::Outcome ShmConnection::on_response(SoftConnectQueuePair& qp,
     lock.unlock();
     return malformed(qp, "read completion with a payload");
   } else if (type == EntryType::kReadGrant) {
-    if (header.value != request->length || !pull_reads_) {
+    if (header.value != request->length || !options_.cma_works) {
       lock.unlock();
       return malformed(qp, "read grant this side did not ask for");
     }
@@ -805,9 +802,9 @@ ShmConnection::Outcome ShmConnection::on_response(SoftConnectQueuePair& qp,
     request = qp.oldest_pending_locked(false);
     path = TransferPathChooser::Path::kCma;
   }
-  if (!atomic) read_finished_locked(*request, path);
+  const uint64_t length = request->length;
   qp.response_arrived_locked(*request, CompletionStatus::kSuccess);
-  if (!atomic) read_stream_busy_ = qp.oldest_pending_locked(false) != nullptr;
+  if (!atomic) read_finished_locked(qp, length, path);
   pump_locked(qp);
   return Outcome::kDone;
 }
@@ -846,13 +843,14 @@ bool ShmConnection::pull_read(SoftConnectQueuePair& qp, std::unique_lock<SpinLoc
   }
 }
 
-void ShmConnection::read_finished_locked(const SendWorkRequest& read,
+void ShmConnection::read_finished_locked(SoftConnectQueuePair& qp, uint64_t length,
                                          std::optional<TransferPathChooser::Path> path) {
   const int64_t now = now_ns();
-  if (path && read_stream_busy_ && read.length >= kLonePushThreshold) {
-    read_paths_.record(*path, read.length, static_cast<uint64_t>(now - last_read_done_ns_));
+  if (path && read_stream_busy_ && length >= kLonePushThreshold) {
+    read_paths_.record(*path, length, static_cast<uint64_t>(now - last_read_done_ns_));
   }
   last_read_done_ns_ = now;
+  read_stream_busy_ = qp.oldest_pending_locked(false) != nullptr;
 }
 
 ShmConnection::Outcome ShmConnection::on_terminate(SoftConnectQueuePair& qp,

@@ -58,11 +58,11 @@ struct ConnectionOptions {
   int side = 0;           // 0: the connecting side, 1: the accepting side
   pid_t peer_pid = 0;     // from SO_PEERCRED
   bool can_pull = false;  // this side copies from/to the peer with CMA
-  // CMA works with the peer (shm_cma is not off here and the probe succeeded): a read request
-  // that comes alone or is short (kPushRead) is answered by CMA, and the peer may hand over a lone
-  // write as a pull request, even when can_pull is false. A single copy has the lower latency; a
-  // stream moves faster through the ring's two copies on two cores (shm_cma.h).
-  bool cma_for_lone = false;
+  // CMA works with the peer (shm_cma is not off here and the probe succeeded), even when
+  // can_pull is false: a read request that comes alone (kPushRead) is answered by CMA, the peer
+  // may hand over a lone write as a pull request, and this side pulls the reads of a stream that
+  // measure faster that way than through the ring (kGrantRead, TransferPathChooser).
+  bool cma_works = false;
   int64_t rnr_timeout_ms = 2000;
   uint32_t inbound_read_depth = 1;
 };
@@ -122,9 +122,9 @@ class ShmConnection final : public soft::Wire,
   // QP lock (released between pieces); false when the read was flushed meanwhile.
   bool pull_read(soft::SoftConnectQueuePair& qp, std::unique_lock<SpinLock>& lock, uint64_t tag,
                  uint64_t source, Status* status);
-  // A read finished (its data by `path`, when this side knows): feeds the chooser its time when
-  // the stream was busy.
-  void read_finished_locked(const soft::SendWorkRequest& read,
+  // A read of `length` bytes completed (its data by `path`, when this side knows): feeds the
+  // chooser its time when the stream was busy, and notes whether it still is.
+  void read_finished_locked(soft::SoftConnectQueuePair& qp, uint64_t length,
                             std::optional<TransferPathChooser::Path> path);
   // Reserves an entry for `payload` bytes; null when the ring is full (blocked_bytes_ is set).
   std::byte* reserve_locked(uint32_t payload, EntryHeader& header, bool compact = false);
@@ -176,9 +176,7 @@ class ShmConnection final : public soft::Wire,
   const ConnectionOptions options_;
   std::atomic<bool> closed_{false};
   std::atomic<bool> cma_;  // starts as options_.can_pull; cleared if the kernel refuses
-  bool cma_for_lone_;      // options_.cma_for_lone; cleared with cma_ (receive side only)
-  // This side copies large reads from the peer itself (CMA works; kGrantRead).
-  const bool pull_reads_;
+  bool cma_works_;         // options_.cma_works; cleared with cma_ (receive side only)
   // Reads of a stream (QP lock): the ring or a pull, by this side's measurements of both. A
   // completion's time since the previous one is the transfer's when the stream was busy.
   TransferPathChooser read_paths_;

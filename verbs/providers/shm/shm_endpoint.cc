@@ -464,7 +464,7 @@ Status ShmConnectEndpoint::start_connection(std::unique_ptr<Segment> segment, in
   options.side = side;
   options.peer_pid = peer_pid;
   options.can_pull = cma.every_transfer;
-  options.cma_for_lone = cma.works;
+  options.cma_works = cma.works;
   options.rnr_timeout_ms = provider_->settings().rnr_timeout_ms;
   options.inbound_read_depth = inbound;
   events_ = std::make_shared<ConnectionEvents>();

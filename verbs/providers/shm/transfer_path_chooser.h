@@ -64,8 +64,9 @@ class TransferPathChooser {
   static size_t index(Path path) { return static_cast<size_t>(path); }
   static size_t bucket_index(uint64_t bytes) {
     size_t at = 0;
-    for (uint64_t limit = uint64_t{128} * 1024; at + 1 < kBuckets && bytes >= limit; limit *= 4)
+    for (uint64_t limit = uint64_t{128} * 1024; at + 1 < kBuckets && bytes >= limit; limit *= 4) {
       ++at;
+    }
     return at;
   }
   Bucket& bucket_of(uint64_t bytes) { return buckets_[bucket_index(bytes)]; }
