@@ -124,7 +124,7 @@ constexpr Definition kDefinitions[] = {
     {.name = names::kTransportInlineLimit,
      .type = Type::kInteger,
      .default_value = "-1",
-     .description = "Largest message (with its 32-byte header) posted inline; -1 uses the "
+     .description = "Largest message (with its header, 8-32 bytes) posted inline; -1 uses the "
                     "device's inline size, 0 disables inline sends.",
      .level = Level::kTuner,
      .min = -1,

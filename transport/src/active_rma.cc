@@ -61,10 +61,11 @@ Status WorkerImpl::am_send(PeerId peer_id, uint8_t id, std::span<const std::byte
   wire_header.am_id = id;
   wire_header.am_header_length = static_cast<uint16_t>(header.size());
   wire_header.payload_length = static_cast<uint32_t>(bytes);
+  const size_t header_bytes = wire::shorten(wire_header);
   // Nothing queued ahead of it and room to post: an inline send copies header and payload at
   // post time, so a small message needs no send buffer and, like inline tagged sends, mostly no
   // completion (each one cost the sender a CQ entry to push, poll and handle).
-  if (sizeof wire_header + bytes <= inline_bytes_ && peer.data.empty() && peer.credits > 0 &&
+  if (header_bytes + bytes <= inline_bytes_ && peer.data.empty() && peer.credits > 0 &&
       can_post(peer) && post_message(peer, wire_header, header, payload)) {
     --peer.credits;
     return Status::ok();
@@ -74,13 +75,13 @@ Status WorkerImpl::am_send(PeerId peer_id, uint8_t id, std::span<const std::byte
     return Status(Errc::kQueueFull, "every eager send buffer is in flight; progress and retry");
   }
   std::byte* out = send_buffers_->buffer(buffer);
-  std::memcpy(out, &wire_header, sizeof wire_header);
-  if (!header.empty()) std::memcpy(out + sizeof wire_header, header.data(), header.size());
+  std::memcpy(out, &wire_header, header_bytes);
+  if (!header.empty()) std::memcpy(out + header_bytes, header.data(), header.size());
   if (!payload.empty()) {
-    std::memcpy(out + sizeof wire_header + header.size(), payload.data(), payload.size());
+    std::memcpy(out + header_bytes + header.size(), payload.data(), payload.size());
   }
   peer.data.push_back(
-      DataItem{.is_request = false, .value = buffer, .bytes = sizeof wire_header + bytes});
+      DataItem{.is_request = false, .value = buffer, .bytes = header_bytes + bytes});
   pump(peer);
   return Status::ok();
 }

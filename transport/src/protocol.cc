@@ -96,7 +96,7 @@ Status WorkerImpl::choose_thresholds() {
   why += "inline: " + std::to_string(t.inline_limit) + " B payload (" +
          (inline_setting < 0 ? "device max_inline " + std::to_string(device_inline) + " B"
                              : "transport_inline_limit") +
-         " less the 32 B header)\n";
+         " less the 32 B full header; active messages and standard sends carry 8 or 16 B)\n";
 
   const uint64_t eager_setting = config.get_size(names::kTransportEagerLimit);
   if (eager_setting != 0) {

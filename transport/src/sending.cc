@@ -33,7 +33,8 @@ void WorkerImpl::return_credits(Peer& peer, uint32_t count) {
 bool WorkerImpl::post_message(Peer& peer, wire::Header& header, std::span<const std::byte> body,
                               std::span<const std::byte> payload) {
   header.credits = static_cast<uint16_t>(std::min<uint32_t>(peer.credits_to_return, 0xffff));
-  const size_t total = sizeof header + body.size() + payload.size();
+  const size_t header_bytes = wire::shorten(header);
+  const size_t total = header_bytes + body.size() + payload.size();
   verbs::ConnectQueuePair& qp = *peer.active->qp;
   Status status;
   uint32_t buffer = BufferPool::kNone;
@@ -43,7 +44,7 @@ bool WorkerImpl::post_message(Peer& peer, wire::Header& header, std::span<const 
     // payload stays where the user has it.
     verbs::Sge sges[3];
     size_t count = 0;
-    sges[count++] = {nullptr, &header, sizeof header};
+    sges[count++] = {nullptr, &header, static_cast<uint32_t>(header_bytes)};
     if (!body.empty()) {
       sges[count++] = {nullptr, const_cast<std::byte*>(body.data()),
                        static_cast<uint32_t>(body.size())};
@@ -64,10 +65,10 @@ bool WorkerImpl::post_message(Peer& peer, wire::Header& header, std::span<const 
     buffer = send_buffers_->take();
     if (buffer == BufferPool::kNone) return false;
     std::byte* out = send_buffers_->buffer(buffer);
-    std::memcpy(out, &header, sizeof header);
-    if (!body.empty()) std::memcpy(out + sizeof header, body.data(), body.size());
+    std::memcpy(out, &header, header_bytes);
+    if (!body.empty()) std::memcpy(out + header_bytes, body.data(), body.size());
     if (!payload.empty()) {
-      std::memcpy(out + sizeof header + body.size(), payload.data(), payload.size());
+      std::memcpy(out + header_bytes + body.size(), payload.data(), payload.size());
     }
     verbs::Sge sge = send_buffers_->sge(buffer, total);
     status = qp.send(make_wr_id(WorkKind::kSendBuffer, send_value(buffer, peer.unsignaled)),

@@ -635,16 +635,14 @@ void WorkerImpl::handle_completion(const verbs::Completion& completion) {
       if (completion.status == verbs::CompletionStatus::kSuccess && peer) {
         std::span<const std::byte> bytes(receive_buffers_->buffer(buffer), completion.length);
         wire::Header header{};
-        const bool whole = wire::read_at(bytes, 0, &header);
-        if (!whole || !wire::well_formed(header, bytes.size(), receive_capacity_)) {
-          const std::string problem =
-              whole ? wire::check(header, bytes.size(), receive_capacity_) : "short message";
-          fail_peer(*peer,
-                    Status(Errc::kProtocolError, "malformed message from peer " +
-                                                     std::to_string(peer->id) + ": " + problem));
+        const size_t header_bytes = wire::decode(bytes, receive_capacity_, &header);
+        if (header_bytes == 0) {
+          fail_peer(*peer, Status(Errc::kProtocolError, "malformed message from peer " +
+                                                            std::to_string(peer->id) + ": " +
+                                                            wire::check(bytes, receive_capacity_)));
         } else if (peer->state != PeerState::kFailed) {
           peer->credits += header.credits;
-          const auto body = bytes.subspan(sizeof(wire::Header));
+          const auto body = bytes.subspan(header_bytes);
           switch (header.type) {
             case wire::Type::kEager:
               deliver_eager(*peer, header, body);
