@@ -15,7 +15,8 @@ constexpr std::string_view kAllreduce[] = {"recursive_doubling", "rabenseifner",
 constexpr std::string_view kAllgather[] = {"recursive_doubling", "bruck", "ring", "hierarchical",
                                            "shared_memory"};
 constexpr std::string_view kReduceScatter[] = {"recursive_halving", "ring"};
-constexpr std::string_view kAlltoall[] = {"pairwise", "bruck", "linear", "shared_memory"};
+constexpr std::string_view kAlltoall[] = {"pairwise", "bruck", "linear", "hierarchical",
+                                          "shared_memory"};
 constexpr std::string_view kGather[] = {"binomial", "linear"};
 constexpr std::string_view kScatter[] = {"binomial", "linear"};
 }  // namespace

@@ -469,15 +469,20 @@ Status Communicator::alltoall(const void* send, void* recv, size_t count, DataTy
     send = copy.data();
   }
   Channel channel(*world_, tag, nullptr);
+  std::vector<size_t> offsets(n);
+  for (size_t i = 0; i < n; ++i) offsets[i] = i * block;
   if (*name == "shared_memory") {
     if (detail::HostSegment* segment = whole_job_segment(nullptr)) {
-      return segment->alltoall(channel, send, recv, block);
+      return segment->alltoall(channel, send, recv, block, offsets);
     }
+  }
+  if (*name == "hierarchical") {
+    detail::Hierarchy h{world_.get(), host_.get(),          leaders_.get(),
+                        &topology_,   segment_for(nullptr), column_.get()};
+    return detail::alltoall_hierarchical(channel, h, send, recv, block);
   }
   if (*name == "bruck") return detail::alltoall_bruck(channel, send, recv, block);
   std::vector<size_t> bytes(n, block);
-  std::vector<size_t> offsets(n);
-  for (size_t i = 0; i < n; ++i) offsets[i] = i * block;
   if (*name == "linear") {
     return detail::alltoallv_linear(channel, send, bytes, offsets, recv, bytes, offsets);
   }
@@ -503,7 +508,7 @@ Status Communicator::alltoallv(const void* send, std::span<const size_t> send_co
   }
   std::string name = algorithm.empty() ? "pairwise" : std::string(algorithm);
   if (Status s = check_algorithm(Collective::kAlltoall, name); !s.is_ok()) return s;
-  if (name == "bruck" || name == "shared_memory") {
+  if (name == "bruck" || name == "hierarchical" || name == "shared_memory") {
     return Status(Errc::kInvalidArgument,
                   "alltoallv: the " + name +
                       " algorithm needs equal blocks (use alltoall, or pairwise or linear)");

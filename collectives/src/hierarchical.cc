@@ -203,4 +203,51 @@ Status allgather_hierarchical(Channel& c, const Hierarchy& h, void* buffer_,
   return place(Status::ok());
 }
 
+Status alltoall_hierarchical(Channel& c, const Hierarchy& h, const void* send_, void* recv_,
+                             size_t block) {
+  const auto* send = static_cast<const std::byte*>(send_);
+  auto* recv = static_cast<std::byte*>(recv_);
+  const int n = c.size();
+  const int rank = c.rank();
+  const Topology& t = *h.topology;
+  const auto host_of = [&](int r) { return t.host_of_rank[static_cast<size_t>(r)]; };
+  const bool through_segment = h.segment != nullptr && h.host->size > 1;
+  const auto by_transport = [&](int r) {
+    return !(through_segment && host_of(r) == host_of(rank));
+  };
+  const auto at = [block](int r) { return static_cast<size_t>(r) * block; };
+  // The transport's share goes as alltoallv_linear's, all posted at once, but in windows of
+  // distances k (rank + k, rank - k) so that a large job does not flood the peers: a pair's send
+  // and receive fall in the same window on both ranks. The first window moves while the segment
+  // copies this host's blocks.
+  constexpr int kWindow = 4;
+  const auto post_window = [&](int first) -> Status {
+    for (int k = first; k < std::min(first + kWindow, n); ++k) {
+      const int from = (rank - k + n) % n;
+      if (!by_transport(from)) continue;
+      if (Status s = c.post_recv(from, 0, recv + at(from), block); !s.is_ok()) return s;
+    }
+    for (int k = first; k < std::min(first + kWindow, n); ++k) {
+      const int to = (rank + k) % n;
+      if (!by_transport(to)) continue;
+      if (Status s = c.post_send(to, 0, send + at(to), block); !s.is_ok()) return s;
+    }
+    return Status::ok();
+  };
+  if (Status s = post_window(1); !s.is_ok()) return s;
+  if (through_segment) {
+    std::vector<size_t> places;
+    for (int member : h.host->world) places.push_back(at(member));
+    Channel local = c.derive(*h.host, 1);
+    if (Status s = h.segment->alltoall(local, send, recv, block, places); !s.is_ok()) return s;
+  } else {
+    copy_bytes(recv + at(rank), send + at(rank), block);
+  }
+  for (int first = 1;; first += kWindow) {
+    if (Status s = c.wait(); !s.is_ok()) return s;
+    if (first + kWindow >= n) return Status::ok();
+    if (Status s = post_window(first + kWindow); !s.is_ok()) return s;
+  }
+}
+
 }  // namespace wv::coll::detail

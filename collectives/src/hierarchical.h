@@ -7,6 +7,8 @@
 // Allgather gathers the host's blocks on every rank of the host, the leaders exchange the hosts'
 // block sets, and each leader broadcasts the other hosts' blocks to its host; on hosts of equal
 // size rank i of every host exchanges them with rank i of the others instead (no broadcast).
+// Alltoall has no leaders: every rank exchanges its blocks with the other hosts' ranks through
+// the transport while the host's blocks move through the segment.
 #pragma once
 
 #include <span>
@@ -37,5 +39,8 @@ Status allreduce_hierarchical(Channel& c, const Hierarchy& h, void* buffer, size
 // the allgathers of algorithms.h). A host's ranks need not be adjacent in world rank order.
 Status allgather_hierarchical(Channel& c, const Hierarchy& h, void* buffer,
                               std::span<const size_t> bytes);
+// Equal blocks by world rank in `send` and `recv` (distinct buffers), as alltoall_bruck.
+Status alltoall_hierarchical(Channel& c, const Hierarchy& h, const void* send, void* recv,
+                             size_t block);
 
 }  // namespace wv::coll::detail

@@ -535,10 +535,11 @@ Status HostSegment::allgatherv(const Channel& c, void* buffer, std::span<const s
       *std::max_element(bytes.begin(), bytes.end()));
 }
 
-Status HostSegment::alltoall(const Channel& c, const void* send, void* recv, size_t block) {
+Status HostSegment::alltoall(const Channel& c, const void* send, void* recv, size_t block,
+                             std::span<const size_t> places) {
   const auto* in = static_cast<const std::byte*>(send);
   auto* out = static_cast<std::byte*>(recv);
-  const auto at = [block](int rank) { return static_cast<size_t>(rank) * block; };
+  const auto at = [places](int rank) { return places[static_cast<size_t>(rank)]; };
   copy_bytes(out + at(rank_), in + at(rank_), block);
   if (can_pull_ && block >= kPullBytes) {
     // One copy per byte: every rank reads its block straight from each sender's buffer.

@@ -88,8 +88,11 @@ class HostSegment {
   Status allgather(const Channel& c, const void* send, void* recv, size_t block);
   // Blocks of bytes[i], packed in rank order in `buffer`, this rank's already in place.
   Status allgatherv(const Channel& c, void* buffer, std::span<const size_t> bytes);
-  // Equal blocks of `block` bytes, by rank in `send` and `recv` (distinct buffers).
-  Status alltoall(const Channel& c, const void* send, void* recv, size_t block);
+  // Equal blocks of `block` bytes among the segment's members; member i's block is at byte
+  // at[i] in `send` and `recv` (distinct buffers), the same places on every member. Blocks for
+  // ranks outside the segment (other hosts) are not touched.
+  Status alltoall(const Channel& c, const void* send, void* recv, size_t block,
+                  std::span<const size_t> at);
 
  private:
   struct Line;

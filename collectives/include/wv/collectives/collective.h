@@ -35,10 +35,10 @@ Result<Collective> parse_collective(std::string_view name);
 //                  shared_memory
 //   reduce         binomial
 //   allreduce      recursive_doubling, rabenseifner, ring, hierarchical, shared_memory
-//   allgather      recursive_doubling, bruck, ring, shared_memory
+//   allgather      recursive_doubling, bruck, ring, hierarchical, shared_memory
 //   reduce_scatter recursive_halving, ring
-//   alltoall       pairwise, bruck and shared_memory (equal blocks only: not alltoallv),
-//                  linear
+//   alltoall       pairwise, bruck, hierarchical and shared_memory (equal blocks only: not
+//                  alltoallv), linear
 //   gather         binomial (equal blocks only: not gatherv), linear
 //   scatter        binomial (equal blocks only: not scatterv), linear
 std::span<const std::string_view> algorithm_names(Collective collective);
