@@ -273,9 +273,12 @@ TEST_P(MultiProcessTest, PeerKilledMidTransferFailsOutstandingWork) {
   peer.kill(SIGKILL);
   EXPECT_FALSE(peer.wait_exit()) << "the peer was killed";
   // Where the device serves one-sided operations, the stopped peer still served those; only
-  // what is posted after it is gone cannot be.
-  const uint64_t unservable =
-      has_limitation(Limitation::kOneSidedServedByDevice) ? next : first_unservable;
+  // what is posted after it is gone cannot be. Where only reads are served without it, the
+  // first read may be; none behind the write that follows it.
+  const uint64_t unservable = has_limitation(Limitation::kOneSidedServedByDevice) ? next
+                              : has_limitation(Limitation::kReadsServedWithoutTarget)
+                                  ? first_unservable + 2
+                                  : first_unservable;
   // Posted after the peer is gone (or flushed because the QP is already in error).
   for (int i = 0; i < 4; ++i) {
     ASSERT_OK(side.qp->rdma_read(next++, std::span(&chunk, 1), remote, SendFlags::kSignaled));

@@ -84,13 +84,15 @@ class RawClient {
     // The socket blocks (with a timeout), so one call waits for the reply.
     pollfd entry{fd_, POLLIN, 0};
     ASSERT_EQ(::poll(&entry, 1, 5000), 1);
-    ASSERT_TRUE(receive_message(fd_, buffer, &got, fds, 1).is_ok());
+    ASSERT_TRUE(receive_message(fd_, buffer, &got, fds, 2).is_ok());
     ASSERT_GT(got, 0u);
     auto reply = decode_handshake({buffer.data(), got});
     ASSERT_TRUE(reply.is_ok());
     ASSERT_EQ(reply->type, HandshakeType::kAccept);
-    ASSERT_EQ(fds.size(), 1u);
+    // The doorbell, and the key mirror where CMA is on (this client reads nothing).
+    ASSERT_EQ(fds.size(), reply->key_mirror ? 2u : 1u);
     peer_doorbell_ = fds[0];
+    if (fds.size() == 2) ::close(fds[1]);
   }
   // Writes `bytes` at the ring's start, stamps them as the entry at position 0 (so the peer
   // takes them for a published entry), then rings the doorbell.
@@ -207,6 +209,11 @@ int segments_in_this_process() {
   return count;
 }
 
+struct VictimInfo {
+  uint16_t port;
+  RemoteAddress remote;
+};
+
 // The victim: listens, reports its port and a registered buffer, serves until killed.
 [[noreturn]] void run_victim(int pipe_fd) {
   ::alarm(60);
@@ -221,10 +228,7 @@ int segments_in_this_process() {
       side.pd->register_memory(memory.data(), memory.size(),
                                Access::kLocalWrite | Access::kRemoteRead | Access::kRemoteWrite);
   if (!region.is_ok()) ::_exit(4);
-  struct {
-    uint16_t port;
-    RemoteAddress remote;
-  } info{listener->query().local.port(), region.value()->remote(memory.data())};
+  const VictimInfo info{listener->query().local.port(), region.value()->remote(memory.data())};
   if (::write(pipe_fd, &info, sizeof(info)) != sizeof(info)) ::_exit(5);
   auto request = listener->get_request().wait(kBound);
   if (!request.is_ok()) ::_exit(6);
@@ -232,33 +236,49 @@ int segments_in_this_process() {
   for (;;) ::pause();
 }
 
+// Starts this test's binary as the victim (run_victim) and reads what it reports.
+void start_victim(const std::string& test, pid_t* pid, VictimInfo* info) {
+  int report = -1;
+  ASSERT_NO_FATAL_FAILURE(
+      test::start_child_test(test, kRoleVariable, "victim", kPipeVariable, pid, &report));
+  pollfd entry{report, POLLIN, 0};
+  ASSERT_EQ(::poll(&entry, 1, 10000), 1) << "the victim did not report";
+  ASSERT_EQ(::read(report, info, sizeof(*info)), static_cast<ssize_t>(sizeof(*info)));
+  ::close(report);
+}
+
+// Connects `side`'s QP to the victim listening on `port`.
+void connect_to_victim(Side& side, uint16_t port, std::shared_ptr<ConnectEndpoint>& endpoint) {
+  endpoint = side.provider->create_connect_endpoint().value();
+  ASSERT_TRUE(
+      endpoint->resolve_address(SocketAddress::ipv4_loopback(port), kBound).wait(kBound).is_ok());
+  ASSERT_TRUE(endpoint->resolve_route(kBound).wait(kBound).is_ok());
+  ASSERT_TRUE(endpoint->connect(side.qp, {}).wait(kBound).is_ok());
+}
+
+// Kills and reaps the victim when the test ends, however it ends.
+struct Reaper {
+  pid_t pid;
+  ~Reaper() {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+};
+
 TEST(ShmCleanup, PeerKilledLeavesNoSharedMemoryBehind) {
   if (const char* role = std::getenv(kRoleVariable); role != nullptr) {
     run_victim(std::atoi(std::getenv(kPipeVariable)));
   }
   const std::set<std::string> before = dev_shm();
   pid_t pid = -1;
-  int report = -1;
-  ASSERT_NO_FATAL_FAILURE(test::start_child_test("ShmCleanup.PeerKilledLeavesNoSharedMemoryBehind",
-                                                 kRoleVariable, "victim", kPipeVariable, &pid,
-                                                 &report));
-  struct {
-    uint16_t port;
-    RemoteAddress remote;
-  } info{};
-  pollfd entry{report, POLLIN, 0};
-  ASSERT_EQ(::poll(&entry, 1, 10000), 1) << "the victim did not report";
-  ASSERT_EQ(::read(report, &info, sizeof(info)), static_cast<ssize_t>(sizeof(info)));
-  ::close(report);
+  VictimInfo info{};
+  ASSERT_NO_FATAL_FAILURE(
+      start_victim("ShmCleanup.PeerKilledLeavesNoSharedMemoryBehind", &pid, &info));
   {
     Side side;
     ASSERT_NO_FATAL_FAILURE(open_side(side));
-    auto endpoint = side.provider->create_connect_endpoint().value();
-    ASSERT_TRUE(endpoint->resolve_address(SocketAddress::ipv4_loopback(info.port), kBound)
-                    .wait(kBound)
-                    .is_ok());
-    ASSERT_TRUE(endpoint->resolve_route(kBound).wait(kBound).is_ok());
-    ASSERT_TRUE(endpoint->connect(side.qp, {}).wait(kBound).is_ok());
+    std::shared_ptr<ConnectEndpoint> endpoint;
+    ASSERT_NO_FATAL_FAILURE(connect_to_victim(side, info.port, endpoint));
     EXPECT_GT(segments_in_this_process(), 0) << "the connection's segment is mapped";
     std::vector<std::byte> local(1 << 20);
     auto region = side.pd->register_memory(local.data(), local.size(), Access::kLocalWrite);
@@ -286,6 +306,127 @@ TEST(ShmCleanup, PeerKilledLeavesNoSharedMemoryBehind) {
   }
   EXPECT_EQ(segments_in_this_process(), 0);
   EXPECT_EQ(dev_shm(), before) << "an entry appeared in (or vanished from) /dev/shm";
+}
+
+// Stops `pid` and waits until every thread of it is stopped (kill() returns before they are).
+bool stop_process(pid_t pid) {
+  if (::kill(pid, SIGSTOP) != 0) return false;
+  const auto deadline = std::chrono::steady_clock::now() + kBound;
+  while (std::chrono::steady_clock::now() < deadline) {
+    bool all = true;
+    std::error_code error;
+    const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+    for (const auto& task : std::filesystem::directory_iterator(tasks, error)) {
+      std::ifstream stat(task.path() / "stat");
+      std::string line;
+      std::getline(stat, line);
+      const size_t end = line.rfind(')');
+      if (end == std::string::npos || end + 2 >= line.size() || line[end + 2] != 'T') all = false;
+    }
+    if (all && !error) return true;
+    std::this_thread::sleep_for(1ms);
+  }
+  return false;
+}
+
+// One-sided reads (shm_connection.h): with CMA, a read the target's published keys grant is
+// copied by the reader, so it completes while the target process is stopped; what the keys do
+// not grant, and a read behind a write, wait for the target, which decides.
+TEST(ShmOneSidedReads, ServedWhileTheTargetIsStoppedOnlyWhenTheKeysGrantThem) {
+  if (const char* role = std::getenv(kRoleVariable); role != nullptr) {
+    run_victim(std::atoi(std::getenv(kPipeVariable)));
+  }
+  Side side;
+  ASSERT_NO_FATAL_FAILURE(open_side(side));
+  if (!has(side.device->attributes().limitations, Limitation::kReadsServedWithoutTarget)) {
+    GTEST_SKIP() << "CMA is off here (shm_cma=off or ptrace restricted): reads need the target";
+  }
+  pid_t pid = -1;
+  VictimInfo info{};
+  ASSERT_NO_FATAL_FAILURE(start_victim(
+      "ShmOneSidedReads.ServedWhileTheTargetIsStoppedOnlyWhenTheKeysGrantThem", &pid, &info));
+  Reaper reaper{pid};
+  std::shared_ptr<ConnectEndpoint> endpoint;
+  ASSERT_NO_FATAL_FAILURE(connect_to_victim(side, info.port, endpoint));
+  std::vector<std::byte> local(1 << 20);
+  auto region = side.pd->register_memory(local.data(), local.size(), Access::kLocalWrite);
+  ASSERT_TRUE(region.is_ok());
+  const Sge whole = region.value()->sge(local.data(), 1 << 20);
+  const Sge first = region.value()->sge(local.data(), 64 * 1024);
+  const auto none_within = [&](std::chrono::milliseconds wait) {
+    const auto deadline = std::chrono::steady_clock::now() + wait;
+    Completion c;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (side.cq->poll(std::span(&c, 1)) != 0) return false;
+    }
+    return true;
+  };
+
+  ASSERT_TRUE(stop_process(pid));
+  // Granted: served by this process alone.
+  ASSERT_TRUE(
+      side.qp->rdma_read(1, std::span(&whole, 1), info.remote, SendFlags::kSignaled).is_ok());
+  Completion c;
+  ASSERT_TRUE(poll_one(*side.cq, c)) << "a granted read needs no target";
+  EXPECT_EQ(c.status, CompletionStatus::kSuccess);
+  EXPECT_EQ(local[0], std::byte{0x5a});
+  EXPECT_EQ(local[(1 << 20) - 1], std::byte{0x5a});
+  // Beyond the region: not granted, so it goes to the target, which is stopped.
+  const RemoteAddress past{info.remote.address + (1 << 20) - 1024, info.remote.rkey};
+  ASSERT_TRUE(side.qp->rdma_read(2, std::span(&first, 1), past, SendFlags::kSignaled).is_ok());
+  EXPECT_TRUE(none_within(std::chrono::milliseconds(200)))
+      << "a read beyond the key's bounds completed without the target";
+  ASSERT_EQ(::kill(pid, SIGCONT), 0);
+  ASSERT_TRUE(poll_one(*side.cq, c));
+  EXPECT_EQ(c.wr_id, 2u);
+  EXPECT_NE(c.status, CompletionStatus::kSuccess) << "the target refuses it";
+}
+
+TEST(ShmOneSidedReads, AReadBehindAWriteWaitsForTheTargetAndSeesTheWrite) {
+  if (const char* role = std::getenv(kRoleVariable); role != nullptr) {
+    run_victim(std::atoi(std::getenv(kPipeVariable)));
+  }
+  Side side;
+  ASSERT_NO_FATAL_FAILURE(open_side(side));
+  if (!has(side.device->attributes().limitations, Limitation::kReadsServedWithoutTarget)) {
+    GTEST_SKIP() << "CMA is off here (shm_cma=off or ptrace restricted): reads need the target";
+  }
+  pid_t pid = -1;
+  VictimInfo info{};
+  ASSERT_NO_FATAL_FAILURE(start_victim(
+      "ShmOneSidedReads.AReadBehindAWriteWaitsForTheTargetAndSeesTheWrite", &pid, &info));
+  Reaper reaper{pid};
+  std::shared_ptr<ConnectEndpoint> endpoint;
+  ASSERT_NO_FATAL_FAILURE(connect_to_victim(side, info.port, endpoint));
+  std::vector<std::byte> local(128 * 1024, std::byte{0x11});
+  auto region = side.pd->register_memory(local.data(), local.size(), Access::kLocalWrite);
+  ASSERT_TRUE(region.is_ok());
+  const Sge source = region.value()->sge(local.data(), 4096);  // through the ring
+  const Sge sink = region.value()->sge(local.data() + 64 * 1024, 64 * 1024);
+
+  ASSERT_TRUE(stop_process(pid));
+  ASSERT_TRUE(
+      side.qp->rdma_write(1, std::span(&source, 1), info.remote, SendFlags::kSignaled).is_ok());
+  ASSERT_TRUE(
+      side.qp->rdma_read(2, std::span(&sink, 1), info.remote, SendFlags::kSignaled).is_ok());
+  Completion c;
+  ASSERT_TRUE(poll_one(*side.cq, c)) << "a write completes once in the ring";
+  EXPECT_EQ(c.wr_id, 1u);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+  bool completed = false;
+  while (std::chrono::steady_clock::now() < deadline && !completed) {
+    completed = side.cq->poll(std::span(&c, 1)) != 0;
+  }
+  EXPECT_FALSE(completed) << "the read overtook the write the stopped target has not taken";
+  ASSERT_EQ(::kill(pid, SIGCONT), 0);
+  if (!completed) {
+    ASSERT_TRUE(poll_one(*side.cq, c));
+  }
+  EXPECT_EQ(c.wr_id, 2u);
+  EXPECT_EQ(c.status, CompletionStatus::kSuccess);
+  EXPECT_EQ(local[64 * 1024], std::byte{0x11}) << "the read sees the write";
+  EXPECT_EQ(local[64 * 1024 + 4095], std::byte{0x11});
+  EXPECT_EQ(local[64 * 1024 + 4096], std::byte{0x5a});
 }
 
 TEST(ShmDevice, SaysWhetherReadAndWriteAreOneCopy) {

@@ -36,6 +36,17 @@ std::string_view to_string(KeyCheck check) {
   return "unknown";
 }
 
+void KeyTable::set_listener(std::shared_ptr<KeyListener> listener) {
+  std::unique_lock lock(mutex_);
+  listener_ = std::move(listener);
+  for (const auto& [key, entry] : entries_) changed_locked(key, &entry);
+}
+
+std::shared_ptr<KeyListener> KeyTable::listener() const {
+  std::shared_lock lock(mutex_);
+  return listener_;
+}
+
 uint32_t KeyTable::add(const KeyEntry& entry, uint32_t avoid) {
   std::unique_lock lock(mutex_);
   for (;;) {
@@ -43,6 +54,7 @@ uint32_t KeyTable::add(const KeyEntry& entry, uint32_t avoid) {
     // 0 means "no key" throughout the API.
     if (key == 0 || key == avoid || entries_.contains(key)) continue;
     entries_.emplace(key, entry);
+    changed_locked(key, &entry);
     return key;
   }
 }
@@ -50,11 +62,12 @@ uint32_t KeyTable::add(const KeyEntry& entry, uint32_t avoid) {
 void KeyTable::insert(uint32_t key, const KeyEntry& entry) {
   std::unique_lock lock(mutex_);
   entries_[key] = entry;
+  changed_locked(key, &entry);
 }
 
 void KeyTable::remove(uint32_t key) {
   std::unique_lock lock(mutex_);
-  entries_.erase(key);
+  if (entries_.erase(key) != 0) changed_locked(key, nullptr);
 }
 
 KeyCheck KeyTable::invalidate(uint32_t key, const void* protection_domain, uint32_t qp_number) {
@@ -65,6 +78,7 @@ KeyCheck KeyTable::invalidate(uint32_t key, const void* protection_domain, uint3
   if (!it->second.invalidatable) return KeyCheck::kAccess;
   if (it->second.bound_qp != 0 && it->second.bound_qp != qp_number) return KeyCheck::kWrongQp;
   entries_.erase(it);
+  changed_locked(key, nullptr);
   return KeyCheck::kOk;
 }
 

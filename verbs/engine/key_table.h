@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <shared_mutex>
 #include <unordered_map>
 
@@ -29,8 +30,20 @@ struct KeyEntry {
 enum class KeyCheck : uint8_t { kOk, kInvalidKey, kWrongDomain, kWrongQp, kAccess, kBounds };
 std::string_view to_string(KeyCheck check);
 
+// Told of every change to the table, in order, under its lock (so one call at a time): a
+// provider that publishes the keys to its peers (the shm provider's KeyMirror). `entry` is null
+// when the key went away.
+class KeyListener {
+ public:
+  virtual ~KeyListener() = default;
+  virtual void key_changed(uint32_t key, const KeyEntry* entry) = 0;
+};
+
 class KeyTable {
  public:
+  // Installs `listener` (replacing any other) and tells it every key the table holds now.
+  void set_listener(std::shared_ptr<KeyListener> listener);
+  std::shared_ptr<KeyListener> listener() const;
   // Adds an entry under a fresh random key; `avoid` keeps a re-bound window from reusing its key.
   uint32_t add(const KeyEntry& entry, uint32_t avoid = 0);
   // Stores `entry` under a key handed out earlier by add() (a reserved window key).
@@ -43,8 +56,13 @@ class KeyTable {
                    const void* protection_domain, uint32_t qp_number, void** host) const;
 
  private:
+  void changed_locked(uint32_t key, const KeyEntry* entry) const {
+    if (listener_) listener_->key_changed(key, entry);
+  }
+
   mutable std::shared_mutex mutex_;
   std::unordered_map<uint32_t, KeyEntry> entries_;
+  std::shared_ptr<KeyListener> listener_;
 };
 
 }  // namespace wv::verbs::soft

@@ -75,6 +75,8 @@ class SoftConnectQueuePair final : public ConnectQueuePair {
   // ---- The wire's side ----
   SpinLock& mutex() { return mutex_; }
   SoftDevice& device() const;
+  // The protection domain as the device's key table names it.
+  const void* domain() const { return core_.domain(); }
   QpState state_locked() const { return state_; }
   uint32_t inbound_read_depth() const { return inbound_read_depth_; }
   SoftCompletionQueue& send_cq() const { return core_.send_cq(); }

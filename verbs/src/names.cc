@@ -77,6 +77,7 @@ std::string to_string(Limitation set) {
       {Limitation::kReadAccessNotChecked, "read_access_not_checked"},
       {Limitation::kRefusedWriteFailsLocally, "refused_write_fails_locally"},
       {Limitation::kMulticastGidIpv4Mapped, "multicast_gid_ipv4_mapped"},
+      {Limitation::kReadsServedWithoutTarget, "reads_served_without_target"},
   };
   return flag_names(set, kNames);
 }

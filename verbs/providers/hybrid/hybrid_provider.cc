@@ -27,6 +27,10 @@ Result<std::shared_ptr<Provider>> open_hybrid_provider() {
         if (Status status = rings.value()->start(progress); !status) return status;
         return std::shared_ptr<soft::DatagramWire>(std::move(rings).value());
       });
+  // Its shm connections serve reads one-sided (shm_connection.h).
+  if (shm_provider->cma().enabled) {
+    tcp_provider->add_limitations(Limitation::kReadsServedWithoutTarget);
+  }
   return std::shared_ptr<Provider>(
       std::make_shared<hybrid::HybridProvider>(std::move(tcp_provider), std::move(shm_provider)));
 }

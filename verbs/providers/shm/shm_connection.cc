@@ -290,6 +290,7 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
       return Emit::kDone;
     }
     case WorkKind::kRead: {
+      if (read_directly_locked(request, lone)) return Emit::kCompleted;
       // A large read is copied once, by CMA, where it works: by the target when it comes alone
       // (it ends sooner: the target's source is warm; btl/wv 1 MiB ping-pong 82 against 88-89
       // us pulled), by this side when a stream measured pulls faster than the ring
@@ -340,6 +341,31 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
       return Emit::kDone;  // applied by the engine; never reaches the wire
   }
   return Emit::kDone;
+}
+
+bool ShmConnection::read_directly_locked(const SendWorkRequest& request, bool lone) {
+  if (!options_.peer_keys || !lone || request.length < kLonePushThreshold ||
+      request.length > kDirectReadMax || !producer_.delivered(ordered_head_) ||
+      now_ns() - last_read_done_ns_ < kDirectReadGap.count()) {
+    return false;
+  }
+  uint64_t sequence = 0;
+  if (!options_.peer_keys->check(request.remote.rkey, request.remote.address, request.length,
+                                 Access::kRemoteRead, options_.peer_domain, options_.peer_qp_number,
+                                 &sequence)) {
+    return false;
+  }
+  uint64_t done = 0;
+  for (uint32_t i = 0; i < request.segment_count; ++i) {
+    const soft::Segment& segment = request.segments[i];
+    const PullIovec from{request.remote.address + done, segment.length};
+    // A failed copy (the peer's memory unmapped, the peer gone) is the ring path's to report.
+    if (!cma_copy(options_.peer_pid, false, segment.address, segment.length, &from, 1)) {
+      return false;
+    }
+    done += segment.length;
+  }
+  return options_.peer_keys->unchanged(request.remote.rkey, sequence);
 }
 
 bool ShmConnection::emit_response_locked(Response& response, bool* ring) {
@@ -406,11 +432,20 @@ void ShmConnection::pump_locked(SoftConnectQueuePair& qp) {
         break;
       }
       current_ = nullptr;
+      if (request->kind != WorkKind::kRead && request->kind != WorkKind::kSend &&
+          request->kind != WorkKind::kSendWithImmediate) {
+        ordered_head_ = producer_.head();  // it changes the peer's memory or keys
+      }
       if (emitted == Emit::kHeld) {
         held_ = request;
         break;
       }
       qp.transmitted_locked(*request);
+      if (emitted == Emit::kCompleted) {
+        const uint64_t length = request->length;
+        qp.response_arrived_locked(*request, CompletionStatus::kSuccess);
+        read_finished_locked(qp, length, std::nullopt);
+      }
     }
     if (!full || closed_) {
       tx_blocked_.store(false, std::memory_order_relaxed);

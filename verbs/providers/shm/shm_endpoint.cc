@@ -12,6 +12,7 @@
 #include <string>
 
 #include "shm_cma.h"
+#include "shm_key_mirror.h"
 #include "shm_provider.h"
 #include "soft_queue_pair.h"
 
@@ -86,11 +87,12 @@ class IncomingHandshake final : public soft::PollHandler {
     std::array<std::byte, kMessageBytes> buffer;
     std::vector<int> fds;
     size_t got = 0;
-    Status status = receive_message(fd_, buffer, &got, fds, 2);
+    Status status = receive_message(fd_, buffer, &got, fds, 3);
     if (status && got == 0) return;
     Result<Handshake> request =
         status ? decode_handshake({buffer.data(), got}) : Result<Handshake>(status);
-    if (!request.is_ok() || request->type != HandshakeType::kRequest || fds.size() != 2) {
+    if (!request.is_ok() || request->type != HandshakeType::kRequest ||
+        fds.size() != (request->key_mirror ? 3u : 2u)) {
       for (int fd : fds) ::close(fd);
       progress_.remove(fd_);  // a malformed or abandoned request: drop the connection
       return;
@@ -99,7 +101,8 @@ class IncomingHandshake final : public soft::PollHandler {
     fd_ = -1;  // ownership moves to the request endpoint
     progress_.remove(fd);
     if (auto listener = listener_.lock()) {
-      listener->on_incoming(fd, std::move(request).value(), fds[0], fds[1], peer_pid(fd));
+      const int keys_fd = fds.size() == 3 ? fds[2] : -1;
+      listener->on_incoming(fd, std::move(request).value(), fds[0], fds[1], keys_fd, peer_pid(fd));
     } else {
       ::close(fd);
       for (int descriptor : fds) ::close(descriptor);
@@ -166,7 +169,7 @@ class ActiveHandshake final : public soft::PollHandler {
     std::array<std::byte, kMessageBytes> buffer;
     std::vector<int> fds;
     size_t got = 0;
-    Status status = receive_message(fd_, buffer, &got, fds, 1);
+    Status status = receive_message(fd_, buffer, &got, fds, 2);
     if (status && got == 0) {
       if ((events & (EPOLLHUP | EPOLLERR)) != 0) {
         fail(Status(Errc::kConnectionRefused, "the shm listener closed the connection"));
@@ -182,8 +185,8 @@ class ActiveHandshake final : public soft::PollHandler {
     }
     auto reply = decode_handshake({buffer.data(), got});
     const bool accept = reply.is_ok() && reply->type == HandshakeType::kAccept;
-    if (!reply.is_ok() || reply->type == HandshakeType::kRequest ||
-        fds.size() != (accept ? 1u : 0u)) {
+    const size_t descriptors = accept ? (reply->key_mirror ? 2u : 1u) : 0u;
+    if (!reply.is_ok() || reply->type == HandshakeType::kRequest || fds.size() != descriptors) {
       for (int fd : fds) ::close(fd);
       fail(reply.is_ok() ? Status(Errc::kProtocolError, "malformed shm handshake reply")
                          : reply.status());
@@ -195,8 +198,8 @@ class ActiveHandshake final : public soft::PollHandler {
     const int doorbell = doorbell_fd_;
     doorbell_fd_ = -1;
     if (auto endpoint = endpoint_.lock()) {
-      endpoint->on_reply(fd, reply.value(), accept ? fds[0] : -1, std::move(segment_), doorbell,
-                         completer_);
+      endpoint->on_reply(fd, reply.value(), accept ? fds[0] : -1, fds.size() == 2 ? fds[1] : -1,
+                         std::move(segment_), doorbell, completer_);
     } else {
       ::close(fd);
       ::close(doorbell);
@@ -236,6 +239,7 @@ ShmConnectEndpoint::ShmConnectEndpoint(std::shared_ptr<ShmProvider> provider,
 ShmConnectEndpoint::~ShmConnectEndpoint() {
   if (segment_fd_ >= 0) ::close(segment_fd_);
   if (peer_doorbell_fd_ >= 0) ::close(peer_doorbell_fd_);
+  if (peer_keys_fd_ >= 0) ::close(peer_keys_fd_);
   if (fd_ < 0) return;
   if (state_ == EndpointState::kListening) {
     device_->progress().run_sync([this] { device_->progress().remove(fd_); });
@@ -329,7 +333,7 @@ Status ShmConnectEndpoint::listen(int backlog) {
 }
 
 void ShmConnectEndpoint::on_incoming(int fd, Handshake request, int segment_fd, int doorbell_fd,
-                                     pid_t pid) {
+                                     int keys_fd, pid_t pid) {
   auto child = std::make_shared<ShmConnectEndpoint>(provider_, device_, names_);
   child->fd_ = fd;
   child->state_ = EndpointState::kRequestReceived;
@@ -340,6 +344,7 @@ void ShmConnectEndpoint::on_incoming(int fd, Handshake request, int segment_fd, 
   child->peer_parameters_.outbound_read_depth = request.outbound_read_depth;
   child->segment_fd_ = segment_fd;
   child->peer_doorbell_fd_ = doorbell_fd;
+  child->peer_keys_fd_ = keys_fd;
   child->peer_pid_ = pid;
   child->request_ = std::move(request);
   // A full backlog lets the child go; its destructor drops the connection.
@@ -427,10 +432,11 @@ Operation<ConnectParameters> ShmConnectEndpoint::connect(std::shared_ptr<Connect
   request.source = local_;
   request.destination = peer_;
   request.private_data = parameters.private_data;
+  std::vector<int> fds = {segment.value()->fd(), doorbell};
+  offer_key_mirror(*soft_qp.value(), request, fds);
   std::vector<std::byte> bytes;
   Status status = encode_handshake(request, bytes);
   if (status) status = connect_socket(fd, names_, peer_);
-  const int fds[] = {segment.value()->fd(), doorbell};
   if (status) status = send_message(fd, bytes, fds);
   if (!status) {
     ::close(fd);
@@ -456,15 +462,34 @@ Operation<ConnectParameters> ShmConnectEndpoint::connect(std::shared_ptr<Connect
   return std::move(operation);
 }
 
+void ShmConnectEndpoint::offer_key_mirror(const soft::SoftConnectQueuePair& qp, Handshake& message,
+                                          std::vector<int>& fds) const {
+  message.domain = reinterpret_cast<uint64_t>(qp.domain());
+  if (!provider_->cma().enabled) return;  // nobody reads this process by CMA
+  // Without a mirror (no memfd) reads of this side go through the ring, as before.
+  auto mirror = KeyMirror::of(*device_);
+  if (!mirror.is_ok()) return;
+  message.key_mirror = true;
+  fds.push_back(mirror.value()->fd());
+}
+
 Status ShmConnectEndpoint::start_connection(std::unique_ptr<Segment> segment, int fd,
-                                            int doorbell_fd, int peer_doorbell_fd, pid_t peer_pid,
-                                            CmaWith cma, int side, uint32_t peer_qp_number,
+                                            int doorbell_fd, int peer_doorbell_fd,
+                                            const PeerSide& peer, CmaWith cma, int side,
                                             uint32_t inbound, uint32_t outbound) {
   ConnectionOptions options;
   options.side = side;
-  options.peer_pid = peer_pid;
+  options.peer_pid = peer.pid;
   options.can_pull = cma.every_transfer;
   options.cma_works = cma.works;
+  options.peer_qp_number = peer.qp_number;
+  options.peer_domain = peer.domain;
+  if (peer.keys_fd >= 0) {
+    auto keys = PeerKeys::attach(peer.keys_fd);
+    // A mirror that does not map only costs the one-sided reads.
+    if (keys.is_ok() && cma.works) options.peer_keys = std::move(keys).value();
+  }
+  uint32_t peer_qp_number = peer.qp_number;
   options.rnr_timeout_ms = provider_->settings().rnr_timeout_ms;
   options.inbound_read_depth = inbound;
   events_ = std::make_shared<ConnectionEvents>();
@@ -483,7 +508,7 @@ Status ShmConnectEndpoint::start_connection(std::unique_ptr<Segment> segment, in
   return connection->start(qp_->send_cq(), qp_->receive_cq());
 }
 
-void ShmConnectEndpoint::on_reply(int fd, const Handshake& reply, int peer_doorbell_fd,
+void ShmConnectEndpoint::on_reply(int fd, const Handshake& reply, int peer_doorbell_fd, int keys_fd,
                                   std::unique_ptr<Segment> segment, int doorbell_fd,
                                   Completer<ConnectParameters>& completer) {
   std::unique_lock lock(mutex_);
@@ -493,6 +518,7 @@ void ShmConnectEndpoint::on_reply(int fd, const Handshake& reply, int peer_doorb
   if (reply.type == HandshakeType::kReject) {
     ::close(fd);
     ::close(doorbell_fd);
+    if (keys_fd >= 0) ::close(keys_fd);
     state_ = EndpointState::kRejected;
     lock.unlock();
     completer.complete(Status(Errc::kRejected, "the peer rejected the connection"));
@@ -503,9 +529,9 @@ void ShmConnectEndpoint::on_reply(int fd, const Handshake& reply, int peer_doorb
   cma.works = provider_->cma().enabled && probe_peer(pid, reply.probe_address);
   cma.every_transfer = reply.can_pull && cma.works && use_cma_with(provider_->cma(), pid);
   const uint32_t outbound = std::min(offered_outbound_, reply.inbound_read_depth);
-  Status status =
-      start_connection(std::move(segment), fd, doorbell_fd, peer_doorbell_fd, pid, cma, 0,
-                       reply.qp_number, offered_inbound_, std::max<uint32_t>(outbound, 1));
+  const PeerSide peer{pid, reply.qp_number, reply.domain, keys_fd};
+  Status status = start_connection(std::move(segment), fd, doorbell_fd, peer_doorbell_fd, peer, cma,
+                                   0, offered_inbound_, std::max<uint32_t>(outbound, 1));
   if (!status) {
     state_ = EndpointState::kError;
     lock.unlock();
@@ -558,9 +584,10 @@ Operation<void> ShmConnectEndpoint::accept(std::shared_ptr<ConnectQueuePair> qp,
   reply.probe_address = probe_address();
   reply.can_pull = cma.every_transfer;
   reply.private_data = parameters.private_data;
+  std::vector<int> fds = {doorbell};
+  offer_key_mirror(*soft_qp.value(), reply, fds);
   std::vector<std::byte> bytes;
   Status status = encode_handshake(reply, bytes);
-  const int fds[] = {doorbell};
   if (status) status = send_message(fd_, bytes, fds);
   if (!status) {
     ::close(doorbell);
@@ -571,8 +598,10 @@ Operation<void> ShmConnectEndpoint::accept(std::shared_ptr<ConnectQueuePair> qp,
   fd_ = -1;
   const int peer_doorbell = peer_doorbell_fd_;
   peer_doorbell_fd_ = -1;
-  status = start_connection(std::move(segment).value(), fd, doorbell, peer_doorbell, peer_pid_, cma,
-                            1, request_.qp_number, inbound,
+  const PeerSide peer{peer_pid_, request_.qp_number, request_.domain, peer_keys_fd_};
+  peer_keys_fd_ = -1;
+  status = start_connection(std::move(segment).value(), fd, doorbell, peer_doorbell, peer, cma, 1,
+                            inbound,
                             std::max<uint32_t>(std::min(outbound, request_.inbound_read_depth), 1));
   state_ = status ? EndpointState::kConnected : EndpointState::kError;
   return Operation<void>::done(status);

@@ -53,8 +53,10 @@ class ShmConnectEndpoint final : public ConnectEndpoint,
   void share_requests(std::shared_ptr<soft::RequestQueue> queue) { requests_ = std::move(queue); }
 
   // Progress-thread side of the handshakes. Descriptors passed in are owned by the callee.
-  void on_incoming(int fd, Handshake request, int segment_fd, int doorbell_fd, pid_t pid);
-  void on_reply(int fd, const Handshake& reply, int peer_doorbell_fd,
+  // `keys_fd` is the peer's key mirror, or -1 when the peer sent none.
+  void on_incoming(int fd, Handshake request, int segment_fd, int doorbell_fd, int keys_fd,
+                   pid_t pid);
+  void on_reply(int fd, const Handshake& reply, int peer_doorbell_fd, int keys_fd,
                 std::unique_ptr<Segment> segment, int doorbell_fd,
                 Completer<ConnectParameters>& completer);
   void on_connect_failed();
@@ -65,9 +67,19 @@ class ShmConnectEndpoint final : public ConnectEndpoint,
       const std::shared_ptr<ConnectQueuePair>& qp) const;
   uint32_t offered(uint32_t wanted, uint32_t limit) const;
   Status bind_locked(const SocketAddress& address);
+  // The peer as its handshake and socket describe it; keys_fd is owned (closed) by the callee.
+  struct PeerSide {
+    pid_t pid = 0;
+    uint32_t qp_number = 0;
+    uint64_t domain = 0;
+    int keys_fd = -1;
+  };
   Status start_connection(std::unique_ptr<Segment> segment, int fd, int doorbell_fd,
-                          int peer_doorbell_fd, pid_t peer_pid, CmaWith cma, int side,
-                          uint32_t peer_qp_number, uint32_t inbound, uint32_t outbound);
+                          int peer_doorbell_fd, const PeerSide& peer, CmaWith cma, int side,
+                          uint32_t inbound, uint32_t outbound);
+  // This side's handshake fields for its key mirror; adds the mirror's descriptor to `fds`.
+  void offer_key_mirror(const soft::SoftConnectQueuePair& qp, Handshake& message,
+                        std::vector<int>& fds) const;
 
   std::shared_ptr<ShmProvider> provider_;
   std::shared_ptr<soft::SoftDevice> device_;
@@ -87,6 +99,7 @@ class ShmConnectEndpoint final : public ConnectEndpoint,
   Handshake request_;
   int segment_fd_ = -1;
   int peer_doorbell_fd_ = -1;
+  int peer_keys_fd_ = -1;
   pid_t peer_pid_ = 0;
   uint32_t offered_inbound_ = 0;
   uint32_t offered_outbound_ = 0;

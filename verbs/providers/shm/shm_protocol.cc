@@ -22,7 +22,8 @@ struct WireHandshake {
   sockaddr_storage source;
   sockaddr_storage destination;
   uint32_t private_data_length;
-  uint32_t reserved;
+  uint32_t key_mirror;
+  uint64_t domain;
 };
 
 socklen_t address_length(const sockaddr_storage& storage) {
@@ -49,6 +50,8 @@ Status encode_handshake(const Handshake& message, std::vector<std::byte>& out) {
   wire.outbound_read_depth = message.outbound_read_depth;
   wire.can_pull = message.can_pull ? 1 : 0;
   wire.probe_address = message.probe_address;
+  wire.key_mirror = message.key_mirror ? 1 : 0;
+  wire.domain = message.domain;
   if (!message.source.empty()) {
     std::memcpy(&wire.source, message.source.get(), message.source.length());
   }
@@ -88,6 +91,8 @@ Result<Handshake> decode_handshake(std::span<const std::byte> bytes) {
   message.outbound_read_depth = wire.outbound_read_depth;
   message.can_pull = wire.can_pull != 0;
   message.probe_address = wire.probe_address;
+  message.key_mirror = wire.key_mirror != 0;
+  message.domain = wire.domain;
   if (const socklen_t length = address_length(wire.source); length != 0) {
     message.source = SocketAddress(reinterpret_cast<const sockaddr*>(&wire.source), length);
   }
@@ -104,7 +109,8 @@ Status send_message(int socket, std::span<const std::byte> bytes, std::span<cons
   msghdr header{};
   header.msg_iov = &iov;
   header.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 2)] = {};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 3)] = {};
+  if (fds.size() > 3) return Status(Errc::kInvalidArgument, "more than 3 descriptors");
   if (!fds.empty()) {
     header.msg_control = control;
     header.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());

@@ -90,7 +90,7 @@ struct PullIovec {
 // ---- Handshake ----
 
 inline constexpr uint32_t kHandshakeMagic = 0x5753484b;  // "WSHK"
-inline constexpr uint16_t kHandshakeVersion = 1;
+inline constexpr uint16_t kHandshakeVersion = 2;         // 2: domain, key mirror
 inline constexpr size_t kMaxPrivateData = 256;
 
 enum class HandshakeType : uint16_t { kRequest = 1, kAccept = 2, kReject = 3 };
@@ -102,7 +102,11 @@ struct Handshake {
   uint32_t outbound_read_depth = 0;
   // Where the sender keeps kProbeValue, so the receiver can test process_vm_readv on it.
   uint64_t probe_address = 0;
-  bool can_pull = false;      // accept: the server copies from/to the client with CMA
+  bool can_pull = false;  // accept: the server copies from/to the client with CMA
+  // The sender's QP's protection domain as its key table names it, and whether its key mirror
+  // (shm_key_mirror.h) comes with the message, after the segment and doorbell descriptors.
+  uint64_t domain = 0;
+  bool key_mirror = false;
   SocketAddress source;       // request: the client's address
   SocketAddress destination;  // request: the address the client connected to
   std::vector<std::byte> private_data;
@@ -113,7 +117,7 @@ Status encode_handshake(const Handshake& message, std::vector<std::byte>& out);
 // Decodes a whole message; any inconsistency is kProtocolError.
 Result<Handshake> decode_handshake(std::span<const std::byte> bytes);
 
-// Sends one message with up to two descriptors (non-blocking socket, small message).
+// Sends one message with up to three descriptors (non-blocking socket, small message).
 Status send_message(int socket, std::span<const std::byte> bytes, std::span<const int> fds);
 // Receives one message and its descriptors into `fds` (owned by the caller). *got is 0 when
 // nothing is there yet; the peer's close is kDisconnected. A truncated message, or more

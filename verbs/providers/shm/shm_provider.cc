@@ -98,6 +98,8 @@ DeviceAttributes shm_device_attributes(const ShmSettings& settings, const CmaSup
                             Capability::kSendWithInvalidate | Capability::kSharedReceiveQueue |
                             Capability::kSrqLimitEvent | Capability::kBatchNotify |
                             Capability::kResizeCompletionQueue | Capability::kInline;
+  // One-sided reads (shm_connection.h) need CMA.
+  if (cma.enabled) attributes.limitations = Limitation::kReadsServedWithoutTarget;
   return attributes;
 }
 

@@ -169,6 +169,10 @@ class RingProducer {
   uint64_t head() const { return head_; }
   // The consumer has released every entry published: nothing is in flight to it.
   bool drained() const { return control_->tail.load(std::memory_order_acquire) == head_; }
+  // The consumer has released every entry published before head() was `position`.
+  bool delivered(uint64_t position) const {
+    return control_->tail.load(std::memory_order_acquire) >= position;
+  }
 
  private:
   bool fits(uint32_t bytes) const;

@@ -127,6 +127,10 @@ enum class Limitation : uint32_t {
   // ::ffff:a.b.c.d (RoCEv2, rdma_cm's default on RoCE ports), for which Gid::is_multicast()
   // does not hold, not by an ff00::/8 multicast GID.
   kMulticastGidIpv4Mapped = 1u << 16,
+  // RDMA reads may be served while the target process does not run (the shm provider copies a
+  // read itself where the target publishes its keys), writes and atomics are not: a stopped
+  // peer still serves a read posted before any write, but nothing after that write.
+  kReadsServedWithoutTarget = 1u << 17,
 };
 template <>
 struct EnableFlags<Limitation> : std::true_type {};
