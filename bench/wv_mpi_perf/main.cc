@@ -3,8 +3,8 @@
 //
 //   mpirun -n 2 --mca pml ob1 --mca btl self,vader wv_mpi_perf [pt2pt] [--sizes ...] [--json]
 //
-// Subcommands mirror wv_perf's; pt2pt is the default. Collectives (coll) come later with their
-// own driver next to pt2pt_driver.
+// Subcommands mirror wv_perf's (pt2pt, the default, and coll); rma has no wv_perf twin: it
+// measures MPI one-sided gets through osc (rma_get.h).
 #include <fmt/format.h>
 #include <mpi.h>
 #include <unistd.h>
@@ -19,6 +19,7 @@
 #include "mpi_link.h"
 #include "process.h"
 #include "pt2pt_driver.h"
+#include "rma_get.h"
 #include "subcommand.h"
 
 namespace {
@@ -120,11 +121,17 @@ int main(int argc, char** argv) {
       "coll", "Collectives (time, algbw, busbw per NCCL) from 8 B to 64 MiB, like wv_perf coll");
   wv::perf::add_common_options(*coll, coll_common);
   wv::perf::add_coll_options(*coll, coll_options);
+  wv::perf::CommonOptions rma_common;
+  wv::perf::RmaOptions rma_options;
+  CLI::App* rma = app.add_subcommand(
+      "rma", "MPI_Get latency through osc (passive target) while the target computes or waits");
+  wv::perf::add_common_options(*rma, rma_common);
+  wv::perf::add_rma_options(*rma, rma_options);
 
   // pt2pt is the default: `wv_mpi_perf --sizes 8` means `wv_mpi_perf pt2pt --sizes 8`.
   std::vector<std::string> args(argv + 1, argv + argc);
   const bool help = !args.empty() && (args[0] == "-h" || args[0] == "--help");
-  if (!help && (args.empty() || (args[0] != "pt2pt" && args[0] != "coll")))
+  if (!help && (args.empty() || (args[0] != "pt2pt" && args[0] != "coll" && args[0] != "rma")))
     args.insert(args.begin(), "pt2pt");
   std::reverse(args.begin(), args.end());  // CLI11 takes the arguments reversed
   try {
@@ -142,6 +149,7 @@ int main(int argc, char** argv) {
   int status = kExitOk;
   if (pt2pt->parsed()) status = run_pt2pt(common, pt2pt_options);
   if (coll->parsed()) status = run_coll(coll_common, coll_options);
+  if (rma->parsed()) status = wv::perf::run_rma(rma_common, rma_options);
   if (status != kExitOk) MPI_Abort(MPI_COMM_WORLD, status);
   MPI_Finalize();
   return status;

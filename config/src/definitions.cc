@@ -72,9 +72,9 @@ constexpr Definition kDefinitions[] = {
          "process_vm_readv/writev (the kernel permitting): on for every peer; auto "
          "only between processes confined to the same single CPU, where the ring's "
          "two copies would take turns, or for a read or write of 32 KiB and more with nothing "
-         "else outstanding on its QP (one copy ends sooner than the pipeline; such a read of "
-         "up to 1 MiB after a pause is copied by the reader against the target's published "
-         "keys, without the target's CPU); reads of "
+         "else outstanding on its QP (one copy ends sooner than the pipeline); a lone read of "
+         "up to 1 MiB to a target that does not poll is copied by the reader against the "
+         "target's published keys, without the target's CPU; reads of "
          "32 KiB and more in a stream take whichever of a pull by the reader and the ring "
          "(whose two copies run side by side on two cores) the connection measured faster, "
          "re-measuring the other every 64th; other writes go through the ring; off never.",

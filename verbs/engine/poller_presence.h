@@ -21,19 +21,28 @@ class PollerPresence {
     const uint32_t polls = polls_.load(std::memory_order_relaxed);
     polls_.store(polls + 1, std::memory_order_relaxed);
     if ((polls & (kPollsPerStamp - 1)) == 0 || last_poll_ns_.load(std::memory_order_relaxed) == 0) {
-      last_poll_ns_.store(now_ns(), std::memory_order_relaxed);
+      const int64_t now = now_ns();
+      last_poll_ns_.store(now, std::memory_order_relaxed);
+      if (published_ != nullptr) published_->store(now, std::memory_order_relaxed);
     }
   }
   // The poller is about to sleep: events from now on are the progress thread's.
-  void forget() { last_poll_ns_.store(0, std::memory_order_relaxed); }
-  bool active() const {
-    const int64_t last = last_poll_ns_.load(std::memory_order_relaxed);
-    return last != 0 && now_ns() - last < kActiveWindow.count();
+  void forget() {
+    last_poll_ns_.store(0, std::memory_order_relaxed);
+    if (published_ != nullptr) published_->store(0, std::memory_order_relaxed);
   }
+  // Also stamps `shared` (the shm provider tells the peer whether anybody polls here). Before
+  // the first poll.
+  void publish_to(std::atomic<int64_t>* shared) { published_ = shared; }
+  // Whether a stamp (from this class, maybe another process's) is at most `window` old.
+  static bool recent(int64_t stamp, std::chrono::nanoseconds window = kActiveWindow) {
+    return stamp != 0 && now_ns() - stamp < window.count();
+  }
+  bool active() const { return recent(last_poll_ns_.load(std::memory_order_relaxed)); }
 
  private:
-  static constexpr uint32_t kPollsPerStamp = 16;
   static constexpr std::chrono::nanoseconds kActiveWindow{200'000};
+  static constexpr uint32_t kPollsPerStamp = 16;
 
   static int64_t now_ns() {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -43,6 +52,7 @@ class PollerPresence {
 
   std::atomic<uint32_t> polls_{0};
   std::atomic<int64_t> last_poll_ns_{0};
+  std::atomic<int64_t>* published_ = nullptr;
 };
 
 }  // namespace wv::verbs::soft

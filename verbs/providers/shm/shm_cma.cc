@@ -69,10 +69,11 @@ CmaSupport detect_cma(const std::string& setting) {
                             ? "single copy with process_vm_readv/writev (shm_cma=on)"
                             : "single copy with process_vm_readv/writev between processes that "
                               "share one CPU, for an RDMA read or write of 32 KiB or more that "
-                              "comes alone (a read copied by the reader after checking the "
-                              "target's published keys, without the target's CPU), and for the "
-                              "reads of a stream when that measures faster than the ring; else "
-                              "through the ring (shm_cma=auto)";
+                              "comes alone, for a lone read of any size to a target that does "
+                              "not poll (copied by the reader against the target's published "
+                              "keys, without the target's CPU), and for the reads of a stream "
+                              "when that measures faster than the ring; else through the ring "
+                              "(shm_cma=auto)";
   if (scope == 1) support.description += " (Yama ptrace_scope=1: PR_SET_PTRACER_ANY set)";
   return support;
 }

@@ -135,6 +135,7 @@ ShmConnection::ShmConnection(std::unique_ptr<Segment> segment, int socket_fd, in
   const uint32_t bytes = segment_->ring_bytes();
   producer_ = RingProducer(&header.rings[mine], segment_->ring_data(mine), bytes);
   consumer_ = RingConsumer(&header.rings[theirs], segment_->ring_data(theirs), bytes);
+  poller_.publish_to(&header.rings[theirs].consumer_polled_ns);
   max_payload_ = producer_.max_entry() - kEntryHeaderBytes;
   header.can_pull[mine].store(options_.can_pull    ? kPullEvery
                               : options_.cma_works ? kPullLone
@@ -344,9 +345,10 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
 }
 
 bool ShmConnection::read_directly_locked(const SendWorkRequest& request, bool lone) {
-  if (!options_.peer_keys || !lone || request.length < kLonePushThreshold ||
-      request.length > kDirectReadMax || !producer_.delivered(ordered_head_) ||
-      now_ns() - last_read_done_ns_ < kDirectReadGap.count()) {
+  if (!options_.peer_keys || !lone || request.length == 0 || request.length > kDirectReadMax ||
+      now_ns() - last_read_done_ns_ < kDirectReadGap.count() ||
+      soft::PollerPresence::recent(producer_.consumer_polled_ns(), kPeerPollingWindow) ||
+      !producer_.delivered(ordered_head_)) {
     return false;
   }
   uint64_t sequence = 0;

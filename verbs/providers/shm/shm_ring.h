@@ -49,7 +49,7 @@ namespace wv::verbs::shm {
 
 inline constexpr size_t kCacheLine = 64;
 inline constexpr uint64_t kSegmentMagic = 0x31474553'4d485357ull;  // "WSHMSEG1"
-inline constexpr uint32_t kSegmentVersion = 4;  // 3: producer_waiting tail, 4: compact entries
+inline constexpr uint32_t kSegmentVersion = 5;  // 4: compact entries, 5: consumer_polled_ns
 inline constexpr uint32_t kMinRingBytes = 16 * 1024;
 inline constexpr uint32_t kMaxRingBytes = 64 * 1024 * 1024;
 
@@ -64,6 +64,10 @@ struct alignas(kCacheLine) RingControl {
   alignas(kCacheLine) std::atomic<uint64_t> tail{0};               // written by the consumer
   alignas(kCacheLine) std::atomic<uint64_t> producer_waiting{0};   // set by the producer
   alignas(kCacheLine) std::atomic<uint32_t> consumer_sleeping{0};  // set by the consumer
+  // When a thread of the consumer's process last polled a CQ the ring's connection feeds
+  // (steady clock ns, every few polls; 0: it stopped): a polling peer answers a read through the
+  // ring sooner than a one-sided read's system call.
+  alignas(kCacheLine) std::atomic<int64_t> consumer_polled_ns{0};
 };
 
 // Side 0 is the connecting side (it creates the segment), side 1 the accepting side. Ring i
@@ -169,6 +173,10 @@ class RingProducer {
   uint64_t head() const { return head_; }
   // The consumer has released every entry published: nothing is in flight to it.
   bool drained() const { return control_->tail.load(std::memory_order_acquire) == head_; }
+  // The consumer's consumer_polled_ns.
+  int64_t consumer_polled_ns() const {
+    return control_->consumer_polled_ns.load(std::memory_order_relaxed);
+  }
   // The consumer has released every entry published before head() was `position`.
   bool delivered(uint64_t position) const {
     return control_->tail.load(std::memory_order_acquire) >= position;
