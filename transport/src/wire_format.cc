@@ -33,7 +33,7 @@ Problem find_problem(std::span<const std::byte> message, size_t eager_limit, Hea
                      size_t* offset) {
   if (message.size() < kShortActiveBytes) return Problem::kShort;
   *header = Header{};
-  std::memcpy(header, message.data(), kShortActiveBytes);
+  std::memcpy(static_cast<void*>(header), message.data(), kShortActiveBytes);
   size_t bytes = sizeof(Header);
   if ((header->flags & kShort) != 0) {
     if (header->type == Type::kActive) {
@@ -45,7 +45,7 @@ Problem find_problem(std::span<const std::byte> message, size_t eager_limit, Hea
     }
   }
   if (message.size() < bytes) return Problem::kShort;
-  std::memcpy(header, message.data(), bytes);
+  std::memcpy(static_cast<void*>(header), message.data(), bytes);
   const size_t body = message.size() - bytes;
   if (bytes != sizeof(Header)) header->payload_length = static_cast<uint32_t>(body);
   *offset = bytes;
