@@ -9,7 +9,7 @@
 namespace wv::coll::detail {
 
 namespace {
-constexpr size_t kLargeBytes = 64 * 1024;  // above: bandwidth-optimal sub-algorithms
+constexpr size_t kLargeBytes = size_t{64} * 1024;  // above: bandwidth-optimal sub-algorithms
 bool leads(const Hierarchy& h) {
   return h.host->rank == 0;
 }
