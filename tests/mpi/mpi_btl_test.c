@@ -290,6 +290,53 @@ static void test_osc(int create) {
   if (create) free(base);
 }
 
+/* Passive-target gets while the target computes without calling MPI: on shm they are served
+ * one-sided (the origin checks the target's published keys and copies), on tcp by the target's
+ * progress thread. The data must be the target's, also after the target changed it. */
+static void spin_seconds(double seconds) {
+  const double end = MPI_Wtime() + seconds;
+  while (MPI_Wtime() < end) {
+  }
+}
+static void test_osc_busy_target(void) {
+  const int n = 8192;
+  int64_t* base = malloc(sizeof(int64_t) * n);
+  MPI_Win win;
+  MPI_Win_create(base, sizeof(int64_t) * n, sizeof(int64_t), MPI_INFO_NULL, MPI_COMM_WORLD, &win);
+  int64_t* local = malloc(sizeof(int64_t) * n);
+  const int counts[] = {1, 64, 4096, n};
+  for (int round = 0; round < 2; ++round) {
+    if (g_rank == 0) {
+      MPI_Win_lock(MPI_LOCK_EXCLUSIVE, 0, 0, win);
+      for (int i = 0; i < n; ++i) base[i] = round * 1000000 + i;
+      MPI_Win_unlock(0, win);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (g_rank == 0) {
+      spin_seconds(0.2);
+    } else {
+      MPI_Win_lock_all(0, win);
+      for (int k = 0; k < 20; ++k) {
+        const int count = counts[k % 4];
+        memset(local, 0xff, sizeof(int64_t) * count);
+        MPI_Get(local, count, MPI_INT64_T, 0, 0, count, MPI_INT64_T, win);
+        MPI_Win_flush(0, win);
+        for (int i = 0; i < count; ++i) {
+          CHECK(local[i] == round * 1000000 + i, "busy-target get of %d: element %d is %ld", count,
+                i, (long)local[i]);
+        }
+        spin_seconds(0.001);
+      }
+      MPI_Win_unlock_all(win);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+  PHASE("busy target done");
+  MPI_Win_free(&win);
+  free(local);
+  free(base);
+}
+
 struct thread_arg {
   int id;
 };
@@ -368,6 +415,7 @@ int main(int argc, char** argv) {
   } else if (strcmp(mode, "osc") == 0) {
     test_osc(0);
     test_osc(1);
+    test_osc_busy_target();
   } else if (strcmp(mode, "threads") == 0) {
     test_threads();
   } else if (strcmp(mode, "kill") == 0) {
