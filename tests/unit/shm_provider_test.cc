@@ -258,8 +258,9 @@ void connect_to_victim(Side& side, uint16_t port, std::shared_ptr<ConnectEndpoin
 
 // Kills and reaps the victim when the test ends, however it ends.
 struct Reaper {
-  pid_t pid;
+  pid_t pid = -1;
   ~Reaper() {
+    if (pid <= 0) return;
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
   }
@@ -329,25 +330,32 @@ bool stop_process(pid_t pid) {
   return false;
 }
 
+// A victim connected to `side`, for tests that stop it (the child runs the same test as the
+// victim). Skipped where CMA is off: then every read needs the target.
+class ShmOneSidedReads : public testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::getenv(kRoleVariable) != nullptr) run_victim(std::atoi(std::getenv(kPipeVariable)));
+    ASSERT_NO_FATAL_FAILURE(open_side(side));
+    if (!has(side.device->attributes().limitations, Limitation::kReadsServedWithoutTarget)) {
+      GTEST_SKIP() << "CMA is off here (shm_cma=off or ptrace restricted): reads need the target";
+    }
+    const testing::TestInfo* test = testing::UnitTest::GetInstance()->current_test_info();
+    ASSERT_NO_FATAL_FAILURE(start_victim(std::string(test->test_suite_name()) + "." + test->name(),
+                                         &reaper.pid, &info));
+    ASSERT_NO_FATAL_FAILURE(connect_to_victim(side, info.port, endpoint));
+  }
+
+  Side side;
+  VictimInfo info{};
+  Reaper reaper;
+  std::shared_ptr<ConnectEndpoint> endpoint;
+};
+
 // One-sided reads (shm_connection.h): with CMA, a read the target's published keys grant is
 // copied by the reader, so it completes while the target process is stopped; what the keys do
 // not grant, and a read behind a write, wait for the target, which decides.
-TEST(ShmOneSidedReads, ServedWhileTheTargetIsStoppedOnlyWhenTheKeysGrantThem) {
-  if (const char* role = std::getenv(kRoleVariable); role != nullptr) {
-    run_victim(std::atoi(std::getenv(kPipeVariable)));
-  }
-  Side side;
-  ASSERT_NO_FATAL_FAILURE(open_side(side));
-  if (!has(side.device->attributes().limitations, Limitation::kReadsServedWithoutTarget)) {
-    GTEST_SKIP() << "CMA is off here (shm_cma=off or ptrace restricted): reads need the target";
-  }
-  pid_t pid = -1;
-  VictimInfo info{};
-  ASSERT_NO_FATAL_FAILURE(start_victim(
-      "ShmOneSidedReads.ServedWhileTheTargetIsStoppedOnlyWhenTheKeysGrantThem", &pid, &info));
-  Reaper reaper{pid};
-  std::shared_ptr<ConnectEndpoint> endpoint;
-  ASSERT_NO_FATAL_FAILURE(connect_to_victim(side, info.port, endpoint));
+TEST_F(ShmOneSidedReads, ServedWhileTheTargetIsStoppedOnlyWhenTheKeysGrantThem) {
   std::vector<std::byte> local(1 << 20);
   auto region = side.pd->register_memory(local.data(), local.size(), Access::kLocalWrite);
   ASSERT_TRUE(region.is_ok());
@@ -362,7 +370,7 @@ TEST(ShmOneSidedReads, ServedWhileTheTargetIsStoppedOnlyWhenTheKeysGrantThem) {
     return true;
   };
 
-  ASSERT_TRUE(stop_process(pid));
+  ASSERT_TRUE(stop_process(reaper.pid));
   // Granted: served by this process alone.
   ASSERT_TRUE(
       side.qp->rdma_read(1, std::span(&whole, 1), info.remote, SendFlags::kSignaled).is_ok());
@@ -376,35 +384,20 @@ TEST(ShmOneSidedReads, ServedWhileTheTargetIsStoppedOnlyWhenTheKeysGrantThem) {
   ASSERT_TRUE(side.qp->rdma_read(2, std::span(&first, 1), past, SendFlags::kSignaled).is_ok());
   EXPECT_TRUE(none_within(std::chrono::milliseconds(200)))
       << "a read beyond the key's bounds completed without the target";
-  ASSERT_EQ(::kill(pid, SIGCONT), 0);
+  ASSERT_EQ(::kill(reaper.pid, SIGCONT), 0);
   ASSERT_TRUE(poll_one(*side.cq, c));
   EXPECT_EQ(c.wr_id, 2u);
   EXPECT_NE(c.status, CompletionStatus::kSuccess) << "the target refuses it";
 }
 
-TEST(ShmOneSidedReads, AReadBehindAWriteWaitsForTheTargetAndSeesTheWrite) {
-  if (const char* role = std::getenv(kRoleVariable); role != nullptr) {
-    run_victim(std::atoi(std::getenv(kPipeVariable)));
-  }
-  Side side;
-  ASSERT_NO_FATAL_FAILURE(open_side(side));
-  if (!has(side.device->attributes().limitations, Limitation::kReadsServedWithoutTarget)) {
-    GTEST_SKIP() << "CMA is off here (shm_cma=off or ptrace restricted): reads need the target";
-  }
-  pid_t pid = -1;
-  VictimInfo info{};
-  ASSERT_NO_FATAL_FAILURE(start_victim(
-      "ShmOneSidedReads.AReadBehindAWriteWaitsForTheTargetAndSeesTheWrite", &pid, &info));
-  Reaper reaper{pid};
-  std::shared_ptr<ConnectEndpoint> endpoint;
-  ASSERT_NO_FATAL_FAILURE(connect_to_victim(side, info.port, endpoint));
+TEST_F(ShmOneSidedReads, AReadBehindAWriteWaitsForTheTargetAndSeesTheWrite) {
   std::vector<std::byte> local(128 * 1024, std::byte{0x11});
   auto region = side.pd->register_memory(local.data(), local.size(), Access::kLocalWrite);
   ASSERT_TRUE(region.is_ok());
   const Sge source = region.value()->sge(local.data(), 4096);  // through the ring
   const Sge sink = region.value()->sge(local.data() + 64 * 1024, 64 * 1024);
 
-  ASSERT_TRUE(stop_process(pid));
+  ASSERT_TRUE(stop_process(reaper.pid));
   ASSERT_TRUE(
       side.qp->rdma_write(1, std::span(&source, 1), info.remote, SendFlags::kSignaled).is_ok());
   ASSERT_TRUE(
@@ -418,7 +411,7 @@ TEST(ShmOneSidedReads, AReadBehindAWriteWaitsForTheTargetAndSeesTheWrite) {
     completed = side.cq->poll(std::span(&c, 1)) != 0;
   }
   EXPECT_FALSE(completed) << "the read overtook the write the stopped target has not taken";
-  ASSERT_EQ(::kill(pid, SIGCONT), 0);
+  ASSERT_EQ(::kill(reaper.pid, SIGCONT), 0);
   if (!completed) {
     ASSERT_TRUE(poll_one(*side.cq, c));
   }

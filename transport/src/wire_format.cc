@@ -36,16 +36,12 @@ Problem find_problem(std::span<const std::byte> message, size_t eager_limit, Hea
   std::memcpy(static_cast<void*>(header), message.data(), kShortActiveBytes);
   size_t bytes = sizeof(Header);
   if ((header->flags & kShort) != 0) {
-    if (header->type == Type::kActive) {
-      bytes = kShortActiveBytes;
-    } else if (header->type == Type::kEager && (header->flags & kSynchronous) == 0) {
-      bytes = kShortEagerBytes;
-    } else {
-      return Problem::kShortForm;
-    }
+    bytes = short_bytes(header->type, header->flags);
+    if (bytes == 0) return Problem::kShortForm;
   }
   if (message.size() < bytes) return Problem::kShort;
-  std::memcpy(static_cast<void*>(header), message.data(), bytes);
+  std::memcpy(reinterpret_cast<std::byte*>(header) + kShortActiveBytes,
+              message.data() + kShortActiveBytes, bytes - kShortActiveBytes);
   const size_t body = message.size() - bytes;
   if (bytes != sizeof(Header)) header->payload_length = static_cast<uint32_t>(body);
   *offset = bytes;

@@ -59,18 +59,20 @@ inline constexpr size_t kShortActiveBytes = offsetof(Header, tag);
 inline constexpr size_t kShortEagerBytes = offsetof(Header, payload_length);
 static_assert(kShortActiveBytes == 8 && kShortEagerBytes == 16);
 
+// The bytes of a short header of this type and these flags, or 0 when it has no short form.
+inline size_t short_bytes(Type type, uint8_t flags) {
+  if (type == Type::kActive) return kShortActiveBytes;
+  if (type == Type::kEager && (flags & kSynchronous) == 0) return kShortEagerBytes;
+  return 0;
+}
+
 // Marks `header` short when its type allows it and returns the bytes it takes on the wire: the
 // message starts with that prefix of the struct.
 inline size_t shorten(Header& header) {
-  if (header.type == Type::kActive) {
-    header.flags = static_cast<uint8_t>(header.flags | kShort);
-    return kShortActiveBytes;
-  }
-  if (header.type == Type::kEager && (header.flags & kSynchronous) == 0) {
-    header.flags = static_cast<uint8_t>(header.flags | kShort);
-    return kShortEagerBytes;
-  }
-  return sizeof(Header);
+  const size_t bytes = short_bytes(header.type, header.flags);
+  if (bytes == 0) return sizeof(Header);
+  header.flags = static_cast<uint8_t>(header.flags | kShort);
+  return bytes;
 }
 
 struct RendezvousBody {

@@ -357,17 +357,9 @@ bool ShmConnection::read_directly_locked(const SendWorkRequest& request, bool lo
                                  &sequence)) {
     return false;
   }
-  uint64_t done = 0;
-  for (uint32_t i = 0; i < request.segment_count; ++i) {
-    const soft::Segment& segment = request.segments[i];
-    const PullIovec from{request.remote.address + done, segment.length};
-    // A failed copy (the peer's memory unmapped, the peer gone) is the ring path's to report.
-    if (!cma_copy(options_.peer_pid, false, segment.address, segment.length, &from, 1)) {
-      return false;
-    }
-    done += segment.length;
-  }
-  return options_.peer_keys->unchanged(request.remote.rkey, sequence);
+  // A failed copy (the peer's memory unmapped, the peer gone) is the ring path's to report.
+  return pull_into(request, 0, request.length, request.remote.address) &&
+         options_.peer_keys->unchanged(request.remote.rkey, sequence);
 }
 
 bool ShmConnection::emit_response_locked(Response& response, bool* ring) {
@@ -855,29 +847,37 @@ bool ShmConnection::pull_read(SoftConnectQueuePair& qp, std::unique_lock<SpinLoc
     SendWorkRequest* read = qp.oldest_pending_locked(false);
     if (closed_ || read == nullptr || read->wire_tag != tag) return false;
     if (done == read->length) return true;
-    uint64_t skip = done;
-    uint64_t want = std::min(kPiece, read->length - done);
-    for (uint32_t i = 0; i < read->segment_count && want > 0; ++i) {
-      const soft::Segment& segment = read->segments[i];
-      if (skip >= segment.length) {
-        skip -= segment.length;
-        continue;
-      }
-      const uint64_t chunk = std::min<uint64_t>(want, segment.length - skip);
-      const PullIovec from{source + done, chunk};
-      *status = cma_copy(options_.peer_pid, false, segment.address + skip, chunk, &from, 1);
-      if (!*status) return false;
-      done += chunk;
-      want -= chunk;
-      skip = 0;
-    }
-    if (want > 0) {
-      *status = Status(Errc::kProtocolError, "the read's buffers are shorter than the read");
-      return false;
-    }
+    const uint64_t piece = std::min(kPiece, read->length - done);
+    *status = pull_into(*read, done, piece, source + done);
+    if (!*status) return false;
+    done += piece;
     lock.unlock();
     lock.lock();
   }
+}
+
+Status ShmConnection::pull_into(const SendWorkRequest& read, uint64_t offset, uint64_t length,
+                                uint64_t source) const {
+  for (uint32_t i = 0; i < read.segment_count && length > 0; ++i) {
+    const soft::Segment& segment = read.segments[i];
+    if (offset >= segment.length) {
+      offset -= segment.length;
+      continue;
+    }
+    const uint64_t chunk = std::min<uint64_t>(length, segment.length - offset);
+    const PullIovec from{source, chunk};
+    if (Status status =
+            cma_copy(options_.peer_pid, false, segment.address + offset, chunk, &from, 1);
+        !status) {
+      return status;
+    }
+    source += chunk;
+    length -= chunk;
+    offset = 0;
+  }
+  if (length > 0)
+    return Status(Errc::kProtocolError, "the read's buffers are shorter than the read");
+  return Status::ok();
 }
 
 void ShmConnection::read_finished_locked(SoftConnectQueuePair& qp, uint64_t length,

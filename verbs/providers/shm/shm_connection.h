@@ -155,6 +155,9 @@ class ShmConnection final : public soft::Wire,
   // QP lock (released between pieces); false when the read was flushed meanwhile.
   bool pull_read(soft::SoftConnectQueuePair& qp, std::unique_lock<SpinLock>& lock, uint64_t tag,
                  uint64_t source, Status* status);
+  // Copies `length` bytes of the peer's memory at `source` into `read`'s buffers from `offset`.
+  Status pull_into(const soft::SendWorkRequest& read, uint64_t offset, uint64_t length,
+                   uint64_t source) const;
   // A read of `length` bytes completed (its data by `path`, when this side knows): feeds the
   // chooser its time when the stream was busy, and notes whether it still is.
   void read_finished_locked(soft::SoftConnectQueuePair& qp, uint64_t length,
