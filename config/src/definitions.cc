@@ -74,10 +74,10 @@ constexpr Definition kDefinitions[] = {
          "two copies would take turns, or for a read or write of 32 KiB and more with nothing "
          "else outstanding on its QP (one copy ends sooner than the pipeline); a lone read of "
          "up to 1 MiB to a target that does not poll is copied by the reader against the "
-         "target's published keys, without the target's CPU; reads of "
-         "32 KiB and more in a stream take whichever of a pull by the reader and the ring "
-         "(whose two copies run side by side on two cores) the connection measured faster, "
-         "re-measuring the other every 64th; other writes go through the ring; off never.",
+         "target's published keys, without the target's CPU; reads and writes of "
+         "32 KiB and more in a stream take whichever of a pull (by the reader, or by the "
+         "write's target) and the ring (whose two copies run side by side on two cores) the "
+         "connection measured faster, re-measuring the other every 64th; off never.",
      .level = Level::kTuner,
      .choices = kShmCmaChoices},
     {.name = names::kShmRingSize,

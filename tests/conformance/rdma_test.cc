@@ -177,6 +177,84 @@ TEST_P(RdmaTest, WriteThenSendVisibility) {
   }
 }
 
+// A stream of large writes, each to its own part of the target and more than a shm ring's worth
+// (however the provider moves them: several in flight, by the ring or copied by the target), then
+// a send: when the send arrives every write is in place, and everything completes in post order.
+TEST_P(RdmaTest, StreamOfLargeWritesIsInPlaceWhenTheSendBehindItArrives) {
+  constexpr uint32_t kSize = 64 * 1024;
+  constexpr uint32_t kWrites = 40;
+  static_assert(size_t{kSize} * kWrites + 64 <= kTargetSize);
+  for (uint32_t round = 0; round < 4; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    const Sge receive = scratch_.sge(0, 64);
+    ASSERT_OK(pair_.server.qp->post_receive(round, std::span(&receive, 1)));
+    for (uint32_t i = 0; i < kWrites; ++i) {
+      fill_pattern(source_.bytes(size_t{i} * kSize, kSize), 1000 * round + i);
+      const Sge data = source_.sge(size_t{i} * kSize, kSize);
+      ASSERT_OK(pair_.client.qp->rdma_write(i, std::span(&data, 1),
+                                            target_.remote(size_t{i} * kSize), SendFlags::kNone));
+    }
+    const Sge note = source_.sge(size_t{kWrites} * kSize, 8);
+    ASSERT_OK(pair_.client.qp->send(kWrites, std::span(&note, 1), SendFlags::kSignaled));
+    Completion r;
+    ASSERT_TRUE(poll_one(*pair_.server.receive_cq, r));
+    ASSERT_EQ(r.status, CompletionStatus::kSuccess) << describe(r);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    for (uint32_t i = 0; i < kWrites; ++i) {
+      ASSERT_TRUE(has_pattern(target_.bytes(size_t{i} * kSize, kSize), 1000 * round + i))
+          << "write " << i;
+    }
+    std::vector<Completion> done;
+    ASSERT_TRUE(poll_n(*pair_.client.send_cq, kWrites + 1, done));
+    for (uint32_t i = 0; i <= kWrites; ++i) {
+      EXPECT_EQ(done[i].wr_id, i) << describe(done[i]);
+      EXPECT_EQ(done[i].status, CompletionStatus::kSuccess) << describe(done[i]);
+    }
+  }
+}
+
+// A write refused in the middle of a stream of large writes: the writes before it are in place,
+// nothing of it or of those after it is, each completes once and in post order, and the QP
+// fails. The refused write's own completion follows Capability::kRemoteErrorsInCompletion; the
+// later ones are flushed, or (where writes complete once handed over) succeeded.
+TEST_P(RdmaTest, WriteRefusedInAStreamStopsTheStreamThere) {
+  constexpr uint32_t kSize = 64 * 1024;
+  constexpr uint32_t kWrites = 12;
+  constexpr uint32_t kRefused = 6;
+  for (uint32_t i = 0; i < kWrites; ++i) {
+    fill_pattern(source_.bytes(size_t{i} * kSize, kSize), 2000 + i);
+    const Sge data = source_.sge(size_t{i} * kSize, kSize);
+    RemoteAddress remote = target_.remote(size_t{i} * kSize);
+    if (i == kRefused) remote.rkey = ~remote.rkey;
+    ASSERT_OK(pair_.client.qp->rdma_write(i, std::span(&data, 1), remote, SendFlags::kSignaled));
+  }
+  std::vector<Completion> done;
+  ASSERT_TRUE(poll_n(*pair_.client.send_cq, kWrites, done));
+  const bool remote_errors = has_capability(Capability::kRemoteErrorsInCompletion);
+  for (uint32_t i = 0; i < kWrites; ++i) {
+    EXPECT_EQ(done[i].wr_id, i) << describe(done[i]);
+    if (i < kRefused) {
+      EXPECT_EQ(done[i].status, CompletionStatus::kSuccess) << describe(done[i]);
+    } else if (i == kRefused) {
+      EXPECT_EQ(done[i].status,
+                remote_errors ? CompletionStatus::kRemoteAccessError : CompletionStatus::kSuccess)
+          << describe(done[i]);
+    } else if (remote_errors || done[i].status != CompletionStatus::kSuccess) {
+      EXPECT_EQ(done[i].status, CompletionStatus::kFlushed) << describe(done[i]);
+    }
+  }
+  ASSERT_TRUE(wait_qp_state(*pair_.client.qp, QpState::kError));
+  const std::vector<std::byte> zeros(kSize);
+  for (uint32_t i = 0; i < kWrites; ++i) {
+    if (i < kRefused) {
+      EXPECT_TRUE(has_pattern(target_.bytes(size_t{i} * kSize, kSize), 2000 + i)) << "write " << i;
+    } else {
+      EXPECT_EQ(std::memcmp(target_.bytes(size_t{i} * kSize, kSize).data(), zeros.data(), kSize), 0)
+          << "write " << i << " is at or behind the refused one";
+    }
+  }
+}
+
 // Send-queue completions come in post order even while an earlier read is outstanding.
 TEST_P(RdmaTest, SendQueueCompletesInPostOrderBehindARead) {
   SKIP_IF_LIMITATION(Limitation::kSendsOvertakeReads, "sends behind a read complete before it");

@@ -395,15 +395,20 @@ SendWorkRequest* SoftConnectQueuePair::next_to_transmit_locked() {
   return nullptr;
 }
 
-void SoftConnectQueuePair::transmitted_locked(SendWorkRequest& request) {
+void SoftConnectQueuePair::transmitted_locked(SendWorkRequest& request, bool held) {
   request.transmitted = true;
   ++next_tx_;
   if (request.is_read_like()) {
     ++outstanding_reads_;
-  } else {
+  } else if (!held) {
     request.done = true;
     retire_locked();
   }
+}
+
+void SoftConnectQueuePair::write_copied_locked(SendWorkRequest& request) {
+  request.done = true;
+  retire_locked();
 }
 
 SendWorkRequest* SoftConnectQueuePair::oldest_pending_locked(bool atomic) {

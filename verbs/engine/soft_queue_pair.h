@@ -87,8 +87,13 @@ class SoftConnectQueuePair final : public ConnectQueuePair {
 
   // Requester: the next request to transmit, honouring fences and the outbound read depth.
   SendWorkRequest* next_to_transmit_locked();
-  // All of `request` went out; sends and writes are complete now, reads wait for data.
-  void transmitted_locked(SendWorkRequest& request);
+  // All of `request` went out; sends and writes are complete now, reads wait for data, and a
+  // write the target copies from this process itself (`held`: its source must stay untouched)
+  // waits for write_copied_locked. Completions still leave in post order.
+  void transmitted_locked(SendWorkRequest& request, bool held = false);
+  void write_copied_locked(SendWorkRequest& request);
+  // Requests are posted that have not gone out yet.
+  bool more_to_transmit_locked() const { return next_tx_ < tail_; }
   // Whether the request about to go out is the only one: nothing queued behind it and no read
   // waiting for its response (a latency-bound exchange, not a stream).
   bool transmitting_alone_locked() const {

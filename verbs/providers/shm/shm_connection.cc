@@ -128,7 +128,7 @@ ShmConnection::ShmConnection(std::unique_ptr<Segment> segment, int socket_fd, in
       options_(options),
       cma_(options.can_pull),
       cma_works_(options.cma_works),
-      responses_(std::max<uint32_t>(options.inbound_read_depth, 1) + 2) {
+      responses_(std::max<uint32_t>(options.inbound_read_depth, 1) + kMaxHeldWrites + 1) {
   const int mine = options_.side;
   const int theirs = 1 - mine;
   SegmentHeader& header = segment_->header();
@@ -229,14 +229,8 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
                              request.kind == WorkKind::kWriteWithImmediate;
       const bool inline_data =
           request.segment_count == 1 && request.segments[0].address == request.inline_data.data();
-      const uint32_t peer_pulls =
-          segment_->header().can_pull[1 - options_.side].load(std::memory_order_acquire);
-      // A write completes once in the ring, so only the ring shows whether earlier ones are
-      // still in flight (then this one is part of a stream).
-      const bool pull =
-          peer_pulls == kPullEvery || (peer_pulls == kPullLone && lone &&
-                                       request.length >= kLonePushThreshold && producer_.drained());
-      if (!send && request.length >= kPullThreshold && !inline_data && pull) {
+      if (!send && request.length >= kPullThreshold && !inline_data &&
+          pulls_write_locked(request, lone)) {
         // The target copies the whole write itself.
         const uint32_t count = request.segment_count;
         std::byte* at = reserve_locked(count * sizeof(PullIovec), header);
@@ -344,6 +338,34 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
   return Emit::kDone;
 }
 
+bool ShmConnection::pulls_write_locked(const SendWorkRequest& request, bool lone) {
+  const uint32_t peer_pulls =
+      segment_->header().can_pull[1 - options_.side].load(std::memory_order_acquire);
+  if (peer_pulls == kPullEvery) return true;
+  // Part of it went through the ring already (the ring filled).
+  if (peer_pulls != kPullLone || request.length < kLonePushThreshold ||
+      request.transmitted_bytes > 0) {
+    return false;
+  }
+  // A ring write completes once in the ring, so only the ring shows whether earlier ones are
+  // still in flight (then this one is part of a stream).
+  if (lone && producer_.drained()) return true;
+  if (!write_path_) write_path_ = write_paths_.next(request.length);
+  return *write_path_ == TransferPathChooser::Path::kCma;
+}
+
+void ShmConnection::write_finished_locked(SoftConnectQueuePair& qp, uint64_t length,
+                                          TransferPathChooser::Path path) {
+  const int64_t now = now_ns();
+  const bool measured = path == TransferPathChooser::Path::kCma ||
+                        ring_bytes_since_pull_ >= uint64_t{2} * producer_.capacity();
+  if (write_stream_busy_ && measured && length >= kLonePushThreshold) {
+    write_paths_.record(path, length, static_cast<uint64_t>(now - last_write_done_ns_));
+  }
+  last_write_done_ns_ = now;
+  write_stream_busy_ = held_count_ > 0 || current_ != nullptr || qp.more_to_transmit_locked();
+}
+
 bool ShmConnection::read_directly_locked(const SendWorkRequest& request, bool lone) {
   if (!options_.peer_keys || !lone || request.length == 0 || request.length > kDirectReadMax ||
       now_ns() - last_read_done_ns_ < kDirectReadGap.count() ||
@@ -416,7 +438,7 @@ void ShmConnection::pump_locked(SoftConnectQueuePair& qp) {
       responses_head_ = (responses_head_ + 1) % responses_.size();
       --responses_count_;
     }
-    while (!full && held_ == nullptr && !closed_) {
+    while (!full && held_count_ < kMaxHeldWrites && !closed_) {
       SendWorkRequest* request = current_ != nullptr ? current_ : qp.next_to_transmit_locked();
       if (request == nullptr) break;
       current_ = request;
@@ -426,17 +448,27 @@ void ShmConnection::pump_locked(SoftConnectQueuePair& qp) {
         break;
       }
       current_ = nullptr;
+      write_path_.reset();
       if (request->kind != WorkKind::kRead && request->kind != WorkKind::kSend &&
           request->kind != WorkKind::kSendWithImmediate) {
         ordered_head_ = producer_.head();  // it changes the peer's memory or keys
       }
       if (emitted == Emit::kHeld) {
-        held_ = request;
-        break;
+        held_[(held_head_ + held_count_) % kMaxHeldWrites] = request;
+        ++held_count_;
+        ring_bytes_since_pull_ = 0;
+        qp.transmitted_locked(*request, true);
+        continue;
       }
+      const bool ring_write =
+          request->kind == WorkKind::kWrite || request->kind == WorkKind::kWriteWithImmediate;
+      const uint64_t length = request->length;
       qp.transmitted_locked(*request);
+      if (ring_write && length >= kLonePushThreshold) {
+        ring_bytes_since_pull_ += length;
+        write_finished_locked(qp, length, TransferPathChooser::Path::kRing);
+      }
       if (emitted == Emit::kCompleted) {
-        const uint64_t length = request->length;
         qp.response_arrived_locked(*request, CompletionStatus::kSuccess);
         read_finished_locked(qp, length, std::nullopt);
       }
@@ -780,13 +812,16 @@ ShmConnection::Outcome ShmConnection::on_response(SoftConnectQueuePair& qp,
   if (closed_) return Outcome::kDone;
   const auto type = static_cast<EntryType>(header.type);
   if (type == EntryType::kWriteDone) {
-    if (held_ == nullptr || held_->wire_tag != header.tag || header.length != 0) {
+    SendWorkRequest* write = held_count_ > 0 ? held_[held_head_] : nullptr;
+    if (write == nullptr || write->wire_tag != header.tag || header.length != 0) {
       lock.unlock();
       return malformed(qp, "write acknowledgement that matches no pulled write");
     }
-    SendWorkRequest* write = held_;
-    held_ = nullptr;
-    qp.transmitted_locked(*write);
+    held_head_ = (held_head_ + 1) % kMaxHeldWrites;
+    --held_count_;
+    const uint64_t length = write->length;
+    qp.write_copied_locked(*write);
+    write_finished_locked(qp, length, TransferPathChooser::Path::kCma);
     pump_locked(qp);
     return Outcome::kDone;
   }
@@ -903,12 +938,14 @@ ShmConnection::Outcome ShmConnection::on_terminate(SoftConnectQueuePair& qp,
                                       ? static_cast<CompletionStatus>(header.key)
                                       : CompletionStatus::kFlushed;
   std::lock_guard lock(qp.mutex());
-  if (!closed_ && held_ != nullptr && !about_request) {
+  if (!closed_ && held_count_ > 0 && !about_request) {
     // A write the peer refused was handed over, like a transmitted one: it completes, and the
-    // QP error that follows tells the application (the iWARP rule the engine follows).
-    SendWorkRequest* write = held_;
-    held_ = nullptr;
-    qp.transmitted_locked(*write);
+    // QP error that follows tells the application (the iWARP rule the engine follows). The
+    // peer serves the ring in order, so it refused the oldest; later ones are flushed.
+    SendWorkRequest* write = held_[held_head_];
+    held_head_ = (held_head_ + 1) % kMaxHeldWrites;
+    --held_count_;
+    qp.write_copied_locked(*write);
   }
   qp.fail_by_wire_locked(*this, status, "peer terminated the connection: " + reason);
   return Outcome::kFailed;

@@ -8,9 +8,11 @@
 //
 // Sends and small writes are copied through the ring (fragmented to a quarter of the ring).
 // Large RDMA writes are pulled by the target and large RDMA reads pushed by it, each as one
-// process_vm_readv/writev after the target checked the key (shm_cma.h); a pulled write stays
-// the connection's current request until the target says it copied it, so the source buffer
-// is never reused early and later requests never overtake it. Atomics run at the target with
+// process_vm_readv/writev after the target checked the key (shm_cma.h). A pulled write
+// completes when the target says it copied it, so its source buffer is never reused early; up
+// to kMaxHeldWrites are in flight, and the target serves the ring in order, so later requests
+// never overtake them. The writes of a stream take the ring or pulls, whichever this side
+// measured faster (TransferPathChooser, as the reads of a stream). Atomics run at the target with
 // the CPU's atomic instructions, so they are atomic against each other and the target's CPUs.
 //
 // One-sided reads. Where the peer publishes its keys (shm_key_mirror.h) and CMA works, a read
@@ -38,6 +40,7 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -97,6 +100,9 @@ inline constexpr uint64_t kPullThreshold = 16 * 1024;
 // ping-pong (reads) against the ring's copies, 16 KiB 5.4-6.4 against 4.5 us, 32 KiB 6.5-7.5
 // against 7.3-7.4, 64 KiB 8.9-11.2 against 12.6-13.4.
 inline constexpr uint64_t kLonePushThreshold = 32 * 1024;
+// Pulled writes in flight at once on a connection: the target pulls one while the
+// acknowledgement of the one before crosses the ring.
+inline constexpr uint32_t kMaxHeldWrites = 4;
 // The largest one-sided read: it is copied under the QP lock when posted (the transport's
 // rendezvous reads come in fragments of 1 MiB); larger ones go through the ring's paths.
 inline constexpr uint64_t kDirectReadMax = 1024 * 1024;
@@ -149,6 +155,12 @@ class ShmConnection final : public soft::Wire,
   // `lone`: nothing else is outstanding on the QP (see kPushRead).
   Emit emit_request_locked(soft::SendWorkRequest& request, bool lone, bool* ring);
   bool emit_response_locked(Response& response, bool* ring);
+  // Whether the target pulls this write (else it goes through the ring).
+  bool pulls_write_locked(const soft::SendWorkRequest& request, bool lone);
+  // A write of `length` bytes (of a stream, when it was) completed by `path`: feeds the chooser
+  // as read_finished_locked does.
+  void write_finished_locked(soft::SoftConnectQueuePair& qp, uint64_t length,
+                             TransferPathChooser::Path path);
   // A one-sided read (see one-sided reads); false when it must go through the ring.
   bool read_directly_locked(const soft::SendWorkRequest& request, bool lone);
   // Copies a granted read from the peer's `source` into its sink, a piece at a time under the
@@ -218,14 +230,25 @@ class ShmConnection final : public soft::Wire,
   TransferPathChooser read_paths_;
   int64_t last_read_done_ns_ = 0;
   bool read_stream_busy_ = false;
+  // Writes of a stream likewise. A write through the ring completes once it is in the ring, so
+  // its time only counts once the ring carried two rings' worth since the stream last pulled
+  // (before that, completions measure copies into a ring the peer had emptied).
+  TransferPathChooser write_paths_;
+  std::optional<TransferPathChooser::Path> write_path_;  // current_'s, once chosen
+  uint64_t ring_bytes_since_pull_ = 0;
+  int64_t last_write_done_ns_ = 0;
+  bool write_stream_busy_ = false;
   std::shared_ptr<soft::PollHandler> socket_watch_;
 
   // Transmit state, under the QP lock.
   RingProducer producer_;
   uint32_t max_payload_ = 0;
   soft::SendWorkRequest* current_ = nullptr;  // partly transmitted (ring full)
-  soft::SendWorkRequest* held_ = nullptr;     // a pulled write waiting for kWriteDone
-  std::vector<Response> responses_;           // ring bounded by the inbound read depth
+  // Pulled writes waiting for kWriteDone, oldest first.
+  std::array<soft::SendWorkRequest*, kMaxHeldWrites> held_{};
+  uint32_t held_head_ = 0;
+  uint32_t held_count_ = 0;
+  std::vector<Response> responses_;  // ring bounded by the inbound read depth
   size_t responses_head_ = 0;
   size_t responses_count_ = 0;
   uint32_t tag_sequence_ = 0;

@@ -49,7 +49,8 @@ namespace wv::verbs::shm {
 
 inline constexpr size_t kCacheLine = 64;
 inline constexpr uint64_t kSegmentMagic = 0x31474553'4d485357ull;  // "WSHMSEG1"
-inline constexpr uint32_t kSegmentVersion = 5;  // 4: compact entries, 5: consumer_polled_ns
+// 4: compact entries, 5: consumer_polled_ns, 6: kMaxHeldWrites pulled writes in flight
+inline constexpr uint32_t kSegmentVersion = 6;
 inline constexpr uint32_t kMinRingBytes = 16 * 1024;
 inline constexpr uint32_t kMaxRingBytes = 64 * 1024 * 1024;
 
@@ -170,6 +171,7 @@ class RingProducer {
   bool wait_for_space(uint32_t bytes);
   // The largest entry reserve() ever grants (so any entry eventually fits).
   uint32_t max_entry() const { return capacity_ / 4; }
+  uint32_t capacity() const { return capacity_; }
   uint64_t head() const { return head_; }
   // The consumer has released every entry published: nothing is in flight to it.
   bool drained() const { return control_->tail.load(std::memory_order_acquire) == head_; }
