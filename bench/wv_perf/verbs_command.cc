@@ -185,6 +185,7 @@ class VerbsSubcommand final : public Subcommand {
   std::string ops_ = std::string(kDefaultOps);
   uint32_t window_ = 64;
   bool out_of_band_ = false;
+  std::string memory_ = "registered";
   std::string provider_;
   std::string device_;
   std::string baseline_ = "auto";
@@ -211,6 +212,13 @@ void VerbsSubcommand::add_options(CLI::App& command) {
                   "Measure a floor and print wv/floor ratios: tcp (plain TCP), shm (two-process "
                   "shared-memory ping-pong and memcpy), none, or auto (the provider's own)")
       ->check(CLI::IsMember({"auto", "tcp", "shm", "none"}))
+      ->capture_default_str();
+  command
+      .add_option("--memory", memory_,
+                  "Buffers: registered (the benchmark's own memory, registered) or allocated "
+                  "(ProtectionDomain::allocate_memory, which shm peers read and write "
+                  "themselves); a --server uses its own choice")
+      ->check(CLI::IsMember({"registered", "allocated"}))
       ->capture_default_str();
   command.add_flag("--out-of-band", out_of_band_,
                    "Connect the QPs from addresses exchanged over TCP (InfiniBand/RoCE without "
@@ -356,7 +364,8 @@ int VerbsSubcommand::run_server(const verbs::SocketAddress& bind, int port_fd) {
                                       .area_size = 1,
                                       .window = window_,
                                       .timeout = common_.timeout(),
-                                      .out_of_band = out_of_band_};
+                                      .out_of_band = out_of_band_,
+                                      .allocated_memory = memory_ == "allocated"};
   auto session = listener.value().accept(options);
   if (!session) return fail(session.status());
   verbs_bench::PeerDescription self{.process = {.role = "server",
@@ -383,7 +392,8 @@ int VerbsSubcommand::run_client(const verbs::SocketAddress& server, const Plan& 
                                       .area_size = std::max<uint64_t>(area_size, 1),
                                       .window = window_,
                                       .timeout = common_.timeout(),
-                                      .out_of_band = out_of_band_};
+                                      .out_of_band = out_of_band_,
+                                      .allocated_memory = memory_ == "allocated"};
   auto connected = verbs_bench::Session::connect(provider.value(), server, options);
   if (!connected) return fail(connected.status());
   verbs_bench::Session& session = *connected.value();

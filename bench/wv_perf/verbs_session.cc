@@ -155,7 +155,7 @@ Session::~Session() {
   region_.reset();
   pd_.reset();
   device_.reset();
-  if (memory_ != nullptr) munmap(memory_, memory_length_);
+  if (memory_ != nullptr && !options_.allocated_memory) munmap(memory_, memory_length_);
 }
 
 Status Session::create_resources(uint64_t area_size) {
@@ -210,25 +210,34 @@ Status Session::create_resources(uint64_t area_size) {
   receive_length_ = round_up(std::max<size_t>(area_size_, kControlBytes), page);
   const size_t area_bytes = round_up(area_size_, page);
   memory_length_ = receive_length_ + 2 * area_bytes + round_up(kControlBytes, page);
-  void* memory =
-      mmap(nullptr, memory_length_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (memory == MAP_FAILED) {
-    memory_ = nullptr;
-    return Status(Errc::kNoMemory,
-                  fmt::format("mmap of {} bytes: {}", memory_length_, std::strerror(errno)));
+  const verbs::Access access =
+      verbs::Access::kLocalWrite | verbs::Access::kRemoteRead | verbs::Access::kRemoteWrite;
+  if (options_.allocated_memory) {
+    auto region = pd_->allocate_memory(memory_length_, access);
+    if (!region) return with_context("allocating memory", region.status());
+    region_ = std::move(region).value();
+    memory_ = static_cast<std::byte*>(region_->address());
+  } else {
+    void* memory =
+        mmap(nullptr, memory_length_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) {
+      memory_ = nullptr;
+      return Status(Errc::kNoMemory,
+                    fmt::format("mmap of {} bytes: {}", memory_length_, std::strerror(errno)));
+    }
+    memory_ = static_cast<std::byte*>(memory);
   }
-  memory_ = static_cast<std::byte*>(memory);
   std::memset(memory_, 0, memory_length_);  // fault every page in before anything is timed
   receive_area_ = memory_;
   rdma_area_ = receive_area_ + receive_length_;
   source_area_ = rdma_area_ + area_bytes;
   control_slot_ = source_area_ + area_bytes;
 
-  auto region = pd_->register_memory(
-      memory_, memory_length_,
-      verbs::Access::kLocalWrite | verbs::Access::kRemoteRead | verbs::Access::kRemoteWrite);
-  if (!region) return with_context("registering memory", region.status());
-  region_ = std::move(region).value();
+  if (!options_.allocated_memory) {
+    auto region = pd_->register_memory(memory_, memory_length_, access);
+    if (!region) return with_context("registering memory", region.status());
+    region_ = std::move(region).value();
+  }
   receive_sge_ = region_->sge(receive_area_, static_cast<uint32_t>(receive_length_));
 
   // Receives go in before the connection exists, so the peer's first message finds one.

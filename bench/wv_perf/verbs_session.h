@@ -64,6 +64,9 @@ struct SessionOptions {
   // Connect the QPs from addresses exchanged over a TCP connection (ConnectQueuePair::
   // connect_out_of_band, as perftest does without -R) instead of through the provider's endpoint.
   bool out_of_band = false;
+  // The buffers come from ProtectionDomain::allocate_memory (which the shm provider's peers
+  // read and write themselves) instead of the benchmark's own memory registered.
+  bool allocated_memory = false;
 };
 
 // What the server tells the client about itself, for the report's header.

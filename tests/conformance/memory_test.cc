@@ -1,5 +1,7 @@
 // Memory registration (memory_region.h, protection_domain.h).
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "fixture.h"
 
@@ -42,6 +44,100 @@ TEST_P(MemoryTest, SameMemoryRegisteredTwice) {
   ASSERT_OK_AND_ASSIGN(second,
                        pd_->register_memory(buffer.data() + 4096, 4096, Access::kRemoteRead));
   EXPECT_NE(second->remote_key(), buffer.region->remote_key());
+}
+
+// Memory the provider allocates (ProtectionDomain::allocate_memory) is a region like any other:
+// as long as asked, page-aligned and zeroed, a local buffer for sends and receives, and a target
+// of writes and reads through its key, in sizes a provider may move differently (on shm the
+// peer stores and loads it through its own mapping).
+TEST_P(MemoryTest, AllocatedMemoryIsARegionLikeAnyOther) {
+  auto empty = pd_->allocate_memory(0, Access::kLocalWrite);
+  ASSERT_FALSE(empty.is_ok());
+  EXPECT_EQ(empty.status().code(), Errc::kInvalidArgument) << empty.status().to_string();
+
+  constexpr size_t kBytes = 256 * 1024 + 17;
+  const Access access = Access::kLocalWrite | Access::kRemoteRead | Access::kRemoteWrite;
+  std::shared_ptr<MemoryRegion> target;
+  ASSERT_OK_AND_ASSIGN(target, pd_->allocate_memory(kBytes, access));
+  EXPECT_EQ(target->length(), kBytes);
+  EXPECT_EQ(target->access(), access);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(target->address()) % 4096, 0u);
+  auto* bytes = static_cast<std::byte*>(target->address());
+  const std::vector<std::byte> zeros(kBytes);
+  EXPECT_EQ(std::memcmp(bytes, zeros.data(), kBytes), 0);
+  std::shared_ptr<MemoryRegion> local;
+  ASSERT_OK_AND_ASSIGN(local, pd_->allocate_memory(2 * kBytes, access));
+  auto* mine = static_cast<std::byte*>(local->address());
+
+  ConnectedPair pair;
+  ASSERT_NO_FATAL_FAILURE(make_pair(pair));
+  // Writes of 8 B, 4 KiB and the whole region, each read back.
+  for (const uint32_t size : {8u, 4096u, static_cast<uint32_t>(kBytes)}) {
+    SCOPED_TRACE("bytes " + std::to_string(size));
+    const uint32_t offset = size == kBytes ? 0 : 1000;
+    fill_pattern(std::span(mine, size), size);
+    const Sge out = local->sge(mine, size);
+    ASSERT_OK(pair.client.qp->rdma_write(1, std::span(&out, 1), target->remote(bytes + offset),
+                                         SendFlags::kSignaled));
+    const Sge in = local->sge(mine + kBytes, size);
+    ASSERT_OK(pair.client.qp->rdma_read(2, std::span(&in, 1), target->remote(bytes + offset),
+                                        SendFlags::kSignaled));
+    std::vector<Completion> done;
+    ASSERT_TRUE(poll_n(*pair.client.send_cq, 2, done));
+    for (const Completion& c : done) EXPECT_EQ(c.status, CompletionStatus::kSuccess) << describe(c);
+    EXPECT_TRUE(has_pattern(std::span<const std::byte>(bytes + offset, size), size));
+    EXPECT_TRUE(has_pattern(std::span<const std::byte>(mine + kBytes, size), size));
+  }
+  // A send from allocated memory into a receive in allocated memory.
+  const Sge receive = target->sge(bytes, 100);
+  ASSERT_OK(pair.server.qp->post_receive(3, std::span(&receive, 1)));
+  fill_pattern(std::span(mine, 100), 55);
+  const Sge send = local->sge(mine, 100);
+  ASSERT_OK(pair.client.qp->send(4, std::span(&send, 1), SendFlags::kSignaled));
+  Completion c;
+  ASSERT_TRUE(poll_one(*pair.server.receive_cq, c));
+  EXPECT_EQ(c.status, CompletionStatus::kSuccess) << describe(c);
+  EXPECT_TRUE(has_pattern(std::span<const std::byte>(bytes, 100), 55));
+}
+
+// An allocated region's key grants what it says and only while it lives: a write past its end,
+// a write to a read-only one and a write after it was freed are refused, and write nothing.
+TEST_P(MemoryTest, AllocatedMemoryRefusesWhatItsKeyDoesNotGrant) {
+  // `watched`: 32 bytes at the target that must stay zero.
+  const auto refused = [&](RemoteAddress remote, uint32_t length, const std::byte* watched) {
+    ConnectedPair pair;
+    ASSERT_NO_FATAL_FAILURE(make_pair(pair));
+    fill_pattern(scratch_.bytes(0, length), 9);
+    const Sge out = scratch_.sge(0, length);
+    ASSERT_OK(pair.client.qp->rdma_write(43, std::span(&out, 1), remote, SendFlags::kSignaled));
+    ASSERT_NO_FATAL_FAILURE(expect_responder_error(pair, 43, CompletionStatus::kRemoteAccessError));
+    if (watched != nullptr) {
+      const std::vector<std::byte> zeros(32);
+      EXPECT_EQ(std::memcmp(watched, zeros.data(), 32), 0) << "the refused write wrote";
+    }
+  };
+  std::shared_ptr<MemoryRegion> region;
+  ASSERT_OK_AND_ASSIGN(region,
+                       pd_->allocate_memory(8192, Access::kLocalWrite | Access::kRemoteWrite));
+  auto* bytes = static_cast<std::byte*>(region->address());
+  {
+    SCOPED_TRACE("past the end");
+    ASSERT_NO_FATAL_FAILURE(refused(region->remote(bytes + 8192 - 32), 64, bytes + 8192 - 32));
+  }
+  std::shared_ptr<MemoryRegion> read_only;
+  ASSERT_OK_AND_ASSIGN(read_only,
+                       pd_->allocate_memory(4096, Access::kLocalWrite | Access::kRemoteRead));
+  {
+    SCOPED_TRACE("read-only");
+    ASSERT_NO_FATAL_FAILURE(refused(read_only->remote(read_only->address()), 64,
+                                    static_cast<std::byte*>(read_only->address())));
+  }
+  const RemoteAddress stale = region->remote(bytes);
+  region.reset();
+  {
+    SCOPED_TRACE("freed");
+    ASSERT_NO_FATAL_FAILURE(refused(stale, 64, nullptr));
+  }
 }
 
 // A peer reads through both keys of one page registered twice: the keys are independent.

@@ -1,9 +1,19 @@
-// The shm provider's key mirror (shm_key_mirror.h): what a peer's one-sided read may trust.
+// The shm provider's key mirror (shm_key_mirror.h): what a peer's one-sided read may trust;
+// and the peer's mappings of regions from allocate_memory that the mirror names
+// (shm_peer_memory.h).
 #include "shm_key_mirror.h"
 
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "host_memory.h"
+#include "shm_peer_memory.h"
 
 namespace wv::verbs::shm {
 namespace {
@@ -40,10 +50,10 @@ TEST(ShmKeyMirror, GrantsExactlyWhatTheKeyTableGrants) {
   Mirrored m;
   ASSERT_NO_FATAL_FAILURE(mirror_table(m));
   const uint32_t key = m.table.add(region(0x10000, 0x1000, Access::kRemoteRead));
-  uint64_t sequence = 0;
+  PeerKeys::Grant grant;
   const auto check = [&](uint32_t k, uint64_t address, uint64_t length, Access access,
                          uint64_t domain, uint32_t qp) {
-    return m.peer->check(k, address, length, access, domain, qp, &sequence);
+    return m.peer->check(k, address, length, access, domain, qp, &grant);
   };
   EXPECT_TRUE(check(key, 0x10000, 0x1000, Access::kRemoteRead, kDomainId, 7));
   EXPECT_TRUE(check(key, 0x10800, 0x800, Access::kRemoteRead, kDomainId, 7));
@@ -63,25 +73,37 @@ TEST(ShmKeyMirror, GrantsExactlyWhatTheKeyTableGrants) {
   const uint32_t window_key = m.table.add(window);
   EXPECT_TRUE(check(window_key, 0x20000, 0x100, Access::kRemoteRead, kDomainId, 9));
   EXPECT_FALSE(check(window_key, 0x20000, 0x100, Access::kRemoteRead, kDomainId, 8));
+  EXPECT_EQ(grant.shared_fd, -1) << "a window names no memfd";
+
+  // A region from allocate_memory names its memfd and start; other keys name none.
+  soft::KeyEntry allocated = region(0x40000, 0x2000, Access::kRemoteWrite);
+  allocated.shared_fd = 0;
+  const uint32_t allocated_key = m.table.add(allocated);
+  ASSERT_TRUE(check(allocated_key, 0x41000, 0x10, Access::kRemoteWrite, kDomainId, 7));
+  EXPECT_EQ(grant.shared_fd, 0);
+  EXPECT_EQ(grant.start, 0x40000u);
+  ASSERT_TRUE(check(key, 0x10000, 0x10, Access::kRemoteRead, kDomainId, 7));
+  EXPECT_EQ(grant.shared_fd, -1);
+  EXPECT_EQ(grant.start, 0x10000u);
 }
 
 TEST(ShmKeyMirror, AWithdrawnKeyIsRefusedAndAChangeDuringACopyIsSeen) {
   Mirrored m;
   ASSERT_NO_FATAL_FAILURE(mirror_table(m));
   const uint32_t key = m.table.add(region(0x10000, 0x1000, Access::kRemoteRead));
-  uint64_t sequence = 0;
-  ASSERT_TRUE(m.peer->check(key, 0x10000, 0x10, Access::kRemoteRead, kDomainId, 1, &sequence));
-  EXPECT_TRUE(m.peer->unchanged(key, sequence));
+  PeerKeys::Grant grant;
+  ASSERT_TRUE(m.peer->check(key, 0x10000, 0x10, Access::kRemoteRead, kDomainId, 1, &grant));
+  EXPECT_TRUE(m.peer->unchanged(key, grant.sequence));
   m.table.remove(key);  // deregistered while a copy ran
-  EXPECT_FALSE(m.peer->unchanged(key, sequence));
-  EXPECT_FALSE(m.peer->check(key, 0x10000, 0x10, Access::kRemoteRead, kDomainId, 1, &sequence));
+  EXPECT_FALSE(m.peer->unchanged(key, grant.sequence));
+  EXPECT_FALSE(m.peer->check(key, 0x10000, 0x10, Access::kRemoteRead, kDomainId, 1, &grant));
 
   soft::KeyEntry invalidatable = region(0x30000, 0x100, Access::kRemoteRead);
   invalidatable.invalidatable = true;
   const uint32_t window = m.table.add(invalidatable);
-  ASSERT_TRUE(m.peer->check(window, 0x30000, 0x10, Access::kRemoteRead, kDomainId, 1, &sequence));
+  ASSERT_TRUE(m.peer->check(window, 0x30000, 0x10, Access::kRemoteRead, kDomainId, 1, &grant));
   EXPECT_EQ(m.table.invalidate(window, kDomain, 1), soft::KeyCheck::kOk);
-  EXPECT_FALSE(m.peer->check(window, 0x30000, 0x10, Access::kRemoteRead, kDomainId, 1, &sequence));
+  EXPECT_FALSE(m.peer->check(window, 0x30000, 0x10, Access::kRemoteRead, kDomainId, 1, &grant));
 }
 
 TEST(ShmKeyMirror, KeysOfATableBeforeTheMirrorArePublishedAndCollisionsAreNot) {
@@ -92,18 +114,18 @@ TEST(ShmKeyMirror, KeysOfATableBeforeTheMirrorArePublishedAndCollisionsAreNot) {
   table.set_listener(mirror.value());
   auto peer = PeerKeys::attach(::dup(mirror.value()->fd()));
   ASSERT_TRUE(peer.is_ok());
-  uint64_t sequence = 0;
+  PeerKeys::Grant grant;
   EXPECT_TRUE(
-      peer.value()->check(early, 0x10000, 0x100, Access::kRemoteRead, kDomainId, 1, &sequence));
+      peer.value()->check(early, 0x10000, 0x100, Access::kRemoteRead, kDomainId, 1, &grant));
   // A second key for the same slot is not published (the ring serves it), and removing it
   // leaves the first one's entry alone.
   const uint32_t twin = early ^ kMirrorSlots;
   table.insert(twin, region(0x50000, 0x100, Access::kRemoteRead));
   EXPECT_FALSE(
-      peer.value()->check(twin, 0x50000, 0x100, Access::kRemoteRead, kDomainId, 1, &sequence));
+      peer.value()->check(twin, 0x50000, 0x100, Access::kRemoteRead, kDomainId, 1, &grant));
   table.remove(twin);
   EXPECT_TRUE(
-      peer.value()->check(early, 0x10000, 0x100, Access::kRemoteRead, kDomainId, 1, &sequence));
+      peer.value()->check(early, 0x10000, 0x100, Access::kRemoteRead, kDomainId, 1, &grant));
 }
 
 TEST(ShmKeyMirror, APeerCannotMapItWritable) {
@@ -125,6 +147,106 @@ TEST(ShmKeyMirror, AttachRefusesWhatIsNotAMirror) {
   auto attached = PeerKeys::attach(fd);  // unsealed, and the wrong size
   EXPECT_FALSE(attached.is_ok());
   EXPECT_EQ(attached.status().code(), Errc::kProtocolError);
+}
+
+// Mappings of memfd regions in this process.
+int region_mappings() {
+  int count = 0;
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    if (line.find("wv-region") != std::string::npos) ++count;
+  }
+  return count;
+}
+
+// A region from allocate_memory as its key table and mirror hold it.
+struct Allocated {
+  std::unique_ptr<HostMemory> memory;
+  uint32_t key = 0;
+};
+
+// `reuse`: under that key (withdrawn before), as a rebound key would be.
+void allocate(Mirrored& m, size_t bytes, Access access, Allocated& out, uint32_t reuse = 0) {
+  auto memory = HostMemory::allocate(bytes);
+  ASSERT_TRUE(memory.is_ok()) << memory.status().to_string();
+  out.memory = std::move(memory).value();
+  soft::KeyEntry entry = region(reinterpret_cast<uint64_t>(out.memory->address()), bytes, access);
+  entry.shared_fd = out.memory->fd();
+  if (reuse != 0) {
+    m.table.insert(reuse, entry);
+    out.key = reuse;
+  } else {
+    out.key = m.table.add(entry);
+  }
+}
+
+// This process plays the peer of itself: pidfd_getfd of its own descriptor needs no privilege.
+TEST(ShmPeerMemory, MapsWhatTheMirrorGrantsAndSeesTheSamePages) {
+  Mirrored m;
+  ASSERT_NO_FATAL_FAILURE(mirror_table(m));
+  Allocated allocated;
+  ASSERT_NO_FATAL_FAILURE(allocate(m, 3 * 4096 + 100, Access::kRemoteWrite, allocated));
+  const auto start = reinterpret_cast<uint64_t>(allocated.memory->address());
+  PeerMemory peer_memory(::getpid());
+  PeerKeys::Grant grant;
+  ASSERT_TRUE(
+      m.peer->check(allocated.key, start + 4096, 200, Access::kRemoteWrite, kDomainId, 1, &grant));
+  std::byte* mapped = peer_memory.map(*m.peer, allocated.key, grant, start + 4096, 200);
+  ASSERT_NE(mapped, nullptr);
+  EXPECT_NE(mapped, static_cast<std::byte*>(allocated.memory->address()) + 4096)
+      << "a mapping of its own, as in another process";
+  std::memset(mapped, 0x6b, 200);
+  EXPECT_EQ(static_cast<std::byte*>(allocated.memory->address())[4096 + 199], std::byte{0x6b});
+  EXPECT_EQ(peer_memory.map(*m.peer, allocated.key, grant, start + 4096, 200), mapped)
+      << "the second use finds the mapping";
+
+  // Registered (not allocated) memory names no memfd: the caller takes another path.
+  const uint32_t plain = m.table.add(region(0x10000, 0x1000, Access::kRemoteWrite));
+  ASSERT_TRUE(m.peer->check(plain, 0x10000, 8, Access::kRemoteWrite, kDomainId, 1, &grant));
+  EXPECT_EQ(peer_memory.map(*m.peer, plain, grant, 0x10000, 8), nullptr);
+
+  // A key the mirror says names a memfd, but that descriptor is another file (here: none, or
+  // an unsealed file): nothing is mapped.
+  soft::KeyEntry wrong = region(0x20000, 0x1000, Access::kRemoteWrite);
+  wrong.shared_fd = 1000000;
+  const uint32_t wrong_key = m.table.add(wrong);
+  ASSERT_TRUE(m.peer->check(wrong_key, 0x20000, 8, Access::kRemoteWrite, kDomainId, 1, &grant));
+  EXPECT_EQ(peer_memory.map(*m.peer, wrong_key, grant, 0x20000, 8), nullptr);
+  const int unsealed = ::memfd_create("wv-region", MFD_CLOEXEC);
+  ASSERT_EQ(::ftruncate(unsealed, 4096), 0);
+  wrong.shared_fd = unsealed;
+  m.table.remove(wrong_key);
+  const uint32_t unsealed_key = m.table.add(wrong);
+  ASSERT_TRUE(m.peer->check(unsealed_key, 0x20000, 8, Access::kRemoteWrite, kDomainId, 1, &grant));
+  EXPECT_EQ(peer_memory.map(*m.peer, unsealed_key, grant, 0x20000, 8), nullptr)
+      << "a file its owner could shrink under the mapping";
+  ::close(unsealed);
+}
+
+TEST(ShmPeerMemory, AChangedKeyIsMappedAfreshAndFewMappingsOutliveTheirRegions) {
+  Mirrored m;
+  ASSERT_NO_FATAL_FAILURE(mirror_table(m));
+  PeerMemory peer_memory(::getpid());
+  const int before = region_mappings();
+  // Regions come and go, each used once by the peer: the peer's mappings of freed regions (which
+  // keep their pages alive) stay bounded. Every other one reuses one key, whose mapping must
+  // follow the key to its new region.
+  uint32_t reused = 0;
+  for (int i = 0; i < 200; ++i) {
+    Allocated allocated;
+    ASSERT_NO_FATAL_FAILURE(
+        allocate(m, 4096, Access::kRemoteRead, allocated, i % 2 == 0 ? reused : 0));
+    if (i == 0) reused = allocated.key;
+    const auto start = reinterpret_cast<uint64_t>(allocated.memory->address());
+    static_cast<std::byte*>(allocated.memory->address())[7] = std::byte(i);
+    PeerKeys::Grant grant;
+    ASSERT_TRUE(m.peer->check(allocated.key, start, 8, Access::kRemoteRead, kDomainId, 1, &grant));
+    const std::byte* mapped = peer_memory.map(*m.peer, allocated.key, grant, start, 8);
+    ASSERT_NE(mapped, nullptr) << i;
+    EXPECT_EQ(mapped[7], std::byte(i)) << "a fresh mapping of this region, not an older one";
+    m.table.remove(allocated.key);
+  }
+  EXPECT_LE(region_mappings() - before, 32) << "mappings of regions freed long ago";
 }
 
 }  // namespace

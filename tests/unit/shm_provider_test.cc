@@ -211,7 +211,8 @@ int segments_in_this_process() {
 
 struct VictimInfo {
   uint16_t port;
-  RemoteAddress remote;
+  RemoteAddress remote;     // 1 MiB of registered memory, 0x5a
+  RemoteAddress allocated;  // 1 MiB from allocate_memory, 0x3c
 };
 
 // The victim: listens, reports its port and a registered buffer, serves until killed.
@@ -228,7 +229,12 @@ struct VictimInfo {
       side.pd->register_memory(memory.data(), memory.size(),
                                Access::kLocalWrite | Access::kRemoteRead | Access::kRemoteWrite);
   if (!region.is_ok()) ::_exit(4);
-  const VictimInfo info{listener->query().local.port(), region.value()->remote(memory.data())};
+  auto allocated = side.pd->allocate_memory(
+      1 << 20, Access::kLocalWrite | Access::kRemoteRead | Access::kRemoteWrite);
+  if (!allocated.is_ok()) ::_exit(4);
+  std::memset(allocated.value()->address(), 0x3c, 1 << 20);
+  const VictimInfo info{listener->query().local.port(), region.value()->remote(memory.data()),
+                        allocated.value()->remote(allocated.value()->address())};
   if (::write(pipe_fd, &info, sizeof(info)) != sizeof(info)) ::_exit(5);
   auto request = listener->get_request().wait(kBound);
   if (!request.is_ok()) ::_exit(6);
@@ -420,6 +426,54 @@ TEST_F(ShmOneSidedReads, AReadBehindAWriteWaitsForTheTargetAndSeesTheWrite) {
   EXPECT_EQ(local[64 * 1024], std::byte{0x11}) << "the read sees the write";
   EXPECT_EQ(local[64 * 1024 + 4095], std::byte{0x11});
   EXPECT_EQ(local[64 * 1024 + 4096], std::byte{0x5a});
+}
+
+// A region the target allocated (allocate_memory) is mapped by this side, which writes and reads
+// it itself: 8 B to 1 MiB complete while the target is stopped, and a read sees the writes. What
+// its key does not grant still waits for the target, which refuses it.
+TEST_F(ShmOneSidedReads, WritesAndReadsOfAllocatedMemoryNeedNoTarget) {
+  std::shared_ptr<MemoryRegion> local;
+  auto allocated = side.pd->allocate_memory(2 << 20, Access::kLocalWrite);
+  ASSERT_TRUE(allocated.is_ok());
+  local = allocated.value();
+  auto* bytes = static_cast<std::byte*>(local->address());
+  std::memset(bytes, 0x77, 1 << 20);
+  ASSERT_TRUE(stop_process(reaper.pid));
+  uint64_t next = 1;
+  for (const uint32_t size : {8u, 4096u, 256u * 1024, 1u << 20}) {
+    SCOPED_TRACE("bytes " + std::to_string(size));
+    bytes[0] = static_cast<std::byte>(size);
+    const Sge out = local->sge(bytes, size);
+    ASSERT_TRUE(
+        side.qp->rdma_write(next++, std::span(&out, 1), info.allocated, SendFlags::kSignaled)
+            .is_ok());
+    const Sge in = local->sge(bytes + (1 << 20), size);
+    ASSERT_TRUE(side.qp->rdma_read(next++, std::span(&in, 1), info.allocated, SendFlags::kSignaled)
+                    .is_ok());
+    for (int i = 0; i < 2; ++i) {
+      Completion c;
+      ASSERT_TRUE(poll_one(*side.cq, c)) << "the stopped target's allocated memory needs it";
+      EXPECT_EQ(c.status, CompletionStatus::kSuccess);
+    }
+    EXPECT_EQ(std::memcmp(bytes + (1 << 20), bytes, size), 0) << "the read sees the write";
+  }
+  // Past the end: the target decides, once it runs.
+  const RemoteAddress past{info.allocated.address + (1 << 20) - 8, info.allocated.rkey};
+  const Sge out = local->sge(bytes, 64);
+  ASSERT_TRUE(side.qp->rdma_write(next, std::span(&out, 1), past, SendFlags::kSignaled).is_ok());
+  const Sge note = local->sge(bytes, 8);
+  ASSERT_TRUE(
+      side.qp->rdma_read(next + 1, std::span(&note, 1), info.allocated, SendFlags::kSignaled)
+          .is_ok());
+  Completion c;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+  bool completed = false;
+  while (std::chrono::steady_clock::now() < deadline && !completed) {
+    completed = side.cq->poll(std::span(&c, 1)) != 0 && c.wr_id == next + 1;
+  }
+  EXPECT_FALSE(completed) << "a read overtook a write the stopped target has not refused yet";
+  ASSERT_EQ(::kill(reaper.pid, SIGCONT), 0);
+  EXPECT_TRUE(wait_state(*side.qp, QpState::kError)) << "the target refuses the write";
 }
 
 TEST(ShmDevice, SaysWhetherReadAndWriteAreOneCopy) {

@@ -24,6 +24,9 @@ struct KeyEntry {
   Access access = Access::kNone;
   const void* protection_domain = nullptr;
   uint32_t bound_qp = 0;  // type 2 windows: the only QP that may use the key; 0 = any
+  // A region from allocate_memory: its memfd (HostMemory), open while the key exists, which
+  // maps `address` at offset 0; -1 otherwise.
+  int shared_fd = -1;
   bool invalidatable = false;
 };
 

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <memory>
 
+#include "host_memory.h"
 #include "soft_device.h"
 #include "wv/verbs/address_handle.h"
 #include "wv/verbs/memory_region.h"
@@ -13,14 +14,18 @@ namespace wv::verbs::soft {
 
 class SoftMemoryRegion final : public MemoryRegion {
  public:
+  // `owned`: the memory of a region from allocate_memory, freed after the keys are gone.
   SoftMemoryRegion(std::shared_ptr<SoftDevice> device, const void* domain, void* address,
-                   size_t length, Access access, uint32_t local_key, uint32_t remote_key)
+                   size_t length, Access access, uint32_t local_key, uint32_t remote_key,
+                   std::unique_ptr<HostMemory> owned = nullptr)
       : MemoryRegion(address, length, access, remote_key, domain, local_key),
-        device_(std::move(device)) {}
+        device_(std::move(device)),
+        owned_(std::move(owned)) {}
   ~SoftMemoryRegion() override;
 
  private:
   std::shared_ptr<SoftDevice> device_;
+  std::unique_ptr<HostMemory> owned_;
 };
 
 class SoftMemoryWindow final : public MemoryWindow {

@@ -12,6 +12,23 @@ namespace wv::verbs::soft {
 Result<std::shared_ptr<MemoryRegion>> SoftProtectionDomain::register_memory(void* address,
                                                                             size_t length,
                                                                             Access access) {
+  return register_range(address, length, access, nullptr);
+}
+
+Result<std::shared_ptr<MemoryRegion>> SoftProtectionDomain::allocate_memory(size_t length,
+                                                                            Access access) {
+  if (length > device_->attributes().max_mr_size) {
+    return Status(Errc::kInvalidArgument, "region of " + std::to_string(length) +
+                                              " bytes exceeds the device's max_mr_size");
+  }
+  auto memory = HostMemory::allocate(length);
+  if (!memory.is_ok()) return memory.status();
+  void* address = memory.value()->address();
+  return register_range(address, length, access, std::move(memory.value()));
+}
+
+Result<std::shared_ptr<MemoryRegion>> SoftProtectionDomain::register_range(
+    void* address, size_t length, Access access, std::unique_ptr<HostMemory> owned) {
   if (address == nullptr && length != 0) {
     return Status(Errc::kInvalidArgument, "cannot register a null address");
   }
@@ -35,9 +52,10 @@ Result<std::shared_ptr<MemoryRegion>> SoftProtectionDomain::register_memory(void
   KeyEntry local = entry;
   local.access = Access::kNone;
   const uint32_t local_key = device_->keys().add(local);
+  if (owned != nullptr) entry.shared_fd = owned->fd();
   const uint32_t remote_key = device_->keys().add(entry);
   return std::shared_ptr<MemoryRegion>(std::make_shared<SoftMemoryRegion>(
-      device_, this, address, length, access, local_key, remote_key));
+      device_, this, address, length, access, local_key, remote_key, std::move(owned)));
 }
 
 Result<std::shared_ptr<SharedReceiveQueue>> SoftProtectionDomain::create_shared_receive_queue(

@@ -4,6 +4,7 @@
 
 #include <memory>
 
+#include "host_memory.h"
 #include "soft_device.h"
 #include "wv/verbs/protection_domain.h"
 
@@ -16,6 +17,7 @@ class SoftProtectionDomain final : public ProtectionDomain,
 
   Result<std::shared_ptr<MemoryRegion>> register_memory(void* address, size_t length,
                                                         Access access) override;
+  Result<std::shared_ptr<MemoryRegion>> allocate_memory(size_t length, Access access) override;
   Result<std::shared_ptr<SharedReceiveQueue>> create_shared_receive_queue(uint32_t max_wr,
                                                                           uint32_t max_sge,
                                                                           uint32_t limit) override;
@@ -31,6 +33,9 @@ class SoftProtectionDomain final : public ProtectionDomain,
 
  private:
   Status check_queue_pair_options(const QueuePairOptions& options) const;
+  // register_memory of [address, address + length), which `owned` (if any) backs.
+  Result<std::shared_ptr<MemoryRegion>> register_range(void* address, size_t length, Access access,
+                                                       std::unique_ptr<HostMemory> owned);
 
   std::shared_ptr<SoftDevice> device_;
 };

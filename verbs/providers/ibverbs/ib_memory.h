@@ -6,6 +6,7 @@
 #include <atomic>
 #include <memory>
 
+#include "host_memory.h"
 #include "wv/verbs/memory_region.h"
 #include "wv/verbs/memory_window.h"
 
@@ -16,7 +17,9 @@ class IbProtectionDomain;
 class IbMemoryRegion final : public MemoryRegion {
  public:
   // `domain` is the IbProtectionDomain, the identity posts compare SGEs against.
-  IbMemoryRegion(std::shared_ptr<IbProtectionDomain> domain, ibv_mr* mr, Access access);
+  // `owned`: the memory of a region from allocate_memory, freed after deregistration.
+  IbMemoryRegion(std::shared_ptr<IbProtectionDomain> domain, ibv_mr* mr, Access access,
+                 std::unique_ptr<HostMemory> owned = nullptr);
   ~IbMemoryRegion() override;
 
   ibv_mr* mr() const { return mr_; }
@@ -24,6 +27,7 @@ class IbMemoryRegion final : public MemoryRegion {
  private:
   std::shared_ptr<IbProtectionDomain> domain_;
   ibv_mr* mr_;
+  std::unique_ptr<HostMemory> owned_;
 };
 
 class IbMemoryWindow final : public MemoryWindow {

@@ -26,6 +26,16 @@ Result<std::shared_ptr<MemoryRegion>> IbProtectionDomain::register_memory(void* 
       std::make_shared<IbMemoryRegion>(shared_from_this(), mr, access));
 }
 
+Result<std::shared_ptr<MemoryRegion>> IbProtectionDomain::allocate_memory(size_t length,
+                                                                          Access access) {
+  auto memory = HostMemory::allocate(length);
+  if (!memory.is_ok()) return memory.status();
+  ibv_mr* mr = ibv_reg_mr(pd_, memory.value()->address(), length, to_ibv_access(access));
+  if (mr == nullptr) return verbs_status(-1, "ibv_reg_mr");
+  return std::shared_ptr<MemoryRegion>(
+      std::make_shared<IbMemoryRegion>(shared_from_this(), mr, access, std::move(memory.value())));
+}
+
 Result<std::shared_ptr<SharedReceiveQueue>> IbProtectionDomain::create_shared_receive_queue(
     uint32_t max_wr, uint32_t max_sge, uint32_t limit) {
   if (max_wr == 0 || max_sge == 0) {

@@ -20,6 +20,7 @@ class IbProtectionDomain final : public ProtectionDomain,
 
   Result<std::shared_ptr<MemoryRegion>> register_memory(void* address, size_t length,
                                                         Access access) override;
+  Result<std::shared_ptr<MemoryRegion>> allocate_memory(size_t length, Access access) override;
   Result<std::shared_ptr<SharedReceiveQueue>> create_shared_receive_queue(uint32_t max_wr,
                                                                           uint32_t max_sge,
                                                                           uint32_t limit) override;

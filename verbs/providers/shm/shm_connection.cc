@@ -129,6 +129,7 @@ ShmConnection::ShmConnection(std::unique_ptr<Segment> segment, int socket_fd, in
       cma_(options.can_pull),
       cma_works_(options.cma_works),
       responses_(std::max<uint32_t>(options.inbound_read_depth, 1) + kMaxHeldWrites + 1) {
+  if (options_.peer_keys) peer_memory_ = std::make_unique<PeerMemory>(options_.peer_pid);
   const int mine = options_.side;
   const int theirs = 1 - mine;
   SegmentHeader& header = segment_->header();
@@ -227,6 +228,7 @@ ShmConnection::Emit ShmConnection::emit_request_locked(SendWorkRequest& request,
                         request.kind == WorkKind::kSendWithInvalidate;
       const bool immediate = request.kind == WorkKind::kSendWithImmediate ||
                              request.kind == WorkKind::kWriteWithImmediate;
+      if (!send && write_directly_locked(request)) return Emit::kCompleted;
       const bool inline_data =
           request.segment_count == 1 && request.segments[0].address == request.inline_data.data();
       if (!send && request.length >= kPullThreshold && !inline_data &&
@@ -366,22 +368,49 @@ void ShmConnection::write_finished_locked(SoftConnectQueuePair& qp, uint64_t len
   write_stream_busy_ = held_count_ > 0 || current_ != nullptr || qp.more_to_transmit_locked();
 }
 
+std::byte* ShmConnection::peer_mapping_locked(const SendWorkRequest& request, Access access,
+                                              PeerKeys::Grant* grant) {
+  // The ring's tail is the last look: in a ping-pong its line comes from the peer's core.
+  if (!peer_memory_ || request.length == 0 ||
+      !options_.peer_keys->check(request.remote.rkey, request.remote.address, request.length,
+                                 access, options_.peer_domain, options_.peer_qp_number, grant) ||
+      grant->shared_fd < 0 || !producer_.delivered(ordered_head_)) {
+    return nullptr;
+  }
+  return peer_memory_->map(*options_.peer_keys, request.remote.rkey, *grant, request.remote.address,
+                           request.length);
+}
+
+bool ShmConnection::write_directly_locked(const SendWorkRequest& request) {
+  if (request.kind != WorkKind::kWrite || request.transmitted_bytes != 0) return false;
+  PeerKeys::Grant grant;
+  std::byte* to = peer_mapping_locked(request, Access::kRemoteWrite, &grant);
+  if (to == nullptr) return false;
+  // A deregistration racing with the copy cannot hurt: the pages stay this mapping's until it
+  // goes (shm_peer_memory.h); the write completes, as one a NIC placed just in time would.
+  gather_payload(request.segments.data(), request.segment_count, 0, to, request.length);
+  return true;
+}
+
 bool ShmConnection::read_directly_locked(const SendWorkRequest& request, bool lone) {
-  if (!options_.peer_keys || !lone || request.length == 0 || request.length > kDirectReadMax ||
+  if (!options_.peer_keys) return false;
+  PeerKeys::Grant grant;
+  if (const std::byte* from = peer_mapping_locked(request, Access::kRemoteRead, &grant)) {
+    soft::scatter(request.segments.data(), request.segment_count, 0, from, request.length);
+    return options_.peer_keys->unchanged(request.remote.rkey, grant.sequence);
+  }
+  if (!lone || request.length == 0 || request.length > kDirectReadMax ||
       now_ns() - last_read_done_ns_ < kDirectReadGap.count() ||
       soft::PollerPresence::recent(producer_.consumer_polled_ns(), kPeerPollingWindow) ||
-      !producer_.delivered(ordered_head_)) {
-    return false;
-  }
-  uint64_t sequence = 0;
-  if (!options_.peer_keys->check(request.remote.rkey, request.remote.address, request.length,
+      !producer_.delivered(ordered_head_) ||
+      !options_.peer_keys->check(request.remote.rkey, request.remote.address, request.length,
                                  Access::kRemoteRead, options_.peer_domain, options_.peer_qp_number,
-                                 &sequence)) {
+                                 &grant)) {
     return false;
   }
   // A failed copy (the peer's memory unmapped, the peer gone) is the ring path's to report.
   return pull_into(request, 0, request.length, request.remote.address) &&
-         options_.peer_keys->unchanged(request.remote.rkey, sequence);
+         options_.peer_keys->unchanged(request.remote.rkey, grant.sequence);
 }
 
 bool ShmConnection::emit_response_locked(Response& response, bool* ring) {
@@ -460,17 +489,18 @@ void ShmConnection::pump_locked(SoftConnectQueuePair& qp) {
         qp.transmitted_locked(*request, true);
         continue;
       }
-      const bool ring_write =
+      const bool write =
           request->kind == WorkKind::kWrite || request->kind == WorkKind::kWriteWithImmediate;
       const uint64_t length = request->length;
       qp.transmitted_locked(*request);
-      if (ring_write && length >= kLonePushThreshold) {
+      if (emitted == Emit::kCompleted) {
+        if (!write) {
+          qp.response_arrived_locked(*request, CompletionStatus::kSuccess);
+          read_finished_locked(qp, length, std::nullopt);
+        }
+      } else if (write && length >= kLonePushThreshold) {
         ring_bytes_since_pull_ += length;
         write_finished_locked(qp, length, TransferPathChooser::Path::kRing);
-      }
-      if (emitted == Emit::kCompleted) {
-        qp.response_arrived_locked(*request, CompletionStatus::kSuccess);
-        read_finished_locked(qp, length, std::nullopt);
       }
     }
     if (!full || closed_) {

@@ -53,6 +53,7 @@
 #include "poller_presence.h"
 #include "progress.h"
 #include "shm_key_mirror.h"
+#include "shm_peer_memory.h"
 #include "shm_protocol.h"
 #include "shm_ring.h"
 #include "soft_completion_queue.h"
@@ -146,7 +147,7 @@ class ShmConnection final : public soft::Wire,
     uint64_t sent = 0;
     uint64_t value = 0;
   };
-  // kCompleted: a read this side copied itself (it needs no response).
+  // kCompleted: a read or write this side carried out itself (it needs no response).
   enum class Emit : uint8_t { kDone, kFull, kHeld, kCompleted };
   enum class Outcome : uint8_t { kDone, kStall, kFailed };
 
@@ -161,6 +162,13 @@ class ShmConnection final : public soft::Wire,
   // as read_finished_locked does.
   void write_finished_locked(soft::SoftConnectQueuePair& qp, uint64_t length,
                              TransferPathChooser::Path path);
+  // Where the peer's memory `request` names is mapped here (a region the peer allocated, whose
+  // key grants `access`, with everything before it that changes memory or keys delivered);
+  // null otherwise.
+  std::byte* peer_mapping_locked(const soft::SendWorkRequest& request, Access access,
+                                 PeerKeys::Grant* grant);
+  // A one-sided write: stored through the mapping above; false when it takes the other paths.
+  bool write_directly_locked(const soft::SendWorkRequest& request);
   // A one-sided read (see one-sided reads); false when it must go through the ring.
   bool read_directly_locked(const soft::SendWorkRequest& request, bool lone);
   // Copies a granted read from the peer's `source` into its sink, a piece at a time under the
@@ -239,6 +247,7 @@ class ShmConnection final : public soft::Wire,
   int64_t last_write_done_ns_ = 0;
   bool write_stream_busy_ = false;
   std::shared_ptr<soft::PollHandler> socket_watch_;
+  std::unique_ptr<PeerMemory> peer_memory_;  // with options_.peer_keys
 
   // Transmit state, under the QP lock.
   RingProducer producer_;

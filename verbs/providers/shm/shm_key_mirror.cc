@@ -11,7 +11,19 @@ namespace wv::verbs::shm {
 namespace {
 
 // A slot's words; the slot is one cache line.
-enum Word : size_t { kSequence, kKey, kAccess, kAddress, kLength, kDomain, kBoundQp, kWords = 8 };
+// kSharedFd: the region's memfd + 1 (0: none).
+enum Word : size_t {
+  kSequence,
+  kKey,
+  kAccess,
+  kAddress,
+  kLength,
+  kDomain,
+  kBoundQp,
+  kSharedFd,
+  kWords
+};
+static_assert(kWords * sizeof(uint64_t) == 64, "a slot is one cache line");
 constexpr size_t kMirrorBytes = size_t{kMirrorSlots} * kWords * sizeof(uint64_t);
 
 #ifndef F_SEAL_FUTURE_WRITE
@@ -80,6 +92,8 @@ void KeyMirror::key_changed(uint32_t key, const soft::KeyEntry* entry) {
     word(base_, key, kDomain)
         .store(reinterpret_cast<uint64_t>(entry->protection_domain), std::memory_order_relaxed);
     word(base_, key, kBoundQp).store(entry->bound_qp, std::memory_order_relaxed);
+    word(base_, key, kSharedFd)
+        .store(static_cast<uint64_t>(entry->shared_fd + 1), std::memory_order_relaxed);
   }
   sequence.store(before + 2, std::memory_order_release);
 }
@@ -106,7 +120,7 @@ PeerKeys::~PeerKeys() {
 }
 
 bool PeerKeys::check(uint32_t key, uint64_t address, uint64_t length, Access access,
-                     uint64_t domain, uint32_t qp_number, uint64_t* sequence) const {
+                     uint64_t domain, uint32_t qp_number, Grant* grant) const {
   if (key == 0) return false;
   const uint64_t before = word(base_, key, kSequence).load(std::memory_order_acquire);
   if ((before & 1) != 0) return false;
@@ -117,6 +131,7 @@ bool PeerKeys::check(uint32_t key, uint64_t address, uint64_t length, Access acc
   const uint64_t size = word(base_, key, kLength).load(std::memory_order_relaxed);
   const uint64_t owner = word(base_, key, kDomain).load(std::memory_order_relaxed);
   const uint64_t bound = word(base_, key, kBoundQp).load(std::memory_order_relaxed);
+  const uint64_t shared = word(base_, key, kSharedFd).load(std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_acquire);
   if (word(base_, key, kSequence).load(std::memory_order_relaxed) != before) return false;
   // Written to avoid overflow: address + length may wrap.
@@ -125,7 +140,10 @@ bool PeerKeys::check(uint32_t key, uint64_t address, uint64_t length, Access acc
       address - start > size - length) {
     return false;
   }
-  *sequence = before;
+  grant->sequence = before;
+  grant->start = start;
+  grant->shared_fd =
+      shared > 0 && shared <= uint64_t{INT32_MAX} ? static_cast<int>(shared - 1) : -1;
   return true;
 }
 

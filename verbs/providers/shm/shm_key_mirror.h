@@ -64,11 +64,18 @@ class PeerKeys {
   PeerKeys(const PeerKeys&) = delete;
   PeerKeys& operator=(const PeerKeys&) = delete;
 
+  // What check() found: `sequence` is what unchanged() compares with after the copy; a region
+  // from allocate_memory names its memfd (the peer's descriptor number, -1 for other keys),
+  // which maps the region's `start` at offset 0.
+  struct Grant {
+    uint64_t sequence = 0;
+    uint64_t start = 0;
+    int shared_fd = -1;
+  };
   // Whether `key` grants `access` to [address, address + length) to the peer's QP `qp_number`
-  // of protection domain `domain` (the peer's values). On success *sequence is what
-  // unchanged() compares with after the copy.
+  // of protection domain `domain` (the peer's values).
   bool check(uint32_t key, uint64_t address, uint64_t length, Access access, uint64_t domain,
-             uint32_t qp_number, uint64_t* sequence) const;
+             uint32_t qp_number, Grant* grant) const;
   // The slot of `key` did not change since check() returned `sequence`.
   bool unchanged(uint32_t key, uint64_t sequence) const;
 

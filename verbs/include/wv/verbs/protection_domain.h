@@ -24,6 +24,11 @@ class ProtectionDomain {
 
   virtual Result<std::shared_ptr<MemoryRegion>> register_memory(void* address, size_t length,
                                                                 Access access) = 0;
+  // Memory the provider allocates and registers in one step (page-aligned, zeroed, freed when
+  // the region is destroyed), like UCX's ucp_mem_map with UCP_MEM_MAP_ALLOCATE. Where the
+  // provider can, peers reach it more cheaply than a region of the caller's memory: on shm they
+  // map it and read and write it themselves, without a system call or this process's CPU.
+  virtual Result<std::shared_ptr<MemoryRegion>> allocate_memory(size_t length, Access access) = 0;
   virtual Result<std::shared_ptr<SharedReceiveQueue>> create_shared_receive_queue(
       uint32_t max_wr, uint32_t max_sge, uint32_t limit) = 0;
   virtual Result<std::shared_ptr<ConnectQueuePair>> create_connect_queue_pair(

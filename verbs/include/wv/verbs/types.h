@@ -128,8 +128,9 @@ enum class Limitation : uint32_t {
   // does not hold, not by an ff00::/8 multicast GID.
   kMulticastGidIpv4Mapped = 1u << 16,
   // RDMA reads may be served while the target process does not run (the shm provider copies a
-  // read itself where the target publishes its keys), writes and atomics are not: a stopped
-  // peer still serves a read posted before any write, but nothing after that write.
+  // read itself where the target publishes its keys), writes and atomics are not (except writes
+  // to a region from allocate_memory): a stopped peer still serves a read of registered memory
+  // posted before any write, but nothing after that write.
   kReadsServedWithoutTarget = 1u << 17,
 };
 template <>
