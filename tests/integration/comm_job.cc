@@ -1,6 +1,7 @@
 // One rank of a wv::Comm job (run under wvrun or mpirun): point-to-point with every rank at
 // eager and rendezvous sizes, any-source receives, probe, barrier, and an RMA window with puts,
-// gets and atomics from every rank. Prints "comm ok" and exits 0, or says what broke.
+// gets and atomics from every rank, on a window of its own memory and on an allocated one. Prints
+// "comm ok" and exits 0, or says what broke.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -27,6 +28,47 @@ std::vector<unsigned char> payload(size_t length, int from, int to) {
   std::vector<unsigned char> bytes(length);
   for (size_t i = 0; i < length; ++i) bytes[i] = static_cast<unsigned char>(i * 31 + from * 7 + to);
   return bytes;
+}
+
+// Every rank adds its rank+1 to a counter at rank 0 and puts its rank into slot rank+1 of
+// `window`, whose memory here is `exposed` (size + 1 words), then reads its slot back.
+void exercise_window(wv::Comm& comm, wv::Window& w, const uint64_t* exposed,
+                     const std::string& kind) {
+  const int rank = comm.rank();
+  const int size = comm.size();
+  const size_t words = static_cast<size_t>(size) + 1;
+  uint64_t old = 0;
+  auto add = w.fetch_add(0, 0, static_cast<uint64_t>(rank + 1), &old);
+  if (add.is_ok()) {
+    check(comm.wait(*add), kind + ": fetch_add");
+  } else {
+    check(add.status().code() == wv::Errc::kNotSupported,
+          kind + ": fetch_add: " + add.status().to_string());
+  }
+  uint64_t mine = static_cast<uint64_t>(rank) + 1000;
+  auto put = w.put(0, (static_cast<size_t>(rank) + 1) * 8, &mine, 8);
+  check(put.status(), kind + ": put");
+  check(w.flush(), kind + ": flush");
+  if (put.is_ok()) check(comm.wait(*put), kind + ": put done");
+  check(!w.put(0, words * 8, &mine, 8).is_ok(), kind + ": a put past the window was accepted");
+  check(comm.barrier(), kind + ": barrier after puts");
+  uint64_t remote_slot = 0;
+  auto get = w.get(0, (static_cast<size_t>(rank) + 1) * 8, &remote_slot, 8);
+  check(get.status(), kind + ": get");
+  if (get.is_ok()) check(comm.wait(*get), kind + ": get done");
+  check(remote_slot == mine, kind + ": get did not read back the put");
+  check(comm.barrier(), kind + ": barrier after gets");
+  if (rank == 0) {
+    for (int r = 0; r < size; ++r) {
+      check(exposed[r + 1] == static_cast<uint64_t>(r) + 1000,
+            kind + ": slot " + std::to_string(r + 1) + " is " + std::to_string(exposed[r + 1]));
+    }
+    if (add.is_ok()) {
+      const uint64_t expected = static_cast<uint64_t>(size) * (size + 1) / 2;
+      check(exposed[0] == expected, kind + ": counter is " + std::to_string(exposed[0]) +
+                                        ", expected " + std::to_string(expected));
+    }
+  }
 }
 
 }  // namespace
@@ -85,38 +127,19 @@ int main() {
   }
   check(comm.barrier(), "barrier");
 
-  // RMA: every rank adds its rank+1 to a counter at rank 0 and puts its rank into slot rank.
+  // RMA, on a window of the job's own memory and on one the library allocates.
   std::vector<uint64_t> exposed(static_cast<size_t>(size) + 1, 0);
-  auto window = comm.create_window(exposed.data(), exposed.size() * sizeof(uint64_t));
+  const size_t window_bytes = exposed.size() * sizeof(uint64_t);
+  auto window = comm.create_window(exposed.data(), window_bytes);
   check(window.status(), "create_window");
-  if (window.is_ok()) {
-    wv::Window& w = **window;
-    uint64_t old = 0;
-    auto add = w.fetch_add(0, 0, static_cast<uint64_t>(rank + 1), &old);
-    if (add.is_ok()) {
-      check(comm.wait(*add), "fetch_add");
-    } else {
-      check(add.status().code() == wv::Errc::kNotSupported,
-            "fetch_add: " + add.status().to_string());
-    }
-    uint64_t mine = static_cast<uint64_t>(rank) + 1000;
-    auto put = w.put(0, (static_cast<size_t>(rank) + 1) * 8, &mine, 8);
-    check(put.status(), "put");
-    check(w.flush(), "flush");
-    if (put.is_ok()) check(comm.wait(*put), "put done");
-    check(!w.put(0, exposed.size() * 8, &mine, 8).is_ok(), "a put past the window was accepted");
-    check(comm.barrier(), "barrier after puts");
-    uint64_t remote_slot = 0;
-    auto get = w.get(0, (static_cast<size_t>(rank) + 1) * 8, &remote_slot, 8);
-    check(get.status(), "get");
-    if (get.is_ok()) check(comm.wait(*get), "get done");
-    check(remote_slot == mine, "get did not read back the put");
-    check(comm.barrier(), "barrier after gets");
-    if (rank == 0 && add.is_ok()) {
-      const uint64_t expected = static_cast<uint64_t>(size) * (size + 1) / 2;
-      check(exposed[0] == expected,
-            "counter is " + std::to_string(exposed[0]) + ", expected " + std::to_string(expected));
-    }
+  if (window.is_ok()) exercise_window(comm, **window, exposed.data(), "create_window");
+  auto allocated = comm.allocate_window(window_bytes);
+  check(allocated.status(), "allocate_window");
+  if (allocated.is_ok()) {
+    auto* base = static_cast<uint64_t*>((*allocated)->base());
+    check(base != nullptr && base[0] == 0 && base[size] == 0, "allocate_window: not zeroed");
+    check(comm.barrier(), "barrier before using the allocated window");  // nobody wrote yet
+    if (base != nullptr) exercise_window(comm, **allocated, base, "allocate_window");
   }
   check(comm.barrier(), "final barrier");
   if (failures) return 1;

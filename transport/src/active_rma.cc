@@ -123,6 +123,14 @@ Result<std::unique_ptr<RegisteredMemory>> WorkerImpl::register_memory(void* addr
   return registered(domain_->register_memory(address, length, exposed_access()), address, length);
 }
 
+Result<std::unique_ptr<RegisteredMemory>> WorkerImpl::allocate_memory(size_t length) {
+  std::lock_guard lock(mutex_);
+  auto region = domain_->allocate_memory(length, exposed_access());
+  if (!region.is_ok()) return region.status();
+  void* address = region.value()->address();
+  return registered(std::move(region), address, length);
+}
+
 Result<std::unique_ptr<RegisteredMemory>> WorkerImpl::register_memory_cached(void* address,
                                                                              size_t length) {
   std::lock_guard lock(mutex_);

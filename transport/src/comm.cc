@@ -202,13 +202,32 @@ Status Comm::barrier() {
 Result<std::unique_ptr<Window>> Comm::create_window(void* base, size_t length) {
   std::unique_ptr<Window> window(new Window());
   window->comm_ = this;
-  WindowDescriptor mine{};
   if (length > 0) {
     auto memory = worker_->register_memory(base, length);
     if (!memory.is_ok()) return memory.status();
     window->memory_ = std::move(memory).value();
-    mine.address = reinterpret_cast<uint64_t>(base);
-    mine.key = window->memory_->remote().key;
+  }
+  if (Status status = exchange_window(*window, length); !status) return status;
+  return window;
+}
+
+Result<std::unique_ptr<Window>> Comm::allocate_window(size_t length) {
+  std::unique_ptr<Window> window(new Window());
+  window->comm_ = this;
+  if (length > 0) {
+    auto memory = worker_->allocate_memory(length);
+    if (!memory.is_ok()) return memory.status();
+    window->memory_ = std::move(memory).value();
+  }
+  if (Status status = exchange_window(*window, length); !status) return status;
+  return window;
+}
+
+Status Comm::exchange_window(Window& window, uint64_t length) {
+  WindowDescriptor mine{};
+  if (window.memory_) {
+    mine.address = window.memory_->remote().address;
+    mine.key = window.memory_->remote().key;
   }
   mine.length = length;
   // Every rank sends its descriptor to every other (an allgather of 24 bytes).
@@ -231,10 +250,10 @@ Result<std::unique_ptr<Window>> Comm::create_window(void* base, size_t length) {
   }
   if (Status status = worker_->wait_all(requests, {}, timeout_); !status.is_ok()) return status;
   for (const WindowDescriptor& d : all) {
-    window->remotes_.push_back({d.address, d.key});
-    window->lengths_.push_back(d.length);
+    window.remotes_.push_back({d.address, d.key});
+    window.lengths_.push_back(d.length);
   }
-  return window;
+  return Status::ok();
 }
 
 Window::~Window() = default;

@@ -217,6 +217,7 @@ class WorkerImpl final : public Worker {
                  std::span<const std::byte> payload) override;
 
   Result<std::unique_ptr<RegisteredMemory>> register_memory(void* address, size_t length) override;
+  Result<std::unique_ptr<RegisteredMemory>> allocate_memory(size_t length) override;
   Result<std::unique_ptr<RegisteredMemory>> register_memory_cached(void* address,
                                                                    size_t length) override;
   Result<Request> put(PeerId peer, const void* local, size_t length, RemoteMemory remote) override;

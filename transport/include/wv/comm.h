@@ -80,12 +80,17 @@ class Comm {
   // ---- RMA ----
   // Collective: each rank exposes [base, base + length) (lengths may differ, 0 allowed).
   Result<std::unique_ptr<Window>> create_window(void* base, size_t length);
+  // Collective: each rank exposes `length` bytes the library allocates (zeroed; Window::base()),
+  // as MPI_Win_allocate: on the shm provider puts and gets to them need nothing from the target.
+  Result<std::unique_ptr<Window>> allocate_window(size_t length);
 
  private:
   friend class Window;
   Comm() = default;
   int rank_of(transport::PeerId peer) const;
   MessageStatus to_status(const transport::RequestResult& result) const;
+  // Tells every rank what `window` exposes here (its memory_, if any) and learns theirs.
+  Status exchange_window(Window& window, uint64_t length);
   Status check_tag(uint64_t tag) const;
   uint64_t next_internal_tag();
 
@@ -105,6 +110,8 @@ class Window {
  public:
   ~Window();
   size_t length(int rank) const;
+  // This rank's exposed memory (null when it exposes none).
+  void* base() const { return memory_ ? memory_->address() : nullptr; }
   // Done when the data is at the target (put) or here (get); bounds are checked here.
   Result<transport::Request> put(int rank, size_t offset, const void* source, size_t length);
   Result<transport::Request> get(int rank, size_t offset, void* destination, size_t length);

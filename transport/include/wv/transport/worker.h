@@ -216,6 +216,11 @@ class Worker {
   // leave_pinned.
   virtual Result<std::unique_ptr<RegisteredMemory>> register_memory_cached(void* address,
                                                                            size_t length) = 0;
+  // Memory the provider allocates and registers (zeroed, page-aligned, freed with the returned
+  // object), like MPI_Win_allocate's: on the shm provider peers on the host put to, get from
+  // and (through the ring) use it for atomics without a system call or this process's CPU
+  // (verbs::ProtectionDomain::allocate_memory). kInvalidArgument for 0 bytes.
+  virtual Result<std::unique_ptr<RegisteredMemory>> allocate_memory(size_t length) = 0;
   // Local buffers need no registration (the registration cache handles them). A get is done
   // when the data is here. A put is done when its buffer may be reused; its data is in place
   // at the target once flush() returns, and before any later message of this worker arrives
