@@ -93,7 +93,8 @@ void KeyMirror::key_changed(uint32_t key, const soft::KeyEntry* entry) {
         .store(reinterpret_cast<uint64_t>(entry->protection_domain), std::memory_order_relaxed);
     word(base_, key, kBoundQp).store(entry->bound_qp, std::memory_order_relaxed);
     word(base_, key, kSharedFd)
-        .store(static_cast<uint64_t>(entry->shared_fd + 1), std::memory_order_relaxed);
+        .store(static_cast<uint64_t>(static_cast<int64_t>(entry->shared_fd) + 1),
+               std::memory_order_relaxed);
   }
   sequence.store(before + 2, std::memory_order_release);
 }
