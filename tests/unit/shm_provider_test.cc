@@ -193,18 +193,19 @@ std::set<std::string> dev_shm() {
   return names;
 }
 
-// Mappings and descriptors of shm segments in this process.
-int segments_in_this_process() {
+// Mappings and descriptors of memfds named `name` in this process: shm segments
+// ("wv-shm-connection"), or regions a peer allocated and this process mapped ("wv-region").
+int memfds_in_this_process(const std::string& name = "wv-shm-connection") {
   int count = 0;
   std::ifstream maps("/proc/self/maps");
   for (std::string line; std::getline(maps, line);) {
-    if (line.find("wv-shm-connection") != std::string::npos) ++count;
+    if (line.find(name) != std::string::npos) ++count;
   }
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", error)) {
     std::error_code ignored;
     const auto target = std::filesystem::read_symlink(entry.path(), ignored).string();
-    if (target.find("wv-shm-connection") != std::string::npos) ++count;
+    if (target.find(name) != std::string::npos) ++count;
   }
   return count;
 }
@@ -286,7 +287,7 @@ TEST(ShmCleanup, PeerKilledLeavesNoSharedMemoryBehind) {
     ASSERT_NO_FATAL_FAILURE(open_side(side));
     std::shared_ptr<ConnectEndpoint> endpoint;
     ASSERT_NO_FATAL_FAILURE(connect_to_victim(side, info.port, endpoint));
-    EXPECT_GT(segments_in_this_process(), 0) << "the connection's segment is mapped";
+    EXPECT_GT(memfds_in_this_process(), 0) << "the connection's segment is mapped";
     std::vector<std::byte> local(1 << 20);
     auto region = side.pd->register_memory(local.data(), local.size(), Access::kLocalWrite);
     ASSERT_TRUE(region.is_ok());
@@ -297,6 +298,15 @@ TEST(ShmCleanup, PeerKilledLeavesNoSharedMemoryBehind) {
     ASSERT_TRUE(poll_one(*side.cq, c));
     EXPECT_EQ(c.status, CompletionStatus::kSuccess);
     EXPECT_EQ(local[12345], std::byte{0x5a});
+    // The victim's allocated region, which this side maps and reads itself.
+    ASSERT_TRUE(
+        side.qp->rdma_read(2, std::span(&sge, 1), info.allocated, SendFlags::kSignaled).is_ok());
+    ASSERT_TRUE(poll_one(*side.cq, c));
+    EXPECT_EQ(c.status, CompletionStatus::kSuccess);
+    EXPECT_EQ(local[12345], std::byte{0x3c});
+    const bool cma =
+        has(side.device->attributes().limitations, Limitation::kReadsServedWithoutTarget);
+    EXPECT_EQ(memfds_in_this_process("wv-region") > 0, cma) << "mapped where CMA works";
 
     ::kill(pid, SIGKILL);
     int status = 0;
@@ -305,13 +315,15 @@ TEST(ShmCleanup, PeerKilledLeavesNoSharedMemoryBehind) {
     EXPECT_TRUE(wait_state(*side.qp, QpState::kError)) << "the peer's death fails the QP";
     EXPECT_TRUE(endpoint->notify_disconnect().wait(kBound).is_ok());
   }
-  // The provider's objects are gone: nothing of the connection is left in this process, and
+  // The provider's objects are gone: nothing of the connection (nor of the victim's memory) is
+  // left in this process, and
   // nothing was ever created in /dev/shm (the kernel freed the victim's side with it).
   const auto deadline = std::chrono::steady_clock::now() + kBound;
-  while (segments_in_this_process() != 0 && std::chrono::steady_clock::now() < deadline) {
+  while (memfds_in_this_process() != 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(5ms);
   }
-  EXPECT_EQ(segments_in_this_process(), 0);
+  EXPECT_EQ(memfds_in_this_process(), 0);
+  EXPECT_EQ(memfds_in_this_process("wv-region"), 0) << "a mapping of the dead peer's region";
   EXPECT_EQ(dev_shm(), before) << "an entry appeared in (or vanished from) /dev/shm";
 }
 
