@@ -17,6 +17,7 @@ Result<std::shared_ptr<MemoryRegion>> SoftProtectionDomain::register_memory(void
 
 Result<std::shared_ptr<MemoryRegion>> SoftProtectionDomain::allocate_memory(size_t length,
                                                                             Access access) {
+  // Checked before the memory exists, so that no oversized memfd is ever created.
   if (length > device_->attributes().max_mr_size) {
     return Status(Errc::kInvalidArgument, "region of " + std::to_string(length) +
                                               " bytes exceeds the device's max_mr_size");
