@@ -200,34 +200,28 @@ Status Comm::barrier() {
 }
 
 Result<std::unique_ptr<Window>> Comm::create_window(void* base, size_t length) {
-  std::unique_ptr<Window> window(new Window());
-  window->comm_ = this;
-  if (length > 0) {
-    auto memory = worker_->register_memory(base, length);
-    if (!memory.is_ok()) return memory.status();
-    window->memory_ = std::move(memory).value();
-  }
-  if (Status status = exchange_window(*window, length); !status) return status;
-  return window;
+  if (length == 0) return expose(nullptr, 0);
+  auto memory = worker_->register_memory(base, length);
+  if (!memory.is_ok()) return memory.status();
+  return expose(std::move(memory).value(), length);
 }
 
 Result<std::unique_ptr<Window>> Comm::allocate_window(size_t length) {
-  std::unique_ptr<Window> window(new Window());
-  window->comm_ = this;
-  if (length > 0) {
-    auto memory = worker_->allocate_memory(length);
-    if (!memory.is_ok()) return memory.status();
-    window->memory_ = std::move(memory).value();
-  }
-  if (Status status = exchange_window(*window, length); !status) return status;
-  return window;
+  if (length == 0) return expose(nullptr, 0);
+  auto memory = worker_->allocate_memory(length);
+  if (!memory.is_ok()) return memory.status();
+  return expose(std::move(memory).value(), length);
 }
 
-Status Comm::exchange_window(Window& window, uint64_t length) {
+Result<std::unique_ptr<Window>> Comm::expose(std::unique_ptr<transport::RegisteredMemory> memory,
+                                             uint64_t length) {
+  std::unique_ptr<Window> window(new Window());
+  window->comm_ = this;
+  window->memory_ = std::move(memory);
   WindowDescriptor mine{};
-  if (window.memory_) {
-    mine.address = window.memory_->remote().address;
-    mine.key = window.memory_->remote().key;
+  if (window->memory_) {
+    mine.address = window->memory_->remote().address;
+    mine.key = window->memory_->remote().key;
   }
   mine.length = length;
   // Every rank sends its descriptor to every other (an allgather of 24 bytes).
@@ -250,10 +244,10 @@ Status Comm::exchange_window(Window& window, uint64_t length) {
   }
   if (Status status = worker_->wait_all(requests, {}, timeout_); !status.is_ok()) return status;
   for (const WindowDescriptor& d : all) {
-    window.remotes_.push_back({d.address, d.key});
-    window.lengths_.push_back(d.length);
+    window->remotes_.push_back({d.address, d.key});
+    window->lengths_.push_back(d.length);
   }
-  return Status::ok();
+  return window;
 }
 
 Window::~Window() = default;

@@ -89,8 +89,10 @@ class Comm {
   Comm() = default;
   int rank_of(transport::PeerId peer) const;
   MessageStatus to_status(const transport::RequestResult& result) const;
-  // Tells every rank what `window` exposes here (its memory_, if any) and learns theirs.
-  Status exchange_window(Window& window, uint64_t length);
+  // A window of `memory` (null when this rank exposes nothing): tells every rank what it
+  // exposes here and learns theirs.
+  Result<std::unique_ptr<Window>> expose(std::unique_ptr<transport::RegisteredMemory> memory,
+                                         uint64_t length);
   Status check_tag(uint64_t tag) const;
   uint64_t next_internal_tag();
 

@@ -358,14 +358,18 @@ bool ShmConnection::pulls_write_locked(const SendWorkRequest& request, bool lone
 
 void ShmConnection::write_finished_locked(SoftConnectQueuePair& qp, uint64_t length,
                                           TransferPathChooser::Path path) {
-  const int64_t now = now_ns();
-  const bool measured = path == TransferPathChooser::Path::kCma ||
-                        ring_bytes_since_pull_ >= uint64_t{2} * producer_.capacity();
-  if (write_stream_busy_ && measured && length >= kLonePushThreshold) {
-    write_paths_.record(path, length, static_cast<uint64_t>(now - last_write_done_ns_));
-  }
-  last_write_done_ns_ = now;
-  write_stream_busy_ = held_count_ > 0 || current_ != nullptr || qp.more_to_transmit_locked();
+  const bool measured = length >= kLonePushThreshold &&
+                        (path == TransferPathChooser::Path::kCma ||
+                         ring_bytes_since_pull_ >= uint64_t{2} * producer_.capacity());
+  write_paths_.finished(measured ? std::optional(path) : std::nullopt, length, now_ns(),
+                        held_count_ > 0 || current_ != nullptr || qp.more_to_transmit_locked());
+}
+
+SendWorkRequest* ShmConnection::take_held_locked() {
+  SendWorkRequest* write = held_[held_head_];
+  held_head_ = (held_head_ + 1) % kMaxHeldWrites;
+  --held_count_;
+  return write;
 }
 
 std::byte* ShmConnection::peer_mapping_locked(const SendWorkRequest& request, Access access,
@@ -400,7 +404,7 @@ bool ShmConnection::read_directly_locked(const SendWorkRequest& request, bool lo
     return options_.peer_keys->unchanged(request.remote.rkey, grant.sequence);
   }
   if (!lone || request.length == 0 || request.length > kDirectReadMax ||
-      now_ns() - last_read_done_ns_ < kDirectReadGap.count() ||
+      now_ns() - read_paths_.last_done_ns() < kDirectReadGap.count() ||
       soft::PollerPresence::recent(producer_.consumer_polled_ns(), kPeerPollingWindow) ||
       !producer_.delivered(ordered_head_) ||
       !options_.peer_keys->check(request.remote.rkey, request.remote.address, request.length,
@@ -842,13 +846,11 @@ ShmConnection::Outcome ShmConnection::on_response(SoftConnectQueuePair& qp,
   if (closed_) return Outcome::kDone;
   const auto type = static_cast<EntryType>(header.type);
   if (type == EntryType::kWriteDone) {
-    SendWorkRequest* write = held_count_ > 0 ? held_[held_head_] : nullptr;
-    if (write == nullptr || write->wire_tag != header.tag || header.length != 0) {
+    if (held_count_ == 0 || held_[held_head_]->wire_tag != header.tag || header.length != 0) {
       lock.unlock();
       return malformed(qp, "write acknowledgement that matches no pulled write");
     }
-    held_head_ = (held_head_ + 1) % kMaxHeldWrites;
-    --held_count_;
+    SendWorkRequest* write = take_held_locked();
     const uint64_t length = write->length;
     qp.write_copied_locked(*write);
     write_finished_locked(qp, length, TransferPathChooser::Path::kCma);
@@ -947,12 +949,8 @@ Status ShmConnection::pull_into(const SendWorkRequest& read, uint64_t offset, ui
 
 void ShmConnection::read_finished_locked(SoftConnectQueuePair& qp, uint64_t length,
                                          std::optional<TransferPathChooser::Path> path) {
-  const int64_t now = now_ns();
-  if (path && read_stream_busy_ && length >= kLonePushThreshold) {
-    read_paths_.record(*path, length, static_cast<uint64_t>(now - last_read_done_ns_));
-  }
-  last_read_done_ns_ = now;
-  read_stream_busy_ = qp.oldest_pending_locked(false) != nullptr;
+  read_paths_.finished(length >= kLonePushThreshold ? path : std::nullopt, length, now_ns(),
+                       qp.oldest_pending_locked(false) != nullptr);
 }
 
 ShmConnection::Outcome ShmConnection::on_terminate(SoftConnectQueuePair& qp,
@@ -972,10 +970,7 @@ ShmConnection::Outcome ShmConnection::on_terminate(SoftConnectQueuePair& qp,
     // A write the peer refused was handed over, like a transmitted one: it completes, and the
     // QP error that follows tells the application (the iWARP rule the engine follows). The
     // peer serves the ring in order, so it refused the oldest; later ones are flushed.
-    SendWorkRequest* write = held_[held_head_];
-    held_head_ = (held_head_ + 1) % kMaxHeldWrites;
-    --held_count_;
-    qp.write_copied_locked(*write);
+    qp.write_copied_locked(*take_held_locked());
   }
   qp.fail_by_wire_locked(*this, status, "peer terminated the connection: " + reason);
   return Outcome::kFailed;

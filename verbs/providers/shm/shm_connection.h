@@ -167,6 +167,8 @@ class ShmConnection final : public soft::Wire,
   // null otherwise.
   std::byte* peer_mapping_locked(const soft::SendWorkRequest& request, Access access,
                                  PeerKeys::Grant* grant);
+  // The oldest pulled write waiting for kWriteDone (there is one), out of held_.
+  soft::SendWorkRequest* take_held_locked();
   // A one-sided write: stored through the mapping above; false when it takes the other paths.
   bool write_directly_locked(const soft::SendWorkRequest& request);
   // A one-sided read (see one-sided reads); false when it must go through the ring.
@@ -236,16 +238,12 @@ class ShmConnection final : public soft::Wire,
   // Reads of a stream (QP lock): the ring or a pull, by this side's measurements of both. A
   // completion's time since the previous one is the transfer's when the stream was busy.
   TransferPathChooser read_paths_;
-  int64_t last_read_done_ns_ = 0;
-  bool read_stream_busy_ = false;
   // Writes of a stream likewise. A write through the ring completes once it is in the ring, so
   // its time only counts once the ring carried two rings' worth since the stream last pulled
   // (before that, completions measure copies into a ring the peer had emptied).
   TransferPathChooser write_paths_;
   std::optional<TransferPathChooser::Path> write_path_;  // current_'s, once chosen
   uint64_t ring_bytes_since_pull_ = 0;
-  int64_t last_write_done_ns_ = 0;
-  bool write_stream_busy_ = false;
   std::shared_ptr<soft::PollHandler> socket_watch_;
   std::unique_ptr<PeerMemory> peer_memory_;  // with options_.peer_keys
 

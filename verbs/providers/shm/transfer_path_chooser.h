@@ -12,6 +12,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 
 namespace wv::verbs::shm {
 
@@ -47,6 +48,17 @@ class TransferPathChooser {
     average = average == 0 ? rate : 0.5 * average + 0.5 * rate;
   }
 
+  // A transfer of `bytes` of the stream completed at `now_ns`; `path` when its time measures
+  // that path. Its time is the time since the previous completion, recorded when the stream
+  // stayed busy in between (`busy_after`: more of the stream is outstanding now).
+  void finished(std::optional<Path> path, uint64_t bytes, int64_t now_ns, bool busy_after) {
+    if (path && busy_) record(*path, bytes, static_cast<uint64_t>(now_ns - last_done_ns_));
+    last_done_ns_ = now_ns;
+    busy_ = busy_after;
+  }
+  // When the stream's last transfer completed (0: never).
+  int64_t last_done_ns() const { return last_done_ns_; }
+
   // Bytes per nanosecond measured for `path` at `bytes`; 0 before the first measurement.
   double rate(Path path, uint64_t bytes) const {
     return buckets_[bucket_index(bytes)].rate[index(path)];
@@ -72,6 +84,8 @@ class TransferPathChooser {
   Bucket& bucket_of(uint64_t bytes) { return buckets_[bucket_index(bytes)]; }
 
   std::array<Bucket, kBuckets> buckets_{};
+  int64_t last_done_ns_ = 0;
+  bool busy_ = false;
 };
 
 }  // namespace wv::verbs::shm
