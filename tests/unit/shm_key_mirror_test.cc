@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "host_memory.h"
+#include "wv/host_memory.h"
 #include "shm_peer_memory.h"
 
 namespace wv::verbs::shm {

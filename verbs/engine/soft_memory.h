@@ -4,7 +4,7 @@
 #include <atomic>
 #include <memory>
 
-#include "host_memory.h"
+#include "wv/host_memory.h"
 #include "soft_device.h"
 #include "wv/verbs/address_handle.h"
 #include "wv/verbs/memory_region.h"

@@ -4,7 +4,7 @@
 
 #include <memory>
 
-#include "host_memory.h"
+#include "wv/host_memory.h"
 #include "soft_device.h"
 #include "wv/verbs/protection_domain.h"
 

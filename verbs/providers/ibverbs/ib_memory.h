@@ -6,7 +6,7 @@
 #include <atomic>
 #include <memory>
 
-#include "host_memory.h"
+#include "wv/host_memory.h"
 #include "wv/verbs/memory_region.h"
 #include "wv/verbs/memory_window.h"
 

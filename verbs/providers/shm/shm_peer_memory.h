@@ -19,12 +19,13 @@
 #include <cstdint>
 
 #include "shm_key_mirror.h"
+#include "wv/host_memory.h"
 
 namespace wv::verbs::shm {
 
 class PeerMemory {
  public:
-  explicit PeerMemory(pid_t peer) : peer_(peer) {}
+  explicit PeerMemory(pid_t peer) : files_(peer) {}
   ~PeerMemory();
   PeerMemory(const PeerMemory&) = delete;
   PeerMemory& operator=(const PeerMemory&) = delete;
@@ -39,17 +40,13 @@ class PeerMemory {
     uint32_t key = 0;
     uint64_t sequence = 0;
     uint64_t start = 0;  // the peer's address of the file's offset 0
-    std::byte* base = nullptr;
-    size_t bytes = 0;
+    SealedMapping mapping;
   };
   static constexpr size_t kSlots = 32;
 
   bool attach(const PeerKeys& keys, uint32_t key, const PeerKeys::Grant& grant, Mapping& into);
-  static void drop(Mapping& mapping);
 
-  const pid_t peer_;
-  int pidfd_ = -1;        // opened on first use
-  bool refused_ = false;  // the kernel refused pidfd_open or pidfd_getfd: never again
+  PeerFiles files_;
   std::array<Mapping, kSlots> mappings_{};
 };
 
