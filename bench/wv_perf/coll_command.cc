@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <string>
+#include <vector>
 
 #include "coll_driver.h"
 #include "subcommand.h"
@@ -17,8 +18,8 @@ namespace {
 
 class WvCollLink final : public CollLink {
  public:
-  WvCollLink(coll::Communicator& c, std::string algorithm)
-      : c_(c), algorithm_(std::move(algorithm)) {}
+  WvCollLink(coll::Communicator& c, std::string algorithm, bool shared)
+      : c_(c), algorithm_(std::move(algorithm)), shared_(shared) {}
   int rank() const override { return c_.rank(); }
   int size() const override { return c_.size(); }
 
@@ -48,6 +49,13 @@ class WvCollLink final : public CollLink {
     return Status::ok();
   }
   Status barrier() override { return c_.barrier(); }
+  Result<float*> allocate(size_t floats) override {
+    if (!shared_) return static_cast<float*>(nullptr);
+    auto buffer = c_.allocate_buffer(floats * sizeof(float));
+    if (!buffer.is_ok()) return buffer.status();
+    buffers_.push_back(std::move(buffer).value());
+    return static_cast<float*>(buffers_.back().data());
+  }
   Result<double> max(double value) override {
     double out = 0;
     if (Status s = c_.allreduce(&value, &out, 1, coll::DataType::kDouble, coll::Op::kMax);
@@ -75,6 +83,8 @@ class WvCollLink final : public CollLink {
   }
   coll::Communicator& c_;
   std::string algorithm_;
+  bool shared_;
+  std::vector<coll::SharedBuffer> buffers_;
 };
 
 class CollSubcommand final : public Subcommand {
@@ -89,6 +99,12 @@ class CollSubcommand final : public Subcommand {
     command.add_option("--algorithm", algorithm_,
                        "Force this algorithm for the collectives that have one of that name");
     command.add_option("--provider", provider_, "Provider of this process's worker");
+    command
+        .add_option("--memory", memory_,
+                    "Buffers: heap (the process's own memory) or shared (SharedBuffers from "
+                    "Communicator::allocate_buffer, which the host's ranks read in place)")
+        ->check(CLI::IsMember({"heap", "shared"}))
+        ->capture_default_str();
   }
   int run(const CommonOptions& common) override {
     signal(SIGPIPE, SIG_IGN);
@@ -107,15 +123,16 @@ class CollSubcommand final : public Subcommand {
       fmt::print(stderr, "wv_perf coll: {}\n", communicator.status().to_string());
       return kExitFailure;
     }
-    WvCollLink link(**communicator, algorithm_);
+    WvCollLink link(**communicator, algorithm_, memory_ == "shared");
     CollRun run;
     run.common = &common;
     run.options = &options_;
     run.benchmark = "coll (wv_perf)";
     run.transport = "wv " + std::string((*init)->worker().provider_name());
-    run.notes = fmt::format("{} host(s){}; table {}", (*communicator)->topology().host_count(),
-                            (*communicator)->topology().fake_hosts > 0 ? " (virtual)" : "",
-                            (*communicator)->table().origin());
+    run.notes =
+        fmt::format("{} host(s){}; table {}; {} memory", (*communicator)->topology().host_count(),
+                    (*communicator)->topology().fake_hosts > 0 ? " (virtual)" : "",
+                    (*communicator)->table().origin(), memory_);
     if (Status s = run_coll(link, run); !s.is_ok()) {
       fmt::print(stderr, "wv_perf coll rank {}: {}\n", link.rank(), s.to_string());
       return kExitFailure;
@@ -127,6 +144,7 @@ class CollSubcommand final : public Subcommand {
   CollOptions options_;
   std::string algorithm_;
   std::string provider_;
+  std::string memory_ = "heap";
 };
 
 }  // namespace

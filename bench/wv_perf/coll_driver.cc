@@ -99,7 +99,20 @@ Status run_coll(CollLink& link, const CollRun& run) {
   const bool lead = link.rank() == 0;
   uint64_t largest = 4;
   for (uint64_t s : sizes) largest = std::max(largest, s);
-  std::vector<float> send(largest / 4 + 1, 1.0f), recv(largest / 4 + 1, 0.0f);
+  const size_t floats = largest / 4 + 1;
+  std::vector<float> heap_send, heap_recv;
+  auto send = link.allocate(floats);
+  auto recv = link.allocate(floats);
+  if (!send.is_ok()) return send.status();
+  if (!recv.is_ok()) return recv.status();
+  if (*send == nullptr || *recv == nullptr) {
+    heap_send.resize(floats);
+    heap_recv.resize(floats);
+    *send = heap_send.data();
+    *recv = heap_recv.data();
+  }
+  std::fill_n(*send, floats, 1.0f);
+  std::fill_n(*recv, floats, 0.0f);
   if (lead) {
     if (common.json) {
       nlohmann::ordered_json header = {{"benchmark", run.benchmark},
@@ -131,7 +144,7 @@ Status run_coll(CollLink& link, const CollRun& run) {
       const auto timed = [&](int64_t calls) -> Result<double> {
         const auto start = std::chrono::steady_clock::now();
         for (int64_t i = 0; i < calls; ++i) {
-          if (Status st = link.run(kind, shape, send.data(), recv.data()); !st.is_ok()) return st;
+          if (Status st = link.run(kind, shape, *send, *recv); !st.is_ok()) return st;
         }
         return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
                static_cast<double>(calls);
@@ -158,7 +171,7 @@ Status run_coll(CollLink& link, const CollRun& run) {
       const int64_t warmup =
           common.warmup >= 0 ? common.warmup : std::max<int64_t>(1, iterations / 10);
       for (int64_t i = 0; i < warmup; ++i) {
-        if (Status st = link.run(kind, shape, send.data(), recv.data()); !st.is_ok()) return st;
+        if (Status st = link.run(kind, shape, *send, *recv); !st.is_ok()) return st;
       }
       if (Status st = link.barrier(); !st.is_ok()) return st;
       auto seconds = timed(iterations);

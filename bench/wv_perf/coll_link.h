@@ -39,6 +39,9 @@ class CollLink {
   // One call; send/recv hold at least `total` floats.
   virtual Status run(CollKind kind, const CollShape& shape, float* send, float* recv) = 0;
   virtual Status barrier() = 0;
+  // `floats` floats of the library's memory for the benchmark's buffers (it keeps them), or
+  // null: the driver then uses its own heap memory.
+  virtual Result<float*> allocate(size_t /*floats*/) { return static_cast<float*>(nullptr); }
   // The maximum of `value` over all ranks, on every rank.
   virtual Result<double> max(double value) = 0;
   // Which algorithm a call of this kind and shape uses ("" if the library does not say).

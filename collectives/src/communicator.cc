@@ -4,12 +4,14 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <utility>
 
 #include "algorithms.h"
 #include "hierarchical.h"
 #include "host_segment.h"
 #include "nonblocking.h"
 #include "scratch.h"
+#include "shared_buffers.h"
 #include "wv/config/config.h"
 #include "wv/config/names.h"
 #include "wv/copy.h"
@@ -47,8 +49,53 @@ Status check_counts(std::span<const size_t> counts, int size, const char* what) 
 
 }  // namespace
 
-Communicator::Communicator() = default;
+Communicator::Communicator() : buffers_(std::make_shared<detail::SharedBuffers>()) {}
 Communicator::~Communicator() = default;
+
+Result<SharedBuffer> Communicator::allocate_buffer(size_t bytes) {
+  auto allocated = buffers_->allocate(bytes);
+  if (!allocated.is_ok()) return allocated.status();
+  SharedBuffer buffer;
+  buffer.owner_ = buffers_;
+  buffer.id_ = allocated->id;
+  buffer.data_ = allocated->address;
+  buffer.size_ = bytes;
+  return buffer;
+}
+
+Communicator::SharedBufferCounters Communicator::shared_buffer_counters() const {
+  if (!segment_) return {};
+  return {segment_->exposed_calls(), segment_->peer_buffers_read()};
+}
+
+SharedBuffer::SharedBuffer(SharedBuffer&& other) noexcept
+    : owner_(std::move(other.owner_)), id_(other.id_), data_(other.data_), size_(other.size_) {
+  other.id_ = 0;
+  other.data_ = nullptr;
+  other.size_ = 0;
+}
+
+SharedBuffer& SharedBuffer::operator=(SharedBuffer&& other) noexcept {
+  if (this != &other) {
+    reset();
+    owner_ = std::move(other.owner_);
+    id_ = std::exchange(other.id_, 0);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+SharedBuffer::~SharedBuffer() {
+  reset();
+}
+
+void SharedBuffer::reset() {
+  if (owner_) owner_->release(id_);
+  owner_.reset();
+  data_ = nullptr;
+  size_ = 0;
+}
 
 int Communicator::rank() const {
   return world_->rank;
@@ -158,8 +205,8 @@ Result<std::unique_ptr<Communicator>> Communicator::create(Comm& comm, const Opt
   const uint64_t segment_tag = c->next_tag();  // taken by every rank: the sequences stay equal
   if (shared_memory && c->host_->size > 1) {
     Channel channel(*c->host_, segment_tag, nullptr);
-    auto segment =
-        detail::HostSegment::create(channel, machine.last_level_cache_bytes, &c->segment_status_);
+    auto segment = detail::HostSegment::create(channel, machine.last_level_cache_bytes, c->buffers_,
+                                               &c->segment_status_);
     if (!segment.is_ok()) {
       return Status(segment.status().code(), "host segment: " + segment.status().message());
     }

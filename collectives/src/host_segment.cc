@@ -56,10 +56,18 @@ struct Header {
   uint64_t chunk_bytes;
 };
 
-size_t segment_length(int members) {
+size_t tables_offset(int members) {
   const auto n = static_cast<size_t>(members);
   return kLineBytes + n * kLineBytes + n * HostSegment::kBuffers * HostSegment::kChunkBytes +
          n * HostSegment::kSlots * HostSegment::kSlotBytes;
+}
+
+bool has_tables(int members) {
+  return members <= SharedTable::kMaxMembers;
+}
+
+size_t segment_length(int members) {
+  return tables_offset(members) + (has_tables(members) ? SharedTable::bytes(members) : 0);
 }
 
 std::string errno_text(const char* what) {
@@ -97,9 +105,16 @@ struct alignas(64) HostSegment::Line {
   std::atomic<uint32_t> sleepers;  // ranks asleep on `arrived`; its owner wakes them
   pid_t pid;
   std::atomic<uint64_t> published;  // the address of this rank's data for the peers' pulls
+  // This rank's buffers of a call that the peers may read in place (HostSegment::expose),
+  // written like a seqlock: exposed_step is the call's first arrival, 0 while being written.
+  std::atomic<uint64_t> exposed_step;
+  std::atomic<uint64_t> exposed_at[2];  // input, output; 0: not exposed
+  std::atomic<uint64_t> exposed_bytes[2];
+  std::atomic<uint32_t> exposed_slot[2];
 };
 
 Result<std::unique_ptr<HostSegment>> HostSegment::create(Channel& host, size_t cache_bytes,
+                                                         std::shared_ptr<SharedBuffers> buffers,
                                                          std::string* unavailable) {
   const int members = host.size();
   if (members < 2) return std::unique_ptr<HostSegment>();
@@ -164,7 +179,8 @@ Result<std::unique_ptr<HostSegment>> HostSegment::create(Channel& host, size_t c
   if (fd >= 0) close(fd);
   std::unique_ptr<HostSegment> segment;
   if (base != MAP_FAILED) {
-    segment.reset(new HostSegment(base, length, host.rank(), members, cache_bytes));
+    segment.reset(
+        new HostSegment(base, length, host.rank(), members, cache_bytes, std::move(buffers)));
     if (host.rank() == 0) {
       auto* header = static_cast<Header*>(base);
       header->magic = kMagic;
@@ -187,6 +203,12 @@ Result<std::unique_ptr<HostSegment>> HostSegment::create(Channel& host, size_t c
   if (mapped == 0) {
     *unavailable = error.empty() ? "another rank of this host could not map it" : error;
     return std::unique_ptr<HostSegment>();
+  }
+  for (int rank = 0; rank < members; ++rank) segment->pids_.push_back(segment->line(rank).pid);
+  if (has_tables(members)) {
+    segment->table_.emplace(static_cast<std::byte*>(base) + tables_offset(members), members);
+    segment->peers_ = std::make_unique<PeerMappings>(*segment->table_, host.rank());
+    segment->buffers_->attach(*segment->table_, host.rank());
   }
 
   // 4. Whether every rank may read every other's memory (cross-memory attach: ptrace rules,
@@ -237,20 +259,109 @@ Status HostSegment::pulled(const Channel& c, const void* mine, Pull&& pull_all) 
   return pulled;
 }
 
-HostSegment::HostSegment(void* base, size_t length, int rank, int members, size_t cache_bytes)
+HostSegment::HostSegment(void* base, size_t length, int rank, int members, size_t cache_bytes,
+                         std::shared_ptr<SharedBuffers> buffers)
     : base_(base),
       length_(length),
       rank_(rank),
       members_(members),
       stream_from_(cache_bytes == 0 ? SIZE_MAX : cache_bytes / (2 * static_cast<size_t>(members))),
-      seen_(new uint64_t[static_cast<size_t>(members)]()) {}
+      seen_(new uint64_t[static_cast<size_t>(members)]()),
+      buffers_(std::move(buffers)),
+      views_(new View[static_cast<size_t>(members)]) {}
 
 HostSegment::Copy HostSegment::output_copy(size_t bytes) const {
   return bytes >= stream_from_ ? stream_bytes : copy_bytes;
 }
 
 HostSegment::~HostSegment() {
+  if (table_) buffers_->detach();
+  peers_.reset();
   munmap(base_, length_);
+}
+
+HostSegment::Exposed HostSegment::expose(const void* input, size_t input_bytes, const void* output,
+                                         size_t output_bytes) {
+  if (!table_) return {};
+  peers_->refresh(pids_);
+  // A buffer every peer has mapped (each acknowledged its id in this rank's table).
+  const auto exposable = [&](const void* at, size_t bytes) {
+    const SharedBuffers::Found found = buffers_->find(at, bytes);
+    if (found.slot < 0) return found;
+    for (int reader = 0; reader < members_; ++reader) {
+      if (reader != rank_ &&
+          table_->mapped_by(rank_, found.slot, reader).load(std::memory_order_acquire) !=
+              found.id) {
+        return SharedBuffers::Found{};
+      }
+    }
+    return found;
+  };
+  const SharedBuffers::Found in = exposable(input, input_bytes);
+  const SharedBuffers::Found out =
+      output != nullptr ? exposable(output, output_bytes) : SharedBuffers::Found{};
+  Line& mine = line(rank_);
+  mine.exposed_step.store(0, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  const auto publish = [&](int which, const SharedBuffers::Found& found, const void* at,
+                           size_t bytes) {
+    const auto w = static_cast<size_t>(which);
+    mine.exposed_at[w].store(found.slot < 0 ? 0 : reinterpret_cast<uint64_t>(at),
+                             std::memory_order_relaxed);
+    mine.exposed_bytes[w].store(bytes, std::memory_order_relaxed);
+    mine.exposed_slot[w].store(static_cast<uint32_t>(found.slot), std::memory_order_relaxed);
+  };
+  publish(0, in, input, input_bytes);
+  publish(1, out, output, output_bytes);
+  mine.exposed_step.store(arrived_ + 1, std::memory_order_release);
+  if (in.slot >= 0 || out.slot >= 0) ++exposed_calls_;
+  return {in.slot >= 0, out.slot >= 0};
+}
+
+Status HostSegment::view_peer(int rank, uint64_t step) {
+  View& view = views_[static_cast<size_t>(rank)];
+  view = View{};
+  if (!table_) return Status::ok();
+  const Line& peer = line(rank);
+  // A rank that exposed something stays in the call until this rank's next arrival, so its
+  // description holds; one that moved on already (another step) exposed nothing.
+  if (peer.exposed_step.load(std::memory_order_acquire) != step) return Status::ok();
+  uint64_t at[2];
+  uint64_t bytes[2];
+  uint32_t slot[2];
+  for (size_t w = 0; w < 2; ++w) {
+    at[w] = peer.exposed_at[w].load(std::memory_order_relaxed);
+    bytes[w] = peer.exposed_bytes[w].load(std::memory_order_relaxed);
+    slot[w] = peer.exposed_slot[w].load(std::memory_order_relaxed);
+  }
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (peer.exposed_step.load(std::memory_order_relaxed) != step) return Status::ok();
+  const std::byte* found[2] = {nullptr, nullptr};
+  for (size_t w = 0; w < 2; ++w) {
+    if (at[w] == 0) continue;
+    found[w] = peers_->find(rank, slot[w], at[w], bytes[w]);
+    if (found[w] == nullptr) {
+      return Status(Errc::kInvalidState, "host segment: rank " + std::to_string(rank) +
+                                             " exposed a buffer this rank has not mapped");
+    }
+  }
+  view = View{found[0], found[1]};
+  if (at[0] != 0 || at[1] != 0) ++peer_buffers_read_;
+  return Status::ok();
+}
+
+Status HostSegment::view_peers(uint64_t step) {
+  for (int rank = 0; rank < members_; ++rank) {
+    if (rank == rank_) continue;
+    if (Status s = view_peer(rank, step); !s.is_ok()) return s;
+  }
+  return Status::ok();
+}
+
+Status HostSegment::release(const Channel& c, bool exposed, bool any_exposed) {
+  if (!any_exposed) return Status::ok();
+  const uint64_t done = arrive();
+  return exposed ? wait_all(c, done) : Status::ok();
 }
 
 HostSegment::Line& HostSegment::line(int rank) const {
@@ -362,9 +473,18 @@ Status HostSegment::bcast(const Channel& c, void* buffer, size_t bytes, int root
   Turns& turns = small ? slots_ : chunks_;
   const size_t step = small ? kSlotPayload : kChunkBytes;
   const Copy write = output_copy(bytes);
+  // A large one straight from the root's buffer where the root exposes it.
+  const uint64_t first_arrival = arrived_ + 1;
+  const bool exposed = !small && rank_ == root && expose(buffer, bytes, nullptr, 0).input;
+  const std::byte* roots = nullptr;  // the root's exposed buffer, mapped here
+  if (!small && rank_ != root) {
+    if (Status s = wait_for(c, root, first_arrival); !s.is_ok()) return s;
+    if (Status s = view_peer(root, first_arrival); !s.is_ok()) return s;
+    roots = views_[static_cast<size_t>(root)].input;
+  }
   for (size_t offset = 0; offset < bytes; offset += step) {
     const size_t length = std::min(step, bytes - offset);
-    const bool writes = rank_ == root;
+    const bool writes = rank_ == root && !exposed;
     if (Status s = begin(c, turns, writes); !s.is_ok()) return s;
     std::byte* at = small ? slot_buffer(root, turns.begun) : chunk_buffer(root, turns.begun);
     // A slot's turn number, stored after its data (release) and read before it (acquire).
@@ -376,18 +496,19 @@ Status HostSegment::bcast(const Channel& c, void* buffer, size_t bytes, int root
     if (writes) {
       copy_bytes(at, data + offset, length);
       if (turn != nullptr) turn->store(turns.begun, std::memory_order_release);
-    } else {
+    } else if (rank_ != root) {
       // The root numbers the slot before it arrives, so either one says the data is there.
       if (turn == nullptr || turn->load(std::memory_order_acquire) != turns.begun) {
         if (Status s = wait_for(c, root, arrived_ + 1); !s.is_ok()) return s;
       }
-      write(data + offset, at, length);
+      write(data + offset, roots != nullptr ? roots + offset : at, length);
     }
     // The readers arrive once they have read: the root may write this buffer again as soon
     // as they all have, while they read the next one.
     end(turns, turns.begun, arrive());
   }
-  return Status::ok();
+  // The readers' last arrival says they are done with the root's buffer.
+  return exposed ? wait_all(c, arrived_) : Status::ok();
 }
 
 Status HostSegment::allreduce(const Channel& c, const void* input, void* output, size_t count,
@@ -397,6 +518,14 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
   const auto* in = static_cast<const std::byte*>(input);
   auto* out = static_cast<std::byte*>(output);
   const Copy write = output_copy(count * element);
+  // Inputs and outputs of the share steps (vectors of more than kWholeReduceBytes) in place
+  // where exposed: a rank combines its share straight from the exposed inputs (into its exposed
+  // output), and the others copy it from there.
+  const bool shares_steps = count * element > kWholeReduceBytes;
+  const uint64_t first_arrival = arrived_ + 1;
+  const Exposed exposed =
+      shares_steps ? expose(input, count * element, output, count * element) : Exposed{};
+  bool any_output_exposed = exposed.output;
   for (size_t first = 0; first < count; first += per_chunk) {
     const size_t elements = std::min(per_chunk, count - first);
     const size_t bytes = elements * element;
@@ -421,28 +550,46 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
     const EvenSplit shares(elements, members_);
     const auto share = [&](int rank) { return shares.size(rank); };
     const auto start = [&](int rank) { return shares.start(rank) * element; };
-    for (int rank = 0; rank < members_; ++rank) {
-      if (rank != rank_) copy_bytes(mine + start(rank), from + start(rank), share(rank) * element);
+    if (!exposed.input) {
+      for (int rank = 0; rank < members_; ++rank) {
+        if (rank != rank_) {
+          copy_bytes(mine + start(rank), from + start(rank), share(rank) * element);
+        }
+      }
     }
     if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
+    if (first == 0) {
+      if (Status s = view_peers(first_arrival); !s.is_ok()) return s;
+      for (int rank = 0; rank < members_; ++rank) {
+        if (rank != rank_)
+          any_output_exposed |= views_[static_cast<size_t>(rank)].output != nullptr;
+      }
+    }
+    // Where rank `rank` keeps this chunk's input (output) share of rank `of`.
+    const auto input_of = [&](int rank, int of) {
+      const std::byte* exposed_input = views_[static_cast<size_t>(rank)].input;
+      return exposed_input != nullptr ? exposed_input + first * element + start(of)
+                                      : chunk_buffer(rank, chunks_.begun) + start(of);
+    };
+    const auto output_of = [&](int rank) {
+      const std::byte* exposed_output = views_[static_cast<size_t>(rank)].output;
+      return exposed_output != nullptr ? exposed_output + first * element + start(rank)
+                                       : chunk_buffer(rank, chunks_.begun) + start(rank);
+    };
+    std::byte* combined_at = exposed.output ? to + start(rank_) : mine + start(rank_);
     combine_ranks(
         r, from + start(rank_), members_,
-        [&](int rank) {
-          return rank == rank_ ? nullptr : chunk_buffer(rank, chunks_.begun) + start(rank_);
-        },
-        mine + start(rank_), share(rank_));
+        [&](int rank) { return rank == rank_ ? nullptr : input_of(rank, rank_); }, combined_at,
+        share(rank_));
     const uint64_t combined = arrive();
-    write(to + start(rank_), mine + start(rank_), share(rank_) * element);
+    if (!exposed.output) write(to + start(rank_), combined_at, share(rank_) * element);
     if (Status s = wait_all(c, combined); !s.is_ok()) return s;
     for (int rank = 0; rank < members_; ++rank) {
-      if (rank != rank_) {
-        write(to + start(rank), chunk_buffer(rank, chunks_.begun) + start(rank),
-              share(rank) * element);
-      }
+      if (rank != rank_) write(to + start(rank), output_of(rank), share(rank) * element);
     }
     end_chunk(arrived_ + 1);
   }
-  return Status::ok();
+  return release(c, exposed.output, any_output_exposed);
 }
 
 Status HostSegment::reduce_scatter(const Channel& c, const void* input, void* output, size_t count,
@@ -488,21 +635,32 @@ Status HostSegment::gather_blocks(const Channel& c, const std::byte* send, std::
   for (int rank = 0; rank < members_; ++rank) total += bytes_of(rank);
   const Copy write = output_copy(total);
   if (send != recv + place_of(rank_)) write(recv + place_of(rank_), send, bytes_of(rank_));
+  const uint64_t first_arrival = arrived_ + 1;
+  const bool exposed = bytes_of(rank_) > 0 && expose(send, bytes_of(rank_), nullptr, 0).input;
+  bool any_exposed = exposed;
   for (size_t offset = 0; offset < longest; offset += kChunkBytes) {
     const auto piece = [&](int rank) {
       const size_t block = bytes_of(rank);
       return offset < block ? std::min(kChunkBytes, block - offset) : 0;
     };
     if (Status s = begin_chunk(c, true); !s.is_ok()) return s;
-    copy_bytes(chunk_buffer(rank_, chunks_.begun), send + offset, piece(rank_));
+    if (!exposed) copy_bytes(chunk_buffer(rank_, chunks_.begun), send + offset, piece(rank_));
     if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
+    if (offset == 0) {
+      if (Status s = view_peers(first_arrival); !s.is_ok()) return s;
+      for (int rank = 0; rank < members_; ++rank) {
+        if (rank != rank_) any_exposed |= views_[static_cast<size_t>(rank)].input != nullptr;
+      }
+    }
     for (int rank = 0; rank < members_; ++rank) {
       if (rank == rank_ || piece(rank) == 0) continue;
-      write(recv + place_of(rank) + offset, chunk_buffer(rank, chunks_.begun), piece(rank));
+      const std::byte* theirs = views_[static_cast<size_t>(rank)].input;
+      write(recv + place_of(rank) + offset,
+            theirs != nullptr ? theirs + offset : chunk_buffer(rank, chunks_.begun), piece(rank));
     }
     end_chunk(arrived_ + 1);
   }
-  return Status::ok();
+  return release(c, exposed, any_exposed);
 }
 
 Status HostSegment::allgather(const Channel& c, const void* send, void* recv, size_t block) {
@@ -567,22 +725,35 @@ Status HostSegment::alltoall(const Channel& c, const void* send, void* recv, siz
     if (!wide) return chunk_buffer(from, first) + static_cast<size_t>(to) * slot;
     return chunk_buffer(from, first + static_cast<uint64_t>(to < from ? to : to - 1));
   };
+  const uint64_t first_arrival = arrived_ + 1;
+  const size_t send_bytes = *std::max_element(places.begin(), places.end()) + block;
+  const bool exposed = block > 0 && expose(send, send_bytes, nullptr, 0).input;
+  bool any_exposed = exposed;
   for (size_t offset = 0; offset < block; offset += slot) {
     const size_t piece = std::min(slot, block - offset);
     const uint64_t first = chunks_.begun + 1;
     for (size_t i = 0; i < steps_chunks; ++i) {
       if (Status s = begin_chunk(c, true); !s.is_ok()) return s;
     }
-    for (int rank = 0; rank < members_; ++rank) {
+    for (int rank = 0; rank < members_ && !exposed; ++rank) {
       if (rank != rank_) copy_bytes(piece_at(rank_, rank, first), in + at(rank) + offset, piece);
     }
     if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
+    if (offset == 0) {
+      if (Status s = view_peers(first_arrival); !s.is_ok()) return s;
+      for (int rank = 0; rank < members_; ++rank) {
+        if (rank != rank_) any_exposed |= views_[static_cast<size_t>(rank)].input != nullptr;
+      }
+    }
     for (int rank = 0; rank < members_; ++rank) {
-      if (rank != rank_) write(out + at(rank) + offset, piece_at(rank, rank_, first), piece);
+      if (rank == rank_) continue;
+      const std::byte* theirs = views_[static_cast<size_t>(rank)].input;
+      write(out + at(rank) + offset,
+            theirs != nullptr ? theirs + at(rank_) + offset : piece_at(rank, rank_, first), piece);
     }
     for (uint64_t chunk = first; chunk <= chunks_.begun; ++chunk) end(chunks_, chunk, arrived_ + 1);
   }
-  return Status::ok();
+  return release(c, exposed, any_exposed);
 }
 
 }  // namespace wv::coll::detail

@@ -27,10 +27,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
+#include <vector>
 
 #include "algorithms.h"
 #include "channel.h"
+#include "shared_buffers.h"
 
 namespace wv::coll::detail {
 
@@ -54,6 +57,14 @@ class HostSegment {
   // (process_vm_readv, one copy) by allgather and alltoall, where every rank may and
   // collectives_pull asks for it.
   static constexpr size_t kPullBytes = 64 * 1024;
+  // Buffers in place. A rank whose buffer of a call is a SharedBuffer every peer has mapped
+  // (shared_buffers.h) exposes it for the call: it skips its copy into the segment, and its peers
+  // read the buffer itself where they would have read its chunk buffer, so the bytes cross the
+  // memory bus once. Who exposes what is each rank's own choice, published before its first
+  // arrival of the call; the steps stay the same. A rank that exposed a buffer its peers read
+  // after their last arrival (outputs, a broadcast's root) leaves only once all have arrived once
+  // more.
+  //
   // Waits follow the worker's WaitPolicy; asleep, a wait wakes at least every kSleepBound (to
   // look at the clock, the cancel flag and the peer).
   static constexpr std::chrono::milliseconds kSleepBound{10};
@@ -64,8 +75,10 @@ class HostSegment {
   // cannot map it, every member gets null and `*unavailable` says why. An error is the
   // transport's (the agreement itself failed). `cache_bytes` is the host's last-level cache
   // (0: unknown): a collective whose outputs and inputs together would overflow it writes its
-  // output with non-temporal stores.
+  // output with non-temporal stores. `buffers` are this rank's SharedBuffers, listed in the
+  // segment for the peers while it exists.
   static Result<std::unique_ptr<HostSegment>> create(Channel& host, size_t cache_bytes,
+                                                     std::shared_ptr<SharedBuffers> buffers,
                                                      std::string* unavailable);
   ~HostSegment();
   HostSegment(const HostSegment&) = delete;
@@ -94,11 +107,35 @@ class HostSegment {
   Status alltoall(const Channel& c, const void* send, void* recv, size_t block,
                   std::span<const size_t> at);
 
+  // Calls in which this rank exposed a buffer, and peers' buffers it read in place (one per
+  // peer and call).
+  uint64_t exposed_calls() const { return exposed_calls_; }
+  uint64_t peer_buffers_read() const { return peer_buffers_read_; }
+
  private:
   struct Line;
-  HostSegment(void* base, size_t length, int rank, int members, size_t cache_bytes);
+  HostSegment(void* base, size_t length, int rank, int members, size_t cache_bytes,
+              std::shared_ptr<SharedBuffers> buffers);
 
   Line& line(int rank) const;
+
+  // Publishes which of this call's buffers the peers may read in place (the call's first
+  // arrival is arrived_ + 1); `output` may be null.
+  struct Exposed {
+    bool input = false;
+    bool output = false;
+  };
+  Exposed expose(const void* input, size_t input_bytes, const void* output, size_t output_bytes);
+  // Fills views_ with what the peers exposed for the call whose first arrival was `step`.
+  struct View {
+    const std::byte* input = nullptr;
+    const std::byte* output = nullptr;
+  };
+  Status view_peers(uint64_t step);
+  Status view_peer(int rank, uint64_t step);
+  // After the last step of a call: with any output exposed, every rank arrives once more, and
+  // a rank whose output the peers read waits for them.
+  Status release(const Channel& c, bool exposed, bool any_exposed);
   std::byte* chunk_buffer(int rank, uint64_t chunk) const;
   std::byte* slot_buffer(int rank, uint64_t slot) const;
   // Buffers used in turn (the chunk buffers, the broadcast slots): `begun` counts the turns,
@@ -152,6 +189,13 @@ class HostSegment {
   uint64_t slot_reads_done_[kSlots] = {};
   Turns chunks_{0, chunk_reads_done_};
   Turns slots_{0, slot_reads_done_};
+  std::shared_ptr<SharedBuffers> buffers_;
+  std::optional<SharedTable> table_;     // none on hosts of more than SharedTable::kMaxMembers
+  std::unique_ptr<PeerMappings> peers_;  // with table_
+  std::vector<pid_t> pids_;
+  std::unique_ptr<View[]> views_;
+  uint64_t exposed_calls_ = 0;
+  uint64_t peer_buffers_read_ = 0;
 };
 
 }  // namespace wv::coll::detail

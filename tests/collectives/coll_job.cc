@@ -10,6 +10,7 @@
 // ref is the sequential double-precision reduction of the (already rounded) inputs and eps is
 // 2^-10 (float16), 2^-7 (bfloat16), 2^-23 (float), 2^-52 (double). min/max and integers are
 // exact (integers wrap like the type).
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -413,6 +414,146 @@ void test_large_alltoall(Communicator& c) {
         }
       }
     }
+  }
+}
+
+// Collectives over SharedBuffers (Communicator::allocate_buffer), which the host's ranks read in
+// place: every rank's, only the even ranks' (the others' heap memory goes through the segment),
+// and none; in rounds, so the peers have mapped the buffers (they map them in the first call and
+// expose them from the next); in the last round every rank frees its buffers and allocates new
+// ones with other contents, which the peers must map afresh. Where the host has a segment and
+// more than one rank, the all-shared rounds must have been read in place.
+class Memory {
+ public:
+  Memory(Communicator& c, size_t bytes, bool shared) {
+    if (shared) {
+      auto buffer = c.allocate_buffer(bytes);
+      check_status(buffer.status(), "allocate_buffer");
+      if (buffer.is_ok()) {
+        shared_ = std::move(buffer).value();
+        data_ = static_cast<unsigned char*>(shared_.data());
+        return;
+      }
+    }
+    heap_.resize(bytes);
+    data_ = heap_.data();
+  }
+  unsigned char* data() const { return data_; }
+  int64_t* int64s() const { return reinterpret_cast<int64_t*>(data_); }
+
+ private:
+  SharedBuffer shared_;
+  std::vector<unsigned char> heap_;
+  unsigned char* data_;
+};
+
+void test_shared_buffers_round(Communicator& c, bool shared, int round) {
+  const auto n = static_cast<size_t>(nprocs);
+  const auto me = static_cast<size_t>(rank);
+  const size_t count = 100003;  // int64: several segment chunks and a ragged tail
+  const size_t block = 150001;  // allgather bytes per rank
+  const size_t pair = 70001;    // alltoall bytes per pair
+  const size_t bytes = std::max({count * 8, block * n, pair * n});
+  Memory send(c, bytes, shared), recv(c, bytes, shared);
+  const auto salt = static_cast<size_t>(round) * 13;
+  for (std::string_view algorithm : {"shared_memory", "hierarchical"}) {
+    const std::string suffix =
+        std::string(shared ? " shared" : " heap") + " round " + std::to_string(round);
+    // allreduce, out of place and in place
+    for (const bool in_place : {false, true}) {
+      int64_t* in = send.int64s();
+      int64_t* out = recv.int64s();
+      for (size_t i = 0; i < count; ++i)
+        (in_place ? out : in)[i] = static_cast<int64_t>(i + salt) * (rank + 1);
+      const std::string what = name("allreduce", algorithm, DataType::kInt64, count,
+                                    (in_place ? " in place" : "") + suffix);
+      wv::Status s =
+          c.allreduce(in_place ? kInPlace : in, out, count, DataType::kInt64, Op::kSum, algorithm);
+      check_status(s, what);
+      const auto ranks_sum = static_cast<int64_t>(nprocs * (nprocs + 1) / 2);
+      for (size_t i = 0; i < count && s.is_ok(); ++i) {
+        if (out[i] != static_cast<int64_t>(i + salt) * ranks_sum) {
+          fail(what + ": element " + std::to_string(i));
+          break;
+        }
+      }
+    }
+    // bcast from every root in turn
+    for (int root = 0; root < nprocs; ++root) {
+      unsigned char* data = send.data();
+      for (size_t i = 0; i < block; ++i) {
+        data[i] =
+            rank == root ? static_cast<unsigned char>(i * 3 + salt + static_cast<size_t>(root)) : 0;
+      }
+      const std::string what = name("bcast", algorithm, DataType::kUint8, block, suffix) +
+                               " root " + std::to_string(root);
+      wv::Status s = c.bcast(data, block, DataType::kUint8, root, algorithm);
+      check_status(s, what);
+      for (size_t i = 0; i < block && s.is_ok(); ++i) {
+        if (data[i] != static_cast<unsigned char>(i * 3 + salt + static_cast<size_t>(root))) {
+          fail(what + ": byte " + std::to_string(i));
+          break;
+        }
+      }
+    }
+    // allgather, this rank's block in place in recv
+    {
+      unsigned char* out = recv.data();
+      for (size_t i = 0; i < block; ++i)
+        out[me * block + i] = static_cast<unsigned char>(i * 31 + me + salt);
+      const std::string what = name("allgather", algorithm, DataType::kUint8, block, suffix);
+      wv::Status s = c.allgather(kInPlace, out, block, DataType::kUint8, algorithm);
+      check_status(s, what);
+      for (size_t i = 0; i < block * n && s.is_ok(); ++i) {
+        if (out[i] != static_cast<unsigned char>((i % block) * 31 + i / block + salt)) {
+          fail(what + ": byte " + std::to_string(i));
+          break;
+        }
+      }
+    }
+    // alltoall
+    {
+      unsigned char* in = send.data();
+      unsigned char* out = recv.data();
+      for (size_t i = 0; i < pair * n; ++i) in[i] = static_cast<unsigned char>(i * 7 + me + salt);
+      const std::string what = name("alltoall", algorithm, DataType::kUint8, pair, suffix);
+      wv::Status s = c.alltoall(in, out, pair, DataType::kUint8, algorithm);
+      check_status(s, what);
+      for (size_t i = 0; i < pair * n && s.is_ok(); ++i) {
+        const size_t from = i / pair;
+        if (out[i] != static_cast<unsigned char>((me * pair + i % pair) * 7 + from + salt)) {
+          fail(what + ": byte " + std::to_string(i));
+          break;
+        }
+      }
+    }
+  }
+}
+
+void test_shared_buffers(Communicator& c) {
+  const Communicator::SharedBufferCounters before = c.shared_buffer_counters();
+  for (int round = 0; round < 3; ++round) test_shared_buffers_round(c, true, round);
+  const Communicator::SharedBufferCounters after = c.shared_buffer_counters();
+  const size_t host_ranks =
+      c.topology()
+          .host_ranks[static_cast<size_t>(c.topology().host_of_rank[static_cast<size_t>(rank)])]
+          .size();
+  ++cases;
+  if (c.shared_memory_status().empty() && host_ranks > 1) {
+    if (after.exposed_calls == before.exposed_calls ||
+        after.peer_buffers_read == before.peer_buffers_read) {
+      fail("shared buffers: nothing was read in place (" + std::to_string(after.exposed_calls) +
+           " calls exposed, " + std::to_string(after.peer_buffers_read) + " peer buffers read)");
+    }
+  } else if (after.exposed_calls != 0 || after.peer_buffers_read != 0) {
+    fail("shared buffers: read in place without a host segment");
+  }
+  for (int round = 0; round < 2; ++round) test_shared_buffers_round(c, rank % 2 == 0, round);
+  const Communicator::SharedBufferCounters heap_before = c.shared_buffer_counters();
+  test_shared_buffers_round(c, false, 0);
+  ++cases;
+  if (c.shared_buffer_counters().exposed_calls != heap_before.exposed_calls) {
+    fail("shared buffers: heap memory was exposed");
   }
 }
 
@@ -958,6 +1099,7 @@ int main(int argc, char** argv) {
     test_large(c);
     test_large_alltoall(c);
   });
+  run("shared_buffers", [&] { test_shared_buffers(c); });
   run("reduce", [&] { test_reduce(c); });
   run("reduce_scatter", [&] { test_reduce_scatter(c); });
   run("bcast", [&] { test_bcast(c, false); });

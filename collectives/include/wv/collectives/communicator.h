@@ -52,7 +52,35 @@ namespace detail {
 struct Group;
 struct NonBlocking;
 class HostSegment;
+class SharedBuffers;
 }  // namespace detail
+
+// Memory from Communicator::allocate_buffer: page-aligned, zeroed, freed with the handle (which
+// may outlive the communicator). The other ranks of this rank's host map it, so the intra-host
+// steps of blocking collectives read it in place: an allreduce, broadcast, allgather or
+// alltoall whose buffers lie in SharedBuffers moves each byte across the memory bus about once
+// instead of through the host segment (copy in, copy out), like MPI_Alloc_mem with XPMEM.
+// Any part of a buffer may be passed to any collective; other memory works as before.
+// A buffer's pages stay mapped by the peers until their next large collective after it is
+// freed (or until the communicator goes). At most 16 buffers per rank are shared at a time.
+class SharedBuffer {
+ public:
+  SharedBuffer() = default;
+  SharedBuffer(SharedBuffer&& other) noexcept;
+  SharedBuffer& operator=(SharedBuffer&& other) noexcept;
+  ~SharedBuffer();
+
+  void* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  friend class Communicator;
+  void reset();
+  std::shared_ptr<detail::SharedBuffers> owner_;
+  uint64_t id_ = 0;
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
 
 // A non-blocking collective in flight. Destroying it unfinished cancels it and waits.
 class CollRequest {
@@ -105,6 +133,16 @@ class Communicator {
   const std::string& shared_memory_status() const { return segment_status_; }
   // The algorithm the table picks for `bytes` (as decision_table.h measures sizes).
   std::string_view select(Collective collective, uint64_t bytes) const;
+
+  // `bytes` (at least 1) of memory the host's ranks read in place (SharedBuffer).
+  Result<SharedBuffer> allocate_buffer(size_t bytes);
+  // Blocking collectives in which this rank's peers read its SharedBuffers in place, and the
+  // peers' buffers this rank read in place (one per peer and call).
+  struct SharedBufferCounters {
+    uint64_t exposed_calls = 0;
+    uint64_t peer_buffers_read = 0;
+  };
+  SharedBufferCounters shared_buffer_counters() const;
 
   Status barrier(std::string_view algorithm = {});
   Status bcast(void* buffer, size_t count, DataType type, int root,
@@ -170,10 +208,11 @@ class Communicator {
 
   Comm* comm_ = nullptr;
   std::unique_ptr<detail::Group> world_;
-  std::unique_ptr<detail::Group> host_;           // the ranks of this rank's host
-  std::unique_ptr<detail::Group> leaders_;        // one rank per host; empty unless this rank leads
-  std::unique_ptr<detail::Group> column_;         // rank i of every host (equal hosts only)
-  std::unique_ptr<detail::HostSegment> segment_;  // this host's, when it has more than one rank
+  std::unique_ptr<detail::Group> host_;     // the ranks of this rank's host
+  std::unique_ptr<detail::Group> leaders_;  // one rank per host; empty unless this rank leads
+  std::unique_ptr<detail::Group> column_;   // rank i of every host (equal hosts only)
+  std::shared_ptr<detail::SharedBuffers> buffers_;  // before segment_, which lists them
+  std::unique_ptr<detail::HostSegment> segment_;    // this host's, when it has more than one rank
   std::string segment_status_;
   Topology topology_;
   DecisionTable table_;
