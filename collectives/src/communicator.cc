@@ -203,7 +203,9 @@ Result<std::unique_ptr<Communicator>> Communicator::create(Comm& comm, const Opt
                                  ? config->get_bool(config::names::kCollectivesSharedMemory)
                                  : options.shared_memory != 0;
   const uint64_t segment_tag = c->next_tag();  // taken by every rank: the sequences stay equal
-  if (shared_memory && c->host_->size > 1) {
+  if (!shared_memory && c->host_->size > 1) {
+    c->segment_status_ = "off (collectives_shared_memory is false)";
+  } else if (c->host_->size > 1) {
     Channel channel(*c->host_, segment_tag, nullptr);
     auto segment = detail::HostSegment::create(channel, machine.last_level_cache_bytes, c->buffers_,
                                                &c->segment_status_);
