@@ -33,6 +33,12 @@ constexpr size_t kNameBytes = 64;
 // A vector up to this size is reduced whole by every rank (one step); above it each rank
 // reduces its share and the others copy it (two steps, a copy less per byte).
 constexpr size_t kWholeReduceBytes = size_t{8} * 1024;
+// Blocks of fewer bytes are not exposed: publishing and looking up cost more than the copy.
+// Every rank must judge alike (a rank that does not look would miss what a peer exposed), so
+// the size is one all ranks know.
+constexpr size_t kExposeBytes = 1024;
+// An allreduce over exposed buffers combines and copies out pieces of this size.
+constexpr size_t kPushBytes = size_t{32} * 1024;
 
 // result = first (op) operand(r) for every rank r with an operand (non-null), in rank order.
 // The first combination reads `first` and writes `result` in one pass, so `first` need not be
@@ -336,7 +342,7 @@ Status HostSegment::view_peer(int rank, uint64_t step) {
   }
   std::atomic_thread_fence(std::memory_order_acquire);
   if (peer.exposed_step.load(std::memory_order_relaxed) != step) return Status::ok();
-  const std::byte* found[2] = {nullptr, nullptr};
+  std::byte* found[2] = {nullptr, nullptr};
   for (size_t w = 0; w < 2; ++w) {
     if (at[w] == 0) continue;
     found[w] = peers_->find(rank, slot[w], at[w], bytes[w]);
@@ -473,18 +479,25 @@ Status HostSegment::bcast(const Channel& c, void* buffer, size_t bytes, int root
   Turns& turns = small ? slots_ : chunks_;
   const size_t step = small ? kSlotPayload : kChunkBytes;
   const Copy write = output_copy(bytes);
-  // A large one straight from the root's buffer where the root exposes it.
-  const uint64_t first_arrival = arrived_ + 1;
-  const bool exposed = !small && rank_ == root && expose(buffer, bytes, nullptr, 0).input;
-  const std::byte* roots = nullptr;  // the root's exposed buffer, mapped here
-  if (!small && rank_ != root) {
-    if (Status s = wait_for(c, root, first_arrival); !s.is_ok()) return s;
-    if (Status s = view_peer(root, first_arrival); !s.is_ok()) return s;
-    roots = views_[static_cast<size_t>(root)].input;
+  // A large one whose root exposes its buffer is one step: the root arrives, each reader copies
+  // the whole buffer from it and arrives, and the root leaves once all have.
+  if (!small) {
+    const uint64_t first_arrival = arrived_ + 1;
+    if (rank_ == root) {
+      if (expose(buffer, bytes, nullptr, 0).input) return wait_all(c, arrive());
+    } else {
+      if (Status s = wait_for(c, root, first_arrival); !s.is_ok()) return s;
+      if (Status s = view_peer(root, first_arrival); !s.is_ok()) return s;
+      if (const std::byte* roots = views_[static_cast<size_t>(root)].input) {
+        write(data, roots, bytes);
+        arrive();
+        return Status::ok();
+      }
+    }
   }
   for (size_t offset = 0; offset < bytes; offset += step) {
     const size_t length = std::min(step, bytes - offset);
-    const bool writes = rank_ == root && !exposed;
+    const bool writes = rank_ == root;
     if (Status s = begin(c, turns, writes); !s.is_ok()) return s;
     std::byte* at = small ? slot_buffer(root, turns.begun) : chunk_buffer(root, turns.begun);
     // A slot's turn number, stored after its data (release) and read before it (acquire).
@@ -496,19 +509,18 @@ Status HostSegment::bcast(const Channel& c, void* buffer, size_t bytes, int root
     if (writes) {
       copy_bytes(at, data + offset, length);
       if (turn != nullptr) turn->store(turns.begun, std::memory_order_release);
-    } else if (rank_ != root) {
+    } else {
       // The root numbers the slot before it arrives, so either one says the data is there.
       if (turn == nullptr || turn->load(std::memory_order_acquire) != turns.begun) {
         if (Status s = wait_for(c, root, arrived_ + 1); !s.is_ok()) return s;
       }
-      write(data + offset, roots != nullptr ? roots + offset : at, length);
+      write(data + offset, at, length);
     }
     // The readers arrive once they have read: the root may write this buffer again as soon
     // as they all have, while they read the next one.
     end(turns, turns.begun, arrive());
   }
-  // The readers' last arrival says they are done with the root's buffer.
-  return exposed ? wait_all(c, arrived_) : Status::ok();
+  return Status::ok();
 }
 
 Status HostSegment::allreduce(const Channel& c, const void* input, void* output, size_t count,
@@ -560,9 +572,17 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
     if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
     if (first == 0) {
       if (Status s = view_peers(first_arrival); !s.is_ok()) return s;
+      bool all_exposed = exposed.input && exposed.output;
       for (int rank = 0; rank < members_; ++rank) {
-        if (rank != rank_)
-          any_output_exposed |= views_[static_cast<size_t>(rank)].output != nullptr;
+        if (rank == rank_) continue;
+        const View& view = views_[static_cast<size_t>(rank)];
+        any_output_exposed |= view.output != nullptr;
+        all_exposed &= view.input != nullptr && view.output != nullptr;
+      }
+      if (all_exposed) {  // every rank knows it now: the arrival was the inputs' barrier
+        end_chunk(arrived_ + 1);
+        allreduce_exposed(in, out, count, r);
+        return release(c, true, true);
       }
     }
     // Where rank `rank` keeps this chunk's input (output) share of rank `of`.
@@ -590,6 +610,28 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
     end_chunk(arrived_ + 1);
   }
   return release(c, exposed.output, any_output_exposed);
+}
+
+void HostSegment::allreduce_exposed(const std::byte* input, std::byte* output, size_t count,
+                                    const Reduction& r) {
+  const size_t element = r.element();
+  const EvenSplit shares(count, members_);
+  const size_t end = (shares.start(rank_) + shares.size(rank_)) * element;
+  // Pieces small enough that a combined one is still in the cache when it is copied out.
+  const size_t piece = kPushBytes / element * element;
+  for (size_t at = shares.start(rank_) * element; at < end; at += piece) {
+    const size_t bytes = std::min(piece, end - at);
+    combine_ranks(
+        r, input + at, members_,
+        [&](int rank) {
+          return rank == rank_ ? nullptr : views_[static_cast<size_t>(rank)].input + at;
+        },
+        output + at, bytes / element);
+    for (int rank = 0; rank < members_; ++rank) {
+      if (rank != rank_)
+        copy_bytes(views_[static_cast<size_t>(rank)].output + at, output + at, bytes);
+    }
+  }
 }
 
 Status HostSegment::reduce_scatter(const Channel& c, const void* input, void* output, size_t count,
@@ -636,7 +678,9 @@ Status HostSegment::gather_blocks(const Channel& c, const std::byte* send, std::
   const Copy write = output_copy(total);
   if (send != recv + place_of(rank_)) write(recv + place_of(rank_), send, bytes_of(rank_));
   const uint64_t first_arrival = arrived_ + 1;
-  const bool exposed = bytes_of(rank_) > 0 && expose(send, bytes_of(rank_), nullptr, 0).input;
+  const bool exposing = longest >= kExposeBytes;
+  const bool exposed =
+      exposing && bytes_of(rank_) > 0 && expose(send, bytes_of(rank_), nullptr, 0).input;
   bool any_exposed = exposed;
   for (size_t offset = 0; offset < longest; offset += kChunkBytes) {
     const auto piece = [&](int rank) {
@@ -646,15 +690,28 @@ Status HostSegment::gather_blocks(const Channel& c, const std::byte* send, std::
     if (Status s = begin_chunk(c, true); !s.is_ok()) return s;
     if (!exposed) copy_bytes(chunk_buffer(rank_, chunks_.begun), send + offset, piece(rank_));
     if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
-    if (offset == 0) {
+    if (offset == 0 && exposing) {
       if (Status s = view_peers(first_arrival); !s.is_ok()) return s;
+      bool all_exposed = exposed || bytes_of(rank_) == 0;
       for (int rank = 0; rank < members_; ++rank) {
-        if (rank != rank_) any_exposed |= views_[static_cast<size_t>(rank)].input != nullptr;
+        if (rank == rank_) continue;
+        const bool theirs = views_[static_cast<size_t>(rank)].input != nullptr;
+        any_exposed |= theirs;
+        all_exposed &= theirs || bytes_of(rank) == 0;
+      }
+      if (all_exposed) {  // whole blocks, no more steps
+        end_chunk(arrived_ + 1);
+        for (int rank = 0; rank < members_; ++rank) {
+          if (rank != rank_ && bytes_of(rank) > 0) {
+            write(recv + place_of(rank), views_[static_cast<size_t>(rank)].input, bytes_of(rank));
+          }
+        }
+        return release(c, exposed, true);
       }
     }
     for (int rank = 0; rank < members_; ++rank) {
       if (rank == rank_ || piece(rank) == 0) continue;
-      const std::byte* theirs = views_[static_cast<size_t>(rank)].input;
+      const std::byte* theirs = exposing ? views_[static_cast<size_t>(rank)].input : nullptr;
       write(recv + place_of(rank) + offset,
             theirs != nullptr ? theirs + offset : chunk_buffer(rank, chunks_.begun), piece(rank));
     }
@@ -727,7 +784,8 @@ Status HostSegment::alltoall(const Channel& c, const void* send, void* recv, siz
   };
   const uint64_t first_arrival = arrived_ + 1;
   const size_t send_bytes = *std::max_element(places.begin(), places.end()) + block;
-  const bool exposed = block > 0 && expose(send, send_bytes, nullptr, 0).input;
+  const bool exposing = block >= kExposeBytes;
+  const bool exposed = exposing && expose(send, send_bytes, nullptr, 0).input;
   bool any_exposed = exposed;
   for (size_t offset = 0; offset < block; offset += slot) {
     const size_t piece = std::min(slot, block - offset);
@@ -739,15 +797,30 @@ Status HostSegment::alltoall(const Channel& c, const void* send, void* recv, siz
       if (rank != rank_) copy_bytes(piece_at(rank_, rank, first), in + at(rank) + offset, piece);
     }
     if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
-    if (offset == 0) {
+    if (offset == 0 && exposing) {
       if (Status s = view_peers(first_arrival); !s.is_ok()) return s;
+      bool all_exposed = exposed;
       for (int rank = 0; rank < members_; ++rank) {
-        if (rank != rank_) any_exposed |= views_[static_cast<size_t>(rank)].input != nullptr;
+        if (rank == rank_) continue;
+        const bool theirs = views_[static_cast<size_t>(rank)].input != nullptr;
+        any_exposed |= theirs;
+        all_exposed &= theirs;
+      }
+      if (all_exposed) {  // whole blocks, no more steps
+        for (uint64_t chunk = first; chunk <= chunks_.begun; ++chunk) {
+          end(chunks_, chunk, arrived_ + 1);
+        }
+        for (int rank = 0; rank < members_; ++rank) {
+          if (rank != rank_) {
+            write(out + at(rank), views_[static_cast<size_t>(rank)].input + at(rank_), block);
+          }
+        }
+        return release(c, true, true);
       }
     }
     for (int rank = 0; rank < members_; ++rank) {
       if (rank == rank_) continue;
-      const std::byte* theirs = views_[static_cast<size_t>(rank)].input;
+      const std::byte* theirs = exposing ? views_[static_cast<size_t>(rank)].input : nullptr;
       write(out + at(rank) + offset,
             theirs != nullptr ? theirs + at(rank_) + offset : piece_at(rank, rank_, first), piece);
     }

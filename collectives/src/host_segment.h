@@ -129,10 +129,15 @@ class HostSegment {
   // Fills views_ with what the peers exposed for the call whose first arrival was `step`.
   struct View {
     const std::byte* input = nullptr;
-    const std::byte* output = nullptr;
+    std::byte* output = nullptr;
   };
   Status view_peers(uint64_t step);
   Status view_peer(int rank, uint64_t step);
+  // An allreduce whose every input and output is exposed, after its first arrival: this rank
+  // combines its share of the whole vector from the inputs in place and stores it into every
+  // output, with no step between (nobody else reads or writes those bytes).
+  void allreduce_exposed(const std::byte* input, std::byte* output, size_t count,
+                         const Reduction& r);
   // After the last step of a call: with any output exposed, every rank arrives once more, and
   // a rank whose output the peers read waits for them.
   Status release(const Channel& c, bool exposed, bool any_exposed);

@@ -142,8 +142,7 @@ void PeerMappings::map(int rank, int slot, uint64_t id, pid_t pid) {
   table_.mapped_by(rank, slot, rank_).store(id, std::memory_order_release);
 }
 
-const std::byte* PeerMappings::find(int rank, uint32_t slot, uint64_t address,
-                                    size_t length) const {
+std::byte* PeerMappings::find(int rank, uint32_t slot, uint64_t address, size_t length) const {
   if (slot >= SharedTable::kSlots) return nullptr;
   const Mapping& held = mapping(rank, static_cast<int>(slot));
   const size_t bytes = held.mapping.bytes;

@@ -103,7 +103,7 @@ class PeerMappings {
   void refresh(std::span<const pid_t> pids);
   // This process's address of `rank`'s [address, address + length) in its buffer at `slot`;
   // null if that is not mapped.
-  const std::byte* find(int rank, uint32_t slot, uint64_t address, size_t length) const;
+  std::byte* find(int rank, uint32_t slot, uint64_t address, size_t length) const;
 
  private:
   struct Mapping {

@@ -511,6 +511,30 @@ void test_shared_buffers_round(Communicator& c, bool shared, int round) {
         }
       }
     }
+    // small blocks, which are not exposed, right after large ones that were
+    for (const size_t small : {size_t{100}, size_t{1000}}) {
+      unsigned char* in = send.data();
+      unsigned char* out = recv.data();
+      for (size_t i = 0; i < small * n; ++i) in[i] = static_cast<unsigned char>(i * 5 + me + salt);
+      const std::string what = name("alltoall", algorithm, DataType::kUint8, small, suffix);
+      wv::Status s = c.alltoall(in, out, small, DataType::kUint8, algorithm);
+      check_status(s, what);
+      for (size_t i = 0; i < small * n && s.is_ok(); ++i) {
+        if (out[i] != static_cast<unsigned char>((me * small + i % small) * 5 + i / small + salt)) {
+          fail(what + ": byte " + std::to_string(i));
+          break;
+        }
+      }
+      const std::string gathered = name("allgather", algorithm, DataType::kUint8, small, suffix);
+      s = c.allgather(in, out, small, DataType::kUint8, algorithm);
+      check_status(s, gathered);
+      for (size_t i = 0; i < small * n && s.is_ok(); ++i) {
+        if (out[i] != static_cast<unsigned char>((i % small) * 5 + i / small + salt)) {
+          fail(gathered + ": byte " + std::to_string(i));
+          break;
+        }
+      }
+    }
     // alltoall
     {
       unsigned char* in = send.data();
