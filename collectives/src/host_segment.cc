@@ -619,6 +619,9 @@ void HostSegment::allreduce_exposed(const std::byte* input, std::byte* output, s
   const size_t end = (shares.start(rank_) + shares.size(rank_)) * element;
   // Pieces small enough that a combined one is still in the cache when it is copied out.
   const size_t piece = kPushBytes / element * element;
+  // Past the cache the copies to the peers' outputs bypass it: this rank's output is the one
+  // it reads them from, and the peers' are not read here again.
+  const Copy write = output_copy(count * element);
   for (size_t at = shares.start(rank_) * element; at < end; at += piece) {
     const size_t bytes = std::min(piece, end - at);
     combine_ranks(
@@ -628,8 +631,7 @@ void HostSegment::allreduce_exposed(const std::byte* input, std::byte* output, s
         },
         output + at, bytes / element);
     for (int rank = 0; rank < members_; ++rank) {
-      if (rank != rank_)
-        copy_bytes(views_[static_cast<size_t>(rank)].output + at, output + at, bytes);
+      if (rank != rank_) write(views_[static_cast<size_t>(rank)].output + at, output + at, bytes);
     }
   }
 }
