@@ -126,7 +126,7 @@ Status run_coll(CollLink& link, const CollRun& run) {
           "# time: slowest rank's average per call; algbw = S/time; busbw = algbw * NCCL "
           "bus factor; S in bytes of float; memcpy: one core's memcpy of S bytes, measured "
           "by the first rank right after the row (GB/s)\n");
-      fmt::print("{:<15}{:>10}{:>7}{:>12}{:>11}{:>11}{:>9}  {}\n", "collective", "S", "iters",
+      fmt::print("{:<15}{:>10}{:>9}{:>12}{:>11}{:>11}{:>9}  {}\n", "collective", "S", "iters",
                  "time(us)", "algbw", "busbw", "memcpy", "algorithm");
     }
     std::fflush(stdout);
@@ -193,7 +193,7 @@ Status run_coll(CollLink& link, const CollRun& run) {
                                          {"memcpy_gbps", memcpy_gbps}, {"algorithm", algorithm}};
         fmt::print("{}\n", record.dump());
       } else {
-        fmt::print("{:<15}{:>10}{:>7}{:>12.2f}{:>11.3f}{:>11.3f}{:>9.2f}  {}\n", to_string(kind), s,
+        fmt::print("{:<15}{:>10}{:>9}{:>12.2f}{:>11.3f}{:>11.3f}{:>9.2f}  {}\n", to_string(kind), s,
                    iterations, *slowest * 1e6, algbw, busbw, memcpy_gbps, algorithm);
       }
       std::fflush(stdout);

@@ -132,6 +132,7 @@ class HostSegment {
     std::byte* output = nullptr;
   };
   Status view_peers(uint64_t step);
+  Status view_none();  // for a call whose size no rank exposes
   Status view_peer(int rank, uint64_t step);
   // An allreduce whose every input and output is exposed, after its first arrival: this rank
   // combines its share of the whole vector from the inputs in place and stores it into every
@@ -194,6 +195,7 @@ class HostSegment {
   uint64_t slot_reads_done_[kSlots] = {};
   Turns chunks_{0, chunk_reads_done_};
   Turns slots_{0, slot_reads_done_};
+  size_t expose_from_;  // blocks of fewer bytes are not exposed
   std::shared_ptr<SharedBuffers> buffers_;
   std::optional<SharedTable> table_;     // none on hosts of more than SharedTable::kMaxMembers
   std::unique_ptr<PeerMappings> peers_;  // with table_
