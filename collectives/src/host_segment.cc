@@ -40,7 +40,7 @@ constexpr size_t kWholeReduceBytes = size_t{8} * 1024;
 // CPUs: 1.0 -> 5.5 us). Every rank must judge alike (a rank that does not look would miss what
 // a peer exposed), so the bar depends only on what all ranks of the host know.
 constexpr size_t kExposeBytes = 1024;
-constexpr size_t kExposeBytesOversubscribed = 64 * 1024;
+constexpr size_t kExposeBytesOversubscribed = size_t{64} * 1024;
 // An allreduce over exposed buffers combines and copies out pieces of this size.
 constexpr size_t kPushBytes = size_t{32} * 1024;
 

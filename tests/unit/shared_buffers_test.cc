@@ -70,7 +70,7 @@ TEST_F(SharedBuffersTest, AReaderMapsWhatTheOwnerListsAndAcknowledgesIt) {
   static_cast<std::byte*>(buffer->address)[100] = std::byte{0x11};
   EXPECT_EQ(seen[0], std::byte{0x11});
   // Beyond the buffer, nothing.
-  EXPECT_EQ(reader_.find(kOwner, static_cast<uint32_t>(found.slot), start + 9990, 4096 * 3),
+  EXPECT_EQ(reader_.find(kOwner, static_cast<uint32_t>(found.slot), start + 9990, size_t{4096} * 3),
             nullptr);
   EXPECT_EQ(owner_.find(static_cast<std::byte*>(buffer->address) + 9990, 11).slot, -1);
 }
