@@ -161,6 +161,12 @@ Result<std::unique_ptr<Communicator>> Communicator::create(Comm& comm, const Opt
   }
   std::vector<RankPlacement> placements;
   for (const Entry& e : entries) placements.push_back({e.host_key, e.socket, e.near_nic != 0});
+  // Ranks on this machine, virtual hosts or not: whether the host segment's ranks share the
+  // CPUs with more processes than there are.
+  const auto machine_ranks =
+      static_cast<int>(std::count_if(entries.begin(), entries.end(), [&](const Entry& e) {
+        return e.host_key == entries[static_cast<size_t>(comm.rank())].host_key;
+      }));
   const FakeLayout layout = config->get_string(config::names::kTopologyFakeLayout) == "cyclic"
                                 ? FakeLayout::kCyclic
                                 : FakeLayout::kBlock;
@@ -207,8 +213,8 @@ Result<std::unique_ptr<Communicator>> Communicator::create(Comm& comm, const Opt
     c->segment_status_ = "off (collectives_shared_memory is false)";
   } else if (c->host_->size > 1) {
     Channel channel(*c->host_, segment_tag, nullptr);
-    auto segment = detail::HostSegment::create(channel, machine.last_level_cache_bytes, c->buffers_,
-                                               &c->segment_status_);
+    auto segment = detail::HostSegment::create(channel, machine.last_level_cache_bytes,
+                                               machine_ranks, c->buffers_, &c->segment_status_);
     if (!segment.is_ok()) {
       return Status(segment.status().code(), "host segment: " + segment.status().message());
     }

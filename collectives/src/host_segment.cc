@@ -34,7 +34,7 @@ constexpr size_t kNameBytes = 64;
 // reduces its share and the others copy it (two steps, a copy less per byte).
 constexpr size_t kWholeReduceBytes = size_t{8} * 1024;
 // Blocks of fewer bytes are not exposed: publishing and looking up cost more than the copy.
-// With more ranks on the host than CPUs, a rank whose buffer is read waiting for its readers
+// With more ranks on the machine than CPUs, a rank whose buffer is read waiting for its readers
 // costs context switches that a copy into the segment (which lets it run ahead) does not, so
 // the bar is higher there (2 ranks, 4 KiB broadcast: 0.54 -> 0.30 us exposed; 4 ranks on 2
 // CPUs: 1.0 -> 5.5 us). Every rank must judge alike (a rank that does not look would miss what
@@ -124,6 +124,7 @@ struct alignas(64) HostSegment::Line {
 };
 
 Result<std::unique_ptr<HostSegment>> HostSegment::create(Channel& host, size_t cache_bytes,
+                                                         int machine_ranks,
                                                          std::shared_ptr<SharedBuffers> buffers,
                                                          std::string* unavailable) {
   const int members = host.size();
@@ -189,8 +190,8 @@ Result<std::unique_ptr<HostSegment>> HostSegment::create(Channel& host, size_t c
   if (fd >= 0) close(fd);
   std::unique_ptr<HostSegment> segment;
   if (base != MAP_FAILED) {
-    segment.reset(
-        new HostSegment(base, length, host.rank(), members, cache_bytes, std::move(buffers)));
+    segment.reset(new HostSegment(base, length, host.rank(), members, cache_bytes, machine_ranks,
+                                  std::move(buffers)));
     if (host.rank() == 0) {
       auto* header = static_cast<Header*>(base);
       header->magic = kMagic;
@@ -270,15 +271,15 @@ Status HostSegment::pulled(const Channel& c, const void* mine, Pull&& pull_all) 
 }
 
 HostSegment::HostSegment(void* base, size_t length, int rank, int members, size_t cache_bytes,
-                         std::shared_ptr<SharedBuffers> buffers)
+                         int machine_ranks, std::shared_ptr<SharedBuffers> buffers)
     : base_(base),
       length_(length),
       rank_(rank),
       members_(members),
       stream_from_(cache_bytes == 0 ? SIZE_MAX : cache_bytes / (2 * static_cast<size_t>(members))),
       seen_(new uint64_t[static_cast<size_t>(members)]()),
-      expose_from_(members > ::sysconf(_SC_NPROCESSORS_ONLN) ? kExposeBytesOversubscribed
-                                                             : kExposeBytes),
+      expose_from_(machine_ranks > ::sysconf(_SC_NPROCESSORS_ONLN) ? kExposeBytesOversubscribed
+                                                                   : kExposeBytes),
       buffers_(std::move(buffers)),
       views_(new View[static_cast<size_t>(members)]) {}
 

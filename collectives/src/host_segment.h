@@ -75,9 +75,11 @@ class HostSegment {
   // cannot map it, every member gets null and `*unavailable` says why. An error is the
   // transport's (the agreement itself failed). `cache_bytes` is the host's last-level cache
   // (0: unknown): a collective whose outputs and inputs together would overflow it writes its
-  // output with non-temporal stores. `buffers` are this rank's SharedBuffers, listed in the
+  // output with non-temporal stores. `machine_ranks`: the job's ranks on this machine (more
+  // than members with virtual hosts). `buffers` are this rank's SharedBuffers, listed in the
   // segment for the peers while it exists.
   static Result<std::unique_ptr<HostSegment>> create(Channel& host, size_t cache_bytes,
+                                                     int machine_ranks,
                                                      std::shared_ptr<SharedBuffers> buffers,
                                                      std::string* unavailable);
   ~HostSegment();
@@ -115,7 +117,7 @@ class HostSegment {
  private:
   struct Line;
   HostSegment(void* base, size_t length, int rank, int members, size_t cache_bytes,
-              std::shared_ptr<SharedBuffers> buffers);
+              int machine_ranks, std::shared_ptr<SharedBuffers> buffers);
 
   Line& line(int rank) const;
 
