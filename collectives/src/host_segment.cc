@@ -114,13 +114,15 @@ struct alignas(64) HostSegment::Line {
   std::atomic<uint64_t> arrived;
   std::atomic<uint32_t> sleepers;  // ranks asleep on `arrived`; its owner wakes them
   pid_t pid;
-  std::atomic<uint64_t> published;  // the address of this rank's data for the peers' pulls
   // This rank's buffers of a call that the peers may read in place (HostSegment::expose),
   // written like a seqlock: exposed_step is the call's first arrival, 0 while being written.
+  // The first 64 bytes hold them with the arrival counter: a peer that saw the arrival has
+  // them already.
   std::atomic<uint64_t> exposed_step;
   std::atomic<uint64_t> exposed_at[2];  // input, output; 0: not exposed
   std::atomic<uint64_t> exposed_bytes[2];
   std::atomic<uint32_t> exposed_slot[2];
+  std::atomic<uint64_t> published;  // the address of this rank's data for the peers' pulls
 };
 
 Result<std::unique_ptr<HostSegment>> HostSegment::create(Channel& host, size_t cache_bytes,
@@ -313,6 +315,9 @@ HostSegment::Exposed HostSegment::expose(const void* input, size_t input_bytes, 
   const SharedBuffers::Found in = exposable(input, input_bytes);
   const SharedBuffers::Found out =
       output != nullptr ? exposable(output, output_bytes) : SharedBuffers::Found{};
+  // Nothing to expose, nothing to write: the peers poll this line, and a description left from
+  // an earlier call names another step, which they take for nothing exposed.
+  if (in.slot < 0 && out.slot < 0) return {};
   Line& mine = line(rank_);
   mine.exposed_step.store(0, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);

@@ -7,14 +7,18 @@
 namespace wv::coll::detail {
 
 size_t SharedTable::bytes(int members) {
-  const auto n = static_cast<size_t>(members);
-  return n * kSlots * (sizeof(Entry) + n * sizeof(uint64_t));
+  return static_cast<size_t>(members) * SharedTable(nullptr, members).rank_bytes();
+}
+
+std::atomic<uint64_t>& SharedTable::version(int rank) const {
+  return *reinterpret_cast<std::atomic<uint64_t>*>(base_ +
+                                                   static_cast<size_t>(rank) * rank_bytes());
 }
 
 SharedTable::Entry& SharedTable::entry(int rank, int slot) const {
   static_assert(sizeof(Entry) % 8 == 0);
-  const size_t index = static_cast<size_t>(rank) * kSlots + static_cast<size_t>(slot);
-  return *reinterpret_cast<Entry*>(base_ + index * words_per_entry() * 8);
+  return *reinterpret_cast<Entry*>(base_ + static_cast<size_t>(rank) * rank_bytes() + 8 +
+                                   static_cast<size_t>(slot) * words_per_entry() * 8);
 }
 
 std::atomic<uint64_t>& SharedTable::mapped_by(int rank, int slot, int reader) const {
@@ -44,7 +48,9 @@ void SharedBuffers::publish_locked(Buffer& buffer) {
     entry.inode.store(memory.inode(), std::memory_order_relaxed);
     entry.fd.store(memory.fd(), std::memory_order_relaxed);
     entry.id.store(buffer.id, std::memory_order_release);
+    table_->version(rank_).fetch_add(1, std::memory_order_release);
     buffer.slot = slot;
+    tabled_.fetch_add(1, std::memory_order_relaxed);
     return;
   }
 }
@@ -58,6 +64,8 @@ void SharedBuffers::release(uint64_t id) {
     if (it == buffers_.end()) return;
     if (table_ && it->slot >= 0) {
       table_->entry(rank_, it->slot).id.store(0, std::memory_order_release);
+      table_->version(rank_).fetch_add(1, std::memory_order_release);
+      tabled_.fetch_sub(1, std::memory_order_relaxed);
     }
     memory = std::move(it->memory);
     buffers_.erase(it);
@@ -65,6 +73,7 @@ void SharedBuffers::release(uint64_t id) {
 }
 
 SharedBuffers::Found SharedBuffers::find(const void* address, size_t length) const {
+  if (tabled_.load(std::memory_order_relaxed) == 0) return {};
   const auto at = reinterpret_cast<uint64_t>(address);
   std::lock_guard lock(mutex_);
   for (const Buffer& buffer : buffers_) {
@@ -87,12 +96,14 @@ void SharedBuffers::attach(const SharedTable& table, int rank) {
 void SharedBuffers::detach() {
   std::lock_guard lock(mutex_);
   table_.reset();
+  tabled_.store(0, std::memory_order_relaxed);
   for (Buffer& buffer : buffers_) buffer.slot = -1;
 }
 
 PeerMappings::PeerMappings(const SharedTable& table, int rank)
     : table_(table),
       rank_(rank),
+      versions_(static_cast<size_t>(table.members()), 0),
       mappings_(new Mapping[static_cast<size_t>(table.members()) * SharedTable::kSlots]),
       files_(static_cast<size_t>(table.members())) {}
 
@@ -105,6 +116,9 @@ PeerMappings::~PeerMappings() {
 void PeerMappings::refresh(std::span<const pid_t> pids) {
   for (int rank = 0; rank < table_.members(); ++rank) {
     if (rank == rank_) continue;
+    const uint64_t version = table_.version(rank).load(std::memory_order_acquire);
+    if (version == versions_[static_cast<size_t>(rank)]) continue;
+    versions_[static_cast<size_t>(rank)] = version;
     for (int slot = 0; slot < SharedTable::kSlots; ++slot) {
       const uint64_t id = table_.entry(rank, slot).id.load(std::memory_order_acquire);
       Mapping& held = mapping(rank, slot);

@@ -43,11 +43,14 @@ class SharedTable {
     std::atomic<int64_t> fd;      // the owner's descriptor number of its memfd
   };
   Entry& entry(int rank, int slot) const;
+  // Bumped by the owner after each change to its entries: a peer rereads them only then.
+  std::atomic<uint64_t>& version(int rank) const;
   // The id of the buffer at (rank, slot) that `reader` has mapped.
   std::atomic<uint64_t>& mapped_by(int rank, int slot, int reader) const;
 
  private:
   size_t words_per_entry() const { return sizeof(Entry) / 8 + static_cast<size_t>(members_); }
+  size_t rank_bytes() const { return 8 + kSlots * words_per_entry() * 8; }
   std::byte* base_;
   int members_;
 };
@@ -84,6 +87,7 @@ class SharedBuffers {
   void publish_locked(Buffer& buffer);
 
   mutable std::mutex mutex_;
+  std::atomic<int> tabled_{0};  // buffers in the table: find() needs no lock while none are
   std::vector<Buffer> buffers_;
   uint64_t next_id_ = 1;
   std::optional<SharedTable> table_;
@@ -118,6 +122,7 @@ class PeerMappings {
 
   SharedTable table_;
   int rank_;
+  std::vector<uint64_t> versions_;  // each rank's table version as last read
   std::unique_ptr<Mapping[]> mappings_;
   std::vector<std::unique_ptr<PeerFiles>> files_;  // by rank, opened on first use
 };
