@@ -555,6 +555,11 @@ void test_shared_buffers_round(Communicator& c, bool shared, int round) {
 }
 
 void test_shared_buffers(Communicator& c) {
+  ++cases;
+  if (auto empty = c.allocate_buffer(0);
+      empty.is_ok() || empty.status().code() != wv::Errc::kInvalidArgument) {
+    fail("allocate_buffer(0) must be refused as an invalid argument");
+  }
   const Communicator::SharedBufferCounters before = c.shared_buffer_counters();
   for (int round = 0; round < 3; ++round) test_shared_buffers_round(c, true, round);
   const Communicator::SharedBufferCounters after = c.shared_buffer_counters();
