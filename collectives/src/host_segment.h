@@ -197,7 +197,8 @@ class HostSegment {
   uint64_t slot_reads_done_[kSlots] = {};
   Turns chunks_{0, chunk_reads_done_};
   Turns slots_{0, slot_reads_done_};
-  size_t expose_from_;  // blocks of fewer bytes are not exposed
+  size_t expose_from_;        // blocks of fewer bytes are not exposed
+  size_t bcast_expose_from_;  // nor broadcasts of fewer bytes
   std::shared_ptr<SharedBuffers> buffers_;
   std::optional<SharedTable> table_;     // none on hosts of more than SharedTable::kMaxMembers
   std::unique_ptr<PeerMappings> peers_;  // with table_

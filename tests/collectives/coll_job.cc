@@ -453,7 +453,8 @@ void test_shared_buffers_round(Communicator& c, bool shared, int round) {
   const size_t count = 100003;  // int64: several segment chunks and a ragged tail
   const size_t block = 150001;  // allgather bytes per rank
   const size_t pair = 70001;    // alltoall bytes per pair
-  const size_t bytes = std::max({count * 8, block * n, pair * n});
+  const size_t large_bcast = (size_t{1} << 20) + 1;
+  const size_t bytes = std::max({count * 8, block * n, pair * n, large_bcast});
   Memory send(c, bytes, shared), recv(c, bytes, shared);
   const auto salt = static_cast<size_t>(round) * 13;
   for (std::string_view algorithm : {"shared_memory", "hierarchical"}) {
@@ -478,18 +479,20 @@ void test_shared_buffers_round(Communicator& c, bool shared, int round) {
         }
       }
     }
-    // bcast from every root in turn
+    // bcast from every root in turn; root 0's is large enough to be exposed even with more
+    // ranks than CPUs
     for (int root = 0; root < nprocs; ++root) {
       unsigned char* data = send.data();
-      for (size_t i = 0; i < block; ++i) {
+      const size_t length = root == 0 ? large_bcast : block;
+      for (size_t i = 0; i < length; ++i) {
         data[i] =
             rank == root ? static_cast<unsigned char>(i * 3 + salt + static_cast<size_t>(root)) : 0;
       }
-      const std::string what = name("bcast", algorithm, DataType::kUint8, block, suffix) +
+      const std::string what = name("bcast", algorithm, DataType::kUint8, length, suffix) +
                                " root " + std::to_string(root);
-      wv::Status s = c.bcast(data, block, DataType::kUint8, root, algorithm);
+      wv::Status s = c.bcast(data, length, DataType::kUint8, root, algorithm);
       check_status(s, what);
-      for (size_t i = 0; i < block && s.is_ok(); ++i) {
+      for (size_t i = 0; i < length && s.is_ok(); ++i) {
         if (data[i] != static_cast<unsigned char>(i * 3 + salt + static_cast<size_t>(root))) {
           fail(what + ": byte " + std::to_string(i));
           break;
