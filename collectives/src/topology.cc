@@ -109,6 +109,10 @@ Topology Topology::build(const std::vector<RankPlacement>& ranks, int fake_hosts
       t.host_ranks.push_back(std::move(host));
     }
   }
+  // A job on one host has no step between hosts, so no leader to place near a network device;
+  // its host group then runs in job rank order, as the whole-job shared-memory collectives
+  // (which take roots and place blocks by segment rank) need.
+  if (t.host_ranks.size() == 1) std::sort(t.host_ranks[0].begin(), t.host_ranks[0].end());
   return t;
 }
 

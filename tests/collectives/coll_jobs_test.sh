@@ -20,7 +20,8 @@ trap 'rm -f "$out"' EXIT
 # "cyclic": ranks dealt round-robin to the virtual hosts (topology_fake_layout=cyclic), so no
 # host's ranks are adjacent in rank order (blocks placed by world rank, leaders not rank 0..).
 # "niclast": each host's network device declared near its highest rank (topology_fake_nic=last),
-# so every host's leader is its highest rank and the host groups are not in rank order.
+# so every host's leader is its highest rank and the host groups are not in rank order; on one
+# host ("shm 3 0 niclast") the job must keep rank order, which the whole-job segment relies on.
 # "stream": a 256 KiB cache assumed (collectives_stream_cache), so the large tests' outputs are
 # written with non-temporal stores.
 configs=(
@@ -28,6 +29,7 @@ configs=(
   "shm 4 2" "shm 5 2" "shm 7 3" "shm 8 2" "shm 3 3"
   "shm 3 0 off" "shm 4 2 off" "shm 5 2 off" "shm 4 0 pull" "shm 3 0 pull"
   "shm 4 2 cyclic" "shm 5 2 cyclic" "shm 7 3 cyclic" "shm 4 2 niclast" "shm 7 3 niclast"
+  "shm 3 0 niclast"
   "shm 2 0 stream" "shm 4 2 stream"
   "tcp 2 0" "tcp 3 2"
 )

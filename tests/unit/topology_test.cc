@@ -66,6 +66,15 @@ TEST(TopologyTest, LeaderIsTheLowestRankNearANetworkDevice) {
   EXPECT_EQ(t.host_of_rank, (std::vector<int>{0, 1, 0, 1, 0}));
 }
 
+TEST(TopologyTest, AJobOnOneHostKeepsJobRankOrder) {
+  // Rank 2 sits near the NIC, but with one host there is nothing to lead: the host group stays
+  // in job rank order (the whole-job shared-memory collectives index it by job rank).
+  const Topology t = Topology::build({{7, 0, false}, {7, 0, false}, {7, 1, true}}, 0);
+  EXPECT_EQ(t.host_ranks, (Hosts{{0, 1, 2}}));
+  const Topology last = Topology::build(on_hosts({1, 1, 1}), 0, FakeLayout::kBlock, FakeNic::kLast);
+  EXPECT_EQ(last.host_ranks, (Hosts{{0, 1, 2}}));
+}
+
 TEST(TopologyTest, FakeNicLastMakesEachHostsHighestRankLead) {
   const Topology t =
       Topology::build(on_hosts({1, 1, 1, 1, 1}), 2, FakeLayout::kBlock, FakeNic::kLast);
