@@ -9,7 +9,7 @@ namespace {
 constexpr std::string_view kBarrier[] = {"dissemination", "hierarchical", "shared_memory"};
 constexpr std::string_view kBcast[] = {"binomial", "scatter_allgather", "chain", "hierarchical",
                                        "shared_memory"};
-constexpr std::string_view kReduce[] = {"binomial"};
+constexpr std::string_view kReduce[] = {"binomial", "shared_memory"};
 constexpr std::string_view kAllreduce[] = {"recursive_doubling", "rabenseifner", "ring",
                                            "hierarchical", "shared_memory"};
 constexpr std::string_view kAllgather[] = {"recursive_doubling", "bruck", "ring", "hierarchical",
@@ -17,8 +17,8 @@ constexpr std::string_view kAllgather[] = {"recursive_doubling", "bruck", "ring"
 constexpr std::string_view kReduceScatter[] = {"recursive_halving", "ring"};
 constexpr std::string_view kAlltoall[] = {"pairwise", "bruck", "linear", "hierarchical",
                                           "shared_memory"};
-constexpr std::string_view kGather[] = {"binomial", "linear"};
-constexpr std::string_view kScatter[] = {"binomial", "linear"};
+constexpr std::string_view kGather[] = {"binomial", "linear", "shared_memory"};
+constexpr std::string_view kScatter[] = {"binomial", "linear", "shared_memory"};
 }  // namespace
 
 std::string_view to_string(Collective collective) {

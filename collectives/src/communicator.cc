@@ -333,6 +333,11 @@ Status Communicator::reduce(const void* send, void* recv, size_t count, DataType
   if (count == 0) return Status::ok();
   Channel channel(*world_, tag, nullptr);
   Reduction r{type, &op};
+  if (detail::HostSegment* segment = whole_job_segment(nullptr);
+      *name == "shared_memory" && segment != nullptr) {
+    // The segment's allreduce with the result written at the root only.
+    return segment->allreduce(channel, input, rank() == root ? recv : nullptr, count, r);
+  }
   return detail::reduce_binomial(channel, input, recv, count, r, root);
 }
 
@@ -606,7 +611,13 @@ Status Communicator::gather(const void* send, void* recv, size_t count, DataType
   }
   if (send == nullptr || (is_root && recv == nullptr)) return missing("buffer");
   Channel channel(*world_, tag, nullptr);
-  if (*name == "binomial") return detail::gather_binomial(channel, send, recv, block, root);
+  if (detail::HostSegment* segment = whole_job_segment(nullptr);
+      *name == "shared_memory" && segment != nullptr) {
+    return segment->gather(channel, send, is_root ? recv : nullptr, block);
+  }
+  if (*name == "binomial" || *name == "shared_memory") {
+    return detail::gather_binomial(channel, send, recv, block, root);
+  }
   const size_t n = static_cast<size_t>(size());
   std::vector<size_t> bytes(n, block), offsets(n);
   for (size_t i = 0; i < n; ++i) offsets[i] = i * block;
@@ -658,7 +669,13 @@ Status Communicator::scatter(const void* send, void* recv, size_t count, DataTyp
   }
   if (recv == nullptr || (is_root && send == nullptr)) return missing("buffer");
   Channel channel(*world_, tag, nullptr);
-  if (*name == "binomial") return detail::scatter_binomial(channel, send, recv, block, root);
+  if (detail::HostSegment* segment = whole_job_segment(nullptr);
+      *name == "shared_memory" && segment != nullptr) {
+    return segment->scatter(channel, send, recv == kInPlace ? nullptr : recv, block, root);
+  }
+  if (*name == "binomial" || *name == "shared_memory") {
+    return detail::scatter_binomial(channel, send, recv, block, root);
+  }
   const size_t n = static_cast<size_t>(size());
   std::vector<size_t> bytes(n, block), offsets(n);
   for (size_t i = 0; i < n; ++i) offsets[i] = i * block;

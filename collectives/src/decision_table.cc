@@ -35,6 +35,7 @@ constexpr std::string_view kBuiltIn = R"({
     {"max_procs": 2, "algorithm": "chain"},
     {"algorithm": "scatter_allgather"}],
   "reduce": [
+    {"max_hosts": 1, "algorithm": "shared_memory"},
     {"algorithm": "binomial"}],
   "allreduce": [
     {"max_hosts": 1, "algorithm": "shared_memory"},
@@ -58,9 +59,11 @@ constexpr std::string_view kBuiltIn = R"({
     {"max_bytes": 8192, "algorithm": "linear"},
     {"algorithm": "pairwise"}],
   "gather": [
+    {"max_hosts": 1, "algorithm": "shared_memory"},
     {"max_bytes": 65536, "algorithm": "binomial"},
     {"algorithm": "linear"}],
   "scatter": [
+    {"max_hosts": 1, "algorithm": "shared_memory"},
     {"max_bytes": 65536, "algorithm": "binomial"},
     {"algorithm": "linear"}]
 })";

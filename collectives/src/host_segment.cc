@@ -565,17 +565,19 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
     const size_t elements = std::min(per_chunk, count - first);
     const size_t bytes = elements * element;
     const std::byte* from = in + first * element;
-    std::byte* to = out + first * element;
+    std::byte* to = out != nullptr ? out + first * element : nullptr;
     if (Status s = begin_chunk(c, true); !s.is_ok()) return s;
     std::byte* mine = chunk_buffer(rank_, chunks_.begun);
     if (bytes <= kWholeReduceBytes) {
       // Every rank combines every contribution, in rank order: the same result everywhere.
       copy_bytes(mine, from, bytes);
       if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
-      combine_ranks(
-          r, chunk_buffer(0, chunks_.begun), members_,
-          [&](int rank) { return rank == 0 ? nullptr : chunk_buffer(rank, chunks_.begun); }, to,
-          elements);
+      if (to != nullptr) {
+        combine_ranks(
+            r, chunk_buffer(0, chunks_.begun), members_,
+            [&](int rank) { return rank == 0 ? nullptr : chunk_buffer(rank, chunks_.begun); }, to,
+            elements);
+      }
       end_chunk(arrived_ + 1);  // read until this rank's next arrival
       continue;
     }
@@ -625,6 +627,15 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
         [&](int rank) { return rank == rank_ ? nullptr : input_of(rank, rank_); }, combined_at,
         share(rank_));
     const uint64_t combined = arrive();
+    if (to == nullptr) {
+      // No result here: this rank's share is read from its buffer until its next arrival, but
+      // an exposed input must outlast the others' combining.
+      if (exposed.input) {
+        if (Status s = wait_all(c, combined); !s.is_ok()) return s;
+      }
+      end_chunk(arrived_ + 1);
+      continue;
+    }
     if (!exposed.output) write(to + start(rank_), combined_at, share(rank_) * element);
     if (Status s = wait_all(c, combined); !s.is_ok()) return s;
     for (int rank = 0; rank < members_; ++rank) {
@@ -730,7 +741,9 @@ Status HostSegment::gather_blocks(const Channel& c, const std::byte* send, std::
   size_t total = 0;
   for (int rank = 0; rank < members_; ++rank) total += bytes_of(rank);
   const Copy write = output_copy(total);
-  if (send != recv + place_of(rank_)) write(recv + place_of(rank_), send, bytes_of(rank_));
+  if (recv != nullptr && send != recv + place_of(rank_)) {
+    write(recv + place_of(rank_), send, bytes_of(rank_));
+  }
   const uint64_t first_arrival = arrived_ + 1;
   const bool exposing = longest >= expose_from_;
   const bool exposed =
@@ -755,7 +768,7 @@ Status HostSegment::gather_blocks(const Channel& c, const std::byte* send, std::
       }
       if (all_exposed) {  // whole blocks, no more steps
         end_chunk(arrived_ + 1);
-        for (int rank = 0; rank < members_; ++rank) {
+        for (int rank = 0; rank < members_ && recv != nullptr; ++rank) {
           if (rank != rank_ && bytes_of(rank) > 0) {
             write(recv + place_of(rank), views_[static_cast<size_t>(rank)].input, bytes_of(rank));
           }
@@ -763,7 +776,7 @@ Status HostSegment::gather_blocks(const Channel& c, const std::byte* send, std::
         return release(c, exposed, true);
       }
     }
-    for (int rank = 0; rank < members_; ++rank) {
+    for (int rank = 0; rank < members_ && recv != nullptr; ++rank) {
       if (rank == rank_ || piece(rank) == 0) continue;
       const std::byte* theirs = exposing ? views_[static_cast<size_t>(rank)].input : nullptr;
       write(recv + place_of(rank) + offset,
@@ -792,6 +805,59 @@ Status HostSegment::allgather(const Channel& c, const void* send, void* recv, si
       c, static_cast<const std::byte*>(send), static_cast<std::byte*>(recv),
       [block](int) { return block; },
       [block](int rank) { return static_cast<size_t>(rank) * block; }, block);
+}
+
+Status HostSegment::gather(const Channel& c, const void* send, void* recv, size_t block) {
+  return gather_blocks(
+      c, static_cast<const std::byte*>(send), static_cast<std::byte*>(recv),
+      [block](int) { return block; },
+      [block](int rank) { return static_cast<size_t>(rank) * block; }, block);
+}
+
+Status HostSegment::scatter(const Channel& c, const void* send, void* recv, size_t block,
+                            int root) {
+  const auto* in = static_cast<const std::byte*>(send);
+  auto* out = static_cast<std::byte*>(recv);
+  const auto members = static_cast<size_t>(members_);
+  const auto me = static_cast<size_t>(rank_);
+  if (rank_ == root) {
+    if (out != nullptr) copy_bytes(out, in + me * block, block);
+    if (members == 1) return Status::ok();
+  }
+  const Copy write = output_copy(block * members);
+  // As a broadcast: the readers take their blocks straight from an exposed `send`.
+  const uint64_t first_arrival = arrived_ + 1;
+  if (block * members >= bcast_expose_from_) {
+    if (rank_ == root) {
+      if (expose(send, block * members, nullptr, 0).input) return wait_all(c, arrive());
+    } else {
+      if (Status s = wait_for(c, root, first_arrival); !s.is_ok()) return s;
+      if (Status s = view_peer(root, first_arrival); !s.is_ok()) return s;
+      if (const std::byte* roots = views_[static_cast<size_t>(root)].input) {
+        write(out, roots + me * block, block);
+        arrive();
+        return Status::ok();
+      }
+    }
+  }
+  // Else a piece of every block per step, one slot of the root's chunk buffer per member.
+  const size_t slot = std::max<size_t>(kChunkBytes / members / 64 * 64, 64);
+  for (size_t offset = 0; offset < block; offset += slot) {
+    const size_t piece = std::min(slot, block - offset);
+    if (Status s = begin_chunk(c, rank_ == root); !s.is_ok()) return s;
+    std::byte* chunk = chunk_buffer(root, chunks_.begun);
+    if (rank_ == root) {
+      for (size_t rank = 0; rank < members; ++rank) {
+        if (rank != me) copy_bytes(chunk + rank * slot, in + rank * block + offset, piece);
+      }
+    } else {
+      if (Status s = wait_for(c, root, arrived_ + 1); !s.is_ok()) return s;
+      write(out + offset, chunk + me * slot, piece);
+    }
+    // The readers arrive once they have read (as in bcast).
+    end_chunk(arrive());
+  }
+  return Status::ok();
 }
 
 Status HostSegment::allgatherv(const Channel& c, void* buffer, std::span<const size_t> bytes) {

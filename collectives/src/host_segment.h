@@ -91,7 +91,8 @@ class HostSegment {
   Status barrier(const Channel& c);
   Status bcast(const Channel& c, void* buffer, size_t bytes, int root);
   // `output` receives the result (identical on all ranks); `input` may equal it. Each rank
-  // reads its input and writes its output once; the rest stays in the shared cache.
+  // reads its input and writes its output once; the rest stays in the shared cache. A null
+  // `output` (a reduce's other ranks) takes no result.
   Status allreduce(const Channel& c, const void* input, void* output, size_t count,
                    const Reduction& r);
   // Reduce-scatter into contiguous shares (split(count, members), in rank order): `output`'s
@@ -103,6 +104,11 @@ class HostSegment {
   Status allgather(const Channel& c, const void* send, void* recv, size_t block);
   // Blocks of bytes[i], packed in rank order in `buffer`, this rank's already in place.
   Status allgatherv(const Channel& c, void* buffer, std::span<const size_t> bytes);
+  // allgather whose result only the ranks with a `recv` (the root) take.
+  Status gather(const Channel& c, const void* send, void* recv, size_t block);
+  // Member i receives block i of the root's `send` (read at the root only) in `recv`; a null
+  // `recv` at the root keeps its block where it is.
+  Status scatter(const Channel& c, const void* send, void* recv, size_t block, int root);
   // Equal blocks of `block` bytes among the segment's members; member i's block is at byte
   // at[i] in `send` and `recv` (distinct buffers), the same places on every member. Blocks for
   // ranks outside the segment (other hosts) are not touched.

@@ -514,6 +514,50 @@ void test_shared_buffers_round(Communicator& c, bool shared, int round) {
         }
       }
     }
+    // rooted: reduce, gather and scatter to and from the first and the last rank (they have no
+    // hierarchical algorithm)
+    for (const int root : {0, nprocs - 1}) {
+      if (algorithm != "shared_memory") break;
+      const std::string at_root = suffix + " root " + std::to_string(root);
+      int64_t* in = send.int64s();
+      int64_t* out = recv.int64s();
+      for (size_t i = 0; i < count; ++i) in[i] = static_cast<int64_t>(i + salt) * (rank + 1);
+      const std::string reduced = name("reduce", algorithm, DataType::kInt64, count, at_root);
+      wv::Status s = c.reduce(in, out, count, DataType::kInt64, Op::kSum, root, algorithm);
+      check_status(s, reduced);
+      const auto ranks_sum = static_cast<int64_t>(nprocs * (nprocs + 1) / 2);
+      for (size_t i = 0; i < count && s.is_ok() && rank == root; ++i) {
+        if (out[i] != static_cast<int64_t>(i + salt) * ranks_sum) {
+          fail(reduced + ": element " + std::to_string(i));
+          break;
+        }
+      }
+      unsigned char* bytes_in = send.data();
+      unsigned char* bytes_out = recv.data();
+      for (size_t i = 0; i < block; ++i)
+        bytes_in[i] = static_cast<unsigned char>(i * 11 + me + salt);
+      const std::string gathered = name("gather", algorithm, DataType::kUint8, block, at_root);
+      s = c.gather(bytes_in, bytes_out, block, DataType::kUint8, root, algorithm);
+      check_status(s, gathered);
+      for (size_t i = 0; i < block * n && s.is_ok() && rank == root; ++i) {
+        if (bytes_out[i] != static_cast<unsigned char>((i % block) * 11 + i / block + salt)) {
+          fail(gathered + ": byte " + std::to_string(i));
+          break;
+        }
+      }
+      for (size_t i = 0; i < block * n && rank == root; ++i) {
+        bytes_in[i] = static_cast<unsigned char>(i * 13 + salt);
+      }
+      const std::string scattered = name("scatter", algorithm, DataType::kUint8, block, at_root);
+      s = c.scatter(bytes_in, bytes_out, block, DataType::kUint8, root, algorithm);
+      check_status(s, scattered);
+      for (size_t i = 0; i < block && s.is_ok(); ++i) {
+        if (bytes_out[i] != static_cast<unsigned char>((me * block + i) * 13 + salt)) {
+          fail(scattered + ": byte " + std::to_string(i));
+          break;
+        }
+      }
+    }
     // small blocks, which are not exposed, right after large ones that were
     for (const size_t small : {size_t{100}, size_t{1000}}) {
       unsigned char* in = send.data();
