@@ -571,8 +571,9 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
     if (bytes <= kWholeReduceBytes) {
       // Every rank combines every contribution, in rank order: the same result everywhere.
       copy_bytes(mine, from, bytes);
-      if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
-      if (to != nullptr) {
+      const uint64_t copied = arrive();
+      if (to != nullptr) {  // a reduce's other ranks leave at once: only the root reads
+        if (Status s = wait_all(c, copied); !s.is_ok()) return s;
         combine_ranks(
             r, chunk_buffer(0, chunks_.begun), members_,
             [&](int rank) { return rank == 0 ? nullptr : chunk_buffer(rank, chunks_.begun); }, to,
@@ -756,7 +757,12 @@ Status HostSegment::gather_blocks(const Channel& c, const std::byte* send, std::
     };
     if (Status s = begin_chunk(c, true); !s.is_ok()) return s;
     if (!exposed) copy_bytes(chunk_buffer(rank_, chunks_.begun), send + offset, piece(rank_));
-    if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
+    const uint64_t copied = arrive();
+    if (recv == nullptr && !exposing) {  // a gather's other ranks: only the root reads
+      end_chunk(arrived_ + 1);
+      continue;
+    }
+    if (Status s = wait_all(c, copied); !s.is_ok()) return s;
     if (offset == 0 && exposing) {
       if (Status s = view_peers(first_arrival); !s.is_ok()) return s;
       bool all_exposed = exposed || bytes_of(rank_) == 0;
@@ -840,19 +846,22 @@ Status HostSegment::scatter(const Channel& c, const void* send, void* recv, size
       }
     }
   }
-  // Else a piece of every block per step, one slot of the root's chunk buffer per member.
-  const size_t slot = std::max<size_t>(kChunkBytes / members / 64 * 64, 64);
+  // Else a piece of every block per step, one slot of the root's chunk buffer per reader.
+  const size_t slot = std::max<size_t>(kChunkBytes / (members - 1) / 64 * 64, 64);
+  const auto slot_of = [&](size_t rank) {
+    return (rank < static_cast<size_t>(root) ? rank : rank - 1) * slot;
+  };
   for (size_t offset = 0; offset < block; offset += slot) {
     const size_t piece = std::min(slot, block - offset);
     if (Status s = begin_chunk(c, rank_ == root); !s.is_ok()) return s;
     std::byte* chunk = chunk_buffer(root, chunks_.begun);
     if (rank_ == root) {
       for (size_t rank = 0; rank < members; ++rank) {
-        if (rank != me) copy_bytes(chunk + rank * slot, in + rank * block + offset, piece);
+        if (rank != me) copy_bytes(chunk + slot_of(rank), in + rank * block + offset, piece);
       }
     } else {
       if (Status s = wait_for(c, root, arrived_ + 1); !s.is_ok()) return s;
-      write(out + offset, chunk + me * slot, piece);
+      write(out + offset, chunk + slot_of(me), piece);
     }
     // The readers arrive once they have read (as in bcast).
     end_chunk(arrive());
