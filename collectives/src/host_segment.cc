@@ -304,7 +304,7 @@ HostSegment::~HostSegment() {
 HostSegment::Exposed HostSegment::expose(const void* input, size_t input_bytes, const void* output,
                                          size_t output_bytes) {
   if (!table_) return {};
-  peers_->refresh(pids_);
+  map_peers();
   // A buffer every peer has mapped (each acknowledged its id in this rank's table).
   const auto exposable = [&](const void* at, size_t bytes) {
     const SharedBuffers::Found found = buffers_->find(at, bytes);
@@ -340,6 +340,10 @@ HostSegment::Exposed HostSegment::expose(const void* input, size_t input_bytes, 
   mine.exposed_step.store(arrived_ + 1, std::memory_order_release);
   if (in.slot >= 0 || out.slot >= 0) ++exposed_calls_;
   return {in.slot >= 0, out.slot >= 0};
+}
+
+void HostSegment::map_peers() {
+  if (table_) peers_->refresh(pids_);
 }
 
 Status HostSegment::view_peer(int rank, uint64_t step) {
@@ -509,6 +513,7 @@ Status HostSegment::bcast(const Channel& c, void* buffer, size_t bytes, int root
     if (rank_ == root) {
       if (expose(buffer, bytes, nullptr, 0).input) return wait_all(c, arrive());
     } else {
+      map_peers();  // so that the root may expose its next buffers
       if (Status s = wait_for(c, root, first_arrival); !s.is_ok()) return s;
       if (Status s = view_peer(root, first_arrival); !s.is_ok()) return s;
       if (const std::byte* roots = views_[static_cast<size_t>(root)].input) {
@@ -837,6 +842,7 @@ Status HostSegment::scatter(const Channel& c, const void* send, void* recv, size
     if (rank_ == root) {
       if (expose(send, block * members, nullptr, 0).input) return wait_all(c, arrive());
     } else {
+      map_peers();
       if (Status s = wait_for(c, root, first_arrival); !s.is_ok()) return s;
       if (Status s = view_peer(root, first_arrival); !s.is_ok()) return s;
       if (const std::byte* roots = views_[static_cast<size_t>(root)].input) {

@@ -134,6 +134,9 @@ class HostSegment {
     bool output = false;
   };
   Exposed expose(const void* input, size_t input_bytes, const void* output, size_t output_bytes);
+  // Maps what the peers newly listed (every rank that may read a peer's buffer does, also when
+  // it exposes nothing itself, so that the peer may expose next time).
+  void map_peers();
   // Fills views_ with what the peers exposed for the call whose first arrival was `step`.
   struct View {
     const std::byte* input = nullptr;

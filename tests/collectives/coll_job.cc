@@ -602,20 +602,47 @@ void test_shared_buffers_round(Communicator& c, bool shared, int round) {
 }
 
 void test_shared_buffers(Communicator& c) {
-  ++cases;
-  if (auto empty = c.allocate_buffer(0);
-      empty.is_ok() || empty.status().code() != wv::Errc::kInvalidArgument) {
-    fail("allocate_buffer(0) must be refused as an invalid argument");
-  }
-  const Communicator::SharedBufferCounters before = c.shared_buffer_counters();
-  for (int round = 0; round < 3; ++round) test_shared_buffers_round(c, true, round);
-  const Communicator::SharedBufferCounters after = c.shared_buffer_counters();
   const size_t host_ranks =
       c.topology()
           .host_ranks[static_cast<size_t>(c.topology().host_of_rank[static_cast<size_t>(rank)])]
           .size();
   ++cases;
-  if (c.shared_memory_status().empty() && host_ranks > 1) {
+  if (auto empty = c.allocate_buffer(0);
+      empty.is_ok() || empty.status().code() != wv::Errc::kInvalidArgument) {
+    fail("allocate_buffer(0) must be refused as an invalid argument");
+  }
+  // Broadcasts alone: the readers, which expose nothing, must still map the root's buffer so
+  // that the root may expose it (first thing here, before other collectives map anything).
+  const bool in_place_possible = c.shared_memory_status().empty() && host_ranks > 1;
+  {
+    const size_t length = (size_t{1} << 20) + 1;
+    Memory buffer(c, length, true);
+    const uint64_t exposed_before = c.shared_buffer_counters().exposed_calls;
+    for (int round = 0; round < 3; ++round) {
+      for (size_t i = 0; i < length; ++i) {
+        buffer.data()[i] = rank == 0 ? static_cast<unsigned char>(i * 7 + round) : 0;
+      }
+      const std::string what = "bcast shared buffer alone, round " + std::to_string(round);
+      wv::Status s = c.bcast(buffer.data(), length, DataType::kUint8, 0, "shared_memory");
+      check_status(s, what);
+      for (size_t i = 0; i < length && s.is_ok(); ++i) {
+        if (buffer.data()[i] != static_cast<unsigned char>(i * 7 + round)) {
+          fail(what + ": byte " + std::to_string(i));
+          break;
+        }
+      }
+    }
+    ++cases;
+    if (rank == 0 && in_place_possible && nprocs == static_cast<int>(host_ranks) &&
+        c.shared_buffer_counters().exposed_calls == exposed_before) {
+      fail("bcast alone: the root's shared buffer was never exposed (readers did not map it)");
+    }
+  }
+  const Communicator::SharedBufferCounters before = c.shared_buffer_counters();
+  for (int round = 0; round < 3; ++round) test_shared_buffers_round(c, true, round);
+  const Communicator::SharedBufferCounters after = c.shared_buffer_counters();
+  ++cases;
+  if (in_place_possible) {
     if (after.exposed_calls == before.exposed_calls ||
         after.peer_buffers_read == before.peer_buffers_read) {
       fail("shared buffers: nothing was read in place (" + std::to_string(after.exposed_calls) +
