@@ -752,8 +752,12 @@ Status HostSegment::gather_blocks(const Channel& c, const std::byte* send, std::
   }
   const uint64_t first_arrival = arrived_ + 1;
   const bool exposing = longest >= expose_from_;
-  const bool exposed =
-      exposing && bytes_of(rank_) > 0 && expose(send, bytes_of(rank_), nullptr, 0).input;
+  bool exposed = false;
+  if (exposing && bytes_of(rank_) > 0) {
+    exposed = expose(send, bytes_of(rank_), nullptr, 0).input;
+  } else if (exposing) {
+    map_peers();  // nothing to expose, but the others' blocks to read
+  }
   bool any_exposed = exposed;
   for (size_t offset = 0; offset < longest; offset += kChunkBytes) {
     const auto piece = [&](int rank) {
