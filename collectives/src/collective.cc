@@ -14,7 +14,7 @@ constexpr std::string_view kAllreduce[] = {"recursive_doubling", "rabenseifner",
                                            "hierarchical", "shared_memory"};
 constexpr std::string_view kAllgather[] = {"recursive_doubling", "bruck", "ring", "hierarchical",
                                            "shared_memory"};
-constexpr std::string_view kReduceScatter[] = {"recursive_halving", "ring"};
+constexpr std::string_view kReduceScatter[] = {"recursive_halving", "ring", "shared_memory"};
 constexpr std::string_view kAlltoall[] = {"pairwise", "bruck", "linear", "hierarchical",
                                           "shared_memory"};
 constexpr std::string_view kGather[] = {"binomial", "linear", "shared_memory"};

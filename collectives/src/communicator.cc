@@ -491,6 +491,23 @@ Status Communicator::reduce_scatter(const void* send, void* recv, std::span<cons
   const size_t me = static_cast<size_t>(rank());
   const bool in_place = send == kInPlace;
   if (recv == nullptr || (!in_place && send == nullptr)) return missing("buffer");
+  if (detail::HostSegment* segment = whole_job_segment(nullptr);
+      *name == "shared_memory" && segment != nullptr) {
+    // Straight from the input: in place, this rank's share is combined where it lies (the others
+    // read the rest meanwhile) and moved to the front once all are done.
+    Channel channel(*world_, tag, nullptr);
+    auto* out = static_cast<std::byte*>(recv);
+    const void* input = in_place ? recv : send;
+    std::byte* share = in_place ? out + offsets[me] * element : out;
+    std::span<const size_t> starts(offsets.data(), counts.size());
+    if (Status s = segment->reduce_scatter(channel, input, share, counts, starts,
+                                           detail::Reduction{type, &op});
+        !s.is_ok()) {
+      return s;
+    }
+    if (in_place && counts[me] > 0 && share != out) std::memmove(out, share, counts[me] * element);
+    return Status::ok();
+  }
   detail::Scratch scratch(in_place ? 0 : total * element);
   std::byte* work = static_cast<std::byte*>(recv);
   if (!in_place) {

@@ -50,6 +50,7 @@ constexpr std::string_view kBuiltIn = R"({
     {"max_bytes": 4096, "algorithm": "bruck"},
     {"algorithm": "ring"}],
   "reduce_scatter": [
+    {"max_hosts": 1, "algorithm": "shared_memory"},
     {"max_bytes": 65536, "algorithm": "recursive_halving"},
     {"algorithm": "ring"}],
   "alltoall": [

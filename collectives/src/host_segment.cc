@@ -678,12 +678,37 @@ void HostSegment::allreduce_exposed(const std::byte* input, std::byte* output, s
 
 Status HostSegment::reduce_scatter(const Channel& c, const void* input, void* output, size_t count,
                                    const Reduction& r) {
-  const size_t element = r.element();
-  const auto* in = static_cast<const std::byte*>(input);
-  auto* out = static_cast<std::byte*>(output);
   const EvenSplit shares(count, members_);
+  return reduce_shares(c, static_cast<const std::byte*>(input),
+                       static_cast<std::byte*>(output) + shares.start(rank_) * r.element(), shares,
+                       r);
+}
+
+Status HostSegment::reduce_scatter(const Channel& c, const void* input, void* share,
+                                   std::span<const size_t> counts, std::span<const size_t> starts,
+                                   const Reduction& r) {
+  struct Listed {
+    std::span<const size_t> counts;
+    std::span<const size_t> starts;
+    size_t size(int rank) const { return counts[static_cast<size_t>(rank)]; }
+    size_t start(int rank) const { return starts[static_cast<size_t>(rank)]; }
+  };
+  return reduce_shares(c, static_cast<const std::byte*>(input), static_cast<std::byte*>(share),
+                       Listed{counts, starts}, r);
+}
+
+template <typename Shares>
+Status HostSegment::reduce_shares(const Channel& c, const std::byte* in, std::byte* result,
+                                  const Shares& shares, const Reduction& r) {
+  const size_t element = r.element();
   const auto share = [&](int rank) { return shares.size(rank); };
   const auto start = [&](int rank) { return shares.start(rank); };
+  size_t count = 0;
+  size_t longest = 0;
+  for (int rank = 0; rank < members_; ++rank) {
+    count += share(rank);
+    longest = std::max(longest, share(rank));
+  }
   // A chunk buffer holds one piece per share; each step moves a piece of every share.
   const size_t slot = kChunkBytes / static_cast<size_t>(members_) / element;  // elements
   const auto piece = [&](int rank, size_t first) {
@@ -693,9 +718,9 @@ Status HostSegment::reduce_scatter(const Channel& c, const void* input, void* ou
   // each rank combines its whole share at once.
   const uint64_t first_arrival = arrived_ + 1;
   const bool exposing = count * element >= expose_from_;
-  const bool exposed = exposing && expose(input, count * element, nullptr, 0).input;
+  const bool exposed = exposing && expose(in, count * element, nullptr, 0).input;
   bool any_exposed = exposed;
-  for (size_t first = 0; first < share(0); first += slot) {
+  for (size_t first = 0; first < longest; first += slot) {
     if (Status s = begin_chunk(c, true); !s.is_ok()) return s;
     std::byte* mine = chunk_buffer(rank_, chunks_.begun);
     for (int rank = 0; rank < members_ && !exposed; ++rank) {
@@ -721,7 +746,7 @@ Status HostSegment::reduce_scatter(const Channel& c, const void* input, void* ou
             [&](int rank) {
               return rank == rank_ ? nullptr : views_[static_cast<size_t>(rank)].input + at;
             },
-            out + at, share(rank_));
+            result, share(rank_));
         return release(c, true, true);
       }
     }
@@ -735,7 +760,7 @@ Status HostSegment::reduce_scatter(const Channel& c, const void* input, void* ou
                                    : chunk_buffer(rank, chunks_.begun) +
                                          static_cast<size_t>(rank_) * slot * element;
         },
-        out + at, piece(rank_, first));
+        result + first * element, piece(rank_, first));
     end_chunk(arrived_ + 1);
   }
   return release(c, exposed, any_exposed);

@@ -99,6 +99,11 @@ class HostSegment {
   // share of this rank receives the host's combination of that share; `input` may be `output`.
   Status reduce_scatter(const Channel& c, const void* input, void* output, size_t count,
                         const Reduction& r);
+  // Shares of counts[i] elements at starts[i] of `input`; this rank's combination goes to
+  // `share` (which may be its own place in `input`).
+  Status reduce_scatter(const Channel& c, const void* input, void* share,
+                        std::span<const size_t> counts, std::span<const size_t> starts,
+                        const Reduction& r);
   // Equal blocks: `send` is this rank's block (it may be its place in `recv`), `recv` gets
   // every rank's block in rank order.
   Status allgather(const Channel& c, const void* send, void* recv, size_t block);
@@ -171,6 +176,10 @@ class HostSegment {
   Status begin_chunk(const Channel& c, bool writes) { return begin(c, chunks_, writes); }
   void end_chunk(uint64_t reads_done) { end(chunks_, chunks_.begun, reads_done); }
   uint64_t arrive();
+  // The reduce-scatters' loop: `shares` has size(rank) and start(rank), in elements.
+  template <typename Shares>
+  Status reduce_shares(const Channel& c, const std::byte* in, std::byte* result,
+                       const Shares& shares, const Reduction& r);
   // The allgathers' loop: rank r's block is bytes_of(r) long and goes to recv + place_of(r).
   template <typename BytesOf, typename PlaceOf>
   Status gather_blocks(const Channel& c, const std::byte* send, std::byte* recv, BytesOf bytes_of,

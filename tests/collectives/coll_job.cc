@@ -454,7 +454,8 @@ void test_shared_buffers_round(Communicator& c, bool shared, int round) {
   const size_t block = 150001;  // allgather bytes per rank
   const size_t pair = 70001;    // alltoall bytes per pair
   const size_t large_bcast = (size_t{1} << 20) + 1;
-  const size_t bytes = std::max({count * 8, block * n, pair * n, large_bcast});
+  const size_t each = 30011;  // reduce_scatter int64 per rank
+  const size_t bytes = std::max({count * 8, block * n, pair * n, large_bcast, each * n * 8});
   Memory send(c, bytes, shared), recv(c, bytes, shared);
   const auto salt = static_cast<size_t>(round) * 13;
   for (std::string_view algorithm : {"shared_memory", "hierarchical"}) {
@@ -554,6 +555,24 @@ void test_shared_buffers_round(Communicator& c, bool shared, int round) {
       for (size_t i = 0; i < block && s.is_ok(); ++i) {
         if (bytes_out[i] != static_cast<unsigned char>((me * block + i) * 13 + salt)) {
           fail(scattered + ": byte " + std::to_string(i));
+          break;
+        }
+      }
+    }
+    // reduce_scatter_block of several segment steps, out of place and in place
+    for (const bool in_place : {false, true}) {
+      int64_t* in = in_place ? recv.int64s() : send.int64s();
+      int64_t* out = recv.int64s();
+      for (size_t i = 0; i < each * n; ++i) in[i] = static_cast<int64_t>(i + salt) * (rank + 1);
+      const std::string what = name("reduce_scatter", algorithm, DataType::kInt64, each,
+                                    (in_place ? " in place" : "") + suffix);
+      wv::Status s = c.reduce_scatter_block(in_place ? kInPlace : in, out, each, DataType::kInt64,
+                                            Op::kSum, algorithm == "hierarchical" ? "" : algorithm);
+      check_status(s, what);
+      const auto ranks_sum = static_cast<int64_t>(nprocs * (nprocs + 1) / 2);
+      for (size_t i = 0; i < each && s.is_ok(); ++i) {
+        if (out[i] != static_cast<int64_t>(me * each + i + salt) * ranks_sum) {
+          fail(what + ": element " + std::to_string(i));
           break;
         }
       }
