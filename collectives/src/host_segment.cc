@@ -378,16 +378,44 @@ Status HostSegment::view_peer(int rank, uint64_t step) {
   return Status::ok();
 }
 
-Status HostSegment::view_none() {
-  for (int rank = 0; rank < members_; ++rank) views_[static_cast<size_t>(rank)] = View{};
-  return Status::ok();
+template <typename Needed>
+Result<HostSegment::Exposure> HostSegment::view_peers(uint64_t step, bool exposing, Needed needed) {
+  Exposure exposure;
+  for (int rank = 0; rank < members_; ++rank) {
+    View& view = views_[static_cast<size_t>(rank)];
+    if (rank == rank_ || !exposing) {
+      view = View{};
+      continue;
+    }
+    if (Status s = view_peer(rank, step); !s.is_ok()) return s;
+    exposure.any_input |= view.input != nullptr;
+    exposure.any_output |= view.output != nullptr;
+    exposure.all_inputs &= view.input != nullptr || !needed(rank);
+    exposure.all_outputs &= view.output != nullptr;
+  }
+  exposure.all_inputs &= exposing;
+  exposure.all_outputs &= exposing;
+  return exposure;
 }
 
-Status HostSegment::view_peers(uint64_t step) {
-  for (int rank = 0; rank < members_; ++rank) {
-    if (rank == rank_) continue;
-    if (Status s = view_peer(rank, step); !s.is_ok()) return s;
+template <typename Read>
+Status HostSegment::read_from_exposed_root(const Channel& c, int root, const void* buffer,
+                                           size_t bytes, Read&& read, bool* done) {
+  *done = false;
+  const uint64_t first_arrival = arrived_ + 1;
+  if (rank_ == root) {
+    if (!expose(buffer, bytes, nullptr, 0).input) return Status::ok();
+    *done = true;
+    return wait_all(c, arrive());
   }
+  map_peers();  // so that the root may expose its next buffers
+  if (Status s = wait_for(c, root, first_arrival); !s.is_ok()) return s;
+  if (Status s = view_peer(root, first_arrival); !s.is_ok()) return s;
+  const std::byte* roots = views_[static_cast<size_t>(root)].input;
+  if (roots == nullptr) return Status::ok();
+  read(roots);
+  arrive();
+  *done = true;
   return Status::ok();
 }
 
@@ -506,22 +534,12 @@ Status HostSegment::bcast(const Channel& c, void* buffer, size_t bytes, int root
   Turns& turns = small ? slots_ : chunks_;
   const size_t step = small ? kSlotPayload : kChunkBytes;
   const Copy write = output_copy(bytes);
-  // A large one whose root exposes its buffer is one step: the root arrives, each reader copies
-  // the whole buffer from it and arrives, and the root leaves once all have.
+  // A large one whose root exposes its buffer is one step.
   if (!small && bytes >= bcast_expose_from_) {
-    const uint64_t first_arrival = arrived_ + 1;
-    if (rank_ == root) {
-      if (expose(buffer, bytes, nullptr, 0).input) return wait_all(c, arrive());
-    } else {
-      map_peers();  // so that the root may expose its next buffers
-      if (Status s = wait_for(c, root, first_arrival); !s.is_ok()) return s;
-      if (Status s = view_peer(root, first_arrival); !s.is_ok()) return s;
-      if (const std::byte* roots = views_[static_cast<size_t>(root)].input) {
-        write(data, roots, bytes);
-        arrive();
-        return Status::ok();
-      }
-    }
+    bool done = false;
+    Status s = read_from_exposed_root(
+        c, root, buffer, bytes, [&](const std::byte* roots) { write(data, roots, bytes); }, &done);
+    if (!s.is_ok() || done) return s;
   }
   for (size_t offset = 0; offset < bytes; offset += step) {
     const size_t length = std::min(step, bytes - offset);
@@ -602,15 +620,11 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
     }
     if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
     if (first == 0) {
-      if (Status s = exposing ? view_peers(first_arrival) : view_none(); !s.is_ok()) return s;
-      bool all_exposed = exposed.input && exposed.output;
-      for (int rank = 0; rank < members_; ++rank) {
-        if (rank == rank_) continue;
-        const View& view = views_[static_cast<size_t>(rank)];
-        any_output_exposed |= view.output != nullptr;
-        all_exposed &= view.input != nullptr && view.output != nullptr;
-      }
-      if (all_exposed) {  // every rank knows it now: the arrival was the inputs' barrier
+      auto peers = view_peers(first_arrival, exposing);
+      if (!peers.is_ok()) return peers.status();
+      any_output_exposed |= peers->any_output;
+      // Every rank knows it now: the arrival was the inputs' barrier.
+      if (exposed.input && exposed.output && peers->all_inputs && peers->all_outputs) {
         end_chunk(arrived_ + 1);
         allreduce_exposed(in, out, count, r);
         return release(c, true, true);
@@ -730,15 +744,10 @@ Status HostSegment::reduce_shares(const Channel& c, const std::byte* in, std::by
     }
     if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
     if (first == 0 && exposing) {
-      if (Status s = view_peers(first_arrival); !s.is_ok()) return s;
-      bool all_exposed = exposed;
-      for (int rank = 0; rank < members_; ++rank) {
-        if (rank == rank_) continue;
-        const bool theirs = views_[static_cast<size_t>(rank)].input != nullptr;
-        any_exposed |= theirs;
-        all_exposed &= theirs;
-      }
-      if (all_exposed) {
+      auto peers = view_peers(first_arrival, exposing);
+      if (!peers.is_ok()) return peers.status();
+      any_exposed |= peers->any_input;
+      if (exposed && peers->all_inputs) {
         end_chunk(arrived_ + 1);
         const size_t at = start(rank_) * element;
         combine_ranks(
@@ -798,15 +807,12 @@ Status HostSegment::gather_blocks(const Channel& c, const std::byte* send, std::
     }
     if (Status s = wait_all(c, copied); !s.is_ok()) return s;
     if (offset == 0 && exposing) {
-      if (Status s = view_peers(first_arrival); !s.is_ok()) return s;
-      bool all_exposed = exposed || bytes_of(rank_) == 0;
-      for (int rank = 0; rank < members_; ++rank) {
-        if (rank == rank_) continue;
-        const bool theirs = views_[static_cast<size_t>(rank)].input != nullptr;
-        any_exposed |= theirs;
-        all_exposed &= theirs || bytes_of(rank) == 0;
-      }
-      if (all_exposed) {  // whole blocks, no more steps
+      // A rank with an empty block has nothing to expose and counts as exposed.
+      auto peers =
+          view_peers(first_arrival, exposing, [&](int rank) { return bytes_of(rank) > 0; });
+      if (!peers.is_ok()) return peers.status();
+      any_exposed |= peers->any_input;
+      if ((exposed || bytes_of(rank_) == 0) && peers->all_inputs) {  // whole blocks, no more steps
         end_chunk(arrived_ + 1);
         for (int rank = 0; rank < members_ && recv != nullptr; ++rank) {
           if (rank != rank_ && bytes_of(rank) > 0) {
@@ -866,20 +872,12 @@ Status HostSegment::scatter(const Channel& c, const void* send, void* recv, size
   }
   const Copy write = output_copy(block * members);
   // As a broadcast: the readers take their blocks straight from an exposed `send`.
-  const uint64_t first_arrival = arrived_ + 1;
   if (block * members >= bcast_expose_from_) {
-    if (rank_ == root) {
-      if (expose(send, block * members, nullptr, 0).input) return wait_all(c, arrive());
-    } else {
-      map_peers();
-      if (Status s = wait_for(c, root, first_arrival); !s.is_ok()) return s;
-      if (Status s = view_peer(root, first_arrival); !s.is_ok()) return s;
-      if (const std::byte* roots = views_[static_cast<size_t>(root)].input) {
-        write(out, roots + me * block, block);
-        arrive();
-        return Status::ok();
-      }
-    }
+    bool done = false;
+    Status s = read_from_exposed_root(
+        c, root, send, block * members,
+        [&](const std::byte* roots) { write(out, roots + me * block, block); }, &done);
+    if (!s.is_ok() || done) return s;
   }
   // Else a piece of every block per step, one slot of the root's chunk buffer per reader.
   const size_t slot = std::max<size_t>(kChunkBytes / (members - 1) / 64 * 64, 64);
@@ -962,15 +960,10 @@ Status HostSegment::alltoall(const Channel& c, const void* send, void* recv, siz
     }
     if (Status s = wait_all(c, arrive()); !s.is_ok()) return s;
     if (offset == 0 && exposing) {
-      if (Status s = view_peers(first_arrival); !s.is_ok()) return s;
-      bool all_exposed = exposed;
-      for (int rank = 0; rank < members_; ++rank) {
-        if (rank == rank_) continue;
-        const bool theirs = views_[static_cast<size_t>(rank)].input != nullptr;
-        any_exposed |= theirs;
-        all_exposed &= theirs;
-      }
-      if (all_exposed) {  // whole blocks, no more steps
+      auto peers = view_peers(first_arrival, exposing);
+      if (!peers.is_ok()) return peers.status();
+      any_exposed |= peers->any_input;
+      if (exposed && peers->all_inputs) {  // whole blocks, no more steps
         for (uint64_t chunk = first; chunk <= chunks_.begun; ++chunk) {
           end(chunks_, chunk, arrived_ + 1);
         }

@@ -142,14 +142,30 @@ class HostSegment {
   // Maps what the peers newly listed (every rank that may read a peer's buffer does, also when
   // it exposes nothing itself, so that the peer may expose next time).
   void map_peers();
-  // Fills views_ with what the peers exposed for the call whose first arrival was `step`.
+  // Fills views_ with what the peers exposed for the call whose first arrival was `step`...
   struct View {
     const std::byte* input = nullptr;
     std::byte* output = nullptr;
   };
-  Status view_peers(uint64_t step);
-  Status view_none();  // for a call whose size no rank exposes
+  // ... summed up over the peers; a peer for which `needed(rank)` is false (nothing of it to
+  // read) counts as having exposed its input. With `exposing` false (a call of a size no rank
+  // exposes) the views are cleared and nothing counts as exposed.
+  struct Exposure {
+    bool any_input = false;
+    bool all_inputs = true;
+    bool any_output = false;
+    bool all_outputs = true;
+  };
+  template <typename Needed = bool (*)(int)>
+  Result<Exposure> view_peers(
+      uint64_t step, bool exposing, Needed needed = [](int) { return true; });
   Status view_peer(int rank, uint64_t step);
+  // The one step of a rooted call whose root exposes `buffer` (`bytes` long): the root arrives
+  // and waits for every reader; a reader maps the root's buffer, runs `read` on it and arrives.
+  // *done is false, and nothing happened, when the root exposed nothing.
+  template <typename Read>
+  Status read_from_exposed_root(const Channel& c, int root, const void* buffer, size_t bytes,
+                                Read&& read, bool* done);
   // An allreduce whose every input and output is exposed, after its first arrival: this rank
   // combines its share of the whole vector from the inputs in place and stores it into every
   // output, with no step between (nobody else reads or writes those bytes).

@@ -447,6 +447,19 @@ class Memory {
   unsigned char* data_;
 };
 
+// Fails `what` (the call's status, or its first of `count` values that is not expected(i)).
+template <typename T, typename Expected>
+void expect_values(const wv::Status& s, const T* got, size_t count, Expected expected,
+                   const std::string& what) {
+  check_status(s, what);
+  for (size_t i = 0; i < count && s.is_ok(); ++i) {
+    if (got[i] != static_cast<T>(expected(i))) {
+      fail(what + ": element " + std::to_string(i));
+      return;
+    }
+  }
+}
+
 void test_shared_buffers_round(Communicator& c, bool shared, int round) {
   const auto n = static_cast<size_t>(nprocs);
   const auto me = static_cast<size_t>(rank);
@@ -458,164 +471,106 @@ void test_shared_buffers_round(Communicator& c, bool shared, int round) {
   const size_t bytes = std::max({count * 8, block * n, pair * n, large_bcast, each * n * 8});
   Memory send(c, bytes, shared), recv(c, bytes, shared);
   const auto salt = static_cast<size_t>(round) * 13;
+  const auto ranks_sum = static_cast<int64_t>(nprocs * (nprocs + 1) / 2);
+  const auto mine = [&](size_t i) { return static_cast<int64_t>(i + salt) * (rank + 1); };
+  const auto summed = [&](size_t i) { return static_cast<int64_t>(i + salt) * ranks_sum; };
   for (std::string_view algorithm : {"shared_memory", "hierarchical"}) {
     const std::string suffix =
         std::string(shared ? " shared" : " heap") + " round " + std::to_string(round);
     // allreduce, out of place and in place
     for (const bool in_place : {false, true}) {
-      int64_t* in = send.int64s();
+      int64_t* in = in_place ? recv.int64s() : send.int64s();
       int64_t* out = recv.int64s();
-      for (size_t i = 0; i < count; ++i)
-        (in_place ? out : in)[i] = static_cast<int64_t>(i + salt) * (rank + 1);
-      const std::string what = name("allreduce", algorithm, DataType::kInt64, count,
-                                    (in_place ? " in place" : "") + suffix);
+      for (size_t i = 0; i < count; ++i) in[i] = mine(i);
       wv::Status s =
           c.allreduce(in_place ? kInPlace : in, out, count, DataType::kInt64, Op::kSum, algorithm);
-      check_status(s, what);
-      const auto ranks_sum = static_cast<int64_t>(nprocs * (nprocs + 1) / 2);
-      for (size_t i = 0; i < count && s.is_ok(); ++i) {
-        if (out[i] != static_cast<int64_t>(i + salt) * ranks_sum) {
-          fail(what + ": element " + std::to_string(i));
-          break;
-        }
-      }
+      expect_values(s, out, count, summed,
+                    name("allreduce", algorithm, DataType::kInt64, count,
+                         (in_place ? " in place" : "") + suffix));
     }
     // bcast from every root in turn; root 0's is large enough to be exposed even with more
     // ranks than CPUs
     for (int root = 0; root < nprocs; ++root) {
       unsigned char* data = send.data();
       const size_t length = root == 0 ? large_bcast : block;
+      const auto sent = [&](size_t i) { return i * 3 + salt + static_cast<size_t>(root); };
       for (size_t i = 0; i < length; ++i) {
-        data[i] =
-            rank == root ? static_cast<unsigned char>(i * 3 + salt + static_cast<size_t>(root)) : 0;
+        data[i] = rank == root ? static_cast<unsigned char>(sent(i)) : 0;
       }
-      const std::string what = name("bcast", algorithm, DataType::kUint8, length, suffix) +
-                               " root " + std::to_string(root);
       wv::Status s = c.bcast(data, length, DataType::kUint8, root, algorithm);
-      check_status(s, what);
-      for (size_t i = 0; i < length && s.is_ok(); ++i) {
-        if (data[i] != static_cast<unsigned char>(i * 3 + salt + static_cast<size_t>(root))) {
-          fail(what + ": byte " + std::to_string(i));
-          break;
-        }
-      }
+      expect_values(s, data, length, sent,
+                    name("bcast", algorithm, DataType::kUint8, length, suffix) + " root " +
+                        std::to_string(root));
     }
     // allgather, this rank's block in place in recv
     {
       unsigned char* out = recv.data();
       for (size_t i = 0; i < block; ++i)
         out[me * block + i] = static_cast<unsigned char>(i * 31 + me + salt);
-      const std::string what = name("allgather", algorithm, DataType::kUint8, block, suffix);
       wv::Status s = c.allgather(kInPlace, out, block, DataType::kUint8, algorithm);
-      check_status(s, what);
-      for (size_t i = 0; i < block * n && s.is_ok(); ++i) {
-        if (out[i] != static_cast<unsigned char>((i % block) * 31 + i / block + salt)) {
-          fail(what + ": byte " + std::to_string(i));
-          break;
-        }
-      }
+      expect_values(
+          s, out, block * n, [&](size_t i) { return (i % block) * 31 + i / block + salt; },
+          name("allgather", algorithm, DataType::kUint8, block, suffix));
     }
     // rooted: reduce, gather and scatter to and from the first and the last rank (they have no
-    // hierarchical algorithm)
+    // hierarchical algorithm); only the root checks what only it receives
     for (const int root : {0, nprocs - 1}) {
       if (algorithm != "shared_memory") break;
       const std::string at_root = suffix + " root " + std::to_string(root);
+      const bool is_root = rank == root;
       int64_t* in = send.int64s();
       int64_t* out = recv.int64s();
-      for (size_t i = 0; i < count; ++i) in[i] = static_cast<int64_t>(i + salt) * (rank + 1);
-      const std::string reduced = name("reduce", algorithm, DataType::kInt64, count, at_root);
+      for (size_t i = 0; i < count; ++i) in[i] = mine(i);
       wv::Status s = c.reduce(in, out, count, DataType::kInt64, Op::kSum, root, algorithm);
-      check_status(s, reduced);
-      const auto ranks_sum = static_cast<int64_t>(nprocs * (nprocs + 1) / 2);
-      for (size_t i = 0; i < count && s.is_ok() && rank == root; ++i) {
-        if (out[i] != static_cast<int64_t>(i + salt) * ranks_sum) {
-          fail(reduced + ": element " + std::to_string(i));
-          break;
-        }
-      }
+      expect_values(s, out, is_root ? count : 0, summed,
+                    name("reduce", algorithm, DataType::kInt64, count, at_root));
       unsigned char* bytes_in = send.data();
       unsigned char* bytes_out = recv.data();
       for (size_t i = 0; i < block; ++i)
         bytes_in[i] = static_cast<unsigned char>(i * 11 + me + salt);
-      const std::string gathered = name("gather", algorithm, DataType::kUint8, block, at_root);
       s = c.gather(bytes_in, bytes_out, block, DataType::kUint8, root, algorithm);
-      check_status(s, gathered);
-      for (size_t i = 0; i < block * n && s.is_ok() && rank == root; ++i) {
-        if (bytes_out[i] != static_cast<unsigned char>((i % block) * 11 + i / block + salt)) {
-          fail(gathered + ": byte " + std::to_string(i));
-          break;
-        }
-      }
-      for (size_t i = 0; i < block * n && rank == root; ++i) {
+      expect_values(
+          s, bytes_out, is_root ? block * n : 0,
+          [&](size_t i) { return (i % block) * 11 + i / block + salt; },
+          name("gather", algorithm, DataType::kUint8, block, at_root));
+      for (size_t i = 0; i < block * n && is_root; ++i) {
         bytes_in[i] = static_cast<unsigned char>(i * 13 + salt);
       }
-      const std::string scattered = name("scatter", algorithm, DataType::kUint8, block, at_root);
       s = c.scatter(bytes_in, bytes_out, block, DataType::kUint8, root, algorithm);
-      check_status(s, scattered);
-      for (size_t i = 0; i < block && s.is_ok(); ++i) {
-        if (bytes_out[i] != static_cast<unsigned char>((me * block + i) * 13 + salt)) {
-          fail(scattered + ": byte " + std::to_string(i));
-          break;
-        }
-      }
+      expect_values(
+          s, bytes_out, block, [&](size_t i) { return (me * block + i) * 13 + salt; },
+          name("scatter", algorithm, DataType::kUint8, block, at_root));
     }
     // reduce_scatter_block of several segment steps, out of place and in place
     for (const bool in_place : {false, true}) {
       int64_t* in = in_place ? recv.int64s() : send.int64s();
       int64_t* out = recv.int64s();
-      for (size_t i = 0; i < each * n; ++i) in[i] = static_cast<int64_t>(i + salt) * (rank + 1);
-      const std::string what = name("reduce_scatter", algorithm, DataType::kInt64, each,
-                                    (in_place ? " in place" : "") + suffix);
+      for (size_t i = 0; i < each * n; ++i) in[i] = mine(i);
       wv::Status s = c.reduce_scatter_block(in_place ? kInPlace : in, out, each, DataType::kInt64,
                                             Op::kSum, algorithm == "hierarchical" ? "" : algorithm);
-      check_status(s, what);
-      const auto ranks_sum = static_cast<int64_t>(nprocs * (nprocs + 1) / 2);
-      for (size_t i = 0; i < each && s.is_ok(); ++i) {
-        if (out[i] != static_cast<int64_t>(me * each + i + salt) * ranks_sum) {
-          fail(what + ": element " + std::to_string(i));
-          break;
-        }
-      }
+      expect_values(
+          s, out, each, [&](size_t i) { return summed(me * each + i); },
+          name("reduce_scatter", algorithm, DataType::kInt64, each,
+               (in_place ? " in place" : "") + suffix));
     }
-    // small blocks, which are not exposed, right after large ones that were
-    for (const size_t small : {size_t{100}, size_t{1000}}) {
+    // alltoall, then blocks too small to be exposed right after a large one that was
+    for (const size_t size : {pair, size_t{100}, size_t{1000}}) {
       unsigned char* in = send.data();
       unsigned char* out = recv.data();
-      for (size_t i = 0; i < small * n; ++i) in[i] = static_cast<unsigned char>(i * 5 + me + salt);
-      const std::string what = name("alltoall", algorithm, DataType::kUint8, small, suffix);
-      wv::Status s = c.alltoall(in, out, small, DataType::kUint8, algorithm);
-      check_status(s, what);
-      for (size_t i = 0; i < small * n && s.is_ok(); ++i) {
-        if (out[i] != static_cast<unsigned char>((me * small + i % small) * 5 + i / small + salt)) {
-          fail(what + ": byte " + std::to_string(i));
-          break;
-        }
-      }
-      const std::string gathered = name("allgather", algorithm, DataType::kUint8, small, suffix);
-      s = c.allgather(in, out, small, DataType::kUint8, algorithm);
-      check_status(s, gathered);
-      for (size_t i = 0; i < small * n && s.is_ok(); ++i) {
-        if (out[i] != static_cast<unsigned char>((i % small) * 5 + i / small + salt)) {
-          fail(gathered + ": byte " + std::to_string(i));
-          break;
-        }
-      }
+      for (size_t i = 0; i < size * n; ++i) in[i] = static_cast<unsigned char>(i * 7 + me + salt);
+      wv::Status s = c.alltoall(in, out, size, DataType::kUint8, algorithm);
+      expect_values(
+          s, out, size * n, [&](size_t i) { return (me * size + i % size) * 7 + i / size + salt; },
+          name("alltoall", algorithm, DataType::kUint8, size, suffix));
     }
-    // alltoall
-    {
+    for (const size_t size : {size_t{100}, size_t{1000}}) {
       unsigned char* in = send.data();
       unsigned char* out = recv.data();
-      for (size_t i = 0; i < pair * n; ++i) in[i] = static_cast<unsigned char>(i * 7 + me + salt);
-      const std::string what = name("alltoall", algorithm, DataType::kUint8, pair, suffix);
-      wv::Status s = c.alltoall(in, out, pair, DataType::kUint8, algorithm);
-      check_status(s, what);
-      for (size_t i = 0; i < pair * n && s.is_ok(); ++i) {
-        const size_t from = i / pair;
-        if (out[i] != static_cast<unsigned char>((me * pair + i % pair) * 7 + from + salt)) {
-          fail(what + ": byte " + std::to_string(i));
-          break;
-        }
-      }
+      for (size_t i = 0; i < size; ++i) in[i] = static_cast<unsigned char>(i * 5 + me + salt);
+      wv::Status s = c.allgather(in, out, size, DataType::kUint8, algorithm);
+      expect_values(
+          s, out, size * n, [&](size_t i) { return (i % size) * 5 + i / size + salt; },
+          name("allgather", algorithm, DataType::kUint8, size, suffix));
     }
   }
 }

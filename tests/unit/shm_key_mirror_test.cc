@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "wv/host_memory.h"
 #include "shm_peer_memory.h"
+#include "wv/host_memory.h"
 
 namespace wv::verbs::shm {
 namespace {

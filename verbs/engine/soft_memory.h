@@ -4,8 +4,8 @@
 #include <atomic>
 #include <memory>
 
-#include "wv/host_memory.h"
 #include "soft_device.h"
+#include "wv/host_memory.h"
 #include "wv/verbs/address_handle.h"
 #include "wv/verbs/memory_region.h"
 #include "wv/verbs/memory_window.h"

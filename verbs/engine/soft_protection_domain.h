@@ -4,8 +4,8 @@
 
 #include <memory>
 
-#include "wv/host_memory.h"
 #include "soft_device.h"
+#include "wv/host_memory.h"
 #include "wv/verbs/protection_domain.h"
 
 namespace wv::verbs::soft {
