@@ -176,6 +176,13 @@ Status SoftConnectQueuePair::post(WorkKind kind, uint64_t wr_id, std::span<const
     return status;
   }
   if (Status status = fill(request); !status) return status;
+  if (head_ == tail_ && state_ == QpState::kReadyToSend && wire_ &&
+      wire_->transmit_at_once_locked(request)) {
+    request.done = true;
+    request.transmitted = true;
+    if (request.signaled) push_send_completion_locked(request);
+    return Status::ok();
+  }
   ++tail_;
   if (state_ == QpState::kError) {
     request.done = true;

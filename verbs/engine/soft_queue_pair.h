@@ -30,6 +30,11 @@ class Wire {
   virtual ~Wire() = default;
   // New work is queued on `qp`: transmit what may go now. Called with the QP lock held.
   virtual void kick_locked(SoftConnectQueuePair& qp) = 0;
+  // A request posted while the QP has nothing outstanding: carry it out now, whole, if the wire
+  // can complete it without waiting for anything (then it completes at once and skips the send
+  // queue's bookkeeping: the latency path of a ping-pong). False leaves it to the queue and
+  // kick_locked. Called with the QP lock held.
+  virtual bool transmit_at_once_locked(SendWorkRequest& /*request*/) { return false; }
   // A receive was posted: a stream stalled for want of one (receiver not ready) may resume.
   virtual void receive_posted() = 0;
   // The QP is done with the connection (error, disconnect, destruction). Idempotent; must not

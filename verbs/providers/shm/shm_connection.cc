@@ -190,6 +190,29 @@ void ShmConnection::kick_locked(SoftConnectQueuePair& qp) {
   pump_locked(qp);
 }
 
+bool ShmConnection::transmit_at_once_locked(SendWorkRequest& request) {
+  // Sends and writes that fit one entry: they complete once in the ring (or stored in the
+  // peer's mapped memory) and never wait for a pull. With nothing else waiting to go out, going
+  // now keeps every ordering rule of the pump.
+  if (request.is_read_like() || request.kind == WorkKind::kBindWindow ||
+      request.kind == WorkKind::kLocalInvalidate || request.length > max_payload_ ||
+      request.length >= kPullThreshold) {
+    return false;
+  }
+  if (closed_.load(std::memory_order_relaxed) || current_ != nullptr || held_count_ > 0 ||
+      responses_count_ > 0 || tx_blocked_.load(std::memory_order_relaxed)) {
+    return false;
+  }
+  bool ring = false;
+  const Emit emitted = emit_request_locked(request, true, &ring);
+  if (ring) ring_peer();
+  if (emitted == Emit::kFull) return false;  // nothing of it went: the pump retries it
+  if (request.kind != WorkKind::kSend && request.kind != WorkKind::kSendWithImmediate) {
+    ordered_head_ = producer_.head();  // it changes the peer's memory or keys
+  }
+  return true;
+}
+
 void ShmConnection::receive_posted() {
   // Only a receiver-not-ready stall needs the progress thread to look again, and only when no
   // application thread polls: a poller's next poll resumes the ring itself (a poller that goes

@@ -128,6 +128,7 @@ class ShmConnection final : public soft::Wire,
   Status start(soft::SoftCompletionQueue& send_cq, soft::SoftCompletionQueue& receive_cq);
 
   void kick_locked(soft::SoftConnectQueuePair& qp) override;
+  bool transmit_at_once_locked(soft::SendWorkRequest& request) override;
   void receive_posted() override;
   void close() override;
   void on_events(uint32_t events) override;  // the doorbell
