@@ -31,16 +31,6 @@ const void* QueuePairCore::domain() const {
   return domain_.get();
 }
 
-Completion QueuePairCore::completion(uint64_t wr_id, Opcode opcode, CompletionStatus status) const {
-  Completion completion;
-  completion.wr_id = wr_id;
-  completion.qp_context = context_;
-  completion.qp_number = number_;
-  completion.opcode = opcode;
-  completion.status = status;
-  return completion;
-}
-
 Status QueuePairCore::gather(std::span<const Sge> sges, SendFlags flags, Access local_access,
                              Segment* segments, std::byte* inline_data, uint32_t* count,
                              uint64_t* length) const {

@@ -36,7 +36,15 @@ class QueuePairCore {
   bool signaled(SendFlags flags) const { return signal_all_ || has(flags, SendFlags::kSignaled); }
 
   // A completion of this QP, with the fields every completion carries filled in.
-  Completion completion(uint64_t wr_id, Opcode opcode, CompletionStatus status) const;
+  Completion completion(uint64_t wr_id, Opcode opcode, CompletionStatus status) const {
+    Completion completion;
+    completion.wr_id = wr_id;
+    completion.qp_context = context_;
+    completion.qp_number = number_;
+    completion.opcode = opcode;
+    completion.status = status;
+    return completion;
+  }
 
   // The payload of a send-queue request: copied into `inline_data` (kInline) or validated as
   // segments of registered memory with `local_access`.

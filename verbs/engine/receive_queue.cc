@@ -1,5 +1,6 @@
 #include "receive_queue.h"
 
+#include <algorithm>
 #include <string>
 
 #include "wv/verbs/memory_region.h"
@@ -61,7 +62,11 @@ Status ReceiveQueue::post(uint64_t wr_id, std::span<const Sge> sges, const void*
 
 bool ReceiveQueue::take(ReceiveWorkRequest& out) {
   if (count_ == 0) return false;
-  out = ring_[head_];
+  const ReceiveWorkRequest& request = ring_[head_];
+  out.wr_id = request.wr_id;
+  out.segment_count = request.segment_count;
+  out.capacity = request.capacity;
+  std::copy_n(request.segments.begin(), request.segment_count, out.segments.begin());
   head_ = head_ + 1 == ring_.size() ? 0 : head_ + 1;
   --count_;
   return true;

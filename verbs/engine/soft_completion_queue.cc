@@ -96,8 +96,10 @@ bool SoftCompletionQueue::push(const Completion& completion, bool solicited) {
   if (tail >= ring_.size()) tail -= ring_.size();
   ring_[tail] = completion;
   count_.store(count + 1, std::memory_order_release);
-  fire_locked(next_);
-  if (solicited || completion.status != CompletionStatus::kSuccess) fire_locked(solicited_);
+  if (next_) fire_locked(next_);
+  if (solicited_ && (solicited || completion.status != CompletionStatus::kSuccess)) {
+    fire_locked(solicited_);
+  }
   if (batch_ && count + 1 >= batch_count_) fire_locked(batch_);
   return true;
 }

@@ -7,8 +7,8 @@
 
 namespace wv::verbs::soft {
 
-bool scatter(const Segment* segments, uint32_t count, uint64_t offset, const std::byte* data,
-             uint64_t length) {
+bool scatter_across(const Segment* segments, uint32_t count, uint64_t offset, const std::byte* data,
+                    uint64_t length) {
   for (uint32_t i = 0; i < count && length > 0; ++i) {
     if (offset >= segments[i].length) {
       offset -= segments[i].length;

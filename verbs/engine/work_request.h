@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "wv/copy.h"
 #include "wv/verbs/types.h"
 
 namespace wv::verbs {
@@ -75,10 +76,20 @@ struct ReceiveWorkRequest {
   std::array<Segment, kMaxSge> segments{};
 };
 
+bool scatter_across(const Segment* segments, uint32_t count, uint64_t offset, const std::byte* data,
+                    uint64_t length);
+
 // Copies `length` bytes at `offset` of the scattered buffer from/to `data` (receive placement).
-// Returns false if the range lies outside the buffer.
-bool scatter(const Segment* segments, uint32_t count, uint64_t offset, const std::byte* data,
-             uint64_t length);
+// Returns false if the range lies outside the buffer. Inline for the common case of a range
+// within the first segment: a small message's whole placement.
+inline bool scatter(const Segment* segments, uint32_t count, uint64_t offset, const std::byte* data,
+                    uint64_t length) {
+  if (count > 0 && offset + length <= segments[0].length) {
+    copy_bytes(segments[0].address + offset, data, length);
+    return true;
+  }
+  return scatter_across(segments, count, offset, data, length);
+}
 
 Opcode opcode_of(WorkKind kind);
 
