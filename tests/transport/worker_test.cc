@@ -534,6 +534,46 @@ TEST_P(WorkerTest, ActiveMessagesRunTheirHandlerInOrder) {
   EXPECT_EQ(a_->am_send(to_b_, 3, {}, too_big).code(), Errc::kInvalidArgument);
 }
 
+// btl/wv hands messages to ob1 from inside the handler, and ob1 may progress again from there
+// (a free list waiting for a fragment): every message must still run its handler exactly once.
+TEST_P(WorkerTest, AHandlerThatProgressesTheWorkerAgainSeesEveryMessageOnce) {
+  make_pair();
+  constexpr uint32_t kCount = 40;
+  std::vector<uint32_t> times_seen(kCount, 0);
+  int depth = 0;
+  ASSERT_TRUE(b_->set_am_handler(5, [&](PeerId, std::span<const std::byte> header,
+                                        std::span<const std::byte>) {
+                  uint32_t value = kCount;
+                  if (header.size() == sizeof value) std::memcpy(&value, header.data(), 4);
+                  ASSERT_LT(value, kCount);
+                  ++times_seen[value];
+                  if (depth < 3) {
+                    ++depth;
+                    for (int i = 0; i < 4; ++i) b_->progress();
+                    --depth;
+                  }
+                }).is_ok());
+  for (uint32_t value = 0; value < kCount; ++value) {
+    Status status;
+    do {
+      status = a_->am_send(to_b_, 5, std::as_bytes(std::span(&value, 1)), {});
+      a_->progress();
+    } while (status.code() == Errc::kQueueFull);
+    ASSERT_TRUE(status.is_ok()) << status.to_string();
+  }
+  const auto deadline = std::chrono::steady_clock::now() + kBound;
+  const auto all_seen = [&] {
+    return std::all_of(times_seen.begin(), times_seen.end(), [](uint32_t n) { return n > 0; });
+  };
+  while (!all_seen() && std::chrono::steady_clock::now() < deadline) {
+    a_->progress();
+    b_->progress();
+  }
+  for (uint32_t value = 0; value < kCount; ++value) {
+    EXPECT_EQ(times_seen[value], 1u) << "message " << value;
+  }
+}
+
 TEST_P(WorkerTest, SmallActiveMessagesKeepTheirPlaceAndTheirCredits) {
   // Two credits: a burst outruns them, so messages queue while small ones could go inline.
   make_pair({{"transport_credits", "2"}});

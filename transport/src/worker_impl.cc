@@ -714,13 +714,28 @@ void WorkerImpl::handle_completion(const verbs::Completion& completion) {
 }
 
 int WorkerImpl::poll_completions() {
+  // A handler may progress the worker again (btl/wv's ob1 waiting on a free list): that inner
+  // pass must not overwrite the completions this one still handles, so it takes its own.
+  if (polling_) {
+    std::array<verbs::Completion, kCompletionBatch> nested;
+    return poll_completions_into(nested);
+  }
+  polling_ = true;
+  struct Done {
+    bool& polling;
+    ~Done() { polling = false; }
+  } done{polling_};
+  return poll_completions_into(completions_);
+}
+
+int WorkerImpl::poll_completions_into(std::span<verbs::Completion> completions) {
   int handled = 0;
   for (;;) {
-    int count = cq_->poll(completions_);
+    int count = cq_->poll(completions);
     if (count <= 0) break;
-    for (int i = 0; i < count; ++i) handle_completion(completions_[static_cast<size_t>(i)]);
+    for (int i = 0; i < count; ++i) handle_completion(completions[static_cast<size_t>(i)]);
     handled += count;
-    if (static_cast<size_t>(count) < completions_.size()) break;
+    if (static_cast<size_t>(count) < completions.size()) break;
   }
   return handled;
 }

@@ -247,6 +247,7 @@ class WorkerImpl final : public Worker {
   void connected(Peer& peer);
   void fail_peer(Peer& peer, Status status);
   int poll_completions();
+  int poll_completions_into(std::span<verbs::Completion> completions);
   int progress_locked();  // one pass of progress() with the lock held
   void handle_completion(const verbs::Completion& completion);
   void repost_receive(uint32_t buffer);
@@ -381,9 +382,11 @@ class WorkerImpl final : public Worker {
   std::array<AmHandler, 256> am_handlers_;
   std::array<std::byte, 64> fence_sink_{};  // where flush's fencing reads land
   WorkerCounters counters_;
-  std::array<verbs::Completion, 32> completions_{};
   static constexpr size_t kMaxDeferredReposts = 32;
   std::array<uint32_t, kMaxDeferredReposts> deferred_reposts_{};
+  static constexpr size_t kCompletionBatch = 32;
+  std::array<verbs::Completion, kCompletionBatch> completions_{};
+  bool polling_ = false;  // poll_completions is handling completions_ (handlers may re-enter)
   size_t deferred_count_ = 0;
   size_t deferred_limit_ = 0;  // an eighth of the receive buffers, at most kMaxDeferredReposts
 
