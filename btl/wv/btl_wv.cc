@@ -20,6 +20,7 @@
 // Nothing here throws into OPAL: every entry point catches and maps to an OPAL error code.
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -93,6 +94,9 @@ constexpr uint8_t kAmBtl = 0x42;
 constexpr uint8_t kAmAtomicRequest = 0x43;
 constexpr uint8_t kAmAtomicReply = 0x44;
 constexpr size_t kTagBytes = 1;
+// The tag and an upper-layer header that sendi stages on the stack; longer ones (none of
+// ob1's) take the heap.
+constexpr size_t kSendiHeaderBytes = 128;
 // The longest any adapter-internal wait may take (flush, finalize drain).
 constexpr std::chrono::milliseconds kFlushBound{120000};
 
@@ -794,9 +798,15 @@ int module_sendi(mca_btl_base_module_t* btl, mca_btl_base_endpoint_t* endpoint,
     return OPAL_ERR_OUT_OF_RESOURCE;
   }
   // The AM header is the tag and the upper layer's header; the payload goes straight from the
-  // user's buffer when it is contiguous, else it is packed here.
-  thread_local std::vector<std::byte> staging;
-  staging.resize(kTagBytes + header_size);
+  // user's buffer when it is contiguous, else it is packed here. ob1's headers fit the stack
+  // (a thread_local buffer in a dlopen'ed component costs a __tls_get_addr call per message).
+  std::array<std::byte, kSendiHeaderBytes> staging_on_stack;
+  std::vector<std::byte> staging_on_heap;
+  std::span<std::byte> staging(staging_on_stack.data(), kTagBytes + header_size);
+  if (staging.size() > staging_on_stack.size()) {
+    staging_on_heap.resize(staging.size());
+    staging = staging_on_heap;
+  }
   staging[0] = std::byte{tag};
   if (header_size) std::memcpy(staging.data() + kTagBytes, header, header_size);
   std::span<const std::byte> payload;

@@ -74,7 +74,7 @@ Status QueuePairCore::post_receive_locked(uint64_t wr_id, std::span<const Sge> s
 }
 
 bool QueuePairCore::take_receive_locked(ReceiveWorkRequest& out,
-                                        const std::weak_ptr<Wire>& starved) {
+                                        const std::shared_ptr<Wire>& starved) {
   return srq_ ? srq_->take(out, starved) : receive_queue_.take(out);
 }
 

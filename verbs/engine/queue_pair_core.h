@@ -54,7 +54,7 @@ class QueuePairCore {
   // Receive side. A receive posted while the QP is in error completes at once, flushed.
   Status post_receive_locked(uint64_t wr_id, std::span<const Sge> sges, QpState state);
   // From the SRQ when there is one; then a `starved` wire is woken by the SRQ's next post.
-  bool take_receive_locked(ReceiveWorkRequest& out, const std::weak_ptr<Wire>& starved = {});
+  bool take_receive_locked(ReceiveWorkRequest& out, const std::shared_ptr<Wire>& starved = {});
   bool has_receive_locked() const;
   void flush_receives_locked();
   // Reset discards queued receives without completions, as in verbs.

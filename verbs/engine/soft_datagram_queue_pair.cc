@@ -50,7 +50,7 @@ QpAttributes SoftDatagramQueuePair::query() const {
   QpAttributes attributes;
   core_.fill_receive_attributes(attributes);
   attributes.state = state_;
-  attributes.send_depth = static_cast<uint32_t>(send_queue_.size());
+  attributes.send_depth = static_cast<uint32_t>(send_queue_.depth());
   attributes.qkey = qkey_;
   return attributes;
 }
@@ -154,9 +154,9 @@ Status SoftDatagramQueuePair::post(uint64_t wr_id, std::span<const Sge> sges,
                                            std::string(to_string(state_)) +
                                            "; the send queue needs ready-to-send");
   }
-  if (tail_ - head_ == send_queue_.size()) {
+  if (tail_ - head_ == send_queue_.depth()) {
     return Status(Errc::kQueueFull,
-                  "send queue full (" + std::to_string(send_queue_.size()) + " requests)");
+                  "send queue full (" + std::to_string(send_queue_.depth()) + " requests)");
   }
   Request& request = slot(tail_);
   uint64_t total = 0;

@@ -22,6 +22,7 @@
 
 #include "datagram_wire.h"
 #include "queue_pair_core.h"
+#include "slot_ring.h"
 #include "work_request.h"
 #include "wv/verbs/queue_pair.h"
 
@@ -78,7 +79,7 @@ class SoftDatagramQueuePair final : public DatagramQueuePair, public DatagramRec
   Status post(uint64_t wr_id, std::span<const Sge> sges, const AddressHandle& destination,
               uint32_t remote_qp_number, uint32_t qkey, bool has_immediate, uint32_t immediate,
               SendFlags flags);
-  Request& slot(uint64_t index) { return send_queue_[index % send_queue_.size()]; }
+  Request& slot(uint64_t index) { return send_queue_[index]; }
   // Hands queued datagrams to the wire while the QP may send and the wire takes them.
   void transmit_locked();
   void push_send_completion_locked(const Request& request, CompletionStatus status,
@@ -93,7 +94,7 @@ class SoftDatagramQueuePair final : public DatagramQueuePair, public DatagramRec
 
   mutable std::mutex mutex_;
   QpState state_ = QpState::kReadyToSend;
-  std::vector<Request> send_queue_;
+  SlotRing<Request> send_queue_;
   uint64_t head_ = 0;  // oldest datagram not yet taken by the wire
   uint64_t tail_ = 0;  // next free slot
   bool waiting_writable_ = false;

@@ -35,7 +35,7 @@ QpAttributes SoftConnectQueuePair::query() const {
   core_.fill_receive_attributes(attributes);
   attributes.state = state_;
   attributes.peer_qp_number = peer_qp_number_;
-  attributes.send_depth = static_cast<uint32_t>(send_queue_.size());
+  attributes.send_depth = static_cast<uint32_t>(send_queue_.depth());
   attributes.inbound_read_depth = inbound_read_depth_;
   attributes.outbound_read_depth = outbound_read_depth_;
   return attributes;
@@ -154,9 +154,9 @@ Status SoftConnectQueuePair::post(WorkKind kind, uint64_t wr_id, std::span<const
                                            std::string(to_string(state_)) +
                                            "; the send queue needs ready-to-send");
   }
-  if (tail_ - head_ == send_queue_.size()) {
+  if (tail_ - head_ == send_queue_.depth()) {
     return Status(Errc::kQueueFull,
-                  "send queue full (" + std::to_string(send_queue_.size()) + " requests)");
+                  "send queue full (" + std::to_string(send_queue_.depth()) + " requests)");
   }
   SendWorkRequest& request = slot(tail_);
   request.wr_id = wr_id;

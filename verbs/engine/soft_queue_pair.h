@@ -13,6 +13,7 @@
 
 #include "key_table.h"
 #include "queue_pair_core.h"
+#include "slot_ring.h"
 #include "work_request.h"
 #include "wv/spin_lock.h"
 #include "wv/verbs/queue_pair.h"
@@ -132,7 +133,7 @@ class SoftConnectQueuePair final : public ConnectQueuePair {
   template <typename Fill>
   Status post(WorkKind kind, uint64_t wr_id, std::span<const Sge> sges, SendFlags flags,
               Access local_access, Fill&& fill);
-  SendWorkRequest& slot(uint64_t index) { return send_queue_[index % send_queue_.size()]; }
+  SendWorkRequest& slot(uint64_t index) { return send_queue_[index]; }
   void retire_locked();
   void push_send_completion_locked(const SendWorkRequest& request);
   bool apply_local_locked(SendWorkRequest& request);
@@ -145,7 +146,7 @@ class SoftConnectQueuePair final : public ConnectQueuePair {
   uint32_t peer_qp_number_ = 0;
   uint32_t inbound_read_depth_ = 0;
   uint32_t outbound_read_depth_ = 0;
-  std::vector<SendWorkRequest> send_queue_;
+  SlotRing<SendWorkRequest> send_queue_;
   uint64_t head_ = 0;     // oldest request not yet completed
   uint64_t next_tx_ = 0;  // next request to transmit
   uint64_t tail_ = 0;     // next free slot

@@ -60,13 +60,14 @@ SrqAttributes SoftSharedReceiveQueue::query() const {
   return {queue_.depth(), queue_.max_sge(), limit_, queue_.size()};
 }
 
-bool SoftSharedReceiveQueue::take(ReceiveWorkRequest& out, const std::weak_ptr<Wire>& starved) {
+// `starved` by shared_ptr: a weak_ptr made per take cost two atomic operations on every receive.
+bool SoftSharedReceiveQueue::take(ReceiveWorkRequest& out, const std::shared_ptr<Wire>& starved) {
   std::lock_guard lock(mutex_);
   if (!queue_.take(out)) {
     const bool known = std::any_of(starved_.begin(), starved_.end(), [&](const auto& weak) {
       return !weak.owner_before(starved) && !starved.owner_before(weak);
     });
-    if (!known && !starved.expired()) starved_.push_back(starved);
+    if (!known && starved) starved_.push_back(starved);
     return false;
   }
   if (limit_ != 0 && queue_.size() < limit_ && limit_reached_) {

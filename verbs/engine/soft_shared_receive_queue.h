@@ -26,7 +26,7 @@ class SoftSharedReceiveQueue final : public SharedReceiveQueue {
   // Engine side: takes the oldest receive, firing the limit event when the count drops below it.
   // When there is none, `starved` (a connection that will stall for want of a receive) is
   // remembered and told by the next post_receive, as a QP's own receive queue would.
-  bool take(ReceiveWorkRequest& out, const std::weak_ptr<Wire>& starved = {});
+  bool take(ReceiveWorkRequest& out, const std::shared_ptr<Wire>& starved = {});
   const void* domain() const { return domain_; }
 
  private:
