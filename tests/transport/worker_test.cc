@@ -105,6 +105,53 @@ class WorkerTest : public testing::TestWithParam<Params> {
   PeerId to_b_ = 0, to_a_ = 0;
 };
 
+TEST_P(WorkerTest, ASmallSendThatGoesAtOnceIsDoneAtOnce) {
+  make_pair();
+  uint64_t out = 1;
+  uint64_t in = 0;
+  // The first send waits for the connection: a live request.
+  auto first_recv = b_->irecv(to_a_, 7, kTagMaskAll, &in, sizeof in);
+  auto first = a_->isend(to_b_, 7, &out, sizeof out);
+  ASSERT_TRUE(first_recv.is_ok() && first.is_ok());
+  EXPECT_FALSE(first->is_completed());
+  ASSERT_TRUE(wait(*b_, *first_recv).is_ok());
+  ASSERT_TRUE(wait(*a_, *first).is_ok());
+  EXPECT_EQ(in, 1u);
+  // Connected, with credits: a small send is done as it returns, its buffer free at once.
+  auto recv = b_->irecv(to_a_, 7, kTagMaskAll, &in, sizeof in);
+  out = 2;
+  auto send = a_->isend(to_b_, 7, &out, sizeof out);
+  ASSERT_TRUE(recv.is_ok() && send.is_ok()) << send.status().to_string();
+  ASSERT_TRUE(send->is_completed());
+  out = 99;
+  for (int i = 0; i < 2; ++i) {
+    auto done = a_->test(*send);
+    ASSERT_TRUE(done.is_ok());
+    EXPECT_TRUE(*done);
+  }
+  EXPECT_TRUE(a_->cancel(*send).is_ok());
+  RequestResult sent;
+  EXPECT_TRUE(a_->wait(*send, &sent, kBound).is_ok());
+  EXPECT_FALSE(sent.cancelled);
+  RequestResult result;
+  ASSERT_TRUE(wait(*b_, *recv, &result).is_ok());
+  EXPECT_EQ(in, 2u) << "the receiver got the buffer as it was after the send returned";
+  EXPECT_EQ(result.length, sizeof in);
+  // Beyond the inline size, and synchronous sends, are live requests.
+  std::vector<std::byte> large(a_->thresholds().inline_limit + 1);
+  std::vector<std::byte> sink(large.size());
+  auto large_recv = b_->irecv(to_a_, 8, kTagMaskAll, sink.data(), sink.size());
+  auto large_send = a_->isend(to_b_, 8, large.data(), large.size());
+  auto sync_recv = b_->irecv(to_a_, 9, kTagMaskAll, &in, sizeof in);
+  auto sync_send = a_->isend(to_b_, 9, &out, sizeof out, SendMode::kSynchronous);
+  ASSERT_TRUE(large_send.is_ok() && sync_send.is_ok());
+  EXPECT_FALSE(large_send->is_completed());
+  EXPECT_FALSE(sync_send->is_completed());
+  for (Request request : {*large_recv, *sync_recv}) ASSERT_TRUE(wait(*b_, request).is_ok());
+  for (Request request : {*large_send, *sync_send}) ASSERT_TRUE(wait(*a_, request).is_ok());
+  EXPECT_EQ(in, 99u);
+}
+
 TEST_P(WorkerTest, MessagesOfEverySizeArriveIntact) {
   make_pair();
   const size_t eager = a_->thresholds().eager_limit;

@@ -100,6 +100,9 @@ Result<Request> WorkerImpl::isend(PeerId peer_id, uint64_t tag, const void* buff
   }
   auto peer = peer_for_send(peer_id);
   if (!peer.is_ok()) return peer.status();
+  if (auto sent = send_at_once(**peer, tag, buffer, length, mode); sent.has_value()) {
+    return *sent;
+  }
   auto id = new_request(RequestKind::kSend);
   if (!id.is_ok()) return id.status();
   RequestSlot& request = requests_[static_cast<uint32_t>(*id)];
@@ -129,6 +132,32 @@ Result<Request> WorkerImpl::isend(PeerId peer_id, uint64_t tag, const void* buff
   (*peer)->data.push_back(DataItem{.is_request = true, .value = *id, .bytes = 0});
   pump(**peer);
   return Request::from_id(*id);
+}
+
+std::optional<Result<Request>> WorkerImpl::send_at_once(Peer& peer, uint64_t tag,
+                                                        const void* buffer, size_t length,
+                                                        SendMode mode) {
+  // An inline send with no data queued ahead and a credit at hand goes now and is done: no
+  // request to allocate, queue, find, complete and release (what post_data would do at once).
+  if (mode != SendMode::kStandard || length > thresholds_.inline_limit || !peer.data.empty() ||
+      peer.credits == 0) {
+    return std::nullopt;
+  }
+  if (!peer.control.empty()) {
+    pump(peer);  // control messages first, as pump sends them
+    if (peer.state == PeerState::kFailed) return Result<Request>(peer.failure);
+  }
+  if (!peer.control.empty() || !can_post(peer)) return std::nullopt;
+  wire::Header header{};
+  header.type = wire::Type::kEager;
+  header.tag = tag;
+  header.payload_length = static_cast<uint32_t>(length);
+  const bool posted =
+      post_message(peer, header, {}, std::span(static_cast<const std::byte*>(buffer), length));
+  if (peer.state == PeerState::kFailed) return Result<Request>(peer.failure);
+  if (!posted) return std::nullopt;  // no queue space: the request waits in the queue
+  --peer.credits;
+  return Result<Request>(Request::completed());
 }
 
 Result<Request> WorkerImpl::irecv(PeerId source, uint64_t tag, uint64_t mask, void* buffer,
@@ -273,6 +302,7 @@ Result<RequestResult> WorkerImpl::probe(PeerId source, uint64_t tag, uint64_t ma
 }
 
 Result<bool> WorkerImpl::test(Request handle, RequestResult* result) {
+  if (handle.is_completed()) return take_completed(result);
   std::lock_guard lock(mutex_);
   Result<bool> done = take_if_done_locked(handle, result);
   if (!done.is_ok() || *done) return done;
@@ -280,7 +310,13 @@ Result<bool> WorkerImpl::test(Request handle, RequestResult* result) {
   return take_if_done_locked(handle, result);
 }
 
+Result<bool> WorkerImpl::take_completed(RequestResult* result) {
+  if (result) *result = RequestResult{};
+  return true;
+}
+
 Result<bool> WorkerImpl::take_if_done_locked(Request handle, RequestResult* result) {
+  if (handle.is_completed()) return take_completed(result);
   RequestSlot* request = find_request(handle.id());
   if (!request) {
     return Status(Errc::kInvalidArgument,
@@ -346,6 +382,7 @@ Status WorkerImpl::progress_until(DoneCheck done, std::chrono::milliseconds boun
 }
 
 Status WorkerImpl::wait(Request handle, RequestResult* result, std::chrono::milliseconds bound) {
+  if (handle.is_completed()) return take_completed(result).status();
   Status outcome;
   Status status = progress_until(
       [&] {
@@ -386,6 +423,7 @@ Status WorkerImpl::wait_all(std::span<Request> requests, std::span<RequestResult
 }
 
 Status WorkerImpl::cancel(Request handle) {
+  if (handle.is_completed()) return Status::ok();  // done before a cancel could take it back
   std::lock_guard lock(mutex_);
   RequestSlot* request = find_request(handle.id());
   if (!request) return Status(Errc::kInvalidArgument, "not a live request");

@@ -290,6 +290,11 @@ class WorkerImpl final : public Worker {
   // The error every send reports once unexpected messages exceed transport_unexpected_limit.
   Status unexpected_overflow() const;
   // test() without progress: the waits progress between checks themselves.
+  // A standard inline send that goes at once (nothing queued ahead, a credit, queue space):
+  // Request::completed(), or the peer's failure; nullopt when it must take the queue.
+  std::optional<Result<Request>> send_at_once(Peer& peer, uint64_t tag, const void* buffer,
+                                              size_t length, SendMode mode);
+  static Result<bool> take_completed(RequestResult* result);
   Result<bool> take_if_done_locked(Request request, RequestResult* result);
   // A non-owning reference to the condition of a wait: std::function would allocate for a
   // lambda with several captures, on every wait.

@@ -88,8 +88,14 @@ class Request {
   bool valid() const { return id_ != 0; }
   uint64_t id() const { return id_; }
   static Request from_id(uint64_t id) { return Request(id); }
+  // A send the worker finished as it was posted (a small message copied out at once, as UCX's
+  // send calls that return no request): nothing to track or release. test, wait and cancel
+  // answer it at once, as often as asked.
+  static Request completed() { return Request(kCompleted); }
+  bool is_completed() const { return id_ == kCompleted; }
 
  private:
+  static constexpr uint64_t kCompleted = ~uint64_t{0};  // no live request has this id
   explicit Request(uint64_t id) : id_(id) {}
   uint64_t id_ = 0;
 };
@@ -168,7 +174,8 @@ class Worker {
 
   // ---- Tagged messaging ----
   // The buffer must stay untouched until the request is done. Never kQueueFull: sends wait
-  // in the engine for connection, credits and queue space.
+  // in the engine for connection, credits and queue space. A small standard send that can go
+  // at once returns Request::completed().
   virtual Result<Request> isend(PeerId peer, uint64_t tag, const void* buffer, size_t length,
                                 SendMode mode = SendMode::kStandard) = 0;
   // Matches the oldest message from `source` (or kAnyPeer) whose tag equals `tag` in the bits
