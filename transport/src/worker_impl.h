@@ -289,12 +289,13 @@ class WorkerImpl final : public Worker {
                    const wire::Header& header, std::span<const std::byte> payload);
   // The error every send reports once unexpected messages exceed transport_unexpected_limit.
   Status unexpected_overflow() const;
-  // test() without progress: the waits progress between checks themselves.
   // A standard inline send that goes at once (nothing queued ahead, a credit, queue space):
   // Request::completed(), or the peer's failure; nullopt when it must take the queue.
   std::optional<Result<Request>> send_at_once(Peer& peer, uint64_t tag, const void* buffer,
                                               size_t length, SendMode mode);
+  // What test() and the waits answer for Request::completed().
   static Result<bool> take_completed(RequestResult* result);
+  // test() without progress: the waits progress between checks themselves.
   Result<bool> take_if_done_locked(Request request, RequestResult* result);
   // A non-owning reference to the condition of a wait: std::function would allocate for a
   // lambda with several captures, on every wait.
