@@ -75,6 +75,13 @@ size_t tables_offset(int members) {
          n * HostSegment::kSlots * HostSegment::kSlotBytes;
 }
 
+// More ranks on this machine than CPUs: they take turns on them. The machine's CPUs, not this
+// process's affinity (as the transport's waits use): every rank must judge alike, and a pinned
+// rank may run on one CPU of many.
+bool oversubscribed(int machine_ranks) {
+  return machine_ranks > ::sysconf(_SC_NPROCESSORS_ONLN);
+}
+
 bool has_tables(int members) {
   return members <= SharedTable::kMaxMembers;
 }
@@ -283,11 +290,9 @@ HostSegment::HostSegment(void* base, size_t length, int rank, int members, size_
       members_(members),
       stream_from_(cache_bytes == 0 ? SIZE_MAX : cache_bytes / (2 * static_cast<size_t>(members))),
       seen_(new uint64_t[static_cast<size_t>(members)]()),
-      expose_from_(machine_ranks > ::sysconf(_SC_NPROCESSORS_ONLN) ? kExposeBytesOversubscribed
-                                                                   : kExposeBytes),
-      bcast_expose_from_(machine_ranks > ::sysconf(_SC_NPROCESSORS_ONLN)
-                             ? kBcastExposeBytesOversubscribed
-                             : kExposeBytes),
+      expose_from_(oversubscribed(machine_ranks) ? kExposeBytesOversubscribed : kExposeBytes),
+      bcast_expose_from_(oversubscribed(machine_ranks) ? kBcastExposeBytesOversubscribed
+                                                       : kExposeBytes),
       buffers_(std::move(buffers)),
       views_(new View[static_cast<size_t>(members)]) {}
 
@@ -632,9 +637,8 @@ Status HostSegment::allreduce(const Channel& c, const void* input, void* output,
     }
     // Where rank `rank` keeps this chunk's input (output) share of rank `of`.
     const auto input_of = [&](int rank, int of) {
-      const std::byte* exposed_input = views_[static_cast<size_t>(rank)].input;
-      return exposed_input != nullptr ? exposed_input + first * element + start(of)
-                                      : chunk_buffer(rank, chunks_.begun) + start(of);
+      return input_or(rank, exposing, first * element + start(of),
+                      chunk_buffer(rank, chunks_.begun) + start(of));
     };
     const auto output_of = [&](int rank) {
       const std::byte* exposed_output = views_[static_cast<size_t>(rank)].output;
@@ -764,10 +768,9 @@ Status HostSegment::reduce_shares(const Channel& c, const std::byte* in, std::by
         r, in + at, members_,
         [&](int rank) {
           if (rank == rank_) return static_cast<const std::byte*>(nullptr);
-          const std::byte* theirs = exposing ? views_[static_cast<size_t>(rank)].input : nullptr;
-          return theirs != nullptr ? theirs + at
-                                   : chunk_buffer(rank, chunks_.begun) +
-                                         static_cast<size_t>(rank_) * slot * element;
+          return input_or(
+              rank, exposing, at,
+              chunk_buffer(rank, chunks_.begun) + static_cast<size_t>(rank_) * slot * element);
         },
         result + first * element, piece(rank_, first));
     end_chunk(arrived_ + 1);
@@ -824,9 +827,8 @@ Status HostSegment::gather_blocks(const Channel& c, const std::byte* send, std::
     }
     for (int rank = 0; rank < members_ && recv != nullptr; ++rank) {
       if (rank == rank_ || piece(rank) == 0) continue;
-      const std::byte* theirs = exposing ? views_[static_cast<size_t>(rank)].input : nullptr;
       write(recv + place_of(rank) + offset,
-            theirs != nullptr ? theirs + offset : chunk_buffer(rank, chunks_.begun), piece(rank));
+            input_or(rank, exposing, offset, chunk_buffer(rank, chunks_.begun)), piece(rank));
     }
     end_chunk(arrived_ + 1);
   }
@@ -977,9 +979,8 @@ Status HostSegment::alltoall(const Channel& c, const void* send, void* recv, siz
     }
     for (int rank = 0; rank < members_; ++rank) {
       if (rank == rank_) continue;
-      const std::byte* theirs = exposing ? views_[static_cast<size_t>(rank)].input : nullptr;
       write(out + at(rank) + offset,
-            theirs != nullptr ? theirs + at(rank_) + offset : piece_at(rank, rank_, first), piece);
+            input_or(rank, exposing, at(rank_) + offset, piece_at(rank, rank_, first)), piece);
     }
     for (uint64_t chunk = first; chunk <= chunks_.begun; ++chunk) end(chunks_, chunk, arrived_ + 1);
   }

@@ -160,6 +160,13 @@ class HostSegment {
   Result<Exposure> view_peers(
       uint64_t step, bool exposing, Needed needed = [](int) { return true; });
   Status view_peer(int rank, uint64_t step);
+  // `offset` bytes into the input `rank` exposed for this call, or `otherwise` when it exposed
+  // none (views_ hold this call's views only once view_peers ran for an `exposing` call).
+  const std::byte* input_or(int rank, bool exposing, size_t offset,
+                            const std::byte* otherwise) const {
+    const std::byte* exposed = exposing ? views_[static_cast<size_t>(rank)].input : nullptr;
+    return exposed != nullptr ? exposed + offset : otherwise;
+  }
   // The one step of a rooted call whose root exposes `buffer` (`bytes` long): the root arrives
   // and waits for every reader; a reader maps the root's buffer, runs `read` on it and arrives.
   // *done is false, and nothing happened, when the root exposed nothing.

@@ -178,8 +178,7 @@ Status SoftConnectQueuePair::post(WorkKind kind, uint64_t wr_id, std::span<const
   if (Status status = fill(request); !status) return status;
   if (head_ == tail_ && state_ == QpState::kReadyToSend && wire_ &&
       wire_->transmit_at_once_locked(request)) {
-    request.done = true;
-    request.transmitted = true;
+    // Done without entering the queue: its slot stays free for the next post.
     if (request.signaled) push_send_completion_locked(request);
     return Status::ok();
   }
