@@ -132,10 +132,12 @@ std::span<const std::byte> bytes_of(const void* data, size_t length) {
   return {static_cast<const std::byte*>(data), length};
 }
 
-// A send descriptor: the BTL descriptor, its one segment and the bytes it points to.
+// A send descriptor: the BTL descriptor, its segments and the bytes the first points to. An
+// in-place send (prepare_src of a large contiguous payload) has a second segment: the caller's
+// bytes, sent from where they are.
 struct Frag {
   mca_btl_base_descriptor_t base;
-  mca_btl_base_segment_t segment;
+  mca_btl_base_segment_t segments[2];
   mca_btl_base_endpoint_t* endpoint;
   size_t capacity;
   uint8_t tag;
@@ -157,7 +159,7 @@ struct PendingSend {
   Frag* frag = nullptr;  // a btl_send descriptor to complete once sent, or null
 };
 
-// An outstanding put/get/atomic and the ob1/osc callback to run when it is done.
+// An outstanding put/get/atomic or in-place send, and what to run when it is done.
 struct RdmaOp {
   transport::Request request;  // invalid for an emulated atomic
   bool emulated = false;
@@ -170,6 +172,7 @@ struct RdmaOp {
   mca_btl_base_rdma_completion_fn_t cbfunc = nullptr;
   void* cbcontext = nullptr;
   void* cbdata = nullptr;
+  Frag* send_frag = nullptr;  // an in-place send: completed (complete_send) instead of cbfunc
 };
 
 // Emulated atomic request and reply (active messages; both ends are this adapter).
@@ -199,6 +202,7 @@ struct Module {
   mca_btl_base_module_t super;
   std::unique_ptr<transport::Worker> worker;
   size_t frag_capacity = 0;
+  size_t zero_copy_min = 0;  // payloads from this size up are sent in place (0: never)
   mca_btl_base_module_error_cb_fn_t error_cb = nullptr;
   bool emulate_atomics = false;
 
@@ -282,9 +286,9 @@ Frag* frag_get(Module* module, mca_btl_base_endpoint_t* endpoint) {
     frag->capacity = module->frag_capacity;
   }
   frag->endpoint = endpoint;
-  frag->segment.seg_addr.pval = frag->data();
-  frag->segment.seg_len = 0;
-  frag->base.des_segments = &frag->segment;
+  frag->segments[0].seg_addr.pval = frag->data();
+  frag->segments[0].seg_len = 0;
+  frag->base.des_segments = frag->segments;
   frag->base.des_segment_count = 1;
   frag->base.des_cbfunc = nullptr;
   frag->base.des_cbdata = nullptr;
@@ -321,18 +325,54 @@ void report_peer_failure(Module* module, mca_btl_base_endpoint_t* endpoint, cons
 
 // ---- Sending ----
 
+RdmaOp* new_rdma_op(Module* module);
+void add_rdma_op(Module* module, RdmaOp* op);
+
+bool in_place(const Frag* frag) {
+  return frag->base.des_segment_count == 2;
+}
+
+// What a btl_send descriptor sends after its header: the bytes of its one segment, or in place
+// the caller's bytes (the second segment).
+std::span<const std::byte> frag_payload(const Frag* frag) {
+  const mca_btl_base_segment_t& segment = frag->segments[in_place(frag) ? 1 : 0];
+  return bytes_of(segment.seg_addr.pval, segment.seg_len);
+}
+
+// The transport's request for an in-place send, tested from progress like RDMA operations; the
+// descriptor completes when the caller's bytes are no longer needed.
+void track_in_place_send(Module* module, Frag* frag, transport::Request request) {
+  RdmaOp* op = new_rdma_op(module);
+  op->request = request;
+  op->endpoint = frag->endpoint;
+  op->send_frag = frag;
+  add_rdma_op(module, op);
+}
+
+// Sends (or, in place, starts sending) one message; kQueueFull when the transport has no send
+// buffer free. *sent_now: the message is gone and the descriptor may complete at once.
+wv::Status send_now(Module* module, transport::PeerId peer, uint8_t am_id,
+                    std::span<const std::byte> header, std::span<const std::byte> payload,
+                    Frag* frag, bool* sent_now) {
+  if (frag == nullptr || !in_place(frag)) {
+    wv::Status status = module->worker->am_send(peer, am_id, header, payload);
+    *sent_now = status.is_ok();
+    return status;
+  }
+  auto request = module->worker->am_send_zcopy(peer, am_id, header, payload);
+  if (!request.is_ok()) return request.status();
+  track_in_place_send(module, frag, *request);
+  return wv::Status::ok();
+}
+
 // Sends at once, or queues behind earlier queued sends (order between two processes matters to
-// ob1's control messages). Returns true when sent now.
+// ob1's control messages). *sent_now: sent, and the descriptor may complete now.
 wv::Status send_or_queue(Module* module, transport::PeerId peer, uint8_t am_id,
                          std::span<const std::byte> header, std::span<const std::byte> payload,
                          Frag* frag, bool* sent_now) {
   *sent_now = false;
   if (module->pending_count.load(std::memory_order_acquire) == 0) {
-    wv::Status status = module->worker->am_send(peer, am_id, header, payload);
-    if (status.is_ok()) {
-      *sent_now = true;
-      return status;
-    }
+    wv::Status status = send_now(module, peer, am_id, header, payload, frag, sent_now);
     if (status.code() != wv::Errc::kQueueFull) return status;
   }
   std::lock_guard lock(module->send_mutex);
@@ -356,14 +396,15 @@ int progress_pending_sends(Module* module) {
     while (!module->pending_sends.empty()) {
       PendingSend& pending = module->pending_sends.front();
       std::span<const std::byte> payload = pending.payload;
-      if (pending.frag != nullptr) {
-        payload = bytes_of(pending.frag->data(), pending.frag->segment.seg_len);
-      }
-      wv::Status status =
-          module->worker->am_send(pending.peer, pending.am_id, pending.header, payload);
+      if (pending.frag != nullptr) payload = frag_payload(pending.frag);
+      bool sent = false;
+      wv::Status status = send_now(module, pending.peer, pending.am_id, pending.header, payload,
+                                   pending.frag, &sent);
       if (status.code() == wv::Errc::kQueueFull) break;
       if (!status.is_ok()) log_error("queued send failed", status);
-      if (pending.frag != nullptr) done.emplace_back(pending.frag, opal_code(status));
+      if (pending.frag != nullptr && (sent || !status.is_ok())) {
+        done.emplace_back(pending.frag, opal_code(status));
+      }
       module->pending_sends.pop_front();
       module->pending_count.fetch_sub(1, std::memory_order_release);
     }
@@ -576,7 +617,9 @@ int progress_rdma(Module* module) {
     if (op->fetch_into != nullptr && status == OPAL_SUCCESS) {
       std::memcpy(op->fetch_into, &op->result, sizeof op->result);
     }
-    if (op->cbfunc != nullptr) {
+    if (op->send_frag != nullptr) {
+      complete_send(module, op->send_frag, status);
+    } else if (op->cbfunc != nullptr) {
       op->cbfunc(&module->super, op->endpoint, op->local_address, op->local_handle, op->cbcontext,
                  op->cbdata, status);
     }
@@ -719,7 +762,7 @@ mca_btl_base_descriptor_t* module_alloc(mca_btl_base_module_t* btl,
   if (size > module->frag_capacity) return nullptr;
   Frag* frag = frag_get(module, endpoint);
   if (frag == nullptr) return nullptr;
-  frag->segment.seg_len = size;
+  frag->segments[0].seg_len = size;
   frag->base.des_flags = flags;
   frag->base.order = order;
   return &frag->base;
@@ -740,19 +783,29 @@ mca_btl_base_descriptor_t* module_prepare_src(mca_btl_base_module_t* btl,
   if (frag == nullptr) return nullptr;
   size_t max_data =
       std::min(*size, btl->btl_max_send_size - std::min(reserve, btl->btl_max_send_size));
-  max_data = std::min(max_data, module->frag_capacity - reserve);
+  // In place: a large contiguous payload stays where the caller has it (the transport sends it
+  // from there, am_send_zcopy); the descriptor completes from progress once it has left.
+  const bool zero_copy = module->zero_copy_min != 0 && max_data >= module->zero_copy_min &&
+                         kTagBytes + reserve <= kSendiHeaderBytes &&
+                         !opal_convertor_need_buffers(convertor);
+  if (!zero_copy) max_data = std::min(max_data, module->frag_capacity - reserve);
   if (max_data > 0) {
     iovec iov;
-    iov.iov_base = frag->data() + reserve;
+    iov.iov_base = zero_copy ? nullptr : frag->data() + reserve;  // null: point, do not copy
     iov.iov_len = max_data;
     uint32_t iov_count = 1;
     if (opal_convertor_pack(convertor, &iov, &iov_count, &max_data) < 0) {
       frag_return(module, frag);
       return nullptr;
     }
+    if (zero_copy) {
+      frag->segments[1].seg_addr.pval = iov.iov_base;
+      frag->segments[1].seg_len = max_data;
+      frag->base.des_segment_count = 2;
+    }
   }
   *size = max_data;
-  frag->segment.seg_len = reserve + max_data;
+  frag->segments[0].seg_len = zero_copy ? reserve : reserve + max_data;
   frag->base.des_flags = flags;
   frag->base.order = order;
   return &frag->base;
@@ -764,15 +817,23 @@ int module_send(mca_btl_base_module_t* btl, mca_btl_base_endpoint_t* endpoint,
   auto* frag = reinterpret_cast<Frag*>(descriptor);
   frag->endpoint = endpoint;
   frag->tag = tag;
-  const std::byte tag_byte{tag};
+  // The AM header: the tag, and in place also the upper layer's header (the first segment).
+  std::array<std::byte, kSendiHeaderBytes> header;
+  header[0] = std::byte{tag};
+  size_t header_bytes = kTagBytes;
+  if (in_place(frag)) {
+    std::memcpy(header.data() + kTagBytes, frag->data(), frag->segments[0].seg_len);
+    header_bytes += frag->segments[0].seg_len;
+  }
   bool sent = false;
-  wv::Status status = send_or_queue(module, endpoint->peer, kAmBtl, std::span(&tag_byte, 1),
-                                    bytes_of(frag->data(), frag->segment.seg_len), frag, &sent);
+  wv::Status status =
+      send_or_queue(module, endpoint->peer, kAmBtl, std::span(header.data(), header_bytes),
+                    frag_payload(frag), frag, &sent);
   if (!status.is_ok()) {
     report_peer_failure(module, endpoint, status);
     return opal_code(status) == OPAL_ERR_OUT_OF_RESOURCE ? OPAL_ERROR : opal_code(status);
   }
-  if (!sent) return OPAL_SUCCESS;  // queued: completed (callback, release) from progress
+  if (!sent) return OPAL_SUCCESS;  // queued or in place: completed from progress
   // am_send copied the data: the descriptor is done. Per the BTL contract, returning 1 means
   // "delivered, callback only if MCA_BTL_DES_SEND_ALWAYS_CALLBACK".
   const uint32_t flags = descriptor->des_flags;
@@ -792,9 +853,12 @@ int module_sendi(mca_btl_base_module_t* btl, mca_btl_base_endpoint_t* endpoint,
                  mca_btl_base_descriptor_t** descriptor) try {
   Module* module = as_module(btl);
   if (descriptor != nullptr) *descriptor = nullptr;
-  // Inline sends only when nothing is queued (order) and the message fits one fragment.
+  // Inline sends only when nothing is queued (order) and the message fits one fragment; a
+  // payload large enough to go in place is left to prepare_src and send, which do not copy it.
   if (header_size + payload_size > btl->btl_eager_limit ||
-      module->pending_count.load(std::memory_order_acquire) != 0) {
+      module->pending_count.load(std::memory_order_acquire) != 0 ||
+      (module->zero_copy_min != 0 && payload_size >= module->zero_copy_min &&
+       !opal_convertor_need_buffers(convertor))) {
     return OPAL_ERR_OUT_OF_RESOURCE;
   }
   // The AM header is the tag and the upper layer's header; the payload goes straight from the
@@ -1333,6 +1397,8 @@ void derive_limits(Module* module) {
   }
   if (!user_set("rdma_pipeline_send_length")) btl.btl_rdma_pipeline_send_length = fragment;
   if (!user_set("min_rdma_pipeline_size")) btl.btl_min_rdma_pipeline_size = 0;
+  module->zero_copy_min = thresholds.zero_copy_min;
+  if (module->zero_copy_min != 0 && !user_set("flags")) btl.btl_flags |= MCA_BTL_FLAGS_SEND_INPLACE;
   mca_btl_base_param_verify(&btl);
   module->frag_capacity = fragment;
 }

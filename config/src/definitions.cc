@@ -123,6 +123,15 @@ constexpr Definition kDefinitions[] = {
      .level = Level::kTuner,
      .min = 0,
      .max = 1048576},
+    {.name = names::kTransportZeroCopyMin,
+     .type = Type::kSize,
+     .default_value = "8K",
+     .description = "Smallest active-message payload sent from the caller's memory (registered "
+                    "through the registration cache, no copy) by am_send_zcopy, btl/wv's "
+                    "in-place sends; smaller ones are copied. 0 turns zero-copy sends off.",
+     .level = Level::kTuner,
+     .min = 0,
+     .max = 1073741824},
     {.name = names::kTransportInlineLimit,
      .type = Type::kInteger,
      .default_value = "-1",

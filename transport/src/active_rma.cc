@@ -38,29 +38,44 @@ size_t WorkerImpl::am_limit() const {
   return thresholds_.eager_limit;
 }
 
-Status WorkerImpl::am_send(PeerId peer_id, uint8_t id, std::span<const std::byte> header,
-                           std::span<const std::byte> payload) {
-  std::lock_guard lock(mutex_);
-  const size_t bytes = header.size() + payload.size();
-  if (bytes > am_limit() || header.size() > 0xffff) {
+Result<Peer*> WorkerImpl::active_message_peer(PeerId peer_id, size_t header_bytes, size_t bytes) {
+  if (bytes > am_limit() || header_bytes > 0xffff) {
     return Status(Errc::kInvalidArgument,
                   "active message of " + std::to_string(bytes) +
                       " bytes exceeds am_limit() = " + std::to_string(am_limit()));
   }
   auto found = peer_for_send(peer_id);
   if (!found.is_ok()) return found.status();
-  Peer& peer = **found;
-  if (bytes > peer.eager_limit) {
+  if (bytes > (*found)->eager_limit) {
     return Status(Errc::kInvalidArgument, "active message of " + std::to_string(bytes) +
                                               " bytes exceeds what peer " +
                                               std::to_string(peer_id) + " receives (" +
-                                              std::to_string(peer.eager_limit) + ")");
+                                              std::to_string((*found)->eager_limit) + ")");
   }
-  wire::Header wire_header{};
-  wire_header.type = wire::Type::kActive;
-  wire_header.am_id = id;
-  wire_header.am_header_length = static_cast<uint16_t>(header.size());
-  wire_header.payload_length = static_cast<uint32_t>(bytes);
+  return found;
+}
+
+namespace {
+
+wire::Header active_header(uint8_t id, size_t header_bytes, size_t bytes) {
+  wire::Header header{};
+  header.type = wire::Type::kActive;
+  header.am_id = id;
+  header.am_header_length = static_cast<uint16_t>(header_bytes);
+  header.payload_length = static_cast<uint32_t>(bytes);
+  return header;
+}
+
+}  // namespace
+
+Status WorkerImpl::am_send(PeerId peer_id, uint8_t id, std::span<const std::byte> header,
+                           std::span<const std::byte> payload) {
+  std::lock_guard lock(mutex_);
+  const size_t bytes = header.size() + payload.size();
+  auto found = active_message_peer(peer_id, header.size(), bytes);
+  if (!found.is_ok()) return found.status();
+  Peer& peer = **found;
+  wire::Header wire_header = active_header(id, header.size(), bytes);
   const size_t header_bytes = wire::shorten(wire_header);
   // Nothing queued ahead of it and room to post: an inline send copies header and payload at
   // post time, so a small message needs no send buffer and, like inline tagged sends, mostly no
@@ -84,6 +99,45 @@ Status WorkerImpl::am_send(PeerId peer_id, uint8_t id, std::span<const std::byte
       DataItem{.is_request = false, .value = buffer, .bytes = header_bytes + bytes});
   pump(peer);
   return Status::ok();
+}
+
+Result<Request> WorkerImpl::am_send_zcopy(PeerId peer_id, uint8_t id,
+                                          std::span<const std::byte> header,
+                                          std::span<const std::byte> payload) {
+  std::lock_guard lock(mutex_);
+  if (payload.empty()) {
+    return Status(Errc::kInvalidArgument, "am_send_zcopy of an empty payload (use am_send)");
+  }
+  const size_t bytes = header.size() + payload.size();
+  auto found = active_message_peer(peer_id, header.size(), bytes);
+  if (!found.is_ok()) return found.status();
+  Peer& peer = **found;
+  auto region = cache_->get(payload.data(), payload.size(), verbs::Access::kNone);
+  if (!region.is_ok()) return region.status();
+  const uint32_t buffer = send_buffers_->take();
+  if (buffer == BufferPool::kNone) {
+    return Status(Errc::kQueueFull, "every eager send buffer is in flight; progress and retry");
+  }
+  auto request_id = new_request(RequestKind::kActiveSend);
+  if (!request_id.is_ok()) {
+    send_buffers_->give(buffer);
+    return request_id.status();
+  }
+  wire::Header wire_header = active_header(id, header.size(), bytes);
+  const size_t header_bytes = wire::shorten(wire_header);
+  std::byte* framing = send_buffers_->buffer(buffer);
+  std::memcpy(framing, &wire_header, header_bytes);
+  if (!header.empty()) std::memcpy(framing + header_bytes, header.data(), header.size());
+  RequestSlot& request = requests_[static_cast<uint32_t>(*request_id)];
+  request.peer = peer_id;
+  request.buffer = const_cast<std::byte*>(payload.data());
+  request.length = payload.size();
+  request.region = std::move(region).value();
+  request.framing_buffer = buffer;
+  request.framing_bytes = static_cast<uint32_t>(header_bytes + header.size());
+  peer.data.push_back(DataItem{.is_request = true, .value = *request_id, .bytes = 0});
+  pump(peer);
+  return Request::from_id(*request_id);
 }
 
 void WorkerImpl::deliver_active(Peer& peer, const wire::Header& header,

@@ -108,6 +108,30 @@ bool WorkerImpl::post_from_buffer(Peer& peer, uint32_t buffer, size_t bytes) {
   return true;
 }
 
+bool WorkerImpl::post_zero_copy(Peer& peer, uint64_t request_id, RequestSlot& request) {
+  std::byte* framing = send_buffers_->buffer(request.framing_buffer);
+  const auto credits = static_cast<uint16_t>(std::min<uint32_t>(peer.credits_to_return, 0xffff));
+  std::memcpy(framing + offsetof(wire::Header, credits), &credits, sizeof credits);
+  const verbs::Sge sges[2] = {
+      send_buffers_->sge(request.framing_buffer, request.framing_bytes),
+      {request.region.get(), request.buffer, static_cast<uint32_t>(request.length)}};
+  // Signaled: its completion ends the request (the caller may then change the payload). Like
+  // RDMA operations it retires only itself; unsignaled sends before it wait for the next
+  // signaled send's count.
+  Status status = peer.active->qp->send(make_wr_id(WorkKind::kZeroCopy, request_id), sges,
+                                        verbs::SendFlags::kSignaled);
+  if (!status.is_ok()) {
+    if (status.code() == Errc::kQueueFull) return false;
+    fail_peer(peer, status);
+    return true;
+  }
+  request.started = true;
+  peer.credits_to_return -= credits;
+  ++peer.in_flight;
+  ++counters_.messages_sent;
+  return true;
+}
+
 bool WorkerImpl::post_control(Peer& peer, const ControlMessage& message) {
   if (message.type == wire::Type::kCredit) {
     peer.credit_queued = false;
@@ -132,6 +156,9 @@ WorkerImpl::Posted WorkerImpl::post_data(Peer& peer, const DataItem& item) {
   }
   RequestSlot* request = find_request(item.value);
   if (!request || request->done) return Posted::kSkipped;  // cancelled while queued
+  if (request->kind == RequestKind::kActiveSend) {
+    return post_zero_copy(peer, item.value, *request) ? Posted::kSent : Posted::kBlocked;
+  }
   wire::Header header{};
   header.tag = request->tag;
   header.cookie = item.value;

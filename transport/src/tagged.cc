@@ -69,6 +69,10 @@ void WorkerImpl::complete(uint64_t id, RequestSlot& request, Status status) {
     atomic_buffers_->give(request.atomic_slot);
     request.atomic_slot = BufferPool::kNone;
   }
+  if (request.framing_buffer != BufferPool::kNone) {
+    send_buffers_->give(request.framing_buffer);
+    request.framing_buffer = BufferPool::kNone;
+  }
   request.region.reset();  // registrations stay cached; only this use ends
   request.fragment_regions.clear();
 }

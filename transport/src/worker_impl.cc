@@ -690,6 +690,16 @@ void WorkerImpl::handle_completion(const verbs::Completion& completion) {
       ++counters_.send_completions;
       retired += send_retired(value);
       break;
+    case WorkKind::kZeroCopy:
+      if (RequestSlot* request = find_request(value); request && !request->done) {
+        complete(value, *request,
+                 completion.status == verbs::CompletionStatus::kSuccess
+                     ? Status::ok()
+                     : Status(Errc::kIoError,
+                              "active message to peer " + std::to_string(request->peer) +
+                                  " failed: " + std::string(verbs::to_string(completion.status))));
+      }
+      break;
     case WorkKind::kFragment:
       if (peer) {
         const bool ok = completion.status == verbs::CompletionStatus::kSuccess;

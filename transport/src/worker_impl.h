@@ -39,6 +39,7 @@ enum class WorkKind : uint8_t {
   kInlineSend = 2,  // an inline send (nothing to release; value: send_value(0, retired))
   kFragment = 3,    // an RDMA operation of a request (value: request id)
   kReceive = 4,     // a shared receive queue buffer (value: buffer index)
+  kZeroCopy = 5,    // a zero-copy active message (value: request id)
 };
 inline uint64_t make_wr_id(WorkKind kind, uint64_t value) {
   return (uint64_t{static_cast<uint8_t>(kind)} << 56) | (value & ((uint64_t{1} << 56) - 1));
@@ -64,7 +65,7 @@ inline uint32_t send_retired(uint64_t value) {
 // The largest eager limit the cost model chooses, and the receive buffers' default capacity.
 inline constexpr size_t kMaxEagerLimit = kMaxEagerChoice + kUpperHeaderRoom;
 
-enum class RequestKind : uint8_t { kFree, kSend, kReceive, kPut, kGet, kAtomic };
+enum class RequestKind : uint8_t { kFree, kSend, kReceive, kPut, kGet, kAtomic, kActiveSend };
 
 // A request's plain state, reset to these values whenever a slot is reused.
 struct RequestFields {
@@ -94,6 +95,9 @@ struct RequestFields {
   uint64_t* atomic_result = nullptr;
   uint32_t atomic_slot = BufferPool::kNone;
   bool is_compare_swap = false;
+  // Zero-copy active message: the send buffer holding its framing (wire header, AM header).
+  uint32_t framing_buffer = BufferPool::kNone;
+  uint32_t framing_bytes = 0;
 };
 
 // The members that own something are emptied when the request is released, not rebuilt
@@ -215,6 +219,8 @@ class WorkerImpl final : public Worker {
   size_t am_limit() const override;
   Status am_send(PeerId peer, uint8_t id, std::span<const std::byte> header,
                  std::span<const std::byte> payload) override;
+  Result<Request> am_send_zcopy(PeerId peer, uint8_t id, std::span<const std::byte> header,
+                                std::span<const std::byte> payload) override;
 
   Result<std::unique_ptr<RegisteredMemory>> register_memory(void* address, size_t length) override;
   Result<std::unique_ptr<RegisteredMemory>> allocate_memory(size_t length) override;
@@ -273,6 +279,8 @@ class WorkerImpl final : public Worker {
   bool post_message(Peer& peer, wire::Header& header, std::span<const std::byte> body,
                     std::span<const std::byte> payload);
   bool post_from_buffer(Peer& peer, uint32_t buffer, size_t bytes);
+  // A zero-copy active message: its framing from a send buffer, its payload from the caller.
+  bool post_zero_copy(Peer& peer, uint64_t request_id, RequestSlot& request);
   bool can_post(const Peer& peer) const;
 
   // ---- tagged.cc ----
@@ -331,6 +339,8 @@ class WorkerImpl final : public Worker {
   bool registers_per_fragment(size_t length) const { return length > thresholds_.fragment_size; }
 
   // ---- active_rma.cc ----
+  // The peer an active message of `bytes` (header and payload) may go to, or why not.
+  Result<Peer*> active_message_peer(PeerId id, size_t header_bytes, size_t bytes);
   // What registered memory allows peers: everything the device can do.
   verbs::Access exposed_access() const;
   void deliver_active(Peer& peer, const wire::Header& header, std::span<const std::byte> bytes);

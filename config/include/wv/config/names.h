@@ -23,6 +23,7 @@ inline constexpr std::string_view kTransportEagerLimit = "transport_eager_limit"
 inline constexpr std::string_view kTransportInlineLimit = "transport_inline_limit";
 inline constexpr std::string_view kTransportRendezvous = "transport_rendezvous";
 inline constexpr std::string_view kTransportFragmentSize = "transport_fragment_size";
+inline constexpr std::string_view kTransportZeroCopyMin = "transport_zero_copy_min";
 inline constexpr std::string_view kTransportCredits = "transport_credits";
 inline constexpr std::string_view kTransportReceiveBuffers = "transport_receive_buffers";
 inline constexpr std::string_view kTransportSendBuffers = "transport_send_buffers";

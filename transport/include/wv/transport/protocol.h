@@ -27,6 +27,8 @@ struct ProtocolThresholds {
   size_t eager_limit = 0;   // payloads up to this are copied through pre-registered buffers
   RendezvousScheme scheme = RendezvousScheme::kRead;
   size_t fragment_size = 0;  // rendezvous transfers are cut into RDMA operations of this size
+  // Active-message payloads from this size up may go zero-copy (am_send_zcopy); 0: never.
+  size_t zero_copy_min = 0;
   // Measured at start-up; the inputs of the choice, printed by wv_info --protocols.
   double copy_bandwidth_gbps = 0;   // single-core memcpy, GB/s
   double registration_cost_us = 0;  // register + deregister of one eager-limit buffer

@@ -211,6 +211,13 @@ class Worker {
   // am_limit(). Active messages to one peer arrive in order, also relative to tagged ones.
   virtual Status am_send(PeerId peer, uint8_t id, std::span<const std::byte> header,
                          std::span<const std::byte> payload) = 0;
+  // am_send without the payload's copy: the payload is sent from where it is (registered
+  // through the registration cache) and must stay unchanged until the returned request is done
+  // (test/wait; it cannot be cancelled). The header is copied. For payloads of at least
+  // thresholds().zero_copy_min, where the copy costs more than the lookup and the wait; the
+  // same errors as am_send, and kInvalidArgument for an empty payload.
+  virtual Result<Request> am_send_zcopy(PeerId peer, uint8_t id, std::span<const std::byte> header,
+                                        std::span<const std::byte> payload) = 0;
 
   // ---- RMA ----
   // Registers memory peers may put to, get from and use for atomics.
