@@ -125,7 +125,7 @@ constexpr Definition kDefinitions[] = {
      .max = 1048576},
     {.name = names::kTransportZeroCopyMin,
      .type = Type::kSize,
-     .default_value = "8K",
+     .default_value = "16K",
      .description = "Smallest active-message payload sent from the caller's memory (registered "
                     "through the registration cache, no copy) by am_send_zcopy, btl/wv's "
                     "in-place sends; smaller ones are copied. 0 turns zero-copy sends off.",
