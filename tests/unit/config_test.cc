@@ -431,6 +431,7 @@ TEST(NamesTest, EveryNameConstantIsDefined) {
       names::kTransportInlineLimit,
       names::kTransportRendezvous,
       names::kTransportFragmentSize,
+      names::kTransportZeroCopyMin,
       names::kTransportCredits,
       names::kTransportReceiveBuffers,
       names::kTransportSendBuffers,
