@@ -80,17 +80,25 @@ bool WorkerImpl::post_message(Peer& peer, wire::Header& header, std::span<const 
     fail_peer(peer, status);
     return true;  // the message is gone with the peer; nothing to retry
   }
-  peer.credits_to_return -= header.credits;
-  ++peer.in_flight;
+  count_posted(peer, header.credits);
   peer.unsignaled = signaled ? 0 : peer.unsignaled + 1;
-  ++counters_.messages_sent;
   return true;
 }
 
-bool WorkerImpl::post_from_buffer(Peer& peer, uint32_t buffer, size_t bytes) {
-  std::byte* out = send_buffers_->buffer(buffer);
+uint16_t WorkerImpl::stamp_credits(const Peer& peer, std::byte* framed) {
   const auto credits = static_cast<uint16_t>(std::min<uint32_t>(peer.credits_to_return, 0xffff));
-  std::memcpy(out + offsetof(wire::Header, credits), &credits, sizeof credits);
+  std::memcpy(framed + offsetof(wire::Header, credits), &credits, sizeof credits);
+  return credits;
+}
+
+void WorkerImpl::count_posted(Peer& peer, uint16_t credits) {
+  peer.credits_to_return -= credits;
+  ++peer.in_flight;
+  ++counters_.messages_sent;
+}
+
+bool WorkerImpl::post_from_buffer(Peer& peer, uint32_t buffer, size_t bytes) {
+  const uint16_t credits = stamp_credits(peer, send_buffers_->buffer(buffer));
   verbs::Sge sge = send_buffers_->sge(buffer, bytes);
   Status status =
       peer.active->qp->send(make_wr_id(WorkKind::kSendBuffer, send_value(buffer, peer.unsignaled)),
@@ -101,17 +109,13 @@ bool WorkerImpl::post_from_buffer(Peer& peer, uint32_t buffer, size_t bytes) {
     fail_peer(peer, status);
     return true;
   }
-  peer.credits_to_return -= credits;
-  ++peer.in_flight;
+  count_posted(peer, credits);
   peer.unsignaled = 0;
-  ++counters_.messages_sent;
   return true;
 }
 
 bool WorkerImpl::post_zero_copy(Peer& peer, uint64_t request_id, RequestSlot& request) {
-  std::byte* framing = send_buffers_->buffer(request.framing_buffer);
-  const auto credits = static_cast<uint16_t>(std::min<uint32_t>(peer.credits_to_return, 0xffff));
-  std::memcpy(framing + offsetof(wire::Header, credits), &credits, sizeof credits);
+  const uint16_t credits = stamp_credits(peer, send_buffers_->buffer(request.framing_buffer));
   const verbs::Sge sges[2] = {
       send_buffers_->sge(request.framing_buffer, request.framing_bytes),
       {request.region.get(), request.buffer, static_cast<uint32_t>(request.length)}};
@@ -126,9 +130,7 @@ bool WorkerImpl::post_zero_copy(Peer& peer, uint64_t request_id, RequestSlot& re
     return true;
   }
   request.started = true;
-  peer.credits_to_return -= credits;
-  ++peer.in_flight;
-  ++counters_.messages_sent;
+  count_posted(peer, credits);
   return true;
 }
 

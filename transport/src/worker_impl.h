@@ -279,6 +279,10 @@ class WorkerImpl final : public Worker {
   bool post_message(Peer& peer, wire::Header& header, std::span<const std::byte> body,
                     std::span<const std::byte> payload);
   bool post_from_buffer(Peer& peer, uint32_t buffer, size_t bytes);
+  // Writes the credits owed to the peer into a message framed earlier (a queued send buffer's
+  // header) and returns them; count_posted books them as returned once the message is posted.
+  uint16_t stamp_credits(const Peer& peer, std::byte* framed);
+  void count_posted(Peer& peer, uint16_t credits);
   // A zero-copy active message: its framing from a send buffer, its payload from the caller.
   bool post_zero_copy(Peer& peer, uint64_t request_id, RequestSlot& request);
   bool can_post(const Peer& peer) const;
