@@ -147,7 +147,7 @@ Status WorkerImpl::choose_thresholds() {
   // A send from the caller's memory trades the copy into a send buffer for a registration-cache
   // lookup, a signaled send and the caller's wait for its completion. btl/wv over tcp (session
   // 18, fast phases): 32-64 KiB streams moved 3.1-3.8 GB/s in place against 2.9-3.3 copied; at
-  // 8 KiB the wait cost as much as the copy saved.
+  // 8 KiB no gain showed.
   t.zero_copy_min = config.get_size(names::kTransportZeroCopyMin);
   why += "zero-copy active messages: from " + std::to_string(t.zero_copy_min) +
          " B (transport_zero_copy_min)\n";
