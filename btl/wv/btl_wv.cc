@@ -339,6 +339,13 @@ std::span<const std::byte> frag_payload(const Frag* frag) {
   return bytes_of(segment.seg_addr.pval, segment.seg_len);
 }
 
+// Whether a payload of `bytes` goes in place (sendi declines it, prepare_src points at it): large
+// enough that the copy costs more than the engine's wait for the send, and contiguous.
+bool goes_in_place(const Module* module, opal_convertor_t* convertor, size_t bytes) {
+  return module->zero_copy_min != 0 && bytes >= module->zero_copy_min &&
+         !opal_convertor_need_buffers(convertor);
+}
+
 // The transport's request for an in-place send, tested from progress like RDMA operations; the
 // descriptor completes when the caller's bytes are no longer needed.
 void track_in_place_send(Module* module, Frag* frag, transport::Request request) {
@@ -785,9 +792,8 @@ mca_btl_base_descriptor_t* module_prepare_src(mca_btl_base_module_t* btl,
       std::min(*size, btl->btl_max_send_size - std::min(reserve, btl->btl_max_send_size));
   // In place: a large contiguous payload stays where the caller has it (the transport sends it
   // from there, am_send_zcopy); the descriptor completes from progress once it has left.
-  const bool zero_copy = module->zero_copy_min != 0 && max_data >= module->zero_copy_min &&
-                         kTagBytes + reserve <= kSendiHeaderBytes &&
-                         !opal_convertor_need_buffers(convertor);
+  const bool zero_copy =
+      kTagBytes + reserve <= kSendiHeaderBytes && goes_in_place(module, convertor, max_data);
   if (!zero_copy) max_data = std::min(max_data, module->frag_capacity - reserve);
   if (max_data > 0) {
     iovec iov;
@@ -857,8 +863,7 @@ int module_sendi(mca_btl_base_module_t* btl, mca_btl_base_endpoint_t* endpoint,
   // payload large enough to go in place is left to prepare_src and send, which do not copy it.
   if (header_size + payload_size > btl->btl_eager_limit ||
       module->pending_count.load(std::memory_order_acquire) != 0 ||
-      (module->zero_copy_min != 0 && payload_size >= module->zero_copy_min &&
-       !opal_convertor_need_buffers(convertor))) {
+      goes_in_place(module, convertor, payload_size)) {
     return OPAL_ERR_OUT_OF_RESOURCE;
   }
   // The AM header is the tag and the upper layer's header; the payload goes straight from the

@@ -89,14 +89,9 @@ Status WorkerImpl::am_send(PeerId peer_id, uint8_t id, std::span<const std::byte
   if (buffer == BufferPool::kNone) {
     return Status(Errc::kQueueFull, "every eager send buffer is in flight; progress and retry");
   }
-  std::byte* out = send_buffers_->buffer(buffer);
-  std::memcpy(out, &wire_header, header_bytes);
-  if (!header.empty()) std::memcpy(out + header_bytes, header.data(), header.size());
-  if (!payload.empty()) {
-    std::memcpy(out + header_bytes + header.size(), payload.data(), payload.size());
-  }
-  peer.data.push_back(
-      DataItem{.is_request = false, .value = buffer, .bytes = header_bytes + bytes});
+  const size_t framed =
+      wire::frame(send_buffers_->buffer(buffer), wire_header, header_bytes, header, payload);
+  peer.data.push_back(DataItem{.is_request = false, .value = buffer, .bytes = framed});
   pump(peer);
   return Status::ok();
 }
@@ -125,16 +120,15 @@ Result<Request> WorkerImpl::am_send_zcopy(PeerId peer_id, uint8_t id,
   }
   wire::Header wire_header = active_header(id, header.size(), bytes);
   const size_t header_bytes = wire::shorten(wire_header);
-  std::byte* framing = send_buffers_->buffer(buffer);
-  std::memcpy(framing, &wire_header, header_bytes);
-  if (!header.empty()) std::memcpy(framing + header_bytes, header.data(), header.size());
+  const size_t framed =
+      wire::frame(send_buffers_->buffer(buffer), wire_header, header_bytes, header, {});
   RequestSlot& request = requests_[static_cast<uint32_t>(*request_id)];
   request.peer = peer_id;
   request.buffer = const_cast<std::byte*>(payload.data());
   request.length = payload.size();
   request.region = std::move(region).value();
   request.framing_buffer = buffer;
-  request.framing_bytes = static_cast<uint32_t>(header_bytes + header.size());
+  request.framing_bytes = static_cast<uint32_t>(framed);
   peer.data.push_back(DataItem{.is_request = true, .value = *request_id, .bytes = 0});
   pump(peer);
   return Request::from_id(*request_id);

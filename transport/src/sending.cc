@@ -64,12 +64,7 @@ bool WorkerImpl::post_message(Peer& peer, wire::Header& header, std::span<const 
   } else {
     buffer = send_buffers_->take();
     if (buffer == BufferPool::kNone) return false;
-    std::byte* out = send_buffers_->buffer(buffer);
-    std::memcpy(out, &header, header_bytes);
-    if (!body.empty()) std::memcpy(out + header_bytes, body.data(), body.size());
-    if (!payload.empty()) {
-      std::memcpy(out + header_bytes + body.size(), payload.data(), payload.size());
-    }
+    wire::frame(send_buffers_->buffer(buffer), header, header_bytes, body, payload);
     verbs::Sge sge = send_buffers_->sge(buffer, total);
     status = qp.send(make_wr_id(WorkKind::kSendBuffer, send_value(buffer, peer.unsignaled)),
                      {&sge, 1}, verbs::SendFlags::kSignaled);

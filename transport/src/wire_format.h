@@ -75,6 +75,16 @@ inline size_t shorten(Header& header) {
   return bytes;
 }
 
+// Writes a message into `out` (a send buffer): the first `header_bytes` of `header` (its short
+// form, see shorten), then `first` and `second`. Returns the bytes written.
+inline size_t frame(std::byte* out, const Header& header, size_t header_bytes,
+                    std::span<const std::byte> first, std::span<const std::byte> second) {
+  std::memcpy(out, &header, header_bytes);
+  if (!first.empty()) std::memcpy(out + header_bytes, first.data(), first.size());
+  if (!second.empty()) std::memcpy(out + header_bytes + first.size(), second.data(), second.size());
+  return header_bytes + first.size() + second.size();
+}
+
 struct RendezvousBody {
   uint64_t length;   // message size
   uint64_t address;  // read scheme: the sender's buffer
