@@ -393,6 +393,44 @@ TEST_P(ConnectedQpTest, ManySendsCompleteInPostOrderAtBothEnds) {
   }
 }
 
+// Large and tiny messages back to back, in one stream: a stream provider switches between
+// reading large payloads straight into their receive buffers and batching small ones through a
+// staging buffer, and must lose no byte or boundary at either switch (tcp reads only the next
+// header after a large payload, so a tiny message right behind a large one is such a switch).
+TEST_P(ConnectedQpTest, LargeAndTinySendsInterleavedArriveWhole) {
+  constexpr std::array<uint32_t, 12> kLengths = {70000, 0, 3,     65536, 1,    4095,
+                                                 4096,  0, 20000, 7,     8192, 262147};
+  ConnectedPair pair;
+  ASSERT_NO_FATAL_FAILURE(make_pair(pair));
+  constexpr uint32_t kSlot = 262148;
+  Buffer out;
+  Buffer in;
+  ASSERT_NO_FATAL_FAILURE(register_buffer(kLengths.size() * kSlot, Access::kLocalWrite, out));
+  ASSERT_NO_FATAL_FAILURE(register_buffer(kLengths.size() * kSlot, Access::kLocalWrite, in));
+  for (uint32_t i = 0; i < kLengths.size(); ++i) {
+    const Sge receive = in.sge(i * kSlot, kSlot);
+    ASSERT_OK(pair.server.qp->post_receive(i, std::span(&receive, 1)));
+  }
+  for (uint32_t i = 0; i < kLengths.size(); ++i) {
+    fill_pattern(out.bytes(i * kSlot, kLengths[i]), i);
+    const Sge send = out.sge(i * kSlot, kLengths[i]);
+    ASSERT_OK(pair.client.qp->send(100 + i, std::span(&send, kLengths[i] > 0 ? 1 : 0),
+                                   SendFlags::kSignaled));
+  }
+  std::vector<Completion> sent;
+  std::vector<Completion> received;
+  ASSERT_TRUE(poll_n(*pair.client.send_cq, kLengths.size(), sent));
+  ASSERT_TRUE(poll_n(*pair.server.receive_cq, kLengths.size(), received));
+  for (uint32_t i = 0; i < kLengths.size(); ++i) {
+    SCOPED_TRACE("send " + std::to_string(i) + " of " + std::to_string(kLengths[i]) + " bytes");
+    EXPECT_EQ(sent[i].status, CompletionStatus::kSuccess) << describe(sent[i]);
+    ASSERT_EQ(received[i].status, CompletionStatus::kSuccess) << describe(received[i]);
+    EXPECT_EQ(received[i].wr_id, i);
+    EXPECT_EQ(received[i].length, kLengths[i]);
+    EXPECT_TRUE(has_pattern(in.bytes(i * kSlot, kLengths[i]), i));
+  }
+}
+
 // A sender that was polling when its sends filled the connection, and then stops polling
 // without saying so (no notification armed, no sleep): the provider must not leave the rest of
 // the stream waiting for that poller to come back. Software providers hand the connection to

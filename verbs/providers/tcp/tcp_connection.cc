@@ -33,6 +33,9 @@ constexpr uint64_t kDirectReadThreshold = uint64_t{4} * 1024;
 // Reads into the staging buffer stop here: enough for many small FPDUs per system call, little
 // enough that a large payload is mostly left in the socket for direct placement.
 constexpr size_t kStagingRead = size_t{8} * 1024;
+// What follows a payload read straight into its destination: pad, CRC and the next header. The
+// readv that places the payload stages only this much, and so does the header read after it.
+constexpr size_t kSegmentBoundaryRead = 3 + kMpaCrcBytes + kMaxFpduHeaderBytes;
 constexpr size_t kRxBufferBytes = size_t{64} * 1024;
 constexpr auto kParkCheck = std::chrono::milliseconds(1);
 
@@ -163,7 +166,8 @@ TcpConnection::TcpConnection(int fd, soft::Progress& progress,
       responses_(std::max<uint32_t>(options.inbound_read_depth, 1)),
       rtr_pending_(options.send_rtr),
       may_transmit_(!options.wait_for_first_fpdu),
-      rx_buffer_(kRxBufferBytes) {}
+      rx_buffer_(kRxBufferBytes),
+      header_lookahead_(kStagingRead) {}
 
 TcpConnection::~TcpConnection() {
   ::close(fd_);
@@ -594,7 +598,7 @@ void TcpConnection::resume_after_rnr() {
   if (auto qp = qp_.lock()) on_readable(*qp);
 }
 
-bool TcpConnection::fill(size_t want) {
+bool TcpConnection::fill(size_t want, size_t lookahead) {
   while (rx_end_ - rx_begin_ < want) {
     if (rx_begin_ > 0 && rx_buffer_.size() - rx_begin_ < want) {
       std::memmove(rx_buffer_.data(), rx_buffer_.data() + rx_begin_, rx_end_ - rx_begin_);
@@ -603,7 +607,7 @@ bool TcpConnection::fill(size_t want) {
     }
     const size_t room = rx_buffer_.size() - rx_end_;
     const ssize_t n =
-        ::recv(fd_, rx_buffer_.data() + rx_end_, std::min(room, std::max(want, kStagingRead)), 0);
+        ::recv(fd_, rx_buffer_.data() + rx_end_, std::min(room, std::max(want, lookahead)), 0);
     if (n > 0) {
       rx_end_ += static_cast<size_t>(n);
     } else if (n == 0) {
@@ -625,7 +629,7 @@ void TcpConnection::on_readable(SoftConnectQueuePair& qp) {
     bool stalled = false;
     switch (stage_) {
       case RxStage::kHeader: {
-        if (!fill(4)) break;
+        if (!fill(4, header_lookahead_)) break;
         TerminateCode code{};
         status = check_control_bytes(rx_buffer_[rx_begin_ + 2], rx_buffer_[rx_begin_ + 3], &code);
         if (!status) {
@@ -633,7 +637,7 @@ void TcpConnection::on_readable(SoftConnectQueuePair& qp) {
           return;
         }
         const size_t need = header_bytes_needed(rx_buffer_[rx_begin_ + 2]);
-        if (!fill(need)) break;
+        if (!fill(need, header_lookahead_)) break;
         const std::span<const std::byte> bytes(rx_buffer_.data() + rx_begin_, need);
         auto decoded = decode_segment_header(bytes, &code);
         if (!decoded.is_ok()) {
@@ -641,6 +645,7 @@ void TcpConnection::on_readable(SoftConnectQueuePair& qp) {
           return;
         }
         header_ = decoded.value();
+        if (header_.payload_length < kDirectReadThreshold) header_lookahead_ = kStagingRead;
         offending_length_ = need;
         std::memcpy(offending_.data(), bytes.data(), need);
         rx_crc_ = options_.crc ? crc32c(bytes) : 0;
@@ -680,7 +685,7 @@ void TcpConnection::on_readable(SoftConnectQueuePair& qp) {
       }
       case RxStage::kTrailer: {
         const size_t need = header_.pad_length() + kMpaCrcBytes;
-        if (!fill(need)) break;
+        if (!fill(need, header_lookahead_)) break;
         status = check_fpdu_trailer(header_.ulpdu_length, {rx_buffer_.data() + rx_begin_, need},
                                     options_.crc, options_.crc ? rx_crc_ : 0);
         rx_begin_ += need;
@@ -802,7 +807,7 @@ Status TcpConnection::begin_segment(SoftConnectQueuePair& qp, bool* stalled) {
 Status TcpConnection::receive_payload(bool* more) {
   const uint64_t total = header_.payload_length;
   if (!carries_data(header_.opcode)) {
-    if (!fill(total)) return Status::ok();
+    if (!fill(total, kStagingRead)) return Status::ok();
     copy_bytes(body_.data(), rx_buffer_.data() + rx_begin_, total);
     if (options_.crc) rx_crc_ = crc32c_update(rx_crc_, {rx_buffer_.data() + rx_begin_, total});
     rx_begin_ += total;
@@ -833,7 +838,8 @@ Status TcpConnection::receive_payload(bool* more) {
       for (int i = 0; i < n; ++i) gathered += iov[i].iov_len;
       rx_begin_ = 0;
       rx_end_ = 0;
-      iov[n] = iovec{rx_buffer_.data(), kStagingRead};
+      iov[n] = iovec{rx_buffer_.data(), kSegmentBoundaryRead};
+      header_lookahead_ = kSegmentBoundaryRead;
       const ssize_t got = ::readv(fd_, iov, n + 1);
       if (got > 0) {
         // Bytes past the destination (gathered < remaining) land staged, where scatter refuses
@@ -861,7 +867,7 @@ Status TcpConnection::receive_payload(bool* more) {
       }
       return Status::ok();
     }
-    if (!fill(1)) return Status::ok();
+    if (!fill(1, kStagingRead)) return Status::ok();
   }
   *more = true;
   return Status::ok();

@@ -133,7 +133,9 @@ class TcpConnection final : public soft::Wire,
 
   // ---- receive (progress thread) ----
   void on_readable(soft::SoftConnectQueuePair& qp);
-  bool fill(size_t want);  // at least `want` bytes buffered; false when the socket has no more
+  // At least `want` bytes buffered, reading up to `lookahead` more when the socket has them;
+  // false when the socket has no more.
+  bool fill(size_t want, size_t lookahead);
   // Each returns a failed Status after it has terminated the connection itself.
   Status begin_segment(soft::SoftConnectQueuePair& qp, bool* stalled);
   Status receive_payload(bool* more);
@@ -195,6 +197,10 @@ class TcpConnection final : public soft::Wire,
   std::array<std::byte, kAtomicRequestBodyBytes + kTerminateMaxBodyBytes> body_{};
   uint32_t rx_crc_ = 0;
   uint64_t payload_done_ = 0;
+  // How far a header read may read ahead: a staging read's worth after small FPDUs (they come
+  // in batches), only the header after a large payload (what follows is likely large too, and
+  // belongs in its destination, not in the staging buffer).
+  size_t header_lookahead_;
   soft::Segment placement_[soft::kMaxSge];  // where the payload goes
   uint32_t placement_count_ = 0;
   uint64_t placement_offset_ = 0;
