@@ -188,6 +188,74 @@ TEST_P(MemoryTest, DeregisteredKeyIsRefused) {
   EXPECT_TRUE(wait_qp_state(*pair.client.qp, QpState::kError));
 }
 
+// ConnectQueuePair::map_remote (remote_mapping.h): where the wire can map the peer's allocated
+// memory (shm, and hybrid's connections on one host), loads and stores through the mapping are
+// the peer's bytes, within what its key grants; everywhere else the call says kNotSupported, so
+// that a caller falls back to work requests.
+TEST_P(MemoryTest, MappedPeerMemoryIsThePeersBytesWithinItsKey) {
+  constexpr size_t kBytes = 3 * 4096;
+  const Access access = Access::kLocalWrite | Access::kRemoteRead | Access::kRemoteWrite;
+  std::shared_ptr<MemoryRegion> target;
+  ASSERT_OK_AND_ASSIGN(target, pd_->allocate_memory(kBytes, access));
+  auto* bytes = static_cast<std::byte*>(target->address());
+  {
+    QpSide unconnected;
+    ASSERT_NO_FATAL_FAILURE(make_side({}, client_tag(), unconnected));
+    EXPECT_ERRC(Errc::kInvalidState,
+                unconnected.qp->map_remote(target->remote(bytes), 64, Access::kRemoteWrite));
+  }
+  ConnectedPair pair;
+  ASSERT_NO_FATAL_FAILURE(make_pair(pair));
+  ConnectQueuePair& qp = *pair.client.qp;
+  auto mapped = qp.map_remote(target->remote(bytes + 4096), 4096, Access::kRemoteWrite);
+  const bool maps = GetParam() == "shm" || GetParam() == "hybrid";
+  if (!maps) {
+    ASSERT_FALSE(mapped.is_ok()) << GetParam() << " mapped a peer's memory";
+    EXPECT_EQ(mapped.status().code(), Errc::kNotSupported) << mapped.status().to_string();
+    return;
+  }
+  if (!mapped.is_ok() && mapped.status().code() == Errc::kNotSupported) {
+    GTEST_SKIP() << "this process may not map its peer's memory here: "
+                 << mapped.status().to_string();
+  }
+  ASSERT_TRUE(mapped.is_ok()) << mapped.status().to_string();
+  std::unique_ptr<RemoteMapping> mapping = std::move(mapped).value();
+  ASSERT_EQ(mapping->size(), 4096u);
+  // Stores through the mapping land in the peer's region, loads see its stores.
+  fill_pattern(std::span(mapping->data(), 4096), 7);
+  EXPECT_TRUE(has_pattern(std::span<const std::byte>(bytes + 4096, 4096), 7));
+  const std::vector<std::byte> zeros(4096);
+  EXPECT_EQ(std::memcmp(bytes, zeros.data(), 4096), 0) << "a store before the mapped range";
+  EXPECT_EQ(std::memcmp(bytes + 8192, zeros.data(), 4096), 0) << "a store past the mapped range";
+  fill_pattern(std::span(bytes + 4096, 4096), 8);
+  EXPECT_TRUE(has_pattern(std::span<const std::byte>(mapping->data(), 4096), 8));
+
+  // The key decides: range, access, key, kind of memory, length.
+  EXPECT_ERRC(Errc::kPermissionDenied,
+              qp.map_remote(target->remote(bytes + 8192), 4097, Access::kRemoteWrite));
+  EXPECT_ERRC(Errc::kPermissionDenied,
+              qp.map_remote(RemoteAddress{target->remote(bytes).address, target->remote_key() + 1},
+                            64, Access::kRemoteRead));
+  std::shared_ptr<MemoryRegion> read_only;
+  ASSERT_OK_AND_ASSIGN(read_only,
+                       pd_->allocate_memory(4096, Access::kLocalWrite | Access::kRemoteRead));
+  EXPECT_ERRC(Errc::kPermissionDenied,
+              qp.map_remote(read_only->remote(read_only->address()), 64, Access::kRemoteWrite));
+  EXPECT_TRUE(
+      qp.map_remote(read_only->remote(read_only->address()), 64, Access::kRemoteRead).is_ok());
+  Buffer registered;
+  ASSERT_NO_FATAL_FAILURE(register_buffer(4096, access, registered));
+  EXPECT_ERRC(Errc::kNotSupported, qp.map_remote(registered.region->remote(registered.data()), 64,
+                                                 Access::kRemoteWrite));
+  EXPECT_ERRC(Errc::kInvalidArgument,
+              qp.map_remote(target->remote(bytes), 0, Access::kRemoteWrite));
+
+  // The mapping keeps its pages: the peer's region may go first.
+  target.reset();
+  fill_pattern(std::span(mapping->data(), 4096), 9);
+  EXPECT_TRUE(has_pattern(std::span<const std::byte>(mapping->data(), 4096), 9));
+}
+
 WV_INSTANTIATE_FOR_PROVIDERS(MemoryTest);
 
 }  // namespace

@@ -364,6 +364,18 @@ Status SoftConnectQueuePair::invalidate(uint64_t wr_id, uint32_t rkey, SendFlags
               });
 }
 
+Result<std::unique_ptr<RemoteMapping>> SoftConnectQueuePair::map_remote(RemoteAddress remote,
+                                                                        uint64_t length,
+                                                                        Access access) {
+  // Mapping takes a system call or two under the lock: a set-up call, not a data-path one.
+  std::lock_guard lock(mutex_);
+  if (state_ != QpState::kReadyToSend || !wire_) {
+    return Status(Errc::kInvalidState,
+                  "map_remote needs a connected QP (state " + std::string(to_string(state_)) + ")");
+  }
+  return wire_->map_remote_locked(remote, length, access);
+}
+
 // ---- Requester progress ----
 
 bool SoftConnectQueuePair::apply_local_locked(SendWorkRequest& request) {

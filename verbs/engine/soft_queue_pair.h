@@ -17,6 +17,7 @@
 #include "work_request.h"
 #include "wv/spin_lock.h"
 #include "wv/verbs/queue_pair.h"
+#include "wv/verbs/remote_mapping.h"
 
 namespace wv::verbs::soft {
 
@@ -38,6 +39,13 @@ class Wire {
   virtual bool transmit_at_once_locked(SendWorkRequest& /*request*/) { return false; }
   // A receive was posted: a stream stalled for want of one (receiver not ready) may resume.
   virtual void receive_posted() = 0;
+  // ConnectQueuePair::map_remote for a connected QP, called with the QP lock held; a wire that
+  // cannot map the peer's memory says kNotSupported.
+  virtual Result<std::unique_ptr<RemoteMapping>> map_remote_locked(RemoteAddress /*remote*/,
+                                                                   uint64_t /*length*/,
+                                                                   Access /*access*/) {
+    return Status(Errc::kNotSupported, "this wire cannot map the peer's memory");
+  }
   // The QP is done with the connection (error, disconnect, destruction). Idempotent; must not
   // call back into the QP.
   virtual void close() = 0;
@@ -77,6 +85,8 @@ class SoftConnectQueuePair final : public ConnectQueuePair {
                                       const MemoryRegion& region, void* address, uint64_t length,
                                       Access access, SendFlags flags) override;
   Status invalidate(uint64_t wr_id, uint32_t rkey, SendFlags flags) override;
+  Result<std::unique_ptr<RemoteMapping>> map_remote(RemoteAddress remote, uint64_t length,
+                                                    Access access) override;
 
   // ---- The wire's side ----
   SpinLock& mutex() { return mutex_; }

@@ -12,6 +12,7 @@
 #include "wv/verbs/protection_domain.h"
 #include "wv/verbs/provider.h"
 #include "wv/verbs/queue_pair.h"
+#include "wv/verbs/remote_mapping.h"
 #include "wv/verbs/shared_receive_queue.h"
 #include "wv/verbs/socket_address.h"
 #include "wv/verbs/types.h"

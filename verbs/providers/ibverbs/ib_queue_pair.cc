@@ -650,6 +650,12 @@ Status IbConnectQueuePair::invalidate(uint64_t wr_id, uint32_t rkey, SendFlags f
   return core_.post_send(wr, Opcode::kLocalInvalidate);
 }
 
+Result<std::unique_ptr<RemoteMapping>> IbConnectQueuePair::map_remote(RemoteAddress, uint64_t,
+                                                                      Access) {
+  // The peer's memory is behind a NIC: only work requests reach it.
+  return Status(Errc::kNotSupported, "an RDMA device's peer memory cannot be mapped");
+}
+
 // ---- IbDatagramQueuePair ---------------------------------------------------------------------
 
 Result<std::shared_ptr<IbDatagramQueuePair>> IbDatagramQueuePair::create(

@@ -15,6 +15,7 @@
 #include "ib_memory.h"
 #include "ib_protection_domain.h"
 #include "wv/verbs/queue_pair.h"
+#include "wv/verbs/remote_mapping.h"
 
 namespace wv::verbs::ib {
 
@@ -116,6 +117,8 @@ class IbConnectQueuePair final : public ConnectQueuePair {
                                       const MemoryRegion& region, void* address, uint64_t length,
                                       Access access, SendFlags flags) override;
   Status invalidate(uint64_t wr_id, uint32_t rkey, SendFlags flags) override;
+  Result<std::unique_ptr<RemoteMapping>> map_remote(RemoteAddress remote, uint64_t length,
+                                                    Access access) override;
 
   QpCore& core() { return core_; }
 

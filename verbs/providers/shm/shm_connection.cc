@@ -408,6 +408,34 @@ std::byte* ShmConnection::peer_mapping_locked(const SendWorkRequest& request, Ac
                            request.length);
 }
 
+Result<std::unique_ptr<RemoteMapping>> ShmConnection::map_remote_locked(RemoteAddress remote,
+                                                                        uint64_t length,
+                                                                        Access access) {
+  if (length == 0 || (access & (Access::kRemoteRead | Access::kRemoteWrite)) == Access::kNone) {
+    return Status(Errc::kInvalidArgument,
+                  "map_remote needs a length and remote read or write access");
+  }
+  PeerKeys::Grant grant;
+  if (!options_.peer_keys ||
+      !options_.peer_keys->check(remote.rkey, remote.address, length, access, options_.peer_domain,
+                                 options_.peer_qp_number, &grant)) {
+    return Status(Errc::kPermissionDenied, "key " + std::to_string(remote.rkey) +
+                                               " does not grant that access to " +
+                                               std::to_string(length) + " bytes at that address");
+  }
+  SealedMapping mapping;
+  if (peer_memory_) mapping = peer_memory_->map_region(*options_.peer_keys, remote.rkey, grant);
+  const uint64_t offset = remote.address - grant.start;
+  if (mapping.base == nullptr || offset > mapping.bytes || length > mapping.bytes - offset) {
+    mapping.unmap();
+    return Status(Errc::kNotSupported,
+                  "the peer's memory cannot be mapped (not from allocate_memory, or this process "
+                  "may not take the peer's files)");
+  }
+  return std::unique_ptr<RemoteMapping>(
+      std::make_unique<ShmRemoteMapping>(mapping, offset, length));
+}
+
 bool ShmConnection::write_directly_locked(const SendWorkRequest& request) {
   if (request.kind != WorkKind::kWrite || request.transmitted_bytes != 0) return false;
   PeerKeys::Grant grant;

@@ -130,6 +130,8 @@ class ShmConnection final : public soft::Wire,
   void kick_locked(soft::SoftConnectQueuePair& qp) override;
   bool transmit_at_once_locked(soft::SendWorkRequest& request) override;
   void receive_posted() override;
+  Result<std::unique_ptr<RemoteMapping>> map_remote_locked(RemoteAddress remote, uint64_t length,
+                                                           Access access) override;
   void close() override;
   void on_events(uint32_t events) override;  // the doorbell
   void on_deadline() override;               // park check

@@ -24,15 +24,22 @@ std::byte* PeerMemory::map(const PeerKeys& keys, uint32_t key, const PeerKeys::G
   return mapping.mapping.base + offset;
 }
 
-bool PeerMemory::attach(const PeerKeys& keys, uint32_t key, const PeerKeys::Grant& grant,
-                        Mapping& into) {
+SealedMapping PeerMemory::map_region(const PeerKeys& keys, uint32_t key,
+                                     const PeerKeys::Grant& grant) {
+  if (grant.shared_fd < 0 || files_.refused()) return {};
   const int fd = files_.take(grant.shared_fd);
-  if (fd < 0) return false;
+  if (fd < 0) return {};
   // The peer closes the memfd only after withdrawing the key: an unchanged key means the number
   // was the region's.
   SealedMapping mapping =
       keys.unchanged(key, grant.sequence) ? SealedMapping::map(fd) : SealedMapping{};
   ::close(fd);
+  return mapping;
+}
+
+bool PeerMemory::attach(const PeerKeys& keys, uint32_t key, const PeerKeys::Grant& grant,
+                        Mapping& into) {
+  SealedMapping mapping = map_region(keys, key, grant);
   if (mapping.base == nullptr) return false;
   into = Mapping{key, grant.sequence, grant.start, mapping};
   return true;

@@ -20,6 +20,7 @@
 
 #include "shm_key_mirror.h"
 #include "wv/host_memory.h"
+#include "wv/verbs/remote_mapping.h"
 
 namespace wv::verbs::shm {
 
@@ -34,6 +35,9 @@ class PeerMemory {
   // `key` as `grant`; null where it cannot be mapped (then the caller takes another path).
   std::byte* map(const PeerKeys& keys, uint32_t key, const PeerKeys::Grant& grant, uint64_t address,
                  uint64_t length);
+  // The whole region behind `key` mapped for the caller to keep (not cached); empty where it
+  // cannot be mapped.
+  SealedMapping map_region(const PeerKeys& keys, uint32_t key, const PeerKeys::Grant& grant);
 
  private:
   struct Mapping {
@@ -48,6 +52,17 @@ class PeerMemory {
 
   PeerFiles files_;
   std::array<Mapping, kSlots> mappings_{};
+};
+
+// ConnectQueuePair::map_remote's answer on the shm wire: a region of the peer kept mapped.
+class ShmRemoteMapping final : public RemoteMapping {
+ public:
+  ShmRemoteMapping(SealedMapping mapping, size_t offset, size_t length)
+      : RemoteMapping(mapping.base + offset, length), mapping_(mapping) {}
+  ~ShmRemoteMapping() override { mapping_.unmap(); }
+
+ private:
+  SealedMapping mapping_;
 };
 
 }  // namespace wv::verbs::shm

@@ -22,6 +22,7 @@ class AddressHandle;
 class CompletionQueue;
 class MemoryRegion;
 class MemoryWindow;
+class RemoteMapping;
 class SharedReceiveQueue;
 
 struct QueuePairOptions {
@@ -121,6 +122,16 @@ class ConnectQueuePair : public QueuePair {
                                               uint64_t length, Access access, SendFlags flags) = 0;
   // Local invalidate of a type 2 window's key.
   virtual Status invalidate(uint64_t wr_id, uint32_t rkey, SendFlags flags) = 0;
+
+  // The peer's [remote.address, remote.address + length), which its key grants `access` to, mapped
+  // into this process (remote_mapping.h). Only where the peer's memory can be mapped: the shm
+  // wire (shm, and hybrid's connections on one host) maps memory the peer took from
+  // ProtectionDomain::allocate_memory. Errors: kInvalidState unless the QP is connected
+  // (kReadyToSend), kPermissionDenied when the key does not grant `access` to the range,
+  // kNotSupported for any other memory or wire (RDMA devices, tcp, a peer whose files this
+  // process may not take), where the caller uses work requests instead.
+  virtual Result<std::unique_ptr<RemoteMapping>> map_remote(RemoteAddress remote, uint64_t length,
+                                                            Access access) = 0;
 };
 
 // The QP number a datagram is sent to to reach every QP attached to a multicast group.
