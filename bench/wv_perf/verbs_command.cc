@@ -51,6 +51,12 @@ std::string describe(Op op, uint32_t window, uint32_t read_window) {
     case Op::kWriteLat:
       return "RDMA write ping-pong, each side polling the last byte of its buffer (like "
              "ib_write_lat; the send CQ is polled in the same loop), half round trip";
+    case Op::kMappedLat:
+      return "stores through ConnectQueuePair::map_remote into the peer's allocated memory, each "
+             "side polling the last byte of its buffer (a mailbox: no work request, no "
+             "completion; the send CQ is polled in the same loop; shm with --memory allocated), "
+             "half "
+             "round trip";
     case Op::kReadLat:
       return "one RDMA read at a time, full round trip";
     case Op::kSendBw:
@@ -91,10 +97,11 @@ Result<Plan> make_plan(const std::string& ops_text, const CommonOptions& common)
       return info.name == name && info.op != Op::kTcpLat && info.op != Op::kTcpBw;
     });
     if (found == ops.end()) {
-      return Status(Errc::kInvalidArgument,
-                    fmt::format("unknown operation '{}' in --ops (choose from {}, or all; the "
-                                "TCP floor is --baseline)",
-                                name, kDefaultOps));
+      return Status(
+          Errc::kInvalidArgument,
+          fmt::format("unknown operation '{}' in --ops (choose from {}, mapped_lat, or all; the "
+                      "TCP floor is --baseline)",
+                      name, kDefaultOps));
     }
     if (std::find(chosen.begin(), chosen.end(), found->op) == chosen.end()) {
       chosen.push_back(found->op);
@@ -199,7 +206,11 @@ class VerbsSubcommand final : public Subcommand {
 };
 
 void VerbsSubcommand::add_options(CLI::App& command) {
-  command.add_option("--ops", ops_, "Operations, comma-separated, or all")->capture_default_str();
+  command
+      .add_option("--ops", ops_,
+                  "Operations, comma-separated, or all (the default list; mapped_lat only when "
+                  "named: shm with --memory allocated)")
+      ->capture_default_str();
   command.add_option("--window", window_, "Outstanding operations in bandwidth runs")
       ->capture_default_str()
       ->check(CLI::Range(1, 65536));

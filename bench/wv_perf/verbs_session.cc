@@ -16,9 +16,11 @@ using verbs::CompletionStatus;
 using verbs::SendFlags;
 using verbs::Sge;
 
+// Indexed by Op.
 constexpr OpInfo kOps[] = {
     {Op::kSendLat, "send_lat", Metric::kLatency, 0, 2},
     {Op::kWriteLat, "write_lat", Metric::kLatency, 1, 2},
+    {Op::kMappedLat, "mapped_lat", Metric::kLatency, 1, 2},
     {Op::kReadLat, "read_lat", Metric::kLatency, 0, 1},
     {Op::kSendBw, "send_bw", Metric::kBandwidth, 0, 1},
     {Op::kWriteBw, "write_bw", Metric::kBandwidth, 0, 1},
@@ -26,12 +28,18 @@ constexpr OpInfo kOps[] = {
     {Op::kTcpLat, "tcp_lat", Metric::kLatency, 1, 2},
     {Op::kTcpBw, "tcp_bw", Metric::kBandwidth, 1, 1},
 };
+static_assert([] {
+  for (size_t i = 0; i < std::size(kOps); ++i) {
+    if (static_cast<size_t>(kOps[i].op) != i) return false;
+  }
+  return true;
+}());
 
 // The two sides are the same program, so the wire structs below are in host order; the magic
 // numbers catch a peer that is something else.
 constexpr uint32_t kAdvertMagic = 0x77764d52;   // "wvMR"
 constexpr uint32_t kControlMagic = 0x77764354;  // "wvCT"
-constexpr uint32_t kProtocolVersion = 1;
+constexpr uint32_t kProtocolVersion = 2;        // 2: mapped_lat renumbered the operations
 
 // Receives kept posted: enough that a window of sends never finds the receiver empty while it
 // is still reposting.
@@ -464,7 +472,8 @@ Status Session::post(Op op, uint64_t wr_id, std::span<const Sge> sges) {
       break;
     case Op::kTcpLat:
     case Op::kTcpBw:
-      return Status(Errc::kInvalidArgument, "not a verbs operation");
+    case Op::kMappedLat:
+      return Status(Errc::kInvalidArgument, "not a work request");
   }
   if (!status) {
     return Status(status.code(), fmt::format("posting {} of {} bytes: {}", op_info(op).name, size,
@@ -531,6 +540,24 @@ Status Session::wait_byte(const std::byte* at, uint8_t value, StallGuard& guard)
     if (Status status = poll_sends(); !status) return status;
     if (guard.idle()) return stalled("the peer's RDMA write", guard.limit());
   }
+}
+
+Status Session::map_peer() {
+  if (peer_mapping_) return Status::ok();
+  auto mapped = qp_->map_remote(peer_, peer_size_, verbs::Access::kRemoteWrite);
+  if (!mapped) {
+    return Status(mapped.status().code(),
+                  "mapped_lat maps the peer's data area (shm, --memory allocated on both sides): " +
+                      mapped.status().message());
+  }
+  peer_mapping_ = std::move(mapped).value();
+  return Status::ok();
+}
+
+void Session::store_mapped(uint64_t size, uint8_t value) {
+  std::byte* to = peer_mapping_->data();
+  std::memcpy(to, source_area_, size - 1);
+  std::atomic_ref<unsigned char>(*byte_at(to + size - 1)).store(value, std::memory_order_release);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -626,9 +653,12 @@ Status Session::latency(Op op, uint64_t size, uint64_t warmup, std::span<int64_t
     }
     return sync();
   }
-  if (op == Op::kWriteLat) {
-    if (size == 0) return Status(Errc::kInvalidArgument, "write_lat needs at least 1 byte");
+  if (op == Op::kWriteLat || op == Op::kMappedLat) {
+    if (size == 0) return Status(Errc::kInvalidArgument, "a byte-polling run needs 1 byte or more");
     std::atomic_ref<unsigned char>(*byte_at(rdma_area_ + size - 1)).store(0);
+  }
+  if (op == Op::kMappedLat) {
+    if (Status status = map_peer(); !status) return status;
   }
   if (Status status = start_run(op, size, total); !status) return status;
 
@@ -658,6 +688,18 @@ Status Session::latency(Op op, uint64_t size, uint64_t warmup, std::span<int64_t
         if (Status status = wait_byte(in, value, guard); !status) return status;
         const Clock::time_point end = Clock::now();
         if (Status status = wait_sends(guard); !status) return status;
+        if (i >= warmup) samples_ns[i - warmup] = (end - start).count();
+      }
+      break;
+    }
+    case Op::kMappedLat: {
+      const std::byte* in = rdma_area_ + size - 1;
+      for (uint64_t i = 0; i < total; ++i) {
+        const auto value = static_cast<uint8_t>(i % 255 + 1);
+        const Clock::time_point start = Clock::now();
+        store_mapped(size, value);
+        if (Status status = wait_byte(in, value, guard); !status) return status;
+        const Clock::time_point end = Clock::now();
         if (i >= warmup) samples_ns[i - warmup] = (end - start).count();
       }
       break;
@@ -824,9 +866,12 @@ Status Session::serve_run(const Control& request) {
         Errc::kProtocolError,
         fmt::format("the client asked for {} bytes; {} are registered", size, area_size_));
   }
-  if (op == Op::kWriteLat) {
-    if (size == 0) return Status(Errc::kProtocolError, "write_lat of 0 bytes");
+  if (op == Op::kWriteLat || op == Op::kMappedLat) {
+    if (size == 0) return Status(Errc::kProtocolError, "a byte-polling run of 0 bytes");
     std::atomic_ref<unsigned char>(*byte_at(rdma_area_ + size - 1)).store(0);
+  }
+  if (op == Op::kMappedLat) {
+    if (Status status = map_peer(); !status) return status;
   }
   if ((op == Op::kTcpLat || op == Op::kTcpBw) && !tcp_) {
     return Status(Errc::kProtocolError, "TCP baseline run before the TCP connection");
@@ -837,6 +882,7 @@ Status Session::serve_run(const Control& request) {
   switch (op) {
     case Op::kSendLat:
     case Op::kWriteLat:
+    case Op::kMappedLat:
       return serve_ping_pong(op, size, request.count);
     case Op::kSendBw:
       return serve_receives(request.count);
@@ -866,6 +912,14 @@ Status Session::serve_ping_pong(Op op, uint64_t size, uint64_t count) {
   }
   std::byte* out = source_area_ + size - 1;
   const std::byte* in = rdma_area_ + size - 1;
+  if (op == Op::kMappedLat) {
+    for (uint64_t i = 0; i < count; ++i) {
+      const auto value = static_cast<uint8_t>(i % 255 + 1);
+      if (Status status = wait_byte(in, value, guard); !status) return status;
+      store_mapped(size, value);
+    }
+    return Status::ok();
+  }
   for (uint64_t i = 0; i < count; ++i) {
     const auto value = static_cast<uint8_t>(i % 255 + 1);
     if (Status status = wait_byte(in, value, guard); !status) return status;

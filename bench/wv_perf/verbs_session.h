@@ -36,6 +36,7 @@ namespace wv::perf::verbs_bench {
 enum class Op : uint32_t {
   kSendLat,
   kWriteLat,
+  kMappedLat,
   kReadLat,
   kSendBw,
   kWriteBw,
@@ -155,6 +156,10 @@ class Session {
   Status wait_sends(StallGuard& guard);
   Status wait_receive(StallGuard& guard, uint32_t* length);
   Status wait_byte(const std::byte* at, uint8_t value, StallGuard& guard);
+  // mapped_lat: the peer's data area mapped (ConnectQueuePair::map_remote) on first use, and
+  // a message of `size` bytes stored into it, its last byte (the one the peer polls) last.
+  Status map_peer();
+  void store_mapped(uint64_t size, uint8_t value);
 
   Status send_control(const Control& control);
   Status receive_control(Control& control);
@@ -192,6 +197,7 @@ class Session {
   verbs::SocketAddress server_;  // client side: where it connected, for the TCP floor
   verbs::RemoteAddress peer_;
   uint64_t peer_size_ = 0;
+  std::unique_ptr<verbs::RemoteMapping> peer_mapping_;
   uint32_t max_inline_ = 0;
   uint32_t window_ = 0;
   uint32_t read_window_ = 0;
