@@ -33,8 +33,9 @@ constexpr uint64_t kDirectReadThreshold = uint64_t{4} * 1024;
 // Reads into the staging buffer stop here: enough for many small FPDUs per system call, little
 // enough that a large payload is mostly left in the socket for direct placement.
 constexpr size_t kStagingRead = size_t{8} * 1024;
-// What follows a payload read straight into its destination: pad, CRC and the next header. The
-// readv that places the payload stages only this much, and so does the header read after it.
+// What follows a segment read straight into its destination when more segments of the message
+// follow: pad, CRC and the next header. The readv that places the payload stages only this much,
+// and so does the header read after it.
 constexpr size_t kSegmentBoundaryRead = 3 + kMpaCrcBytes + kMaxFpduHeaderBytes;
 constexpr size_t kRxBufferBytes = size_t{64} * 1024;
 constexpr auto kParkCheck = std::chrono::milliseconds(1);
@@ -838,8 +839,12 @@ Status TcpConnection::receive_payload(bool* more) {
       for (int i = 0; i < n; ++i) gathered += iov[i].iov_len;
       rx_begin_ = 0;
       rx_end_ = 0;
-      iov[n] = iovec{rx_buffer_.data(), kSegmentBoundaryRead};
-      header_lookahead_ = kSegmentBoundaryRead;
+      // Inside a message of several segments the next FPDU is its continuation: stage only the
+      // boundary, so that the next segment's payload is placed too. After a message's last
+      // segment, whatever comes next may be small: a staging read's worth.
+      const size_t tail = header_.last ? kStagingRead : kSegmentBoundaryRead;
+      iov[n] = iovec{rx_buffer_.data(), tail};
+      header_lookahead_ = tail;
       const ssize_t got = ::readv(fd_, iov, n + 1);
       if (got > 0) {
         // Bytes past the destination (gathered < remaining) land staged, where scatter refuses

@@ -198,8 +198,8 @@ class TcpConnection final : public soft::Wire,
   uint32_t rx_crc_ = 0;
   uint64_t payload_done_ = 0;
   // How far a header read may read ahead: a staging read's worth after small FPDUs (they come
-  // in batches), only the header after a large payload (what follows is likely large too, and
-  // belongs in its destination, not in the staging buffer).
+  // in batches) and after a message's last segment, only the header inside a message of several
+  // large segments (the next payload belongs in its destination, not in the staging buffer).
   size_t header_lookahead_;
   soft::Segment placement_[soft::kMaxSge];  // where the payload goes
   uint32_t placement_count_ = 0;
