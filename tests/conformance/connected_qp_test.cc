@@ -402,13 +402,13 @@ TEST_P(ConnectedQpTest, LargeAndTinySendsInterleavedArriveWhole) {
                                                  4096,  0, 20000, 7,     8192, 262147};
   ConnectedPair pair;
   ASSERT_NO_FATAL_FAILURE(make_pair(pair));
-  constexpr uint32_t kSlot = 262148;
+  constexpr size_t kSlot = 262148;
   Buffer out;
   Buffer in;
   ASSERT_NO_FATAL_FAILURE(register_buffer(kLengths.size() * kSlot, Access::kLocalWrite, out));
   ASSERT_NO_FATAL_FAILURE(register_buffer(kLengths.size() * kSlot, Access::kLocalWrite, in));
   for (uint32_t i = 0; i < kLengths.size(); ++i) {
-    const Sge receive = in.sge(i * kSlot, kSlot);
+    const Sge receive = in.sge(i * kSlot, static_cast<uint32_t>(kSlot));
     ASSERT_OK(pair.server.qp->post_receive(i, std::span(&receive, 1)));
   }
   for (uint32_t i = 0; i < kLengths.size(); ++i) {

@@ -193,7 +193,7 @@ TEST_P(MemoryTest, DeregisteredKeyIsRefused) {
 // the peer's bytes, within what its key grants; everywhere else the call says kNotSupported, so
 // that a caller falls back to work requests.
 TEST_P(MemoryTest, MappedPeerMemoryIsThePeersBytesWithinItsKey) {
-  constexpr size_t kBytes = 3 * 4096;
+  constexpr size_t kBytes = size_t{3} * 4096;
   const Access access = Access::kLocalWrite | Access::kRemoteRead | Access::kRemoteWrite;
   std::shared_ptr<MemoryRegion> target;
   ASSERT_OK_AND_ASSIGN(target, pd_->allocate_memory(kBytes, access));
