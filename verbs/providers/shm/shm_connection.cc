@@ -415,9 +415,13 @@ Result<std::unique_ptr<RemoteMapping>> ShmConnection::map_remote_locked(RemoteAd
     return Status(Errc::kInvalidArgument,
                   "map_remote needs a length and remote read or write access");
   }
+  if (!options_.peer_keys) {
+    // No key mirror: cross-memory attach is off (shm_cma=off) or refused for this peer.
+    return Status(Errc::kNotSupported,
+                  "the peer's memory cannot be mapped: cross-memory attach is off or refused");
+  }
   PeerKeys::Grant grant;
-  if (!options_.peer_keys ||
-      !options_.peer_keys->check(remote.rkey, remote.address, length, access, options_.peer_domain,
+  if (!options_.peer_keys->check(remote.rkey, remote.address, length, access, options_.peer_domain,
                                  options_.peer_qp_number, &grant)) {
     return Status(Errc::kPermissionDenied, "key " + std::to_string(remote.rkey) +
                                                " does not grant that access to " +

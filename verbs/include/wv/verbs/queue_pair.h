@@ -129,7 +129,7 @@ class ConnectQueuePair : public QueuePair {
   // ProtectionDomain::allocate_memory. Errors: kInvalidState unless the QP is connected
   // (kReadyToSend), kPermissionDenied when the key does not grant `access` to the range,
   // kNotSupported for any other memory or wire (RDMA devices, tcp, a peer whose files this
-  // process may not take), where the caller uses work requests instead.
+  // process may not take, shm_cma=off), where the caller uses work requests instead.
   virtual Result<std::unique_ptr<RemoteMapping>> map_remote(RemoteAddress remote, uint64_t length,
                                                             Access access) = 0;
 };
