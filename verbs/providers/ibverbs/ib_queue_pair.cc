@@ -652,6 +652,10 @@ Status IbConnectQueuePair::invalidate(uint64_t wr_id, uint32_t rkey, SendFlags f
 
 Result<std::unique_ptr<RemoteMapping>> IbConnectQueuePair::map_remote(RemoteAddress, uint64_t,
                                                                       Access) {
+  if (core_.state() != QpState::kReadyToSend) {
+    return Status(Errc::kInvalidState, "map_remote needs a connected QP (state " +
+                                           std::string(to_string(core_.state())) + ")");
+  }
   // The peer's memory is behind a NIC: only work requests reach it.
   return Status(Errc::kNotSupported, "an RDMA device's peer memory cannot be mapped");
 }
