@@ -427,17 +427,15 @@ Result<std::unique_ptr<RemoteMapping>> ShmConnection::map_remote_locked(RemoteAd
                                                " does not grant that access to " +
                                                std::to_string(length) + " bytes at that address");
   }
-  SealedMapping mapping;
-  if (peer_memory_) mapping = peer_memory_->map_region(*options_.peer_keys, remote.rkey, grant);
-  const uint64_t offset = remote.address - grant.start;
-  if (mapping.base == nullptr || offset > mapping.bytes || length > mapping.bytes - offset) {
-    mapping.unmap();
+  // peer_memory_ exists with the key mirror.
+  std::unique_ptr<RemoteMapping> mapping =
+      peer_memory_->map_kept(*options_.peer_keys, remote.rkey, grant, remote.address, length);
+  if (!mapping) {
     return Status(Errc::kNotSupported,
                   "the peer's memory cannot be mapped (not from allocate_memory, or this process "
                   "may not take the peer's files)");
   }
-  return std::unique_ptr<RemoteMapping>(
-      std::make_unique<ShmRemoteMapping>(mapping, offset, length));
+  return mapping;
 }
 
 bool ShmConnection::write_directly_locked(const SendWorkRequest& request) {

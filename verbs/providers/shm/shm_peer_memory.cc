@@ -3,6 +3,21 @@
 #include <unistd.h>
 
 namespace wv::verbs::shm {
+namespace {
+
+// `address` in `mapping` (whose offset 0 is the peer's address `start`) when all of
+// [address, address + length) lies in it; else null. The key's bounds were checked against the
+// mirror; the file must hold them too.
+std::byte* within(const SealedMapping& mapping, uint64_t start, uint64_t address, uint64_t length) {
+  const uint64_t offset = address - start;
+  if (mapping.base == nullptr || address < start || offset > mapping.bytes ||
+      length > mapping.bytes - offset) {
+    return nullptr;
+  }
+  return mapping.base + offset;
+}
+
+}  // namespace
 
 PeerMemory::~PeerMemory() {
   for (Mapping& mapping : mappings_) mapping.mapping.unmap();
@@ -17,11 +32,19 @@ std::byte* PeerMemory::map(const PeerKeys& keys, uint32_t key, const PeerKeys::G
     mapping.mapping.unmap();
   }
   if (mapping.mapping.base == nullptr && !attach(keys, key, grant, mapping)) return nullptr;
-  // The key's bounds were checked against the mirror; the file must hold them too.
-  const uint64_t offset = address - mapping.start;
-  const size_t bytes = mapping.mapping.bytes;
-  if (address < mapping.start || offset > bytes || length > bytes - offset) return nullptr;
-  return mapping.mapping.base + offset;
+  return within(mapping.mapping, mapping.start, address, length);
+}
+
+std::unique_ptr<RemoteMapping> PeerMemory::map_kept(const PeerKeys& keys, uint32_t key,
+                                                    const PeerKeys::Grant& grant, uint64_t address,
+                                                    uint64_t length) {
+  SealedMapping mapping = map_region(keys, key, grant);
+  std::byte* at = within(mapping, grant.start, address, length);
+  if (at == nullptr) {
+    mapping.unmap();
+    return nullptr;
+  }
+  return std::make_unique<ShmRemoteMapping>(mapping, at, length);
 }
 
 SealedMapping PeerMemory::map_region(const PeerKeys& keys, uint32_t key,

@@ -17,6 +17,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "shm_key_mirror.h"
 #include "wv/host_memory.h"
@@ -35,9 +36,11 @@ class PeerMemory {
   // `key` as `grant`; null where it cannot be mapped (then the caller takes another path).
   std::byte* map(const PeerKeys& keys, uint32_t key, const PeerKeys::Grant& grant, uint64_t address,
                  uint64_t length);
-  // The whole region behind `key` mapped for the caller to keep (not cached); empty where it
-  // cannot be mapped.
-  SealedMapping map_region(const PeerKeys& keys, uint32_t key, const PeerKeys::Grant& grant);
+  // The same range mapped for the caller to keep (ConnectQueuePair::map_remote; not cached);
+  // null where it cannot be mapped.
+  std::unique_ptr<RemoteMapping> map_kept(const PeerKeys& keys, uint32_t key,
+                                          const PeerKeys::Grant& grant, uint64_t address,
+                                          uint64_t length);
 
  private:
   struct Mapping {
@@ -48,6 +51,8 @@ class PeerMemory {
   };
   static constexpr size_t kSlots = 32;
 
+  // The whole region behind `key`, mapped; empty where it cannot be.
+  SealedMapping map_region(const PeerKeys& keys, uint32_t key, const PeerKeys::Grant& grant);
   bool attach(const PeerKeys& keys, uint32_t key, const PeerKeys::Grant& grant, Mapping& into);
 
   PeerFiles files_;
@@ -57,8 +62,8 @@ class PeerMemory {
 // ConnectQueuePair::map_remote's answer on the shm wire: a region of the peer kept mapped.
 class ShmRemoteMapping final : public RemoteMapping {
  public:
-  ShmRemoteMapping(SealedMapping mapping, size_t offset, size_t length)
-      : RemoteMapping(mapping.base + offset, length), mapping_(mapping) {}
+  ShmRemoteMapping(SealedMapping mapping, std::byte* data, size_t length)
+      : RemoteMapping(data, length), mapping_(mapping) {}
   ~ShmRemoteMapping() override { mapping_.unmap(); }
 
  private:
