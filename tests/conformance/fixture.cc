@@ -185,8 +185,11 @@ testing::AssertionResult poll_n(CompletionQueue& cq, size_t count, std::vector<C
     out.insert(out.end(), batch, batch + n);
     if (n > 0) continue;
     if (Clock::now() >= deadline) {
-      return testing::AssertionFailure() << "only " << out.size() << " of " << count
-                                         << " completions within " << timeout.count() << " ms";
+      testing::AssertionResult failure = testing::AssertionFailure();
+      failure << "only " << out.size() << " of " << count << " completions within "
+              << timeout.count() << " ms:";
+      for (const Completion& c : out) failure << " [" << describe(c) << "]";
+      return failure;
     }
     backoff.pause();
   }

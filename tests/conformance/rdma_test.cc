@@ -217,7 +217,8 @@ TEST_P(RdmaTest, StreamOfLargeWritesIsInPlaceWhenTheSendBehindItArrives) {
 // nothing of it or of those after it is, each completes once and in post order, and the QP
 // fails. The refused write's own completion follows Capability::kRemoteErrorsInCompletion; the
 // later ones are flushed, or (where writes complete once handed over) succeeded, or (with
-// Limitation::kRefusedWriteFailsLocally) failed locally.
+// Limitation::kRefusedWriteFailsLocally) failed locally, or (with
+// Limitation::kQueuedSendsLostOnConnectionLoss) never complete.
 TEST_P(RdmaTest, WriteRefusedInAStreamStopsTheStreamThere) {
   constexpr uint32_t kSize = 64 * 1024;
   constexpr uint32_t kWrites = 12;
@@ -229,25 +230,45 @@ TEST_P(RdmaTest, WriteRefusedInAStreamStopsTheStreamThere) {
     if (i == kRefused) remote.rkey = ~remote.rkey;
     ASSERT_OK(pair_.client.qp->rdma_write(i, std::span(&data, 1), remote, SendFlags::kSignaled));
   }
+  // Where the connection loss may lose completions behind the failure, take what arrives in a
+  // bound; otherwise every write completes.
+  const bool may_lose = has_limitation(Limitation::kQueuedSendsLostOnConnectionLoss);
   std::vector<Completion> done;
-  ASSERT_TRUE(poll_n(*pair_.client.send_cq, kWrites, done));
+  if (may_lose) {
+    (void)poll_n(*pair_.client.send_cq, kWrites, done, Milliseconds(2000));
+  } else {
+    ASSERT_TRUE(poll_n(*pair_.client.send_cq, kWrites, done));
+  }
   const bool remote_errors = has_capability(Capability::kRemoteErrorsInCompletion);
   const bool fails_locally = has_limitation(Limitation::kRefusedWriteFailsLocally);
-  for (uint32_t i = 0; i < kWrites; ++i) {
-    EXPECT_EQ(done[i].wr_id, i) << describe(done[i]);
+  ASSERT_GE(done.size(), kRefused) << "a write before the refused one did not complete";
+  uint64_t previous = 0;
+  for (size_t k = 0; k < done.size(); ++k) {
+    const uint64_t i = done[k].wr_id;
+    if (k < kRefused) {
+      EXPECT_EQ(i, k) << describe(done[k]);
+    } else {
+      EXPECT_GT(i, previous) << "out of post order or twice: " << describe(done[k]);
+    }
+    previous = i;
     if (i >= kRefused && fails_locally &&
-        done[i].status == CompletionStatus::kLocalQpOperationError) {
+        done[k].status == CompletionStatus::kLocalQpOperationError) {
       continue;  // still being handed over when the terminate came (siw)
     }
     if (i < kRefused) {
-      EXPECT_EQ(done[i].status, CompletionStatus::kSuccess) << describe(done[i]);
+      EXPECT_EQ(done[k].status, CompletionStatus::kSuccess) << describe(done[k]);
     } else if (i == kRefused) {
-      EXPECT_EQ(done[i].status,
+      EXPECT_EQ(done[k].status,
                 remote_errors ? CompletionStatus::kRemoteAccessError : CompletionStatus::kSuccess)
-          << describe(done[i]);
-    } else if (remote_errors || done[i].status != CompletionStatus::kSuccess) {
-      EXPECT_EQ(done[i].status, CompletionStatus::kFlushed) << describe(done[i]);
+          << describe(done[k]);
+    } else if (remote_errors || done[k].status != CompletionStatus::kSuccess) {
+      EXPECT_EQ(done[k].status, CompletionStatus::kFlushed) << describe(done[k]);
     }
+  }
+  if (done.size() < kWrites) {
+    std::printf("note: %zu of the %u writes from the refused one on never completed (%s)\n",
+                kWrites - done.size(), kWrites - kRefused,
+                to_string(Limitation::kQueuedSendsLostOnConnectionLoss).c_str());
   }
   ASSERT_TRUE(wait_qp_state(*pair_.client.qp, QpState::kError));
   const std::vector<std::byte> zeros(kSize);

@@ -78,6 +78,7 @@ std::string to_string(Limitation set) {
       {Limitation::kRefusedWriteFailsLocally, "refused_write_fails_locally"},
       {Limitation::kMulticastGidIpv4Mapped, "multicast_gid_ipv4_mapped"},
       {Limitation::kReadsServedWithoutTarget, "reads_served_without_target"},
+      {Limitation::kQueuedSendsLostOnConnectionLoss, "queued_sends_lost_on_connection_loss"},
   };
   return flag_names(set, kNames);
 }

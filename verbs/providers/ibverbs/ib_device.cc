@@ -220,7 +220,7 @@ void IbDevice::probe_capabilities(const ibv_device_attr& device) {
              Limitation::kNoSolicitedNotification | Limitation::kLatePostsLostAfterError |
              Limitation::kNoReconnectAfterError | Limitation::kActiveSendFailsOnModifyToError |
              Limitation::kSendsOvertakeReads | Limitation::kReadAccessNotChecked |
-             Limitation::kRefusedWriteFailsLocally;
+             Limitation::kRefusedWriteFailsLocally | Limitation::kQueuedSendsLostOnConnectionLoss;
   }
   if (soft_roce) {
     limits = limits | Limitation::kLengthErrorAsOperationError;

@@ -132,6 +132,12 @@ enum class Limitation : uint32_t {
   // to a region from allocate_memory): a stopped peer still serves a read of registered memory
   // posted before any write, but nothing after that write.
   kReadsServedWithoutTarget = 1u << 17,
+  // When the connection drops while the send queue is being transmitted, some of the work
+  // requests behind the one in transmission may never complete (siw, seen on Linux 6.1: the
+  // transmitter's failure path and the connection close that flushes the send queue race, and
+  // one or more entries leave the queue without a completion). Callers must not wait for every
+  // completion of a failed QP: the transport fails a peer's requests on the first error.
+  kQueuedSendsLostOnConnectionLoss = 1u << 18,
 };
 template <>
 struct EnableFlags<Limitation> : std::true_type {};
