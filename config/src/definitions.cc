@@ -221,6 +221,14 @@ constexpr Definition kDefinitions[] = {
      .level = Level::kTuner,
      .min = 0,
      .max = 10000000},
+    {.name = names::kTransportMailbox,
+     .type = Type::kBool,
+     .default_value = "true",
+     .description = "On connections whose peer memory can be mapped (the shm provider, and the "
+                    "hybrid provider's on one host), send messages of up to 240 bytes by storing "
+                    "them in a mailbox of 64 slots in the receiver's memory, which it polls, "
+                    "instead of through the queue pair.",
+     .level = Level::kTuner},
     {.name = names::kCollectivesTable,
      .type = Type::kString,
      .default_value = "",

@@ -223,6 +223,46 @@ TEST_P(EndpointTest, DisconnectNotifiesThePeerAndFlushes) {
   ASSERT_NO_FATAL_FAILURE(expect_new_send_flushed(pair.client));
 }
 
+// What a sender saw complete before it disconnected reaches the peer: its receives complete with
+// the data, and only the receives left over are flushed. (A job's last message is often sent
+// just before its sender closes the connection and exits.)
+TEST_P(EndpointTest, SendsCompletedBeforeADisconnectAreReceived) {
+  ConnectedPair pair;
+  ASSERT_NO_FATAL_FAILURE(make_pair(pair));
+  constexpr uint64_t kSends = 3;
+  for (uint64_t i = 0; i <= kSends; ++i) {
+    const Sge sge = scratch_.sge(i * 64, 64);
+    ASSERT_OK(pair.server.qp->post_receive(20 + i, std::span(&sge, 1)));
+  }
+  for (uint64_t i = 0; i < kSends; ++i) {
+    fill_pattern(scratch_.bytes(2048 + i * 64, 64), 300 + i);
+    const Sge sge = scratch_.sge(2048 + i * 64, 64);
+    ASSERT_OK(pair.client.qp->send(10 + i, std::span(&sge, 1), SendFlags::kSignaled));
+  }
+  std::vector<Completion> sent;
+  ASSERT_TRUE(poll_n(*pair.client.send_cq, kSends, sent));
+  for (const Completion& c : sent) EXPECT_EQ(c.status, CompletionStatus::kSuccess) << describe(c);
+  auto server_notice = pair.server.endpoint->notify_disconnect();
+  ASSERT_OK(pair.client.endpoint->disconnect().wait(kBound));
+
+  // By the time the peer learns of the disconnect, what came before it is in its CQ.
+  ASSERT_OK(server_notice.wait(kBound));
+  std::vector<Completion> received;
+  ASSERT_TRUE(poll_n(*pair.server.receive_cq, kSends, received, Milliseconds(0)))
+      << "the disconnect overtook the data";
+  std::vector<Completion> rest;
+  ASSERT_TRUE(poll_n(*pair.server.receive_cq, 1, rest));
+  received.push_back(rest[0]);
+  for (uint64_t i = 0; i < kSends; ++i) {
+    EXPECT_EQ(received[i].wr_id, 20 + i);
+    ASSERT_EQ(received[i].status, CompletionStatus::kSuccess) << describe(received[i]);
+    EXPECT_EQ(received[i].length, 64u);
+    EXPECT_TRUE(has_pattern(scratch_.bytes(i * 64, 64), 300 + i)) << "send " << i;
+  }
+  EXPECT_EQ(received[kSends].wr_id, 20 + kSends);
+  EXPECT_EQ(received[kSends].status, CompletionStatus::kFlushed) << describe(received[kSends]);
+}
+
 TEST_P(EndpointTest, WildcardListenServesALocalAddress) {
   std::shared_ptr<ConnectEndpoint> listener;
   ASSERT_NO_FATAL_FAILURE(listen_on(SocketAddress::ipv4_any(0), listener));

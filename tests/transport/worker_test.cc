@@ -284,6 +284,113 @@ TEST_P(WorkerTest, MessagesBetweenTwoWorkersAreNotOvertaken) {
   EXPECT_GT(b_->counters().unexpected_messages, 0u);
 }
 
+// Where the device maps peer memory (shm, hybrid on one host), small messages go through the
+// receiver's mailbox and the rest through the QP: a burst of both, bigger than the mailbox and
+// sent before the receiver progresses, arrives in the order it was sent, and so does one with
+// the mailbox off.
+TEST_P(WorkerTest, MailboxAndQueuePairMessagesKeepTheirOrder) {
+  for (const char* mailbox : {"true", "false"}) {
+    SCOPED_TRACE(std::string("transport_mailbox=") + mailbox);
+    make_pair({{"transport_mailbox", mailbox}});
+    constexpr int kCount = 200;
+    std::vector<std::vector<std::byte>> sent;
+    std::vector<Request> sends;
+    for (int i = 0; i < kCount; ++i) {
+      // Mostly mailbox-sized, then one too large for a slot, one through a send buffer, one
+      // rendezvous.
+      const size_t sizes[] = {8, 200, 8, 230, 1000, 8, 20000};
+      const size_t size = sizes[static_cast<size_t>(i) % std::size(sizes)];
+      sent.push_back(pattern(size, static_cast<uint32_t>(i)));
+      auto send = a_->isend(to_b_, 6, sent.back().data(), size);
+      ASSERT_TRUE(send.is_ok());
+      sends.push_back(*send);
+    }
+    for (int i = 0; i < kCount; ++i) {
+      std::vector<std::byte> received(30000);
+      auto recv = b_->irecv(kAnyPeer, 6, kTagMaskAll, received.data(), received.size());
+      ASSERT_TRUE(recv.is_ok());
+      RequestResult result;
+      ASSERT_TRUE(wait(*b_, *recv, &result).is_ok()) << "message " << i;
+      ASSERT_EQ(result.length, sent[static_cast<size_t>(i)].size()) << "message " << i;
+      ASSERT_EQ(0, std::memcmp(received.data(), sent[static_cast<size_t>(i)].data(), result.length))
+          << "message " << i;
+    }
+    for (Request& send : sends) ASSERT_TRUE(wait(*a_, send).is_ok());
+    const bool maps = std::string(mailbox) == "true" &&
+                      (GetParam().provider == "shm" || GetParam().provider == "hybrid");
+    if (maps) {
+      EXPECT_GT(a_->counters().mailbox_messages, 0u);
+      EXPECT_LT(a_->counters().mailbox_messages, a_->counters().messages_sent);
+    } else {
+      EXPECT_EQ(a_->counters().mailbox_messages, 0u);
+    }
+  }
+}
+
+// A put is in place before any later message of its worker arrives, also a small one that
+// could take the mailbox (it takes the QP behind the put's writes).
+TEST_P(WorkerTest, APutIsInPlaceWhenTheNextSmallMessageArrives) {
+  make_pair();
+  std::vector<std::byte> window(256 * 1024);
+  auto registered = b_->register_memory(window.data(), window.size());
+  ASSERT_TRUE(registered.is_ok());
+  const RemoteMemory remote = (*registered)->remote();
+  for (uint32_t round = 0; round < 20; ++round) {
+    const auto data = pattern(window.size(), round);
+    auto put = a_->put(to_b_, data.data(), data.size(), remote);
+    ASSERT_TRUE(put.is_ok());
+    uint32_t note = round;
+    auto send = a_->isend(to_b_, 7, &note, sizeof note);
+    ASSERT_TRUE(send.is_ok());
+    uint32_t got = ~0u;
+    auto recv = b_->irecv(to_a_, 7, kTagMaskAll, &got, sizeof got);
+    ASSERT_TRUE(recv.is_ok());
+    ASSERT_TRUE(wait(*b_, *recv).is_ok());
+    ASSERT_EQ(got, round);
+    ASSERT_EQ(0, std::memcmp(window.data(), data.data(), window.size()))
+        << "round " << round << ": the message overtook the put";
+    ASSERT_TRUE(wait(*a_, *put).is_ok());
+    ASSERT_TRUE(wait(*a_, *send).is_ok());
+  }
+}
+
+// A receiver asleep in wait_for_event wakes for a message that went through its mailbox (the
+// sender also sends through the QP when it sees a sleeper), long before the wait's bound.
+TEST_P(WorkerTest, ASleepingReceiverWakesForASmallMessage) {
+  make_pair({{"transport_progress", "block"}});
+  uint32_t got = ~0u;
+  auto recv = b_->irecv(to_a_, 8, kTagMaskAll, &got, sizeof got);
+  ASSERT_TRUE(recv.is_ok());
+  uint32_t value = 1;
+  // Connected first, so that the wait below is for the message alone.
+  ASSERT_TRUE(a_->isend(to_b_, 8, &value, sizeof value).is_ok());
+  ASSERT_TRUE(wait(*b_, *recv).is_ok());
+  for (uint32_t round = 2; round < 6; ++round) {
+    recv = b_->irecv(to_a_, 8, kTagMaskAll, &got, sizeof got);
+    ASSERT_TRUE(recv.is_ok());
+    while (b_->progress() != 0) {
+    }
+    std::atomic<bool> asleep{false};
+    std::atomic<int64_t> slept_ms{-1};
+    std::thread receiver([&] {
+      const auto start = std::chrono::steady_clock::now();
+      asleep = true;
+      (void)b_->wait_for_event(std::chrono::seconds(20));
+      slept_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now() - start)
+                     .count();
+    });
+    while (!asleep) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // well into its sleep
+    value = round;
+    ASSERT_TRUE(a_->isend(to_b_, 8, &value, sizeof value).is_ok());
+    receiver.join();
+    EXPECT_LT(slept_ms.load(), 10000) << "round " << round << ": the receiver slept on";
+    ASSERT_TRUE(wait(*b_, *recv).is_ok());
+    EXPECT_EQ(got, round);
+  }
+}
+
 TEST_P(WorkerTest, WildcardsAndMasksMatchTheOldestMessage) {
   make_pair();
   uint64_t values[3] = {0x100, 0x201, 0x302};
@@ -521,7 +628,10 @@ TEST_P(WorkerTest, FullUnexpectedQueueIsAClearErrorAndLosesNothing) {
 }
 
 TEST_P(WorkerTest, SrqLimitEventPostsTheReserveDuringABurst) {
-  make_pair({{"transport_receive_buffers", "8"}, {"transport_credits", "64"}});
+  // The burst must take the SRQ: no mailbox.
+  make_pair({{"transport_receive_buffers", "8"},
+             {"transport_credits", "64"},
+             {"transport_mailbox", "false"}});
   // 40 messages while the receiver does not progress: its SRQ drains below the limit.
   std::vector<uint32_t> values(40);
   std::iota(values.begin(), values.end(), 0u);
@@ -623,7 +733,8 @@ TEST_P(WorkerTest, AHandlerThatProgressesTheWorkerAgainSeesEveryMessageOnce) {
 
 TEST_P(WorkerTest, SmallActiveMessagesKeepTheirPlaceAndTheirCredits) {
   // Two credits: a burst outruns them, so messages queue while small ones could go inline.
-  make_pair({{"transport_credits", "2"}});
+  // The QP's credits are the subject: no mailbox, whose slots need none.
+  make_pair({{"transport_credits", "2"}, {"transport_mailbox", "false"}});
   std::vector<uint32_t> seen;
   ASSERT_TRUE(b_->set_am_handler(4, [&](PeerId, std::span<const std::byte> header,
                                         std::span<const std::byte>) {

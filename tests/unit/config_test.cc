@@ -441,6 +441,7 @@ TEST(NamesTest, EveryNameConstantIsDefined) {
       names::kTransportProgress,
       names::kTransportSpinUs,
       names::kTransportYieldUs,
+      names::kTransportMailbox,
       names::kCollectivesTable,
       names::kCollectivesSharedMemory,
       names::kCollectivesPull,

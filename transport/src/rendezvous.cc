@@ -146,6 +146,7 @@ bool WorkerImpl::post_rdma(Peer& peer, uint64_t request_id, RequestSlot& request
     request.issued = 8;
     ++peer.in_flight;
     ++peer.reads_in_flight;
+    peer.rdma_unordered = true;
     return true;
   }
   // Reads: rendezvous receives (read scheme) and gets. Writes: rendezvous sends, puts.
@@ -179,6 +180,7 @@ bool WorkerImpl::post_rdma(Peer& peer, uint64_t request_id, RequestSlot& request
     request.issued += bytes;
     ++peer.in_flight;
     if (read) ++peer.reads_in_flight;
+    if (!read) peer.rdma_unordered = true;
   }
   if (request.issued < request.transfer_length) return false;
   // Write scheme: the finish goes after the last write, so it arrives after the data.

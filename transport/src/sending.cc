@@ -30,11 +30,34 @@ void WorkerImpl::return_credits(Peer& peer, uint32_t count) {
   }
 }
 
+bool WorkerImpl::store_in_mailbox(Peer& peer, wire::Type type, uint16_t credits,
+                                  std::span<const std::span<const std::byte>> parts, size_t bytes) {
+  // Queued control messages go first, through the QP; so does anything behind RDMA writes.
+  if (!peer.outbox || bytes > MailboxLayout::kCapacity || peer.rdma_unordered ||
+      !peer.control.empty() || !peer.outbox->store(peer.regular_sent, parts)) {
+    return false;
+  }
+  peer.credits_to_return -= credits;
+  ++counters_.messages_sent;
+  ++counters_.mailbox_messages;
+  // The caller takes a credit for a data message as it would for the QP; a slot needs none.
+  if (wire::consumes_credit(type)) ++peer.credits;
+  if (peer.outbox->receiver_may_sleep()) {
+    queue_control(peer, ControlMessage{.type = wire::Type::kCredit, .wake = true});
+  }
+  return true;
+}
+
 bool WorkerImpl::post_message(Peer& peer, wire::Header& header, std::span<const std::byte> body,
-                              std::span<const std::byte> payload) {
+                              std::span<const std::byte> payload, bool regular_only) {
   header.credits = static_cast<uint16_t>(std::min<uint32_t>(peer.credits_to_return, 0xffff));
   const size_t header_bytes = wire::shorten(header);
   const size_t total = header_bytes + body.size() + payload.size();
+  if (!regular_only) {
+    const std::span<const std::byte> parts[] = {
+        std::as_bytes(std::span(&header, 1)).first(header_bytes), body, payload};
+    if (store_in_mailbox(peer, header.type, header.credits, parts, total)) return true;
+  }
   verbs::ConnectQueuePair& qp = *peer.active->qp;
   Status status;
   uint32_t buffer = BufferPool::kNone;
@@ -89,11 +112,19 @@ uint16_t WorkerImpl::stamp_credits(const Peer& peer, std::byte* framed) {
 void WorkerImpl::count_posted(Peer& peer, uint16_t credits) {
   peer.credits_to_return -= credits;
   ++peer.in_flight;
+  ++peer.regular_sent;
+  peer.rdma_unordered = false;
   ++counters_.messages_sent;
 }
 
 bool WorkerImpl::post_from_buffer(Peer& peer, uint32_t buffer, size_t bytes) {
   const uint16_t credits = stamp_credits(peer, send_buffers_->buffer(buffer));
+  const std::span<const std::byte> framed(send_buffers_->buffer(buffer), bytes);
+  if (store_in_mailbox(peer, static_cast<wire::Type>(std::to_integer<uint8_t>(framed[0])), credits,
+                       {&framed, 1}, bytes)) {
+    send_buffers_->give(buffer);
+    return true;
+  }
   verbs::Sge sge = send_buffers_->sge(buffer, bytes);
   Status status =
       peer.active->qp->send(make_wr_id(WorkKind::kSendBuffer, send_value(buffer, peer.unsignaled)),
@@ -130,7 +161,7 @@ bool WorkerImpl::post_zero_copy(Peer& peer, uint64_t request_id, RequestSlot& re
 }
 
 bool WorkerImpl::post_control(Peer& peer, const ControlMessage& message) {
-  if (message.type == wire::Type::kCredit) {
+  if (message.type == wire::Type::kCredit && !message.wake) {
     peer.credit_queued = false;
     if (peer.credits_to_return == 0) return true;  // other traffic carried them meanwhile
   }
@@ -141,8 +172,9 @@ bool WorkerImpl::post_control(Peer& peer, const ControlMessage& message) {
   std::span<const std::byte> body;
   if (message.type == wire::Type::kReadyToReceive)
     body = std::as_bytes(std::span(&message.ready, 1));
-  const bool posted = post_message(peer, header, body, {});
-  if (!posted && message.type == wire::Type::kCredit) peer.credit_queued = true;
+  // A wake-up must arrive through the QP: its completion is what wakes the receiver.
+  const bool posted = post_message(peer, header, body, {}, message.wake);
+  if (!posted && message.type == wire::Type::kCredit && !message.wake) peer.credit_queued = true;
   return posted;
 }
 

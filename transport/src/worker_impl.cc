@@ -170,6 +170,8 @@ Status WorkerImpl::init(const WorkerOptions& options) {
   wait_policy_.yield = std::chrono::microseconds(config.get_int(names::kTransportYieldUs));
   if (options.local_processes > usable_cpus()) wait_policy_.spin = std::chrono::microseconds(0);
   connect_timeout_ = std::chrono::milliseconds(config.get_int(names::kConnectTimeoutMs));
+  mailboxes_ = config.get_bool(names::kTransportMailbox) &&
+               verbs::has(capabilities_, verbs::Capability::kRemoteMapping);
 
   auto domain = device_->allocate_protection_domain();
   if (!domain.is_ok()) return domain.status();
@@ -271,8 +273,45 @@ std::vector<std::byte> WorkerImpl::address() const {
   return encode_address(uuid_, listen_address_, receive_capacity_);
 }
 
-std::vector<std::byte> WorkerImpl::hello() const {
-  return address();
+// A hello is the address, then, where the sender offers the peer an inbox (mailbox.h),
+// "|mb1 <inbox address, 16 hex digits> <its key, 8 hex digits>".
+constexpr std::string_view kInboxMark = "|mb1 ";
+constexpr size_t kInboxTextBytes = 16 + 1 + 8;
+
+std::vector<std::byte> WorkerImpl::hello(Peer& peer) {
+  std::vector<std::byte> bytes = address();
+  if (!mailboxes_ || peer.uuid == uuid_) return bytes;  // no mailbox to ourselves
+  if (!peer.inbox) {
+    auto inbox = Inbox::create(*domain_);
+    if (!inbox.is_ok()) return bytes;  // the peer's messages all take the QP
+    peer.inbox = std::move(inbox).value();
+  }
+  const verbs::RemoteAddress remote = peer.inbox->remote();
+  char text[kInboxMark.size() + kInboxTextBytes + 1];
+  std::snprintf(text, sizeof text, "%s%016llx %08x", kInboxMark.data(),
+                static_cast<unsigned long long>(remote.address), remote.rkey);
+  const auto* first = reinterpret_cast<const std::byte*>(text);
+  bytes.insert(bytes.end(), first, first + kInboxMark.size() + kInboxTextBytes);
+  return bytes;
+}
+
+std::span<const std::byte> WorkerImpl::read_hello(std::span<const std::byte> hello,
+                                                  std::optional<verbs::RemoteAddress>* inbox) {
+  const std::string_view text(reinterpret_cast<const char*>(hello.data()), hello.size());
+  const size_t mark = text.find(kInboxMark);
+  inbox->reset();
+  if (mark == std::string_view::npos) return hello;
+  const std::string_view offer = text.substr(mark + kInboxMark.size());
+  unsigned long long address = 0;
+  unsigned rkey = 0;
+  int consumed = 0;
+  const std::string field(offer);
+  if (offer.size() == kInboxTextBytes &&
+      std::sscanf(field.c_str(), "%16llx %8x%n", &address, &rkey, &consumed) == 2 &&
+      static_cast<size_t>(consumed) == kInboxTextBytes) {
+    *inbox = verbs::RemoteAddress{address, rkey};
+  }
+  return hello.first(mark);
 }
 
 Result<PeerId> WorkerImpl::add_peer(std::span<const std::byte> address) {
@@ -366,13 +405,16 @@ void WorkerImpl::progress_listener() {
 
 void WorkerImpl::handle_request(std::shared_ptr<verbs::ConnectEndpoint> endpoint) {
   const verbs::ConnectAttributes attributes = endpoint->query();
+  std::optional<verbs::RemoteAddress> peer_inbox;
+  const std::span<const std::byte> address =
+      read_hello(attributes.peer_parameters.private_data, &peer_inbox);
   DecodedAddress decoded;
-  if (!decode_address(attributes.peer_parameters.private_data, &decoded)) {
+  if (!decode_address(address, &decoded)) {
     (void)endpoint->reject(std::as_bytes(std::span(kMalformedHello)));
     return;
   }
   const uint64_t uuid = decoded.uuid;
-  auto id = add_peer(attributes.peer_parameters.private_data);
+  auto id = add_peer(address);
   if (!id.is_ok()) {
     (void)endpoint->reject(std::as_bytes(std::span(kMalformedHello)));
     return;
@@ -413,13 +455,14 @@ void WorkerImpl::handle_request(std::shared_ptr<verbs::ConnectEndpoint> endpoint
   connection->endpoint = std::move(endpoint);
   connection->qp = std::move(qp).value();
   verbs::ConnectParameters parameters;
-  parameters.private_data = hello();
+  parameters.private_data = hello(peer);
   connection->step.emplace(connection->endpoint->accept(connection->qp, parameters));
   unsettle(peer);
   if (self) {
     peer.loopback = std::move(connection);
     return;
   }
+  peer.peer_inbox = peer_inbox;
   peer.active = std::move(connection);
   peer.state = PeerState::kAccepting;
   peer.deadline = Clock::now() + connect_timeout_;
@@ -452,7 +495,7 @@ void WorkerImpl::progress_peer_connection(Peer& peer) {
         }
         outgoing->qp = std::move(qp).value();
         verbs::ConnectParameters parameters;
-        parameters.private_data = hello();
+        parameters.private_data = hello(peer);
         outgoing->stage = 2;
         outgoing->connect.emplace(outgoing->endpoint->connect(outgoing->qp, parameters));
       }
@@ -460,6 +503,8 @@ void WorkerImpl::progress_peer_connection(Peer& peer) {
       auto result = outgoing->connect->result();
       if (result.is_ok()) {
         if (peer.state == PeerState::kConnecting) {
+          (void)read_hello(outgoing->endpoint->query().peer_parameters.private_data,
+                           &peer.peer_inbox);
           peer.active = std::move(peer.outgoing);
           connected(peer);
         } else {
@@ -516,6 +561,9 @@ void WorkerImpl::progress_device_events() {
     const auto context = reinterpret_cast<uintptr_t>(event->context);
     if (context == 0 || context > peers_.size()) continue;
     Peer& peer = *peers_[context - 1];
+    // The provider queues what the peer sent before the failure ahead of the event, maybe just
+    // after this pass polled: take it before the peer's requests fail (a job's last message).
+    poll_completions();
     fail_peer(peer,
               Status(Errc::kDisconnected, "connection to peer " + std::to_string(peer.id) + " at " +
                                               peer.address + " failed: " + event->detail));
@@ -547,6 +595,7 @@ void WorkerImpl::progress_connections(bool thorough) {
         continue;
       }
       peer->active->closed.reset();
+      poll_completions();  // what the peer sent before it disconnected
       progress_device_events();
       fail_peer(*peer, Status(Errc::kDisconnected, "peer " + std::to_string(peer->id) + " at " +
                                                        peer->address + " disconnected"));
@@ -572,6 +621,13 @@ void WorkerImpl::connected(Peer& peer) {
   peer.state = PeerState::kConnected;
   peer.active->closed.emplace(peer.active->endpoint->notify_disconnect());
   peer.credits = credit_window_;
+  // Mailboxes only where both sides offered one, so both decide alike. Ours is polled even if
+  // mapping the peer's fails: the peer may still map ours.
+  if (peer.inbox && peer.peer_inbox) {
+    auto outbox = Outbox::map(*peer.active->qp, *peer.peer_inbox);
+    if (outbox.is_ok()) peer.outbox = std::move(outbox).value();
+    mailbox_peers_.push_back(peer.id);
+  }
   ++counters_.connections;
   pump(peer);
 }
@@ -581,6 +637,8 @@ void WorkerImpl::fail_peer(Peer& peer, Status status) {
   peer.state = PeerState::kFailed;
   peer.failure = status;
   if (peer.active && peer.active->qp) (void)peer.active->qp->modify(verbs::QpState::kError);
+  std::erase(mailbox_peers_, peer.id);
+  peer.outbox.reset();
   peer.data.for_each([&](const DataItem& item) {
     if (!item.is_request) send_buffers_->give(static_cast<uint32_t>(item.value));
   });
@@ -625,6 +683,94 @@ void WorkerImpl::repost_deferred() {
   deferred_count_ = 0;
 }
 
+void WorkerImpl::handle_message(Peer& peer, std::span<const std::byte> bytes, bool regular) {
+  wire::Header header{};
+  const size_t header_bytes = wire::decode(bytes, receive_capacity_, &header);
+  if (header_bytes == 0) {
+    fail_peer(peer, Status(Errc::kProtocolError, "malformed message from peer " +
+                                                     std::to_string(peer.id) + ": " +
+                                                     wire::check(bytes, receive_capacity_)));
+    return;
+  }
+  peer.credits += header.credits;
+  const auto body = bytes.subspan(header_bytes);
+  switch (header.type) {
+    case wire::Type::kEager:
+      deliver_eager(peer, header, body);
+      break;
+    case wire::Type::kRendezvous: {
+      wire::RendezvousBody rendezvous{};
+      (void)wire::read_at(body, 0, &rendezvous);
+      deliver_rendezvous(peer, header, rendezvous);
+      break;
+    }
+    case wire::Type::kActive:
+      deliver_active(peer, header, body);
+      break;
+    case wire::Type::kReadyToReceive: {
+      wire::ReadyBody ready{};
+      (void)wire::read_at(body, 0, &ready);
+      handle_ready(peer, header, ready);
+      break;
+    }
+    case wire::Type::kFinish:
+      handle_finish(peer, header);
+      break;
+    case wire::Type::kSyncAck: {
+      RequestSlot* request = find_request(header.cookie);
+      if (request && request->kind == RequestKind::kSend && !request->done) {
+        complete(header.cookie, *request, Status::ok());
+      }
+      break;
+    }
+    case wire::Type::kCredit:
+      break;
+  }
+  // A mailbox slot is no receive buffer: it takes no credit and returns none.
+  if (regular && wire::consumes_credit(header.type)) return_credits(peer, 1);
+  ++counters_.messages_received;
+}
+
+int WorkerImpl::drain_inbox(Peer& peer) {
+  alignas(8) std::array<std::byte, MailboxLayout::kCapacity> message;
+  int handled = 0;
+  while (peer.state == PeerState::kConnected) {
+    const int length = peer.inbox->take(peer.regular_received, message);
+    if (length == Inbox::kEmpty) break;
+    if (length == Inbox::kMalformed) {
+      fail_peer(peer, Status(Errc::kProtocolError,
+                             "malformed mailbox slot from peer " + std::to_string(peer.id)));
+      break;
+    }
+    handle_message(peer, std::span<const std::byte>(message.data(), static_cast<size_t>(length)),
+                   false);
+    ++handled;
+  }
+  return handled;
+}
+
+int WorkerImpl::poll_mailboxes() {
+  int handled = 0;
+  // By index: a handler may connect another peer, which grows the list.
+  for (size_t i = 0; i < mailbox_peers_.size(); ++i) {
+    Peer& peer = *peers_[mailbox_peers_[i]];
+    const int count = drain_inbox(peer);
+    if (count != 0 && peer.state == PeerState::kConnected) pump(peer);
+    handled += count;
+  }
+  return handled;
+}
+
+bool WorkerImpl::count_sleeper(int delta) {
+  bool pending = false;
+  for (PeerId id : mailbox_peers_) {
+    Inbox& inbox = *peers_[id]->inbox;
+    inbox.add_sleeper(delta);
+    if (delta > 0 && inbox.pending()) pending = true;
+  }
+  return pending;
+}
+
 void WorkerImpl::handle_completion(const verbs::Completion& completion) {
   Peer* peer = peer_of(completion);
   const uint64_t value = wr_value(completion.wr_id);
@@ -632,52 +778,14 @@ void WorkerImpl::handle_completion(const verbs::Completion& completion) {
   switch (wr_kind(completion.wr_id)) {
     case WorkKind::kReceive: {
       const auto buffer = static_cast<uint32_t>(value);
-      if (completion.status == verbs::CompletionStatus::kSuccess && peer) {
-        std::span<const std::byte> bytes(receive_buffers_->buffer(buffer), completion.length);
-        wire::Header header{};
-        const size_t header_bytes = wire::decode(bytes, receive_capacity_, &header);
-        if (header_bytes == 0) {
-          fail_peer(*peer, Status(Errc::kProtocolError, "malformed message from peer " +
-                                                            std::to_string(peer->id) + ": " +
-                                                            wire::check(bytes, receive_capacity_)));
-        } else if (peer->state != PeerState::kFailed) {
-          peer->credits += header.credits;
-          const auto body = bytes.subspan(header_bytes);
-          switch (header.type) {
-            case wire::Type::kEager:
-              deliver_eager(*peer, header, body);
-              break;
-            case wire::Type::kRendezvous: {
-              wire::RendezvousBody rendezvous{};
-              (void)wire::read_at(body, 0, &rendezvous);
-              deliver_rendezvous(*peer, header, rendezvous);
-              break;
-            }
-            case wire::Type::kActive:
-              deliver_active(*peer, header, body);
-              break;
-            case wire::Type::kReadyToReceive: {
-              wire::ReadyBody ready{};
-              (void)wire::read_at(body, 0, &ready);
-              handle_ready(*peer, header, ready);
-              break;
-            }
-            case wire::Type::kFinish:
-              handle_finish(*peer, header);
-              break;
-            case wire::Type::kSyncAck: {
-              RequestSlot* request = find_request(header.cookie);
-              if (request && request->kind == RequestKind::kSend && !request->done) {
-                complete(header.cookie, *request, Status::ok());
-              }
-              break;
-            }
-            case wire::Type::kCredit:
-              break;
-          }
-          if (wire::consumes_credit(header.type)) return_credits(*peer, 1);
-          ++counters_.messages_received;
-        }
+      if (completion.status == verbs::CompletionStatus::kSuccess && peer &&
+          peer->state != PeerState::kFailed) {
+        // Mailbox messages sent before this one go first.
+        if (peer->inbox && peer->peer_inbox) drain_inbox(*peer);
+        ++peer->regular_received;
+        handle_message(
+            *peer, std::span<const std::byte>(receive_buffers_->buffer(buffer), completion.length),
+            true);
       }
       defer_repost(buffer);
       if (peer) pump(*peer);
@@ -756,7 +864,8 @@ int WorkerImpl::progress() {
 }
 
 int WorkerImpl::progress_locked() {
-  int handled = poll_completions();
+  int handled = mailbox_peers_.empty() ? 0 : poll_mailboxes();
+  handled += poll_completions();
   if (handled == 0 && deferred_count_ != 0) repost_deferred();
   progress_connections((++progress_calls_ & 31) == 0);
   return handled;
@@ -771,7 +880,19 @@ Status WorkerImpl::wait_for_event(std::chrono::milliseconds bound) {
     repost_deferred();  // a sleeping worker leaves every buffer with the SRQ
     connecting = anything_connecting();
     if (next_request_) request_fd = next_request_->fd();
+    // Senders that store into our inboxes from now on also send through the QP (mailbox.h).
+    if (count_sleeper(1)) {
+      count_sleeper(-1);
+      return Status::ok();
+    }
   }
+  struct Awake {
+    WorkerImpl& worker;
+    ~Awake() {
+      std::lock_guard lock(worker.mutex_);
+      worker.count_sleeper(-1);
+    }
+  } awake{*this};
   auto notification = cq_->notify(verbs::NotifyOn::kNextCompletion);
   if (cq_->peek() > 0) {
     notification.cancel();

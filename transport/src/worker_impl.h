@@ -22,6 +22,7 @@
 
 #include "buffer_pool.h"
 #include "eager_limit.h"
+#include "mailbox.h"
 #include "match_queue.h"
 #include "registration_cache.h"
 #include "ring_queue.h"
@@ -119,6 +120,7 @@ struct ControlMessage {
   uint8_t flags = 0;
   uint64_t cookie = 0;
   wire::ReadyBody ready{};
+  bool wake = false;  // kCredit sent even with no credits: wakes a receiver (mailbox.h)
 };
 
 // An item of a peer's data queue (needs a credit): a tagged send, or an active message
@@ -172,6 +174,15 @@ struct Peer {
   uint32_t rma_pending = 0;  // put/get/atomic requests not done
   // Target of the last put not yet fenced by a read (flush reads one byte from it).
   std::optional<RemoteMemory> unfenced_put;
+  // Mailboxes (mailbox.h): ours, offered in our hello; the peer's, from its hello, mapped.
+  std::unique_ptr<Inbox> inbox;
+  std::optional<verbs::RemoteAddress> peer_inbox;
+  std::unique_ptr<Outbox> outbox;
+  uint64_t regular_sent = 0;      // sends posted to the QP
+  uint64_t regular_received = 0;  // sends received from the QP
+  // An RDMA write or atomic posted since the last regular send: the next message goes behind it
+  // through the QP (a mailbox message would overtake it).
+  bool rdma_unordered = false;
 };
 
 struct UnexpectedMessage {
@@ -264,7 +275,19 @@ class WorkerImpl final : public Worker {
   void repost_deferred();
   Peer* peer_of(const verbs::Completion& completion);
   bool anything_connecting() const;
-  std::vector<std::byte> hello() const;
+  // Our address, and an inbox for the peer where its messages may go to one (mailbox.h).
+  std::vector<std::byte> hello(Peer& peer);
+  // The address part of a peer's hello; the inbox it offers, if any, into *inbox.
+  static std::span<const std::byte> read_hello(std::span<const std::byte> hello,
+                                               std::optional<verbs::RemoteAddress>* inbox);
+  // A message from the peer, through its QP (`regular`) or our inbox.
+  void handle_message(Peer& peer, std::span<const std::byte> bytes, bool regular);
+  // Delivers what the peer's mailbox holds that may go before its next regular send.
+  int drain_inbox(Peer& peer);
+  int poll_mailboxes();
+  // Counts this thread as sleeping in every inbox (`delta` 1), or awake again (-1); true when
+  // an inbox holds a message after counting in.
+  bool count_sleeper(int delta);
 
   // ---- sending.cc ----
   void queue_control(Peer& peer, const ControlMessage& message);
@@ -276,8 +299,13 @@ class WorkerImpl final : public Worker {
   Posted post_data(Peer& peer, const DataItem& item);
   // Sends header + body + payload as one message, inline when small enough, else through a
   // send buffer; false when no buffer is free.
+  // `regular_only`: through the QP even where the mailbox could take it.
   bool post_message(Peer& peer, wire::Header& header, std::span<const std::byte> body,
-                    std::span<const std::byte> payload);
+                    std::span<const std::byte> payload, bool regular_only = false);
+  // Stores a message of `bytes` whose framing starts with a header of `type` returning `credits`
+  // in the peer's mailbox, when it may go there (mailbox.h); false: it takes the QP.
+  bool store_in_mailbox(Peer& peer, wire::Type type, uint16_t credits,
+                        std::span<const std::span<const std::byte>> parts, size_t bytes);
   bool post_from_buffer(Peer& peer, uint32_t buffer, size_t bytes);
   // Writes the credits owed to the peer into a message framed earlier (a queued send buffer's
   // header) and returns them; count_posted books them as returned once the message is posted.
@@ -384,10 +412,12 @@ class WorkerImpl final : public Worker {
   size_t unexpected_limit_ = 0;
   WaitPolicy wait_policy_;
   std::chrono::milliseconds connect_timeout_{10000};
+  bool mailboxes_ = false;  // offer peers an inbox (transport_mailbox, where the device maps)
 
   std::vector<std::unique_ptr<Peer>> peers_;
   // Peers with connection work under way: progress looks only at these.
   std::vector<PeerId> unsettled_;
+  std::vector<PeerId> mailbox_peers_;  // connected peers whose inbox progress polls
   uint64_t progress_calls_ = 0;
   std::unordered_map<uint64_t, PeerId> peer_by_uuid_;
 

@@ -54,6 +54,7 @@ std::string to_string(Capability set) {
       {Capability::kReadSinkNeedsRemoteWrite, "read_sink_needs_remote_write"},
       {Capability::kInline, "inline"},
       {Capability::kOutOfBandConnect, "out_of_band_connect"},
+      {Capability::kRemoteMapping, "remote_mapping"},
   };
   return flag_names(set, kNames);
 }

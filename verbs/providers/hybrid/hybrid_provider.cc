@@ -27,9 +27,10 @@ Result<std::shared_ptr<Provider>> open_hybrid_provider() {
         if (Status status = rings.value()->start(progress); !status) return status;
         return std::shared_ptr<soft::DatagramWire>(std::move(rings).value());
       });
-  // Its shm connections serve reads one-sided (shm_connection.h).
+  // Its shm connections serve reads one-sided (shm_connection.h) and map peers' memory.
   if (shm_provider->cma().enabled) {
     tcp_provider->add_limitations(Limitation::kReadsServedWithoutTarget);
+    tcp_provider->add_capabilities(Capability::kRemoteMapping);
   }
   return std::shared_ptr<Provider>(
       std::make_shared<hybrid::HybridProvider>(std::move(tcp_provider), std::move(shm_provider)));

@@ -98,8 +98,11 @@ DeviceAttributes shm_device_attributes(const ShmSettings& settings, const CmaSup
                             Capability::kSendWithInvalidate | Capability::kSharedReceiveQueue |
                             Capability::kSrqLimitEvent | Capability::kBatchNotify |
                             Capability::kResizeCompletionQueue | Capability::kInline;
-  // One-sided reads (shm_connection.h) need CMA.
-  if (cma.enabled) attributes.limitations = Limitation::kReadsServedWithoutTarget;
+  // One-sided reads (shm_connection.h) and mapping a peer's memory need CMA (the key mirror).
+  if (cma.enabled) {
+    attributes.limitations = Limitation::kReadsServedWithoutTarget;
+    attributes.capabilities = attributes.capabilities | Capability::kRemoteMapping;
+  }
   return attributes;
 }
 

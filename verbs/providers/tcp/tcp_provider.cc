@@ -110,6 +110,7 @@ Result<std::shared_ptr<soft::SoftDevice>> TcpProvider::device() {
   port.pkey_table_length = 1;
   DeviceAttributes attributes = tcp_device_attributes(settings_, 1);
   attributes.limitations = attributes.limitations | extra_limitations_;
+  attributes.capabilities = attributes.capabilities | extra_capabilities_;
   // Datagram QPs ride one UDP socket per device. Without it the device still serves connected
   // QPs; the reason is kept for create_datagram_endpoint.
   auto wire = UdpWire::open(settings_.port_base, port.active_mtu);

@@ -46,14 +46,16 @@ class TcpProvider final : public Provider, public std::enable_shared_from_this<T
   using DatagramWrapper = std::function<Result<std::shared_ptr<soft::DatagramWire>>(
       std::shared_ptr<UdpWire> udp, const std::vector<Gid>& host_gids, soft::Progress& progress)>;
   void wrap_datagrams(DatagramWrapper wrapper) { wrap_datagrams_ = std::move(wrapper); }
-  // Limitations the device reports besides tcp's own (the hybrid provider's shm connections).
-  // Set before the device is first opened.
+  // Limitations and capabilities the device reports besides tcp's own (the hybrid provider's shm
+  // connections). Set before the device is first opened.
   void add_limitations(Limitation extra) { extra_limitations_ = extra_limitations_ | extra; }
+  void add_capabilities(Capability extra) { extra_capabilities_ = extra_capabilities_ | extra; }
 
  private:
   TcpSettings settings_;
   DatagramWrapper wrap_datagrams_;
   Limitation extra_limitations_ = Limitation::kNone;
+  Capability extra_capabilities_ = Capability::kNone;
   std::mutex mutex_;
   std::weak_ptr<soft::SoftDevice> device_;
   std::weak_ptr<UdpWire> udp_wire_;  // the device's, wrapped or not

@@ -33,6 +33,7 @@ inline constexpr std::string_view kTransportRegistrationCache = "transport_regis
 inline constexpr std::string_view kTransportProgress = "transport_progress";
 inline constexpr std::string_view kTransportSpinUs = "transport_spin_us";
 inline constexpr std::string_view kTransportYieldUs = "transport_yield_us";
+inline constexpr std::string_view kTransportMailbox = "transport_mailbox";
 inline constexpr std::string_view kCollectivesTable = "collectives_table";
 inline constexpr std::string_view kCollectivesSharedMemory = "collectives_shared_memory";
 inline constexpr std::string_view kCollectivesPull = "collectives_pull";

@@ -128,6 +128,8 @@ class RegisteredMemory {
 
 struct WorkerCounters {
   uint64_t messages_sent = 0;
+  // Of those, stored in the receiver's mailbox instead of sent through the QP (the shm wire).
+  uint64_t mailbox_messages = 0;
   // Completions of sends polled: small (inline) sends mostly complete without one, so this
   // stays well below messages_sent while traffic is small messages.
   uint64_t send_completions = 0;

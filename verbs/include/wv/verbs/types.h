@@ -63,6 +63,9 @@ enum class Capability : uint32_t {
   // ConnectQueuePair::connect_out_of_band: InfiniBand and RoCE, whose QPs can be connected from
   // addresses the application exchanges itself, without a connection manager.
   kOutOfBandConnect = 1u << 14,
+  // ConnectQueuePair::map_remote can succeed on some of the device's connections (shm; hybrid's
+  // connections on one host): worth offering a peer memory to map.
+  kRemoteMapping = 1u << 15,
 };
 template <>
 struct EnableFlags<Capability> : std::true_type {};

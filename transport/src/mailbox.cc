@@ -1,0 +1,106 @@
+#include "mailbox.h"
+
+#include <cstring>
+
+namespace wv::transport {
+namespace {
+
+using Layout = MailboxLayout;
+constexpr int kLengthBits = 16;
+static_assert(Layout::kCapacity < (1u << kLengthBits));
+
+// The mailbox words live in memory the other process maps too: atomic_ref keeps each access a
+// single aligned access with the ordering asked for.
+std::atomic_ref<uint64_t> word(std::byte* at) {
+  return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(at));
+}
+
+std::byte* slot_of(std::byte* base, uint64_t sequence) {
+  return base + Layout::kSlotsOffset + ((sequence - 1) % Layout::kSlots) * Layout::kSlotBytes;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Inbox>> Inbox::create(verbs::ProtectionDomain& domain) {
+  auto memory = domain.allocate_memory(Layout::kBytes, verbs::Access::kLocalWrite |
+                                                           verbs::Access::kRemoteWrite |
+                                                           verbs::Access::kRemoteRead);
+  if (!memory.is_ok()) return memory.status();
+  return std::unique_ptr<Inbox>(new Inbox(std::move(memory).value()));
+}
+
+Inbox::Inbox(std::shared_ptr<verbs::MemoryRegion> memory)
+    : memory_(std::move(memory)), base_(static_cast<std::byte*>(memory_->address())) {}
+
+verbs::RemoteAddress Inbox::remote() const {
+  return memory_->remote(base_);
+}
+
+std::byte* Inbox::slot(uint64_t sequence) const {
+  return slot_of(base_, sequence);
+}
+
+int Inbox::take(uint64_t regular_received, std::span<std::byte, Layout::kCapacity> out) {
+  std::byte* at = slot(next_);
+  const uint64_t stamp = word(at).load(std::memory_order_acquire);
+  if (stamp >> kLengthBits != next_) return kEmpty;
+  uint64_t regular_before;
+  std::memcpy(&regular_before, at + sizeof stamp, sizeof regular_before);
+  if (regular_before > regular_received) return kEmpty;  // a regular send ahead of it is due
+  const size_t length = stamp & ((uint64_t{1} << kLengthBits) - 1);
+  if (length > Layout::kCapacity) return kMalformed;
+  std::memcpy(out.data(), at + Layout::kSlotHeaderBytes, length);
+  word(base_ + Layout::kConsumedOffset).store(next_, std::memory_order_release);
+  ++next_;
+  return static_cast<int>(length);
+}
+
+bool Inbox::pending() const {
+  return word(slot(next_)).load(std::memory_order_seq_cst) >> kLengthBits == next_;
+}
+
+void Inbox::add_sleeper(int delta) {
+  // Only what this side added comes off again (an inbox created while a thread slept).
+  if (delta < 0 && -delta > sleepers_added_) delta = -sleepers_added_;
+  if (delta == 0) return;
+  sleepers_added_ += delta;
+  word(base_ + Layout::kSleepersOffset)
+      .fetch_add(static_cast<uint64_t>(static_cast<int64_t>(delta)), std::memory_order_seq_cst);
+}
+
+Result<std::unique_ptr<Outbox>> Outbox::map(verbs::ConnectQueuePair& qp,
+                                            verbs::RemoteAddress inbox) {
+  auto mapping = qp.map_remote(inbox, Layout::kBytes,
+                               verbs::Access::kRemoteWrite | verbs::Access::kRemoteRead);
+  if (!mapping.is_ok()) return mapping.status();
+  return std::unique_ptr<Outbox>(new Outbox(std::move(mapping).value()));
+}
+
+Outbox::Outbox(std::unique_ptr<verbs::RemoteMapping> mapping)
+    : mapping_(std::move(mapping)), base_(mapping_->data()) {}
+
+bool Outbox::store(uint64_t regular_before, std::span<const std::span<const std::byte>> parts) {
+  if (next_ - consumed_ > Layout::kSlots) {
+    consumed_ = word(base_ + Layout::kConsumedOffset).load(std::memory_order_acquire);
+    if (next_ - consumed_ > Layout::kSlots) return false;
+  }
+  std::byte* at = slot_of(base_, next_);
+  std::memcpy(at + sizeof(uint64_t), &regular_before, sizeof regular_before);
+  size_t length = 0;
+  for (const auto& part : parts) {
+    if (part.empty()) continue;
+    std::memcpy(at + Layout::kSlotHeaderBytes + length, part.data(), part.size());
+    length += part.size();
+  }
+  // Sequentially consistent, not just release: with the load of `sleepers` after it, it pairs
+  // with the receiver's count-then-look before it sleeps (one of the two sees the other).
+  word(at).store(next_ << kLengthBits | length, std::memory_order_seq_cst);
+  ++next_;
+  return true;
+}
+
+bool Outbox::receiver_may_sleep() const {
+  return word(base_ + Layout::kSleepersOffset).load(std::memory_order_seq_cst) != 0;
+}
+
+}  // namespace wv::transport

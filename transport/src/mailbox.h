@@ -1,0 +1,95 @@
+// Mailboxes: small messages stored straight into the receiver's memory (Open MPI vader's "fast
+// boxes"). On a connection whose peer memory this process can map (verbs map_remote: the shm
+// wire), each side offers the other an Inbox in its connection hello; the other side maps it as
+// its Outbox. A message that fits a slot then costs the sender a copy and a release store, and
+// the receiver a poll of one cache line: no work request, receive buffer or completion.
+//
+// Ordering with the connection's regular sends (which still carry what does not fit, what must
+// follow RDMA writes, and everything while the mailbox is full): every mailbox message carries
+// the number of regular sends its sender had posted before it. The receiver delivers it only
+// once it has received that many, and before delivering a regular send it drains the mailbox
+// messages sent before that one. A mailbox store precedes, in the sender's program order, every
+// later post, so it is visible by the time the later send arrives.
+//
+// Sleep: a store wakes nobody. A receiver that is about to sleep counts itself in the inbox's
+// sleepers word, fences and looks at its inboxes once more; a sender fences after its store
+// and, seeing a sleeper, also sends an empty regular message, whose completion wakes it.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "wv/result.h"
+#include "wv/verbs.h"
+
+namespace wv::transport {
+
+// The layout both sides agree on. The receiver's words are on lines of their own: `sleepers` is
+// read by the sender on every store and written rarely, `consumed` is written per message and
+// read by the sender only when it finds no free slot.
+struct MailboxLayout {
+  static constexpr size_t kSlots = 64;
+  static constexpr size_t kSlotBytes = 256;
+  // A slot: stamp (sequence << 16 | length, stored last), regular sends before it, the message.
+  static constexpr size_t kSlotHeaderBytes = 16;
+  static constexpr size_t kCapacity = kSlotBytes - kSlotHeaderBytes;  // message bytes per slot
+  static constexpr size_t kSleepersOffset = 0;
+  static constexpr size_t kConsumedOffset = 64;
+  static constexpr size_t kSlotsOffset = 128;
+  static constexpr size_t kBytes = kSlotsOffset + kSlots * kSlotBytes;
+};
+
+// The receiving side: memory the peer maps, polled by this worker.
+class Inbox {
+ public:
+  static Result<std::unique_ptr<Inbox>> create(verbs::ProtectionDomain& domain);
+
+  // What the peer maps (its hello carries it).
+  verbs::RemoteAddress remote() const;
+  static constexpr int kEmpty = -1;      // nothing deliverable yet
+  static constexpr int kMalformed = -2;  // a stamp no sender writes
+  // The next message, copied into `out`, when it has arrived and its sender had posted at most
+  // `regular_received` regular sends before it: its length, else kEmpty or kMalformed. The slot
+  // is handed back before this returns, so a handler may progress the worker again.
+  int take(uint64_t regular_received, std::span<std::byte, MailboxLayout::kCapacity> out);
+  // Whether a message has arrived (deliverable or not).
+  bool pending() const;
+  // Counts a receiver about to sleep (senders then also send regularly), or one awake again.
+  void add_sleeper(int delta);
+
+ private:
+  explicit Inbox(std::shared_ptr<verbs::MemoryRegion> memory);
+  std::byte* slot(uint64_t sequence) const;
+
+  std::shared_ptr<verbs::MemoryRegion> memory_;
+  std::byte* base_;
+  uint64_t next_ = 1;  // sequence of the next message
+  int sleepers_added_ = 0;
+};
+
+// The sending side: the peer's inbox mapped into this process.
+class Outbox {
+ public:
+  // kNotSupported where the connection cannot map the peer's memory.
+  static Result<std::unique_ptr<Outbox>> map(verbs::ConnectQueuePair& qp,
+                                             verbs::RemoteAddress inbox);
+
+  // Stores one message made of `parts` (the caller keeps them within kCapacity bytes in all);
+  // false when every slot is still taken. `regular_before`: the regular sends posted so far.
+  bool store(uint64_t regular_before, std::span<const std::span<const std::byte>> parts);
+  // After a store: whether the receiver may be asleep (then it needs a regular message too).
+  bool receiver_may_sleep() const;
+
+ private:
+  explicit Outbox(std::unique_ptr<verbs::RemoteMapping> mapping);
+
+  std::unique_ptr<verbs::RemoteMapping> mapping_;
+  std::byte* base_;
+  uint64_t next_ = 1;      // sequence of the next message
+  uint64_t consumed_ = 0;  // the receiver's count as last read
+};
+
+}  // namespace wv::transport
