@@ -80,8 +80,8 @@ Status WorkerImpl::am_send(PeerId peer_id, uint8_t id, std::span<const std::byte
   // Nothing queued ahead of it and room to post: an inline send copies header and payload at
   // post time, so a small message needs no send buffer and, like inline tagged sends, mostly no
   // completion (each one cost the sender a CQ entry to push, poll and handle).
-  if (header_bytes + bytes <= inline_bytes_ && peer.data.empty() && peer.credits > 0 &&
-      can_post(peer) && post_message(peer, wire_header, header, payload)) {
+  if (header_bytes + bytes <= inline_bytes_ && peer.data.empty() && peer.puts_queued == 0 &&
+      peer.credits > 0 && can_post(peer) && post_message(peer, wire_header, header, payload)) {
     --peer.credits;
     return Status::ok();
   }
@@ -220,7 +220,9 @@ Result<Request> WorkerImpl::start_rma(RequestKind kind, PeerId peer_id, std::byt
   }
   if (kind == RequestKind::kPut) (*peer)->unfenced_put = remote;
   ++(*peer)->rma_pending;
-  (*peer)->rdma.push_back(*id);
+  const bool put = kind == RequestKind::kPut;
+  (*peer)->puts_queued += put ? 1 : 0;
+  (*peer)->rdma.push_back(RdmaItem{.request = *id, .put = put});
   pump(**peer);
   return Request::from_id(*id);
 }
@@ -286,7 +288,8 @@ Result<Request> WorkerImpl::atomic_compare_swap_or_add(PeerId peer_id, RemoteMem
   request.atomic_slot = slot;
   request.transfer_length = 8;
   ++(*peer)->rma_pending;
-  (*peer)->rdma.push_back(*id);
+  ++(*peer)->puts_queued;
+  (*peer)->rdma.push_back(RdmaItem{.request = *id, .put = true});
   pump(**peer);
   return Request::from_id(*id);
 }

@@ -1,5 +1,9 @@
 #include "mailbox.h"
 
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <cstring>
 
 namespace wv::transport {
@@ -19,7 +23,24 @@ std::byte* slot_of(std::byte* base, uint64_t sequence) {
   return base + Layout::kSlotsOffset + ((sequence - 1) % Layout::kSlots) * Layout::kSlotBytes;
 }
 
+long membarrier(int command) {
+  return syscall(SYS_membarrier, command, 0, 0);
+}
+
 }  // namespace
+
+bool asymmetric_fences() {
+  static const bool registered = [] {
+    const long commands = membarrier(MEMBARRIER_CMD_QUERY);
+    return commands >= 0 && (commands & MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0 &&
+           membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+  }();
+  return registered;
+}
+
+bool Inbox::heavy_fence() {
+  return membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0;
+}
 
 Result<std::unique_ptr<Inbox>> Inbox::create(verbs::ProtectionDomain& domain) {
   auto memory = domain.allocate_memory(Layout::kBytes, verbs::Access::kLocalWrite |
@@ -68,16 +89,16 @@ void Inbox::add_sleeper(int delta) {
       .fetch_add(static_cast<uint64_t>(static_cast<int64_t>(delta)), std::memory_order_seq_cst);
 }
 
-Result<std::unique_ptr<Outbox>> Outbox::map(verbs::ConnectQueuePair& qp,
-                                            verbs::RemoteAddress inbox) {
+Result<std::unique_ptr<Outbox>> Outbox::map(verbs::ConnectQueuePair& qp, verbs::RemoteAddress inbox,
+                                            bool asymmetric) {
   auto mapping = qp.map_remote(inbox, Layout::kBytes,
                                verbs::Access::kRemoteWrite | verbs::Access::kRemoteRead);
   if (!mapping.is_ok()) return mapping.status();
-  return std::unique_ptr<Outbox>(new Outbox(std::move(mapping).value()));
+  return std::unique_ptr<Outbox>(new Outbox(std::move(mapping).value(), asymmetric));
 }
 
-Outbox::Outbox(std::unique_ptr<verbs::RemoteMapping> mapping)
-    : mapping_(std::move(mapping)), base_(mapping_->data()) {}
+Outbox::Outbox(std::unique_ptr<verbs::RemoteMapping> mapping, bool asymmetric)
+    : mapping_(std::move(mapping)), base_(mapping_->data()), asymmetric_(asymmetric) {}
 
 bool Outbox::store(uint64_t regular_before, std::span<const std::span<const std::byte>> parts) {
   if (next_ - consumed_ > Layout::kSlots) {
@@ -92,14 +113,22 @@ bool Outbox::store(uint64_t regular_before, std::span<const std::span<const std:
     std::memcpy(at + Layout::kSlotHeaderBytes + length, part.data(), part.size());
     length += part.size();
   }
-  // Sequentially consistent, not just release: with the load of `sleepers` after it, it pairs
-  // with the receiver's count-then-look before it sleeps (one of the two sees the other).
-  word(at).store(next_ << kLengthBits | length, std::memory_order_seq_cst);
+  // With the load of `sleepers` after it, this pairs with the receiver's count-then-look before
+  // it sleeps, so that one of the two sees the other: a sequentially consistent store, or, with
+  // asymmetric fences, a release store the receiver's heavy fence orders for it.
+  const uint64_t stamp = next_ << kLengthBits | length;
+  if (asymmetric_) {
+    word(at).store(stamp, std::memory_order_release);
+  } else {
+    word(at).store(stamp, std::memory_order_seq_cst);
+  }
   ++next_;
   return true;
 }
 
 bool Outbox::receiver_may_sleep() const {
+  // Keeps the compiler from hoisting the load above the store; the CPU's side is the heavy fence.
+  if (asymmetric_) std::atomic_signal_fence(std::memory_order_seq_cst);
   return word(base_ + Layout::kSleepersOffset).load(std::memory_order_seq_cst) != 0;
 }
 

@@ -13,7 +13,12 @@
 //
 // Sleep: a store wakes nobody. A receiver that is about to sleep counts itself in the inbox's
 // sleepers word, fences and looks at its inboxes once more; a sender fences after its store
-// and, seeing a sleeper, also sends an empty regular message, whose completion wakes it.
+// and, seeing a sleeper, also sends an empty regular message, whose completion wakes it. The
+// sender's fence is the costly half: a sequentially consistent store waits for the line the
+// receiver polls (most of a store's cost). Where both processes registered for the kernel's
+// global expedited membarrier, the sender stores with release only and the receiver, on its
+// rare way to sleep, has the kernel fence every registered process instead (an asymmetric
+// fence, as liburcu and folly do).
 #pragma once
 
 #include <atomic>
@@ -26,6 +31,16 @@
 #include "wv/verbs.h"
 
 namespace wv::transport {
+
+// Registers this process for asymmetric fences (once; later calls answer the first's result).
+bool asymmetric_fences();
+
+// What a connection hello offers the peer: an inbox, and whether its owner takes part in
+// asymmetric fences.
+struct InboxOffer {
+  verbs::RemoteAddress remote;
+  bool asymmetric = false;
+};
 
 // The layout both sides agree on. The receiver's words are on lines of their own: `sleepers` is
 // read by the sender on every store and written rarely, `consumed` is written per message and
@@ -59,6 +74,11 @@ class Inbox {
   bool pending() const;
   // Counts a receiver about to sleep (senders then also send regularly), or one awake again.
   void add_sleeper(int delta);
+  // The sender stores with release only: a sleeper must fence for it (heavy_fence).
+  void set_asymmetric(bool asymmetric) { asymmetric_ = asymmetric; }
+  bool asymmetric() const { return asymmetric_; }
+  // The receiver's side of the asymmetric fence: false when the kernel refused it.
+  static bool heavy_fence();
 
  private:
   explicit Inbox(std::shared_ptr<verbs::MemoryRegion> memory);
@@ -68,14 +88,16 @@ class Inbox {
   std::byte* base_;
   uint64_t next_ = 1;  // sequence of the next message
   int sleepers_added_ = 0;
+  bool asymmetric_ = false;
 };
 
 // The sending side: the peer's inbox mapped into this process.
 class Outbox {
  public:
-  // kNotSupported where the connection cannot map the peer's memory.
+  // kNotSupported where the connection cannot map the peer's memory. `asymmetric`: both sides
+  // registered for asymmetric fences, so stores need only release.
   static Result<std::unique_ptr<Outbox>> map(verbs::ConnectQueuePair& qp,
-                                             verbs::RemoteAddress inbox);
+                                             verbs::RemoteAddress inbox, bool asymmetric);
 
   // Stores one message made of `parts` (the caller keeps them within kCapacity bytes in all);
   // false when every slot is still taken. `regular_before`: the regular sends posted so far.
@@ -84,10 +106,11 @@ class Outbox {
   bool receiver_may_sleep() const;
 
  private:
-  explicit Outbox(std::unique_ptr<verbs::RemoteMapping> mapping);
+  Outbox(std::unique_ptr<verbs::RemoteMapping> mapping, bool asymmetric);
 
   std::unique_ptr<verbs::RemoteMapping> mapping_;
   std::byte* base_;
+  bool asymmetric_;
   uint64_t next_ = 1;      // sequence of the next message
   uint64_t consumed_ = 0;  // the receiver's count as last read
 };

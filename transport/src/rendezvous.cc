@@ -78,7 +78,7 @@ void WorkerImpl::start_rendezvous_receive(uint64_t request_id, RequestSlot& requ
     return;
   }
   request.remote = RemoteMemory{body.address, body.key};
-  peer.rdma.push_back(request_id);
+  peer.rdma.push_back(RdmaItem{.request = request_id});
   pump(peer);
 }
 
@@ -100,7 +100,7 @@ void WorkerImpl::handle_ready(Peer& peer, const wire::Header& header, const wire
     complete(header.cookie, *request, Status::ok());
     return;
   }
-  peer.rdma.push_back(header.cookie);
+  peer.rdma.push_back(RdmaItem{.request = header.cookie});
   pump(peer);
 }
 

@@ -228,19 +228,26 @@ void WorkerImpl::pump(Peer& peer) {
     peer.control.pop_front();
     if (peer.state != PeerState::kConnected) return;
   }
-  while (!peer.data.empty() && peer.credits > 0 && can_post(peer)) {
-    const Posted posted = post_data(peer, peer.data.front());
-    if (posted == Posted::kBlocked) break;
-    peer.data.pop_front();
-    if (posted == Posted::kSent) --peer.credits;
-    if (peer.state != PeerState::kConnected) return;
-  }
-  while (!peer.rdma.empty() && can_post(peer)) {
-    const uint64_t id = peer.rdma.front();
-    RequestSlot* request = find_request(id);
-    if (request && !request->done && !post_rdma(peer, id, *request)) break;
-    peer.rdma.pop_front();
-    if (peer.state != PeerState::kConnected) return;
+  for (;;) {
+    // Behind a put or atomic not yet posted, messages wait: they must not arrive before it.
+    while (!peer.data.empty() && peer.puts_queued == 0 && peer.credits > 0 && can_post(peer)) {
+      const Posted posted = post_data(peer, peer.data.front());
+      if (posted == Posted::kBlocked) break;
+      peer.data.pop_front();
+      if (posted == Posted::kSent) --peer.credits;
+      if (peer.state != PeerState::kConnected) return;
+    }
+    const uint32_t puts_before = peer.puts_queued;
+    while (!peer.rdma.empty() && can_post(peer)) {
+      const RdmaItem item = peer.rdma.front();
+      RequestSlot* request = find_request(item.request);
+      if (request && !request->done && !post_rdma(peer, item.request, *request)) break;
+      peer.rdma.pop_front();
+      if (item.put) --peer.puts_queued;
+      if (peer.state != PeerState::kConnected) return;
+    }
+    // The puts that held messages back are posted: the messages go now.
+    if (puts_before == 0 || peer.puts_queued != 0 || peer.data.empty()) return;
   }
 }
 

@@ -144,7 +144,7 @@ std::optional<Result<Request>> WorkerImpl::send_at_once(Peer& peer, uint64_t tag
   // An inline send with no data queued ahead and a credit at hand goes now and is done: no
   // request to allocate, queue, find, complete and release (what post_data would do at once).
   if (mode != SendMode::kStandard || length > thresholds_.inline_limit || !peer.data.empty() ||
-      peer.credits == 0) {
+      peer.puts_queued != 0 || peer.credits == 0) {
     return std::nullopt;
   }
   if (!peer.control.empty()) {

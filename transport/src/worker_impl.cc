@@ -274,9 +274,9 @@ std::vector<std::byte> WorkerImpl::address() const {
 }
 
 // A hello is the address, then, where the sender offers the peer an inbox (mailbox.h),
-// "|mb1 <inbox address, 16 hex digits> <its key, 8 hex digits>".
+// "|mb1 <inbox address, 16 hex digits> <its key, 8 hex digits> <a: asymmetric fences, s: not>".
 constexpr std::string_view kInboxMark = "|mb1 ";
-constexpr size_t kInboxTextBytes = 16 + 1 + 8;
+constexpr size_t kInboxTextBytes = 16 + 1 + 8 + 2;
 
 std::vector<std::byte> WorkerImpl::hello(Peer& peer) {
   std::vector<std::byte> bytes = address();
@@ -288,15 +288,16 @@ std::vector<std::byte> WorkerImpl::hello(Peer& peer) {
   }
   const verbs::RemoteAddress remote = peer.inbox->remote();
   char text[kInboxMark.size() + kInboxTextBytes + 1];
-  std::snprintf(text, sizeof text, "%s%016llx %08x", kInboxMark.data(),
-                static_cast<unsigned long long>(remote.address), remote.rkey);
+  std::snprintf(text, sizeof text, "%s%016llx %08x %c", kInboxMark.data(),
+                static_cast<unsigned long long>(remote.address), remote.rkey,
+                asymmetric_fences() ? 'a' : 's');
   const auto* first = reinterpret_cast<const std::byte*>(text);
   bytes.insert(bytes.end(), first, first + kInboxMark.size() + kInboxTextBytes);
   return bytes;
 }
 
 std::span<const std::byte> WorkerImpl::read_hello(std::span<const std::byte> hello,
-                                                  std::optional<verbs::RemoteAddress>* inbox) {
+                                                  std::optional<InboxOffer>* inbox) {
   const std::string_view text(reinterpret_cast<const char*>(hello.data()), hello.size());
   const size_t mark = text.find(kInboxMark);
   inbox->reset();
@@ -304,12 +305,13 @@ std::span<const std::byte> WorkerImpl::read_hello(std::span<const std::byte> hel
   const std::string_view offer = text.substr(mark + kInboxMark.size());
   unsigned long long address = 0;
   unsigned rkey = 0;
+  char fences = 0;
   int consumed = 0;
   const std::string field(offer);
   if (offer.size() == kInboxTextBytes &&
-      std::sscanf(field.c_str(), "%16llx %8x%n", &address, &rkey, &consumed) == 2 &&
-      static_cast<size_t>(consumed) == kInboxTextBytes) {
-    *inbox = verbs::RemoteAddress{address, rkey};
+      std::sscanf(field.c_str(), "%16llx %8x %c%n", &address, &rkey, &fences, &consumed) == 3 &&
+      static_cast<size_t>(consumed) == kInboxTextBytes && (fences == 'a' || fences == 's')) {
+    *inbox = InboxOffer{verbs::RemoteAddress{address, rkey}, fences == 'a'};
   }
   return hello.first(mark);
 }
@@ -405,7 +407,7 @@ void WorkerImpl::progress_listener() {
 
 void WorkerImpl::handle_request(std::shared_ptr<verbs::ConnectEndpoint> endpoint) {
   const verbs::ConnectAttributes attributes = endpoint->query();
-  std::optional<verbs::RemoteAddress> peer_inbox;
+  std::optional<InboxOffer> peer_inbox;
   const std::span<const std::byte> address =
       read_hello(attributes.peer_parameters.private_data, &peer_inbox);
   DecodedAddress decoded;
@@ -624,8 +626,12 @@ void WorkerImpl::connected(Peer& peer) {
   // Mailboxes only where both sides offered one, so both decide alike. Ours is polled even if
   // mapping the peer's fails: the peer may still map ours.
   if (peer.inbox && peer.peer_inbox) {
-    auto outbox = Outbox::map(*peer.active->qp, *peer.peer_inbox);
+    // Release-only stores where both processes take part in asymmetric fences: each side
+    // knows both, so the sender's stores and the receiver's fences agree.
+    const bool asymmetric = asymmetric_fences() && peer.peer_inbox->asymmetric;
+    auto outbox = Outbox::map(*peer.active->qp, peer.peer_inbox->remote, asymmetric);
     if (outbox.is_ok()) peer.outbox = std::move(outbox).value();
+    peer.inbox->set_asymmetric(asymmetric);
     mailbox_peers_.push_back(peer.id);
   }
   ++counters_.connections;
@@ -645,6 +651,7 @@ void WorkerImpl::fail_peer(Peer& peer, Status status) {
   peer.data.clear();
   peer.control.clear();
   peer.rdma.clear();
+  peer.puts_queued = 0;
   // Every request that involves the peer fails; receives from any source stay posted.
   for (uint32_t index = 0; index < requests_.size(); ++index) {
     RequestSlot& request = requests_[index];
@@ -762,13 +769,19 @@ int WorkerImpl::poll_mailboxes() {
 }
 
 bool WorkerImpl::count_sleeper(int delta) {
-  bool pending = false;
+  bool heavy_fence = false;
   for (PeerId id : mailbox_peers_) {
     Inbox& inbox = *peers_[id]->inbox;
     inbox.add_sleeper(delta);
-    if (delta > 0 && inbox.pending()) pending = true;
+    heavy_fence = heavy_fence || inbox.asymmetric();
   }
-  return pending;
+  if (delta < 0) return false;
+  // Without the fence a sender's store might go unseen by both sides: do not sleep.
+  if (heavy_fence && !Inbox::heavy_fence()) return true;
+  for (PeerId id : mailbox_peers_) {
+    if (peers_[id]->inbox->pending()) return true;
+  }
+  return false;
 }
 
 void WorkerImpl::handle_completion(const verbs::Completion& completion) {
@@ -865,7 +878,9 @@ int WorkerImpl::progress() {
 
 int WorkerImpl::progress_locked() {
   int handled = mailbox_peers_.empty() ? 0 : poll_mailboxes();
-  handled += poll_completions();
+  // A pass that delivered from a mailbox returns at once (a ping-pong's reply waits for it); the
+  // CQ is polled by the next pass, and by every 8th that delivers, so a stream keeps it served.
+  if (handled == 0 || (++mailbox_passes_ & 7) == 0) handled += poll_completions();
   if (handled == 0 && deferred_count_ != 0) repost_deferred();
   progress_connections((++progress_calls_ & 31) == 0);
   return handled;

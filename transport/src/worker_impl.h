@@ -131,6 +131,12 @@ struct DataItem {
   size_t bytes;    // send buffer: bytes to send
 };
 
+// An item of a peer's RDMA queue.
+struct RdmaItem {
+  uint64_t request;
+  bool put = false;  // a put or atomic (see Peer::puts_queued)
+};
+
 enum class PeerState : uint8_t {
   kIdle,        // nothing tried yet
   kConnecting,  // our connect is in flight
@@ -169,14 +175,16 @@ struct Peer {
   uint32_t unsignaled = 0;  // inline sends posted without a completion since the last signaled send
   RingQueue<ControlMessage> control;
   RingQueue<DataItem> data;
-  RingQueue<uint64_t> rdma;  // requests with RDMA left to post
+  RingQueue<RdmaItem> rdma;  // requests with RDMA left to post
+  // Puts and atomics in `rdma`: messages wait until they are posted, so as not to arrive first.
+  uint32_t puts_queued = 0;
   uint32_t reads_in_flight = 0;
   uint32_t rma_pending = 0;  // put/get/atomic requests not done
   // Target of the last put not yet fenced by a read (flush reads one byte from it).
   std::optional<RemoteMemory> unfenced_put;
   // Mailboxes (mailbox.h): ours, offered in our hello; the peer's, from its hello, mapped.
   std::unique_ptr<Inbox> inbox;
-  std::optional<verbs::RemoteAddress> peer_inbox;
+  std::optional<InboxOffer> peer_inbox;
   std::unique_ptr<Outbox> outbox;
   uint64_t regular_sent = 0;      // sends posted to the QP
   uint64_t regular_received = 0;  // sends received from the QP
@@ -279,14 +287,14 @@ class WorkerImpl final : public Worker {
   std::vector<std::byte> hello(Peer& peer);
   // The address part of a peer's hello; the inbox it offers, if any, into *inbox.
   static std::span<const std::byte> read_hello(std::span<const std::byte> hello,
-                                               std::optional<verbs::RemoteAddress>* inbox);
+                                               std::optional<InboxOffer>* inbox);
   // A message from the peer, through its QP (`regular`) or our inbox.
   void handle_message(Peer& peer, std::span<const std::byte> bytes, bool regular);
   // Delivers what the peer's mailbox holds that may go before its next regular send.
   int drain_inbox(Peer& peer);
   int poll_mailboxes();
   // Counts this thread as sleeping in every inbox (`delta` 1), or awake again (-1); true when
-  // an inbox holds a message after counting in.
+  // it must not sleep after counting in (an inbox holds a message, or a fence failed).
   bool count_sleeper(int delta);
 
   // ---- sending.cc ----
@@ -419,6 +427,7 @@ class WorkerImpl final : public Worker {
   std::vector<PeerId> unsettled_;
   std::vector<PeerId> mailbox_peers_;  // connected peers whose inbox progress polls
   uint64_t progress_calls_ = 0;
+  uint32_t mailbox_passes_ = 0;  // passes that delivered from a mailbox
   std::unordered_map<uint64_t, PeerId> peer_by_uuid_;
 
   std::deque<RequestSlot> requests_;  // a deque: slots never move while others are added
