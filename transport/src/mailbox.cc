@@ -57,12 +57,8 @@ verbs::RemoteAddress Inbox::remote() const {
   return memory_->remote(base_);
 }
 
-std::byte* Inbox::slot(uint64_t sequence) const {
-  return slot_of(base_, sequence);
-}
-
 int Inbox::take(uint64_t regular_received, std::span<std::byte, Layout::kCapacity> out) {
-  std::byte* at = slot(next_);
+  std::byte* at = slot_of(base_, next_);
   const uint64_t stamp = word(at).load(std::memory_order_acquire);
   if (stamp >> kLengthBits != next_) return kEmpty;
   uint64_t regular_before;
@@ -77,16 +73,18 @@ int Inbox::take(uint64_t regular_received, std::span<std::byte, Layout::kCapacit
 }
 
 bool Inbox::pending() const {
-  return word(slot(next_)).load(std::memory_order_seq_cst) >> kLengthBits == next_;
+  return word(slot_of(base_, next_)).load(std::memory_order_seq_cst) >> kLengthBits == next_;
 }
 
-void Inbox::add_sleeper(int delta) {
-  // Only what this side added comes off again (an inbox created while a thread slept).
-  if (delta < 0 && -delta > sleepers_added_) delta = -sleepers_added_;
-  if (delta == 0) return;
-  sleepers_added_ += delta;
-  word(base_ + Layout::kSleepersOffset)
-      .fetch_add(static_cast<uint64_t>(static_cast<int64_t>(delta)), std::memory_order_seq_cst);
+void Inbox::add_sleeper() {
+  ++sleepers_added_;
+  word(base_ + Layout::kSleepersOffset).fetch_add(1, std::memory_order_seq_cst);
+}
+
+void Inbox::remove_sleeper() {
+  if (sleepers_added_ == 0) return;
+  --sleepers_added_;
+  word(base_ + Layout::kSleepersOffset).fetch_sub(1, std::memory_order_seq_cst);
 }
 
 Result<std::unique_ptr<Outbox>> Outbox::map(verbs::ConnectQueuePair& qp, verbs::RemoteAddress inbox,

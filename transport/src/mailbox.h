@@ -72,8 +72,10 @@ class Inbox {
   int take(uint64_t regular_received, std::span<std::byte, MailboxLayout::kCapacity> out);
   // Whether a message has arrived (deliverable or not).
   bool pending() const;
-  // Counts a receiver about to sleep (senders then also send regularly), or one awake again.
-  void add_sleeper(int delta);
+  // Counts a receiver about to sleep (senders then also send regularly), and takes it off again
+  // once awake; only sleepers this inbox counted come off (it may be newer than a sleep).
+  void add_sleeper();
+  void remove_sleeper();
   // The sender stores with release only: a sleeper must fence for it (heavy_fence).
   void set_asymmetric(bool asymmetric) { asymmetric_ = asymmetric; }
   bool asymmetric() const { return asymmetric_; }
@@ -82,7 +84,6 @@ class Inbox {
 
  private:
   explicit Inbox(std::shared_ptr<verbs::MemoryRegion> memory);
-  std::byte* slot(uint64_t sequence) const;
 
   std::shared_ptr<verbs::MemoryRegion> memory_;
   std::byte* base_;

@@ -768,20 +768,24 @@ int WorkerImpl::poll_mailboxes() {
   return handled;
 }
 
-bool WorkerImpl::count_sleeper(int delta) {
+bool WorkerImpl::announce_sleep() {
   bool heavy_fence = false;
   for (PeerId id : mailbox_peers_) {
     Inbox& inbox = *peers_[id]->inbox;
-    inbox.add_sleeper(delta);
+    inbox.add_sleeper();
     heavy_fence = heavy_fence || inbox.asymmetric();
   }
-  if (delta < 0) return false;
   // Without the fence a sender's store might go unseen by both sides: do not sleep.
-  if (heavy_fence && !Inbox::heavy_fence()) return true;
-  for (PeerId id : mailbox_peers_) {
-    if (peers_[id]->inbox->pending()) return true;
+  bool may_sleep = !heavy_fence || Inbox::heavy_fence();
+  for (size_t i = 0; may_sleep && i < mailbox_peers_.size(); ++i) {
+    may_sleep = !peers_[mailbox_peers_[i]]->inbox->pending();
   }
-  return false;
+  if (!may_sleep) announce_awake();
+  return may_sleep;
+}
+
+void WorkerImpl::announce_awake() {
+  for (PeerId id : mailbox_peers_) peers_[id]->inbox->remove_sleeper();
 }
 
 void WorkerImpl::handle_completion(const verbs::Completion& completion) {
@@ -896,16 +900,13 @@ Status WorkerImpl::wait_for_event(std::chrono::milliseconds bound) {
     connecting = anything_connecting();
     if (next_request_) request_fd = next_request_->fd();
     // Senders that store into our inboxes from now on also send through the QP (mailbox.h).
-    if (count_sleeper(1)) {
-      count_sleeper(-1);
-      return Status::ok();
-    }
+    if (!announce_sleep()) return Status::ok();
   }
   struct Awake {
     WorkerImpl& worker;
     ~Awake() {
       std::lock_guard lock(worker.mutex_);
-      worker.count_sleeper(-1);
+      worker.announce_awake();
     }
   } awake{*this};
   auto notification = cq_->notify(verbs::NotifyOn::kNextCompletion);

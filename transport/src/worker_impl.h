@@ -293,9 +293,10 @@ class WorkerImpl final : public Worker {
   // Delivers what the peer's mailbox holds that may go before its next regular send.
   int drain_inbox(Peer& peer);
   int poll_mailboxes();
-  // Counts this thread as sleeping in every inbox (`delta` 1), or awake again (-1); true when
-  // it must not sleep after counting in (an inbox holds a message, or a fence failed).
-  bool count_sleeper(int delta);
+  // Counts this thread as sleeping in every inbox; false when it must not sleep after all (an
+  // inbox holds a message, or the fence failed), then it is counted awake again already.
+  bool announce_sleep();
+  void announce_awake();
 
   // ---- sending.cc ----
   void queue_control(Peer& peer, const ControlMessage& message);
