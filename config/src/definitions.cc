@@ -225,8 +225,8 @@ constexpr Definition kDefinitions[] = {
      .type = Type::kBool,
      .default_value = "true",
      .description = "On connections whose peer memory can be mapped (the shm provider, and the "
-                    "hybrid provider's on one host), send messages of up to 240 bytes by storing "
-                    "them in a mailbox of 64 slots in the receiver's memory, which it polls, "
+                    "hybrid provider's on one host), send messages of up to 1136 bytes by storing "
+                    "them in a 16 KiB mailbox ring in the receiver's memory, which it polls, "
                     "instead of through the queue pair.",
      .level = Level::kTuner},
     {.name = names::kCollectivesTable,

@@ -137,8 +137,20 @@ TEST_P(WorkerTest, ASmallSendThatGoesAtOnceIsDoneAtOnce) {
   ASSERT_TRUE(wait(*b_, *recv, &result).is_ok());
   EXPECT_EQ(in, 2u) << "the receiver got the buffer as it was after the send returned";
   EXPECT_EQ(result.length, sizeof in);
-  // Beyond the inline size, and synchronous sends, are live requests.
-  std::vector<std::byte> large(a_->thresholds().inline_limit + 1);
+  // So is one beyond the inline size that the peer's mailbox takes (shm, hybrid).
+  if (GetParam().provider == "shm" || GetParam().provider == "hybrid") {
+    std::vector<std::byte> medium(1000, std::byte{5});
+    std::vector<std::byte> sink(medium.size());
+    auto medium_recv = b_->irecv(to_a_, 10, kTagMaskAll, sink.data(), sink.size());
+    auto medium_send = a_->isend(to_b_, 10, medium.data(), medium.size());
+    ASSERT_TRUE(medium_recv.is_ok() && medium_send.is_ok());
+    EXPECT_TRUE(medium_send->is_completed());
+    std::fill(medium.begin(), medium.end(), std::byte{0});
+    ASSERT_TRUE(wait(*b_, *medium_recv).is_ok());
+    EXPECT_EQ(sink, std::vector<std::byte>(1000, std::byte{5}));
+  }
+  // Beyond the inline size and the mailbox, and synchronous sends, are live requests.
+  std::vector<std::byte> large(std::max<size_t>(a_->thresholds().inline_limit, 2048) + 1);
   std::vector<std::byte> sink(large.size());
   auto large_recv = b_->irecv(to_a_, 8, kTagMaskAll, sink.data(), sink.size());
   auto large_send = a_->isend(to_b_, 8, large.data(), large.size());
@@ -296,9 +308,9 @@ TEST_P(WorkerTest, MailboxAndQueuePairMessagesKeepTheirOrder) {
     std::vector<std::vector<std::byte>> sent;
     std::vector<Request> sends;
     for (int i = 0; i < kCount; ++i) {
-      // Mostly mailbox-sized, then one too large for a slot, one through a send buffer, one
-      // rendezvous.
-      const size_t sizes[] = {8, 200, 8, 230, 1000, 8, 20000};
+      // Mostly mailbox-sized (entries of one to 17 lines, wrapping around its ring), then one
+      // too large for it through a send buffer, and one rendezvous.
+      const size_t sizes[] = {8, 200, 8, 1100, 230, 2000, 8, 700, 20000};
       const size_t size = sizes[static_cast<size_t>(i) % std::size(sizes)];
       sent.push_back(pattern(size, static_cast<uint32_t>(i)));
       auto send = a_->isend(to_b_, 6, sent.back().data(), size);
@@ -351,6 +363,34 @@ TEST_P(WorkerTest, APutIsInPlaceWhenTheNextSmallMessageArrives) {
         << "round " << round << ": the message overtook the put";
     ASSERT_TRUE(wait(*a_, *put).is_ok());
     ASSERT_TRUE(wait(*a_, *send).is_ok());
+  }
+}
+
+// Messages of one line to the largest entry, sent and received one by one, go around the
+// mailbox's ring many times: entries that would cross its end are moved to its start, and every
+// message arrives intact through the mailbox.
+TEST_P(WorkerTest, MailboxMessagesWrapAroundItsRingIntact) {
+  make_pair();
+  constexpr int kCount = 400;
+  const size_t sizes[] = {8, 1100, 200, 64, 700, 1};
+  for (int i = 0; i < kCount; ++i) {
+    const size_t size = sizes[static_cast<size_t>(i) % std::size(sizes)];
+    const std::vector<std::byte> sent = pattern(size, static_cast<uint32_t>(i));
+    std::vector<std::byte> received(2048);
+    auto recv = b_->irecv(kAnyPeer, 7, kTagMaskAll, received.data(), received.size());
+    auto send = a_->isend(to_b_, 7, sent.data(), size);
+    ASSERT_TRUE(recv.is_ok() && send.is_ok());
+    RequestResult result;
+    ASSERT_TRUE(wait(*b_, *recv, &result).is_ok()) << "message " << i;
+    ASSERT_TRUE(wait(*a_, *send).is_ok()) << "message " << i;
+    ASSERT_EQ(result.length, size) << "message " << i;
+    ASSERT_EQ(0, std::memcmp(received.data(), sent.data(), size)) << "message " << i;
+  }
+  if (GetParam().provider == "shm" || GetParam().provider == "hybrid") {
+    // The connection's first messages go before the mailbox is set up.
+    EXPECT_GT(a_->counters().mailbox_messages, uint64_t{kCount} - 10);
+  } else {
+    EXPECT_EQ(a_->counters().mailbox_messages, 0u);
   }
 }
 

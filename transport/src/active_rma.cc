@@ -79,9 +79,11 @@ Status WorkerImpl::am_send(PeerId peer_id, uint8_t id, std::span<const std::byte
   const size_t header_bytes = wire::shorten(wire_header);
   // Nothing queued ahead of it and room to post: an inline send copies header and payload at
   // post time, so a small message needs no send buffer and, like inline tagged sends, mostly no
-  // completion (each one cost the sender a CQ entry to push, poll and handle).
-  if (header_bytes + bytes <= inline_bytes_ && peer.data.empty() && peer.puts_queued == 0 &&
-      peer.credits > 0 && can_post(peer) && post_message(peer, wire_header, header, payload)) {
+  // completion (each one cost the sender a CQ entry to push, poll and handle). So does a store
+  // into the peer's mailbox.
+  if ((header_bytes + bytes <= inline_bytes_ || fits_mailbox(peer, header_bytes + bytes)) &&
+      peer.data.empty() && peer.puts_queued == 0 && peer.credits > 0 && can_post(peer) &&
+      post_message(peer, wire_header, header, payload)) {
     --peer.credits;
     return Status::ok();
   }

@@ -19,9 +19,14 @@ std::atomic_ref<uint64_t> word(std::byte* at) {
   return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(at));
 }
 
-std::byte* slot_of(std::byte* base, uint64_t sequence) {
-  return base + Layout::kSlotsOffset + ((sequence - 1) % Layout::kSlots) * Layout::kSlotBytes;
+std::byte* ring_at(std::byte* base, uint64_t position) {
+  return base + Layout::kRingOffset + position % Layout::kRingBytes;
 }
+
+// Where the stamp's length cannot reach: a message never has kWrapLength bytes.
+static_assert(Layout::kCapacity < Layout::kWrapLength);
+static_assert(Layout::kRingBytes % Layout::kLineBytes == 0 &&
+              (Layout::kRingBytes & (Layout::kRingBytes - 1)) == 0);
 
 long membarrier(int command) {
   return syscall(SYS_membarrier, command, 0, 0);
@@ -58,22 +63,38 @@ verbs::RemoteAddress Inbox::remote() const {
 }
 
 int Inbox::take(uint64_t regular_received, std::span<std::byte, Layout::kCapacity> out) {
-  std::byte* at = slot_of(base_, next_);
-  const uint64_t stamp = word(at).load(std::memory_order_acquire);
-  if (stamp >> kLengthBits != next_) return kEmpty;
-  uint64_t regular_before;
-  std::memcpy(&regular_before, at + sizeof stamp, sizeof regular_before);
-  if (regular_before > regular_received) return kEmpty;  // a regular send ahead of it is due
-  const size_t length = stamp & ((uint64_t{1} << kLengthBits) - 1);
-  if (length > Layout::kCapacity) return kMalformed;
-  std::memcpy(out.data(), at + Layout::kSlotHeaderBytes, length);
-  word(base_ + Layout::kConsumedOffset).store(next_, std::memory_order_release);
-  ++next_;
-  return static_cast<int>(length);
+  for (;;) {
+    const uint64_t offset = tail_ % Layout::kRingBytes;
+    std::byte* at = ring_at(base_, tail_);
+    const uint64_t stamp = word(at).load(std::memory_order_acquire);
+    if (stamp >> kLengthBits != next_) return kEmpty;
+    const uint64_t length = stamp & ((uint64_t{1} << kLengthBits) - 1);
+    if (length == Layout::kWrapLength) {
+      if (offset == 0) return kMalformed;  // a wrap mark where the ring begins
+      tail_ += Layout::kRingBytes - offset;
+      ++next_;
+      word(base_ + Layout::kConsumedOffset).store(tail_, std::memory_order_release);
+      continue;
+    }
+    uint64_t regular_before;
+    std::memcpy(&regular_before, at + sizeof stamp, sizeof regular_before);
+    if (regular_before > regular_received) return kEmpty;  // a regular send ahead of it is due
+    const size_t bytes = Layout::entry_bytes(length);
+    if (length > Layout::kCapacity || offset + bytes > Layout::kRingBytes) return kMalformed;
+    std::memcpy(out.data(), at + Layout::kEntryHeaderBytes, length);
+    // The first line's word is a stamp, which cannot pass for a later one.
+    for (size_t line = Layout::kLineBytes; line < bytes; line += Layout::kLineBytes) {
+      word(at + line).store(0, std::memory_order_relaxed);
+    }
+    tail_ += bytes;
+    ++next_;
+    word(base_ + Layout::kConsumedOffset).store(tail_, std::memory_order_release);
+    return static_cast<int>(length);
+  }
 }
 
 bool Inbox::pending() const {
-  return word(slot_of(base_, next_)).load(std::memory_order_seq_cst) >> kLengthBits == next_;
+  return word(ring_at(base_, tail_)).load(std::memory_order_seq_cst) >> kLengthBits == next_;
 }
 
 void Inbox::add_sleeper() {
@@ -99,17 +120,30 @@ Outbox::Outbox(std::unique_ptr<verbs::RemoteMapping> mapping, bool asymmetric)
     : mapping_(std::move(mapping)), base_(mapping_->data()), asymmetric_(asymmetric) {}
 
 bool Outbox::store(uint64_t regular_before, std::span<const std::span<const std::byte>> parts) {
-  if (next_ - consumed_ > Layout::kSlots) {
-    consumed_ = word(base_ + Layout::kConsumedOffset).load(std::memory_order_acquire);
-    if (next_ - consumed_ > Layout::kSlots) return false;
-  }
-  std::byte* at = slot_of(base_, next_);
-  std::memcpy(at + sizeof(uint64_t), &regular_before, sizeof regular_before);
   size_t length = 0;
+  for (const auto& part : parts) length += part.size();
+  const uint64_t bytes = Layout::entry_bytes(length);
+  const uint64_t offset = head_ % Layout::kRingBytes;
+  const uint64_t wrap = offset + bytes > Layout::kRingBytes ? Layout::kRingBytes - offset : 0;
+  const uint64_t needed = wrap + bytes;
+  if (head_ + needed - consumed_ > Layout::kRingBytes) {
+    consumed_ = word(base_ + Layout::kConsumedOffset).load(std::memory_order_acquire);
+    if (head_ + needed - consumed_ > Layout::kRingBytes) return false;
+  }
+  if (wrap != 0) {
+    // The entry after it orders it for a sleeping receiver (see below), so release suffices.
+    word(ring_at(base_, head_))
+        .store(next_ << kLengthBits | Layout::kWrapLength, std::memory_order_release);
+    ++next_;
+    head_ += wrap;
+  }
+  std::byte* at = ring_at(base_, head_);
+  std::memcpy(at + sizeof(uint64_t), &regular_before, sizeof regular_before);
+  size_t copied = 0;
   for (const auto& part : parts) {
     if (part.empty()) continue;
-    std::memcpy(at + Layout::kSlotHeaderBytes + length, part.data(), part.size());
-    length += part.size();
+    std::memcpy(at + Layout::kEntryHeaderBytes + copied, part.data(), part.size());
+    copied += part.size();
   }
   // With the load of `sleepers` after it, this pairs with the receiver's count-then-look before
   // it sleeps, so that one of the two sees the other: a sequentially consistent store, or, with
@@ -121,6 +155,7 @@ bool Outbox::store(uint64_t regular_before, std::span<const std::span<const std:
     word(at).store(stamp, std::memory_order_seq_cst);
   }
   ++next_;
+  head_ += bytes;
   return true;
 }
 

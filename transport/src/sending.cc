@@ -40,7 +40,7 @@ bool WorkerImpl::store_in_mailbox(Peer& peer, wire::Type type, uint16_t credits,
   peer.credits_to_return -= credits;
   ++counters_.messages_sent;
   ++counters_.mailbox_messages;
-  // The caller takes a credit for a data message as it would for the QP; a slot needs none.
+  // The caller takes a credit for a data message as it would for the QP; an entry needs none.
   if (wire::consumes_credit(type)) ++peer.credits;
   if (peer.outbox->receiver_may_sleep()) {
     queue_control(peer, ControlMessage{.type = wire::Type::kCredit, .wake = true});

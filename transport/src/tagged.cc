@@ -141,10 +141,12 @@ Result<Request> WorkerImpl::isend(PeerId peer_id, uint64_t tag, const void* buff
 std::optional<Result<Request>> WorkerImpl::send_at_once(Peer& peer, uint64_t tag,
                                                         const void* buffer, size_t length,
                                                         SendMode mode) {
-  // An inline send with no data queued ahead and a credit at hand goes now and is done: no
-  // request to allocate, queue, find, complete and release (what post_data would do at once).
-  if (mode != SendMode::kStandard || length > thresholds_.inline_limit || !peer.data.empty() ||
-      peer.puts_queued != 0 || peer.credits == 0) {
+  // An inline send (or one the peer's mailbox takes) with no data queued ahead and a credit at
+  // hand goes now and is done: no request to allocate, queue, find, complete and release (what
+  // post_data would do at once).
+  if (mode != SendMode::kStandard ||
+      (length > thresholds_.inline_limit && !fits_mailbox(peer, wire::kShortEagerBytes + length)) ||
+      !peer.data.empty() || peer.puts_queued != 0 || peer.credits == 0) {
     return std::nullopt;
   }
   if (!peer.control.empty()) {

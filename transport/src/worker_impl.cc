@@ -274,8 +274,8 @@ std::vector<std::byte> WorkerImpl::address() const {
 }
 
 // A hello is the address, then, where the sender offers the peer an inbox (mailbox.h),
-// "|mb1 <inbox address, 16 hex digits> <its key, 8 hex digits> <a: asymmetric fences, s: not>".
-constexpr std::string_view kInboxMark = "|mb1 ";
+// "|mb2 <inbox address, 16 hex digits> <its key, 8 hex digits> <a: asymmetric fences, s: not>".
+constexpr std::string_view kInboxMark = "|mb2 ";
 constexpr size_t kInboxTextBytes = 16 + 1 + 8 + 2;
 
 std::vector<std::byte> WorkerImpl::hello(Peer& peer) {
@@ -733,7 +733,7 @@ void WorkerImpl::handle_message(Peer& peer, std::span<const std::byte> bytes, bo
     case wire::Type::kCredit:
       break;
   }
-  // A mailbox slot is no receive buffer: it takes no credit and returns none.
+  // A mailbox entry is no receive buffer: it takes no credit and returns none.
   if (regular && wire::consumes_credit(header.type)) return_credits(peer, 1);
   ++counters_.messages_received;
 }
@@ -746,7 +746,7 @@ int WorkerImpl::drain_inbox(Peer& peer) {
     if (length == Inbox::kEmpty) break;
     if (length == Inbox::kMalformed) {
       fail_peer(peer, Status(Errc::kProtocolError,
-                             "malformed mailbox slot from peer " + std::to_string(peer.id)));
+                             "malformed mailbox entry from peer " + std::to_string(peer.id)));
       break;
     }
     handle_message(peer, std::span<const std::byte>(message.data(), static_cast<size_t>(length)),

@@ -315,6 +315,11 @@ class WorkerImpl final : public Worker {
   // in the peer's mailbox, when it may go there (mailbox.h); false: it takes the QP.
   bool store_in_mailbox(Peer& peer, wire::Type type, uint16_t credits,
                         std::span<const std::span<const std::byte>> parts, size_t bytes);
+  // Whether a message of `bytes` with its header fits the peer's mailbox: then it may go at once
+  // like an inline send, with no send buffer to frame it in and copy it from again.
+  static bool fits_mailbox(const Peer& peer, size_t bytes) {
+    return peer.outbox && bytes <= MailboxLayout::kCapacity;
+  }
   bool post_from_buffer(Peer& peer, uint32_t buffer, size_t bytes);
   // Writes the credits owed to the peer into a message framed earlier (a queued send buffer's
   // header) and returns them; count_posted books them as returned once the message is posted.
