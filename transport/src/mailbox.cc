@@ -71,9 +71,7 @@ int Inbox::take(uint64_t regular_received, std::span<std::byte, Layout::kCapacit
     const uint64_t length = stamp & ((uint64_t{1} << kLengthBits) - 1);
     if (length == Layout::kWrapLength) {
       if (offset == 0) return kMalformed;  // a wrap mark where the ring begins
-      tail_ += Layout::kRingBytes - offset;
-      ++next_;
-      word(base_ + Layout::kConsumedOffset).store(tail_, std::memory_order_release);
+      hand_back(Layout::kRingBytes - offset);
       continue;
     }
     uint64_t regular_before;
@@ -86,11 +84,15 @@ int Inbox::take(uint64_t regular_received, std::span<std::byte, Layout::kCapacit
     for (size_t line = Layout::kLineBytes; line < bytes; line += Layout::kLineBytes) {
       word(at + line).store(0, std::memory_order_relaxed);
     }
-    tail_ += bytes;
-    ++next_;
-    word(base_ + Layout::kConsumedOffset).store(tail_, std::memory_order_release);
+    hand_back(bytes);
     return static_cast<int>(length);
   }
+}
+
+void Inbox::hand_back(uint64_t bytes) {
+  tail_ += bytes;
+  ++next_;
+  word(base_ + Layout::kConsumedOffset).store(tail_, std::memory_order_release);
 }
 
 bool Inbox::pending() const {

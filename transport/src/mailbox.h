@@ -100,6 +100,8 @@ class Inbox {
 
  private:
   explicit Inbox(std::shared_ptr<verbs::MemoryRegion> memory);
+  // The entry (or wrap mark) at the tail, `bytes` of the ring, is the sender's again.
+  void hand_back(uint64_t bytes);
 
   std::shared_ptr<verbs::MemoryRegion> memory_;
   std::byte* base_;

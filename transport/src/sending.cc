@@ -33,8 +33,8 @@ void WorkerImpl::return_credits(Peer& peer, uint32_t count) {
 bool WorkerImpl::store_in_mailbox(Peer& peer, wire::Type type, uint16_t credits,
                                   std::span<const std::span<const std::byte>> parts, size_t bytes) {
   // Queued control messages go first, through the QP; so does anything behind RDMA writes.
-  if (!peer.outbox || bytes > MailboxLayout::kCapacity || peer.rdma_unordered ||
-      !peer.control.empty() || !peer.outbox->store(peer.regular_sent, parts)) {
+  if (!fits_mailbox(peer, bytes) || peer.rdma_unordered || !peer.control.empty() ||
+      !peer.outbox->store(peer.regular_sent, parts)) {
     return false;
   }
   peer.credits_to_return -= credits;
